@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages srprune needs (cross toolchains for arm64, qemu
+# to run arm64 code here). Installs only what is missing; needs root or sudo.
+set -euo pipefail
+
+# command -> Debian package
+declare -A NEED=(
+  [clang]=clang
+  [ld.lld]=lld
+  [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
+  [qemu-aarch64]=qemu-user
+)
+
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

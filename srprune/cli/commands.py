@@ -1,0 +1,3 @@
+"""Imports every command module so that each registers its commands on `srprune.cli.cli`."""
+
+from srprune.cli import core_cmd, demo_cmd  # noqa: F401

@@ -1,0 +1,148 @@
+"""The single-model commands: train, eval, upscale, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from srprune.cli import cli
+from srprune.errors import InputError
+
+SCALE = click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
+                     help="Upscaling factor (needed with an architecture name; checked against a model file).")
+FORCE = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+
+
+def _model(spec: str, scale: int | None):
+    """Resolve MODEL (file or registered name) for inference: the deployed form."""
+    from srprune.models import deploy, resolve_model
+
+    model, info = resolve_model(spec, scale)
+    return deploy(model).eval(), info
+
+
+@cli.command("train")
+@click.argument("model")
+@SCALE
+@click.option("--data", default="builtin", show_default=True, help="Training data: builtin, an HR folder or a DIV2K root.")
+@click.option("--val-data", default="builtin", show_default=True, help="Validation data (builtin uses its val split).")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: checkpoint.pt, model.pt, train.log.")
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--patch-size", type=click.IntRange(4), default=48, show_default=True, help="LR patch side.")
+@click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True,
+              help="Steps between resumable checkpoints.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: all cores).")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@FORCE
+def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_size, learning_rate, seed,
+              val_every, checkpoint_every, threads, resume, force) -> None:
+    """Train MODEL (an architecture name with --scale, or a model file to fine-tune) with L1 loss."""
+    import json
+
+    from srprune.models.modelfile import load_model
+    from srprune.train import TrainConfig, train_model_file
+
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=learning_rate, seed=seed,
+                      val_every=val_every, checkpoint_every=checkpoint_every, threads=threads)
+    final = train_model_file(model, scale, data, val_data, out_dir, cfg, resume=resume, force=force)
+    _, info = load_model(final)
+    val = info.get("meta", {}).get("val", {})
+    click.echo(f"wrote {final}: val PSNR-Y {val.get('val_psnr', float('nan')):.4f} dB ({json.dumps(val)})")
+
+
+@cli.command("eval")
+@click.argument("model")
+@SCALE
+@click.option("--data", required=True, help="builtin, an HR folder, a benchmark set or a DIV2K root.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write scores as JSON.")
+@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), help="Save SR outputs here.")
+@FORCE
+def eval_cmd(model, scale, data, json_path, save_images, force) -> None:
+    """PSNR-Y/SSIM-Y of MODEL (or `bicubic`) per image and mean, by the benchmark protocol."""
+    from srprune.atomic import check_writable
+    from srprune.data import load_dataset
+    from srprune.evaluate import format_table, score_pairs, write_json
+
+    if json_path:
+        check_writable(json_path, force)
+    if save_images and save_images.exists() and any(save_images.iterdir()) and not force:
+        raise InputError(f"{save_images} is not empty (use --force to overwrite)")
+    net, _ = _model(model, scale)
+    pairs = load_dataset(data, net.scale, split="val")
+    scores = score_pairs(net, pairs, net.scale, progress=True, save_dir=save_images)
+    click.echo(format_table(scores, f"{model} x{net.scale} on {data}"))
+    if json_path:
+        write_json(json_path, scores, {"model": model, "scale": net.scale, "data": data})
+
+
+@cli.command("upscale")
+@click.argument("model")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@SCALE
+@click.option("--tile", type=click.IntRange(0), default=256, show_default=True,
+              help="LR tile side for bounded memory (0: whole image at once).")
+@FORCE
+def upscale_cmd(model, src, dst, scale, tile, force) -> None:
+    """Upscale an image (or every image in a folder) with MODEL."""
+    from srprune.evaluate import to_image, to_tensor
+    from srprune.imageio import is_image_file, read_image, write_image
+    from srprune.upscale import upscale_tensor
+
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder")
+    net, _ = _model(model, scale)
+    if src.is_dir():
+        jobs = [(p, dst / f"{p.stem}.png") for p in sorted(src.iterdir()) if is_image_file(p)]
+        if not jobs:
+            raise InputError(f"{src}: no images found")
+    else:
+        jobs = [(src, dst)]
+    for _, out in jobs:
+        if out.exists() and not force:
+            raise InputError(f"{out} already exists (use --force to overwrite)")
+    for inp, out in jobs:
+        lr = read_image(inp)
+        sr = to_image(upscale_tensor(net, to_tensor(lr), net.scale, tile=tile))
+        write_image(out, sr, force=True)
+        click.echo(f"{inp} ({lr.shape[1]}x{lr.shape[0]}) -> {out} ({sr.shape[1]}x{sr.shape[0]})")
+
+
+@cli.command("info")
+@click.argument("model")
+@SCALE
+@click.option("--size", default="1280x720", show_default=True, help="Output size WxH for MACs.")
+def info_cmd(model, scale, size) -> None:
+    """Architecture, parameters and MACs per frame of MODEL."""
+    from srprune.complexity import count_params, macs_for_output
+    from srprune.models import deploy, resolve_model
+
+    out_hw = parse_size(size)
+    net, info = resolve_model(model, scale)
+    deployed = deploy(net)
+    macs = macs_for_output(deployed, net.scale, out_hw)
+    arch = getattr(net, "arch", {})
+    click.echo(f"model:      {model}")
+    click.echo(f"arch:       {arch.get('name', type(net).__name__)} x{net.scale} {arch.get('config', {})}")
+    click.echo(f"params:     {count_params(deployed):,} (deployed form)")
+    click.echo(f"MACs:       {macs / 1e9:.3f} G per {out_hw[1]}x{out_hw[0]} output frame")
+    meta = info.get("meta", {}) if isinstance(info, dict) else {}
+    if meta:
+        click.echo(f"meta:       {meta}")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'1280x720' (W x H) -> (720, 1280) as (H, W)."""
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"size {size!r} is not WIDTHxHEIGHT (for example 1280x720)") from None
+    if w < 1 or h < 1:
+        raise InputError(f"size {size!r} must be positive")
+    return h, w

@@ -1,0 +1,180 @@
+"""Training of a single SR network: L1 loss, Adam, cosine schedule, exact resume.
+
+The training state (weights, optimizer, schedule, sampler and RNG states, step)
+is checkpointed atomically every `checkpoint_every` steps, so a run killed at
+any moment continues from its last checkpoint and ends with the same weights
+as an uninterrupted run (same thread count, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from srprune.progress import progress_bar
+
+from srprune.atomic import atomic_path, write_text
+from srprune.errors import InputError
+from srprune.evaluate import mean_score, score_pairs
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "srprune-train-state"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (written to the run folder)."""
+
+    steps: int = 2000
+    batch_size: int = 16
+    patch_size: int = 48  # LR patch side
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01  # cosine schedule ends at lr * min_lr_ratio
+    seed: int = 0
+    val_every: int = 250
+    checkpoint_every: int = 100
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)  # model name/config/data: recorded, checked on resume
+
+
+def setup_logger(run_dir: Path, name: str = "srprune.train") -> logging.Logger:
+    """A logger that appends to RUN/train.log (the terminal shows the progress bar)."""
+    logger = logging.getLogger(f"{name}.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+
+
+def _load_state(path: Path, cfg: TrainConfig) -> dict:
+    """Read a training checkpoint and check it belongs to this configuration."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not an srprune training checkpoint")
+    if state["config"] != asdict(cfg):
+        changed = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
+        raise InputError(f"{path}: was written with a different configuration ({', '.join(changed)} differ); "
+                         "use --force to start over")
+    return state
+
+
+def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: TrainConfig, run_dir: Path,
+          resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
+    """Train `model` in place on batches from `sampler`; return a summary dict.
+
+    `sampler` yields (lr, hr) float NCHW batches and has state_dict()/load_state_dict().
+    `stop_after` ends the run early after that many steps of this call (used to
+    test that an interrupted run resumes exactly).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logger(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = _make_scheduler(optimizer, cfg)
+    history: list[dict] = []
+    step = 0
+    ckpt = run_dir / CHECKPOINT
+    if resume and ckpt.exists():
+        state = _load_state(ckpt, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        history = json.loads(state["history"])
+        log.info("resumed at step %d", step)
+    elif ckpt.exists():
+        raise InputError(f"{ckpt} exists: pass --resume to continue it or --force to start over")
+    write_text(run_dir / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+
+    def save_state() -> None:
+        state = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(cfg), "step": step,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "history": json.dumps(history)}
+        with atomic_path(ckpt) as tmp:
+            torch.save(state, tmp)
+
+    loss_fn = nn.L1Loss()
+    start_step, started = step, time.perf_counter()
+    bar = progress_bar(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
+    batches = iter(sampler)
+    model.train()
+    while step < cfg.steps and (stop_after is None or step - start_step < stop_after):
+        lr_batch, hr_batch = next(batches)
+        loss = loss_fn(model(lr_batch), hr_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            val = mean_score(score_pairs(model, val_pairs, scale))
+            model.train()
+            history.append({"step": step, "loss": loss.item(), "val_psnr": val.psnr, "val_ssim": val.ssim})
+            bar.set_postfix(loss=f"{loss.item():.4f}", val_psnr=f"{val.psnr:.2f}")
+            log.info("step %d loss %.5f val PSNR-Y %.4f SSIM-Y %.4f", step, loss.item(), val.psnr, val.ssim)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_state()
+    bar.close()
+    elapsed = time.perf_counter() - started
+    log.info("stopped at step %d after %.1f s", step, elapsed)
+    return {"step": step, "done": step >= cfg.steps, "seconds": elapsed, "history": history}
+
+
+def train_model_file(model_spec: str, scale: int | None, data: str, val_data: str, out_dir: Path,
+                     cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True,
+                     stop_after: int | None = None) -> Path | None:
+    """Train a registered architecture (or fine-tune a model file) and write OUT/model.pt.
+
+    The run folder holds the resumable checkpoint, train.log and the final
+    model file, whose meta records the training budget and validation scores.
+    Returns None (and writes no model file) when `stop_after` ended the run early.
+    """
+    import shutil
+
+    from srprune.data import PatchSampler, load_dataset
+    from srprune.models import resolve_model
+    from srprune.models.modelfile import save_model
+
+    final = out_dir / "model.pt"
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    elif final.exists():
+        raise InputError(f"{final} already exists (use --force to train again)")
+    torch.manual_seed(cfg.seed)  # untrained weights are part of the seeded run
+    net, _ = resolve_model(model_spec, scale)
+    scale = net.scale
+    train_pairs = load_dataset(data, scale, split="train")
+    val_pairs = load_dataset(val_data, scale, split="val")
+    cfg.extra = {"model": model_spec, "scale": scale, "data": data, "val_data": val_data}
+    sampler = PatchSampler(train_pairs, scale, cfg.patch_size, cfg.batch_size, seed=cfg.seed)
+    summary = train(net, sampler, val_pairs, scale, cfg, out_dir, resume=resume, progress=progress,
+                    stop_after=stop_after)
+    if not summary["done"]:
+        return None
+    last = summary["history"][-1] if summary["history"] else {}
+    meta = {"train": asdict(cfg) | {"seconds": summary["seconds"]}, "val": last}
+    save_model(final, net, meta=meta, force=True)
+    return final

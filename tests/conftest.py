@@ -1,0 +1,54 @@
+"""Shared test helpers: running the CLI in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `srprune ARGS...` in-process; return exit code, stdout and stderr."""
+    from srprune.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def srprune_subprocess(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run the installed console command in a fresh process (checks what a user sees, tracebacks included)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-c", "from srprune.cli import main; main()", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit code 2, a single `error:` line naming the problem, and no traceback."""
+    code = getattr(result, "code", getattr(result, "returncode", None))
+    err = getattr(result, "err", getattr(result, "stderr", ""))
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert code == 2, (code, err)
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
