@@ -17,6 +17,12 @@ class CliResult:
         self.code, self.out, self.err = code, out, err
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own LR cache, so tests never write to the user's ~/.cache."""
+    monkeypatch.setenv("SRPRUNE_CACHE_DIR", str(tmp_path_factory.mktemp("srprune-cache")))
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `srprune ARGS...` in-process; return exit code, stdout and stderr."""

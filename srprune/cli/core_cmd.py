@@ -120,6 +120,8 @@ def upscale_cmd(model, src, dst, scale, tile, force) -> None:
 @click.option("--size", default="1280x720", show_default=True, help="Output size WxH for MACs.")
 def info_cmd(model, scale, size) -> None:
     """Architecture, parameters and MACs per frame of MODEL."""
+    import json
+
     from srprune.complexity import count_params, macs_for_output
     from srprune.models import deploy, resolve_model
 
@@ -132,9 +134,9 @@ def info_cmd(model, scale, size) -> None:
     click.echo(f"arch:       {arch.get('name', type(net).__name__)} x{net.scale} {arch.get('config', {})}")
     click.echo(f"params:     {count_params(deployed):,} (deployed form)")
     click.echo(f"MACs:       {macs / 1e9:.3f} G per {out_hw[1]}x{out_hw[0]} output frame")
-    meta = info.get("meta", {}) if isinstance(info, dict) else {}
-    if meta:
-        click.echo(f"meta:       {meta}")
+    click.echo(f"source:     {info.source}" + (f" ({info.path})" if info.path else " (untrained weights)"))
+    if info.meta:
+        click.echo(f"meta:       {json.dumps(info.meta)}")
 
 
 def parse_size(size: str) -> tuple[int, int]:

@@ -1,0 +1,19 @@
+"""Reference SR models by name, the model file format, and model specs on the CLI.
+
+Importing the package registers the reference architectures: bicubic, fsrcnn, espcn, ecbsr.
+"""
+
+from __future__ import annotations
+
+from srprune.models.registry import build_model, deploy, is_registered, list_models, model_defaults, register
+from srprune.models import bicubic as _bicubic  # noqa: F401  (registers "bicubic")
+from srprune.models import ecbsr as _ecbsr  # noqa: F401  (registers "ecbsr")
+from srprune.models import espcn as _espcn  # noqa: F401  (registers "espcn")
+from srprune.models import fsrcnn as _fsrcnn  # noqa: F401  (registers "fsrcnn")
+from srprune.models.modelfile import load_model, read_model_file, save_model
+from srprune.models.resolve import ModelInfo, resolve_model
+
+__all__ = [
+    "ModelInfo", "build_model", "deploy", "is_registered", "list_models", "load_model", "model_defaults",
+    "read_model_file", "register", "resolve_model", "save_model",
+]
