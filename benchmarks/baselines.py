@@ -18,11 +18,11 @@ from srprune.demo import run_demo  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-baselines"))
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
-    doc = run_demo(args.out, steps=args.steps, force=args.force)
+    doc = run_demo(args.out, steps=args.steps, force=args.force, models=("fsrcnn", "espcn", "ecbsr"))
     bic = doc["models"]["bicubic"]["psnr"]
     t = doc["config"]["train"]
     lines = ["## Reference models vs bicubic (built-in validation images, x2)", "",
