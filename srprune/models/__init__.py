@@ -17,3 +17,7 @@ __all__ = [
     "ModelInfo", "build_model", "deploy", "is_registered", "list_models", "load_model", "model_defaults",
     "read_model_file", "register", "resolve_model", "save_model",
 ]
+
+# Channel pruning registers the compacted architecture `channel_pruned`; importing it here lets every
+# load_model() user read pruned model files.
+from srprune.pruning import compact as _channel_pruned  # noqa: E402,F401

@@ -1,0 +1,135 @@
+"""Gradual pruning then fine-tuning with fixed masks, optionally distilling from the dense model.
+
+Own loop rather than srprune.train.train because masks must be re-applied between
+`optimizer.step()` and the next forward (train.py has no hook there); it reuses the same
+pieces: L1 loss, Adam, the cosine schedule, the patch sampler and score_pairs.
+
+Schedule (Zhu & Gupta 2017): `updates` mask updates spread over the first `prune_steps` steps,
+the k-th at ratio * (1 - (1 - k/updates)^3); the last one reaches the target ratio and the
+remaining steps fine-tune with the masks fixed. prune_steps = 0 prunes once, before step 1.
+Optionally (`group_lasso` > 0) the gradual phase adds a group-lasso penalty on each layer's
+pruning units (block columns, kernels, channels), the regularised route to structured sparsity.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from srprune.errors import InputError
+from srprune.evaluate import mean_score, score_pairs
+from srprune.progress import progress_bar
+from srprune.pruning.pruner import Pruner
+
+
+@dataclass
+class FinetuneConfig:
+    """The pruning + fine-tuning budget (recorded in the pruned model's meta)."""
+
+    steps: int = 500
+    batch_size: int = 16
+    patch_size: int = 32  # LR patch side
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.01
+    prune_steps: int | None = None  # gradual phase length; None: half of steps
+    updates: int = 8  # mask updates in the gradual phase
+    distill: float = 0.0  # weight of L1(student, dense teacher) added to L1(student, HR)
+    group_lasso: float = 0.0  # weight of the sum of unit norms, during the gradual phase only
+    seed: int = 0
+    threads: int | None = None
+
+    def check(self) -> "FinetuneConfig":
+        """Raise InputError on a nonsensical budget."""
+        for key in ("steps", "batch_size", "patch_size", "updates"):
+            value = getattr(self, key)
+            minimum = 0 if key == "steps" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InputError(f"fine-tuning: {key} must be an integer >= {minimum}, got {value!r}")
+        if self.prune_steps is not None and not 0 <= self.prune_steps <= self.steps:
+            raise InputError(f"fine-tuning: prune_steps must be in [0, steps={self.steps}], got {self.prune_steps}")
+        if not self.lr > 0 or self.distill < 0 or self.group_lasso < 0:
+            raise InputError("fine-tuning: lr must be > 0, distill and group_lasso >= 0")
+        return self
+
+    def schedule(self) -> dict[int, float]:
+        """Step index (0-based, before that step) -> progress of the mask update done there."""
+        phase = self.steps // 2 if self.prune_steps is None else self.prune_steps
+        if phase == 0 or self.steps == 0:
+            return {0: 1.0}
+        k_total = min(self.updates, phase)
+        plan: dict[int, float] = {}
+        for k in range(1, k_total + 1):
+            plan[(k - 1) * phase // k_total] = 1.0 - (1.0 - k / k_total) ** 3
+        return plan
+
+
+def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | None = None,
+             val_pairs: Sequence | None = None, scale: int | None = None,
+             on_step: Callable[[int, nn.Module], None] | None = None, progress: bool = True) -> dict:
+    """Prune `pruner.model` in place on the schedule of `cfg` and fine-tune it; return a summary.
+
+    `on_step(step, model)` is called after every optimizer step with the masks applied (tests use
+    it to check that pruned weights are exactly zero throughout).
+    """
+    cfg.check()
+    model = pruner.model
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    schedule = cfg.schedule()
+    last_update = max(schedule)
+    torch.manual_seed(cfg.seed)
+    if cfg.steps == 0:
+        pruner.update(1.0)
+        return {"steps": 0, "seconds": 0.0, "loss": None, "val": None}
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps,
+                                                           eta_min=cfg.lr * cfg.min_lr_ratio)
+    loss_fn = nn.L1Loss()
+    batches = iter(sampler)
+    started = time.perf_counter()
+    loss_value = float("nan")
+    model.train()
+    bar = progress_bar(total=cfg.steps, desc="prune+finetune", unit="step", disable=not progress)
+    for step in range(cfg.steps):
+        if step in schedule:
+            pruner.update(schedule[step])
+        lr_batch, hr_batch = next(batches)
+        out = model(lr_batch)
+        loss = loss_fn(out, hr_batch)
+        if teacher is not None and cfg.distill > 0:
+            with torch.no_grad():
+                target = teacher(lr_batch)
+            loss = loss + cfg.distill * loss_fn(out, target)
+        if cfg.group_lasso > 0 and step < last_update:
+            loss = loss + cfg.group_lasso * pruner.group_lasso()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        pruner.mask_grads()
+        optimizer.step()
+        pruner.apply()
+        scheduler.step()
+        loss_value = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if on_step is not None:
+            on_step(step + 1, model)
+    bar.close()
+    model.eval()
+    summary = {"steps": cfg.steps, "seconds": time.perf_counter() - started, "loss": loss_value, "val": None}
+    if val_pairs:
+        val = mean_score(score_pairs(model, val_pairs, scale or model.scale))
+        summary["val"] = {"psnr": val.psnr, "ssim": val.ssim}
+    return summary
+
+
+def config_dict(cfg: FinetuneConfig) -> dict:
+    """Plain data of a config, for meta."""
+    return asdict(cfg)
