@@ -1,4 +1,21 @@
 """The weight-sharing supernet: search space, elastic layers, training, extraction.
 
 Must not import `srprune` or `compiler` (dependencies point one way, see DESIGN.md).
+
+- `space`: `SearchSpace`, `Genome` (plain data, JSON round trip, validation, sampling)
+- `blocks`: the block types as functions of their weights; ECB fusion; the bicubic skip kernel
+- `model`: `SuperNet` (shared weights, `forward(x, genome)`, `export_state`)
+- `standalone`: `GenomeNet` (plain layers, `deploy()`), `build_genome_net`, `extract`
+- `complexity`: `genome_params`, `genome_macs` (analytic)
+- `proxy`: `proxy_psnr`, `psnr_y`
+- `train`: `train_supernet` (sandwich rule, in-place distillation, exact resume, torchrun)
 """
+
+from supernet.complexity import genome_macs, genome_params
+from supernet.errors import SpaceError
+from supernet.model import SuperNet
+from supernet.space import BLOCKS, Cell, Genome, SearchSpace
+from supernet.standalone import GenomeNet, build_genome_net, extract
+
+__all__ = ["BLOCKS", "Cell", "Genome", "GenomeNet", "SearchSpace", "SpaceError", "SuperNet", "build_genome_net",
+           "extract", "genome_macs", "genome_params"]

@@ -10,6 +10,7 @@ from srprune.models import bicubic as _bicubic  # noqa: F401  (registers "bicubi
 from srprune.models import ecbsr as _ecbsr  # noqa: F401  (registers "ecbsr")
 from srprune.models import espcn as _espcn  # noqa: F401  (registers "espcn")
 from srprune.models import fsrcnn as _fsrcnn  # noqa: F401  (registers "fsrcnn")
+from srprune.models import genome as _genome  # noqa: F401  (registers "genome", searched networks)
 from srprune.models.modelfile import load_model, read_model_file, save_model
 from srprune.models.resolve import ModelInfo, resolve_model
 

@@ -1,0 +1,102 @@
+"""TVM (our untuned build) vs PyTorch eager vs ONNX Runtime on two fixed SR networks, untrained weights.
+
+(1) plain-c32-d6: conv3x3 3->32 + ReLU, five conv3x3 32->32 + ReLU, global residual over the body,
+    conv3x3 32->12, PixelShuffle(2);  (2) ecbsr-x2: the ECBSR reference model (M4C16) deployed, x2.
+Input 1x3x360x640 (720p output). Engines are timed interleaved, same thread count.
+
+Usage: python benchmarks/engines.py [--json FILE] [--threads N] [--repeat R] [--doc]
+(--doc rewrites the `engines` section of docs/benchmarks.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import machine, update_section  # noqa: E402
+from compiler.bench import ENGINES, bench_engines, format_table, peak_gflops  # noqa: E402
+
+INPUT = (1, 3, 360, 640)
+
+
+class PlainC32D6(nn.Module):
+    """The issue's plain network: 6 conv3x3+ReLU (3->32, 5x 32->32), global skip, conv 32->12, PixelShuffle(2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 32, 3, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(32, 32, 3, padding=1) for _ in range(5))
+        self.tail = nn.Conv2d(32, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        h = torch.relu(self.head(x))
+        b = h
+        for conv in self.body:
+            b = torch.relu(conv(b))
+        return self.shuffle(self.tail(b + h))
+
+
+def networks() -> dict[str, nn.Module]:
+    """The two benchmark networks with seeded untrained weights."""
+    from srprune.models import build_model, deploy
+
+    torch.manual_seed(0)
+    plain = PlainC32D6().eval()
+    ecb = deploy(build_model("ecbsr", 2)).eval()
+    return {"plain-c32-d6": plain, "ecbsr-x2": ecb}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, default=None, help="write {model: {engine: {median_ms, ...}, macs}}")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--doc", action="store_true", help="rewrite the engines section of docs/benchmarks.md")
+    args = ap.parse_args()
+
+    results: dict = {}
+    for name, model in networks().items():
+        print(f"== {name}", flush=True)
+        res = bench_engines(model, INPUT, threads=args.threads, repeat=args.repeat)
+        print(format_table(res), flush=True)
+        results[name] = res
+    threads = next(iter(results.values()))["threads"]
+    peak = peak_gflops(threads)
+    lines = ["## Engines: untuned TVM vs PyTorch eager vs ONNX Runtime", "",
+             f"Machine: {machine()}. {threads} threads for every engine, input 1x3x360x640 (720p output), "
+             f"untrained weights, median of {args.repeat} interleaved rounds. Measured fp32 peak: "
+             f"{peak['peak']:.0f} GFLOP/s, the best large matrix product (PyTorch BLAS 2048^2: "
+             f"{peak['blas']:.0f}; our kernel as a 256x256 @ 256x16384 product: {peak['tvm']:.0f}). "
+             "Command: `python benchmarks/engines.py --json engines.json`.", "",
+             "| model | GMACs | engine | median ms | min ms | max ms | GFLOP/s | % of peak | vs TVM |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, res in results.items():
+        tvm_ms = res["tvm"]["median_ms"]
+        for eng in ENGINES:
+            r = res[eng]
+            gflops = 2 * res["macs"] / (r["median_ms"] / 1e3) / 1e9
+            lines.append(f"| {name} | {res['macs'] / 1e9:.2f} | {eng} | {r['median_ms']:.1f} | {r['min_ms']:.1f} "
+                         f"| {r['max_ms']:.1f} | {gflops:.1f} | {100 * gflops / peak['peak']:.0f}% "
+                         f"| {r['median_ms'] / tvm_ms:.2f}x |")
+        res["peak_gflops"] = peak
+    text = "\n".join(lines)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(args.json)
+    if args.doc:
+        update_section("engines", text)
+
+
+if __name__ == "__main__":
+    main()

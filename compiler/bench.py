@@ -1,0 +1,149 @@
+"""Side-by-side latency of TVM (our build), PyTorch eager and ONNX Runtime on one model.
+
+Why interleaved: the machine is shared, so engines are timed round-robin (one call each per round)
+with the same thread count, and compared as ratios within one run. Latency = median of the rounds
+after warm-up, for a stated input shape, target and thread count (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from compiler.build import compile_model
+from compiler.errors import CompilerError
+from compiler.importer import import_module
+from compiler.targets import get_target
+
+ENGINES = ("tvm", "torch", "onnxruntime")
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
+    """Multiply-accumulates of all conv2d ops in the imported graph (what the conv kernels execute)."""
+    from tvm import relax
+
+    mod = import_module(model, input_shape)
+    total = 0
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.nn.conv2d":
+                out = [int(d) for d in binding.var.ty.shape.values]
+                w = [int(d) for d in call.args[1].ty.shape.values]
+                total += out[0] * out[1] * out[2] * out[3] * w[1] * w[2] * w[3]
+    return total
+
+
+def peak_gflops(threads: int, n: int = 2048, repeat: int = 5) -> dict[str, float]:
+    """The machine's measured fp32 peak from large matrix products: {"blas": ..., "tvm": ..., "peak": max}.
+
+    "blas" is PyTorch's n x n matrix product; "tvm" is our kernel template run as a matrix product
+    (a 1x1 conv is C[Cout, HW] = W[Cout, Cin] @ X[Cin, HW]; here 256 x 256 by 256 x 16384), because
+    on some CPUs the bundled BLAS reaches far less than the FMA units can do.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        torch.mm(a, b)
+        blas = 2 * n ** 3 / min(_time(lambda: torch.mm(a, b)) for _ in range(repeat)) / 1e9
+    finally:
+        torch.set_num_threads(old)
+    gemm = nn.Conv2d(256, 256, 1, bias=False).eval()
+    shape = (1, 256, 64, 256)
+    compiled = compile_model(gemm, shape, get_target("host", threads))
+    best = float(min(compiled.timer(number=1, repeat=repeat)()))
+    ours = 2 * 256 * 256 * 64 * 256 / best / 1e9
+    return {"blas": blas, "tvm": ours, "peak": max(blas, ours)}
+
+
+def _time(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, input_names=["input"], output_names=["output"], dynamo=False,
+                          opset_version=17)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return lambda: sess.run(None, feed)
+
+
+def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, threads: int | None = None,
+                  engines: tuple[str, ...] = ENGINES, repeat: int = 10, warmup: int = 2,
+                  progress: bool = True) -> dict:
+    """{engine: {median_ms, min_ms, max_ms}} plus "macs" and "threads"; TVM is compiled for `host`."""
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise CompilerError(f"unknown engine {unknown[0]!r}; known engines: {', '.join(ENGINES)}")
+    if repeat < 1 or warmup < 0:
+        raise CompilerError("repeat must be >= 1 and warmup >= 0")
+    target = get_target("host", threads)
+    threads = target.threads
+    model = model.eval()
+    x = torch.from_numpy(np.random.default_rng(0).random(input_shape, dtype=np.float32))
+    runners: dict[str, Callable[[], object]] = {}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if "tvm" in engines:
+            compiled = compile_model(model, input_shape, target)
+            timer = compiled.timer(number=1, repeat=1)
+            runners["tvm"] = timer
+        if "torch" in engines:
+            def _torch() -> object:
+                with torch.no_grad():
+                    return model(x)
+            runners["torch"] = _torch
+        if "onnxruntime" in engines:
+            runners["onnxruntime"] = _onnx_runner(model, x, threads)
+        times: dict[str, list[float]] = {e: [] for e in runners}
+        for _ in range(warmup):
+            for fn in runners.values():
+                fn()
+        for _ in tqdm(range(repeat), desc="bench", unit="round", disable=not progress):
+            for name, fn in runners.items():
+                if name == "tvm":
+                    times[name].append(float(fn()[0]))  # time_evaluator: device-side seconds
+                else:
+                    times[name].append(_time(fn))
+    finally:
+        torch.set_num_threads(old_threads)
+    result: dict = {"macs": count_macs(model, input_shape), "threads": threads, "input_shape": list(input_shape)}
+    for name, ts in times.items():
+        arr = np.asarray(ts) * 1e3
+        result[name] = {"median_ms": float(np.median(arr)), "min_ms": float(arr.min()), "max_ms": float(arr.max())}
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Side-by-side text table: ms, GFLOP/s and frames per second per engine."""
+    macs = result["macs"]
+    lines = [f"input {'x'.join(map(str, result['input_shape']))}, {result['threads']} threads, "
+             f"{macs / 1e9:.2f} GMACs per frame",
+             f"{'engine':<12} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'GFLOP/s':>9} {'fps':>7}"]
+    for name in ENGINES:
+        if name in result:
+            r = result[name]
+            gflops = 2 * macs / (r["median_ms"] / 1e3) / 1e9
+            lines.append(f"{name:<12} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} {r['max_ms']:>9.2f} "
+                         f"{gflops:>9.1f} {1e3 / r['median_ms']:>7.2f}")
+    return "\n".join(lines)

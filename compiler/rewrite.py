@@ -1,0 +1,185 @@
+"""Relax pass: replace conv2d (+ bias + ReLU/PReLU + residual add) chains with calls to our kernels.
+
+Why a rewrite instead of a TIR schedule on the legalised conv: the legalised conv has no CPU
+schedule in TVM 0.27, and scheduling it after the fact cannot change the weight layout. Here each
+chain of `conv2d -> add(bias) -> relu|prelu -> add(residual)` whose intermediate results have no
+other use becomes one `call_tir` to a kernel from `compiler.kernels`, with its weights packed as
+constants at compile time. Anything the kernels do not cover (stride, dilation, dynamic shapes,
+non-constant weights) is left to TVM's default lowering, so the result is always correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
+
+
+@dataclass
+class ConvChain:
+    """One fusable chain found in `main`; `end` is the binding var whose value the kernel replaces."""
+
+    conv_var: relax.Var
+    data: relax.Expr
+    weight: np.ndarray
+    pad: tuple[int, int, int, int]
+    groups: int
+    end: relax.Var
+    bias: np.ndarray | None = None
+    act: str = "none"
+    alpha: np.ndarray | None = None
+    residual: relax.Expr | None = None
+    members: list[relax.Var] = field(default_factory=list)
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or str(sinfo.dtype) != "float32":
+        return None
+    try:
+        return tuple(int(d) for d in sinfo.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def _const(expr: relax.Expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+
+
+def _op_name(call: relax.Expr) -> str:
+    if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op):
+        return call.op.name
+    return ""
+
+
+def _conv_head(call: relax.Call) -> tuple[np.ndarray, tuple[int, int, int, int], int] | None:
+    """The (weight, padding, groups) of a conv2d our kernels support, else None."""
+    attrs = call.attrs
+    weight = _const(call.args[1])
+    if weight is None or _static_shape(call.args[0]) is None or len(_static_shape(call.args[0])) != 4:
+        return None
+    if [int(s) for s in attrs.strides] != [1, 1] or [int(d) for d in attrs.dilation] != [1, 1]:
+        return None
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
+        return None
+    if attrs.out_dtype not in ("", "float32") or weight.dtype != np.float32:
+        return None
+    pad = [int(p) for p in attrs.padding]
+    pad4 = (pad[0], pad[1], pad[2], pad[3]) if len(pad) == 4 else (pad[0], pad[1], pad[0], pad[1])
+    return weight, pad4, int(attrs.groups)
+
+
+def find_chains(func: relax.Function) -> list[ConvChain]:
+    """All fusable conv chains of a function, in program order."""
+    bindings = [b for block in func.body.blocks for b in block.bindings if isinstance(b, relax.VarBinding)]
+    uses: dict[relax.Var, list[relax.VarBinding]] = {}
+    for binding in bindings:
+        for var in relax.analysis.free_vars(binding.value):
+            uses.setdefault(var, []).append(binding)
+    outputs = set(relax.analysis.free_vars(func.body.body))
+
+    def sole_user(var: relax.Var) -> relax.VarBinding | None:
+        users = uses.get(var, [])
+        return users[0] if len(users) == 1 and var not in outputs else None
+
+    chains = []
+    for binding in bindings:
+        if _op_name(binding.value) != "relax.nn.conv2d":
+            continue
+        head = _conv_head(binding.value)
+        if head is None:
+            continue
+        weight, pad, groups = head
+        cout = weight.shape[0]
+        chain = ConvChain(binding.var, binding.value.args[0], weight, pad, groups, binding.var)
+        chain.members.append(binding.var)
+        stage = 0  # 0: bias next, 1: activation next, 2: residual next, 3: done
+        while stage < 3:
+            user = sole_user(chain.end)
+            if user is None:
+                break
+            value, name = user.value, _op_name(user.value)
+            other = None
+            if name == "relax.add":
+                other = value.args[1] if value.args[0].same_as(chain.end) else value.args[0]
+            if stage == 0 and other is not None and _const(other) is not None:
+                b = _const(other)
+                if b.size != cout or b.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
+                    break
+                chain.bias, stage = b.reshape(cout).astype("float32"), 1
+            elif stage <= 1 and name == "relax.nn.relu":
+                chain.act, stage = "relu", 2
+            elif stage <= 1 and name == "relax.nn.prelu" and _const(value.args[1]) is not None \
+                    and int(value.attrs.axis) == 1:
+                alpha = _const(value.args[1]).reshape(-1).astype("float32")
+                if alpha.size not in (1, cout):
+                    break
+                chain.act, chain.alpha, stage = "prelu", np.broadcast_to(alpha, (cout,)).copy(), 2
+            elif other is not None and _const(other) is None and _static_shape(other) == _static_shape(chain.end):
+                chain.residual, stage = other, 3
+            else:
+                break
+            chain.end = user.var
+            chain.members.append(user.var)
+        chains.append(chain)
+    return chains
+
+
+@mutator
+class _ChainRewriter(PyExprMutator):
+    """Emits one call_tir per chain at the chain's last binding; the rest becomes dead code."""
+
+    def __init__(self, mod: tvm.IRModule, chains: list[ConvChain], vec: int, registers: int) -> None:
+        super().__init__(mod)
+        self.by_end = {c.end: c for c in chains}
+        self.vec, self.registers = vec, registers
+        self.kernels: dict[tuple[ConvSpec, Schedule], relax.GlobalVar] = {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: D102
+        chain = self.by_end.get(binding.var)
+        if chain is None:
+            super().visit_var_binding_(binding)
+            return
+        new_value = self._kernel_call(chain)
+        new_var = self.builder_.emit(new_value, name_hint=binding.var.name)
+        self.set_var_remap(binding.var, new_var)
+
+    def _kernel_call(self, chain: ConvChain) -> relax.Expr:
+        n, cin, h, w = _static_shape(chain.data)
+        cout, _, kh, kw = chain.weight.shape
+        spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
+                        chain.act, chain.residual is not None)
+        sched = choose_schedule(spec, self.vec, self.registers)
+        key = (spec, sched)
+        if key not in self.kernels:
+            name = f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{'_' + chain.act if chain.act != 'none' else ''}"
+            func = conv2d_primfunc(spec, sched).with_attr("global_symbol", name)
+            self.kernels[key] = self.builder_.add_func(func, name)
+        args = [self.visit_expr(chain.data), relax.const(pack_weight(chain.weight, sched.oc_tile))]
+        if chain.bias is not None:
+            args.append(relax.const(chain.bias))
+        if chain.alpha is not None:
+            args.append(relax.const(chain.alpha))
+        if chain.residual is not None:
+            args.append(self.visit_expr(chain.residual))
+        oh, ow = spec.out_hw
+        return relax.call_tir(self.kernels[key], args, relax.TensorType((n, cout, oh, ow), "float32"))
+
+
+def fuse_convs(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main") -> tuple[tvm.IRModule, int]:
+    """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, chains rewritten)."""
+    mod = relax.transform.FoldConstant()(mod)
+    chains = find_chains(mod[func_name])
+    if not chains:
+        return mod, 0
+    rewriter = _ChainRewriter(mod, chains, vec, registers)
+    new_func = rewriter.visit_expr(mod[func_name])
+    new_mod = rewriter.builder_.get()
+    new_mod[func_name] = new_func
+    new_mod = relax.transform.DeadCodeElimination([func_name])(new_mod)
+    return new_mod, len(chains)

@@ -1,0 +1,118 @@
+"""Named targets: a TVM target dict plus what our kernel template needs (SIMD width, threads).
+
+Why our own table: in TVM 0.27 `"mcpu": "native"` silently becomes a generic CPU (no AVX), so
+`host` is detected with `llvm_get_system_cpu()` and the CPU's feature list; the arm64 targets name
+their triple and NEON features explicitly because they are cross-compiled here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import tvm
+
+from compiler.errors import CompilerError
+
+TARGET_NAMES = ("host", "linux-arm64", "android-arm64", "android-arm64-fp16", "android-arm64-dotprod")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A named target: `tvm` is the TVM target dict; `vec` floats per SIMD register."""
+
+    name: str
+    tvm: dict = field(hash=False)
+    vec: int
+    registers: int
+    threads: int
+    triple: str
+    cross: bool
+
+    def tvm_target(self) -> tvm.target.Target:
+        """The TVM Target object."""
+        return tvm.target.Target(dict(self.tvm))
+
+    def describe(self) -> dict:
+        """Plain data for manifests and reports."""
+        return {"name": self.name, "tvm": dict(self.tvm), "vec": self.vec, "threads": self.threads,
+                "triple": self.triple}
+
+
+def host_cpu_features() -> set[str]:
+    """The CPU's ISA features as LLVM spells them (e.g. 'avx512f', 'avx2', 'neon')."""
+    from tvm.target import codegen
+
+    cpu = codegen.llvm_get_system_cpu()
+    triple = codegen.llvm_get_system_triple()
+    try:
+        feats = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu, "mtriple": triple}))
+        return {str(k) for k, v in dict(feats).items() if bool(v)} if hasattr(feats, "items") else {str(f) for f in feats}
+    except Exception:  # noqa: BLE001  (older builds lack the query; fall back to /proc/cpuinfo)
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith(("flags", "Features")):
+                        return set(line.split(":", 1)[1].split())
+        except OSError:
+            pass
+    return set()
+
+
+def _host_vector_width(features: set[str], triple: str) -> tuple[int, int]:
+    """(floats per vector, vector registers) of the widest SIMD unit the host has."""
+    if triple.startswith(("aarch64", "arm64")):
+        return 4, 32
+    if "avx512f" in features:
+        return 16, 32
+    if "avx2" in features or "avx" in features:
+        return 8, 16
+    return 4, 16
+
+
+def _process_cpus() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return None
+
+
+# Taken at import: TVM's thread pool re-pins the calling thread when it is configured.
+_PROCESS_CPUS = _process_cpus()
+
+
+def default_threads() -> int:
+    """Cores this process may use (its affinity mask at start, not the machine's total)."""
+    return len(_PROCESS_CPUS) if _PROCESS_CPUS else (os.cpu_count() or 1)
+
+
+def get_target(name: str, threads: int | None = None) -> TargetSpec:
+    """The TargetSpec for a target name; unknown names raise CompilerError listing the known ones."""
+    from tvm.target import codegen
+
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise CompilerError(f"threads must be a positive integer, got {threads!r}")
+    nthreads = threads or (default_threads() if name == "host" else 4)
+    if name == "host":
+        cpu, triple = codegen.llvm_get_system_cpu(), codegen.llvm_get_system_triple()
+        vec, regs = _host_vector_width(host_cpu_features(), triple)
+        tgt = {"kind": "llvm", "mcpu": cpu, "mtriple": triple, "num-cores": nthreads}
+        return TargetSpec(name, tgt, vec, regs, nthreads, triple, cross=False)
+    arm = {
+        "linux-arm64": ("aarch64-linux-gnu", "generic", ["+neon"]),
+        "android-arm64": ("aarch64-linux-android", "cortex-a76", ["+neon"]),
+        "android-arm64-fp16": ("aarch64-linux-android", "cortex-a76", ["+neon", "+fullfp16"]),
+        "android-arm64-dotprod": ("aarch64-linux-android", "cortex-a76", ["+neon", "+dotprod"]),
+    }
+    if name not in arm:
+        raise CompilerError(f"unknown target {name!r}; known targets: {', '.join(TARGET_NAMES)}")
+    triple, mcpu, attrs = arm[name]
+    tgt = {"kind": "llvm", "mtriple": triple, "mcpu": mcpu, "mattr": attrs, "num-cores": nthreads}
+    return TargetSpec(name, tgt, 4, 32, nthreads, triple, cross=True)
+
+
+def set_runtime_threads(threads: int) -> None:
+    """Size TVM's runtime thread pool (the target's thread count applies when running, not compiling)."""
+    tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+    if _PROCESS_CPUS:  # the pool pins the caller to one core; give it back the process's cores
+        os.sched_setaffinity(0, _PROCESS_CPUS)

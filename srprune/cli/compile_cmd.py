@@ -1,0 +1,116 @@
+"""`srprune compile MODEL --target T -o DIR` and `srprune bench MODEL --target host --size WxH`.
+
+Both compile the model's deployed form for one fixed frame size: `--size` is the OUTPUT frame
+(default 1280x720), the input is floor(size / scale), as for MACs (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import click
+
+from srprune.cli import cli
+from srprune.errors import InputError
+
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (width, height); anything else is an InputError."""
+    m = _SIZE.match(text.strip().lower())
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise InputError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1280x720, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _input_shape(size: tuple[int, int], scale: int, colors: int) -> tuple[int, int, int, int]:
+    w, h = size
+    if w < scale or h < scale:
+        raise InputError(f"--size {w}x{h} is smaller than one input pixel at x{scale}")
+    return 1, colors, h // scale, w // scale
+
+
+def _load(model: str, scale: int | None, seed: int):
+    from srprune.models import deploy, resolve_model
+
+    net, info = resolve_model(model, scale, seed=seed)
+    net = deploy(net).eval()
+    colors = int((info.config or {}).get("colors", 3))
+    return net, info, colors
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("--target", "-t", "target", default="host", show_default=True,
+              help="host, linux-arm64, android-arm64, android-arm64-fp16 or android-arm64-dotprod.")
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (model.so + manifest.json); must not exist unless --force.")
+@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
+              help="Upscaling factor (needed with an architecture name).")
+@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads at run time (default: all cores "
+              "for host, 4 for arm64).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def compile_cmd(model, target, out, scale, size, threads, seed, force) -> None:
+    """Compile MODEL (a model file, or an architecture name with --scale) for TARGET into OUT.
+
+    The compiled output is checked against PyTorch on random input (max abs diff <= 1e-4) on the
+    host before anything is written; arm64 targets are cross-compiled and linked here.
+    """
+    from compiler.artifact import write_artifact
+    from compiler.build import compile_model, verify
+    from compiler.targets import get_target
+    from srprune import __version__
+
+    if out.exists() and not force:
+        raise InputError(f"output folder {out} exists; choose another or pass --force")
+    spec = get_target(target, threads)
+    frame = parse_size(size)
+    net, info, colors = _load(model, scale, seed)
+    shape = _input_shape(frame, info.scale, colors)
+    click.echo(f"compiling {info.name} x{info.scale} for {spec.name} ({spec.threads} threads), "
+               f"input {'x'.join(map(str, shape))}", err=True)
+    compiled = compile_model(net, shape, spec)
+    if spec.cross:  # cannot run arm64 code here: check the same graph and kernel schedules built for the host
+        host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers)
+        host = compile_model(net, shape, host_spec, check=False)
+        compiled.check = {**verify(host, net), "checked_on": f"host build with the target's {spec.vec}-float schedules"}
+    meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
+            "output_size": list(frame), "srprune": __version__}
+    manifest = write_artifact(compiled, out, meta=meta, force=force)
+    click.echo(f"wrote {out}/{manifest['library']} ({spec.triple}), max |diff| vs PyTorch "
+               f"{compiled.check['max_abs_diff']:.2e}, {compiled.fused_convs} convs on our kernels")
+
+
+@cli.command("bench")
+@click.argument("model")
+@click.option("--target", "-t", "target", default="host", show_default=True,
+              help="Only host: the engines run on this machine.")
+@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
+              help="Upscaling factor (needed with an architecture name).")
+@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads for every engine (default: all).")
+@click.option("--repeat", type=click.IntRange(1), default=10, show_default=True, help="Timed rounds per engine.")
+@click.option("--engines", default="tvm,torch,onnxruntime", show_default=True, help="Comma-separated engines.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> None:
+    """Latency of MODEL in TVM, PyTorch eager and ONNX Runtime, side by side, same threads.
+
+    Prints median/min/max ms, MACs, achieved GFLOP/s and frames per second per engine.
+    """
+    from compiler.bench import bench_engines, format_table
+    from compiler.targets import get_target
+
+    if get_target(target).cross:
+        raise InputError(f"bench runs engines on this machine; target {target} is cross-compiled (use host)")
+    frame = parse_size(size)
+    names = tuple(e.strip() for e in engines.split(",") if e.strip())
+    net, info, colors = _load(model, scale, seed)
+    shape = _input_shape(frame, info.scale, colors)
+    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat)
+    click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
+    click.echo(format_table(result))

@@ -1,0 +1,248 @@
+"""Training of the shared weights: sandwich rule with in-place distillation, exact resume, multi-process.
+
+Each step runs, on one batch, the largest sub-network (L1 to the ground truth), then the smallest
+and `num_random` random ones, each trained towards (1 - kd_weight) * L1(ground truth) +
+kd_weight * L1(largest's output, detached): BigNAS's sandwich rule and in-place distillation.
+Their gradients add up; one optimizer step follows.
+
+Multi-process (torchrun; gloo on CPU, nccl on GPU): every rank draws the same sub-networks (same
+seeded generator) on its own batches, and the summed gradients are averaged over ranks with one
+all-reduce per step, which is what DistributedDataParallel does. The DDP wrapper itself is not
+used because several sub-networks with different unused parameters run per step. Rank 0 writes
+the checkpoint, which holds every rank's data-iterator state, so the format is the same for one
+process or many.
+
+The checkpoint (model, optimizer, schedule, generator states, data states, step, history) is
+written atomically (temp file + os.replace) and a resumed run is bit-identical on CPU to an
+uninterrupted one, provided the batch iterator has state_dict()/load_state_dict().
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from supernet.errors import SpaceError
+from supernet.model import SuperNet
+from supernet.space import Genome, SearchSpace
+
+CHECKPOINT_FORMAT = "supernet-train-state"
+log = logging.getLogger("supernet.train")
+
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+Validate = Callable[[SuperNet, Genome], float]
+
+
+@dataclass
+class TrainSettings:
+    """Everything besides data that determines a training run (recorded and checked on resume)."""
+
+    steps: int
+    scale: int
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01  # cosine schedule ends at lr * min_lr_ratio
+    num_random: int = 2
+    kd_weight: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "scale", "num_random", "seed"):
+            v, low = getattr(self, key), (1 if key in ("steps", "scale") else 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise SpaceError(f"training setting {key} must be an integer >= {low}, got {v!r}")
+        if not 0.0 <= float(self.kd_weight) <= 1.0:
+            raise SpaceError(f"training setting kd_weight must be in [0, 1], got {self.kd_weight!r}")
+        if not float(self.lr) > 0:
+            raise SpaceError(f"training setting lr must be > 0, got {self.lr!r}")
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group from torchrun's environment when WORLD_SIZE > 1.
+
+    On GPU machines each process takes the GPU of its LOCAL_RANK (nccl); on CPU, gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce the gradients that exist (the same set on every rank) in one flat buffer."""
+    with_grad = [p for p in params if p.grad is not None]
+    if world == 1 or not with_grad:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in with_grad:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset: offset + n].view_as(p.grad))
+        offset += n
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temp file beside `path`, then os.replace: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a supernet training checkpoint (weights_only: plain data and tensors)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise SpaceError(f"{path}: not a readable supernet checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SpaceError(f"{path}: not a supernet training checkpoint")
+    return state
+
+
+def supernet_from_checkpoint(path: str | os.PathLike) -> SuperNet:
+    """Rebuild the trained supernet (space + weights) from a checkpoint."""
+    state = load_checkpoint(path)
+    net = SuperNet(SearchSpace.from_dict(state["space"]))
+    net.load_state_dict(state["model"])
+    return net
+
+
+def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: int | None = None,
+                   lr: float = 1e-3, min_lr_ratio: float = 0.01, num_random: int = 2, kd_weight: float = 0.5,
+                   seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
+                   resume: bool = False, validate: Validate | None = None, val_every: int = 0,
+                   stop_after: int | None = None, progress: bool = True) -> dict:
+    """Train `supernet` in place on (lr, hr) batches; return {"step", "done", "seconds", "history"}.
+
+    `validate(supernet, genome) -> PSNR` is called for the largest and smallest sub-networks every
+    `val_every` steps (0: only at the end) on rank 0. `stop_after` ends this call after that many
+    steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued exactly.
+    """
+    space = supernet.space
+    settings = TrainSettings(steps, scale if scale is not None else space.scales[0], lr, min_lr_ratio,
+                             num_random, kd_weight, seed)
+    if settings.scale not in space.scales:
+        raise SpaceError(f"scale {settings.scale} is not a scale the supernet was built for "
+                         f"({', '.join(map(str, space.scales))})")
+    rank, world = init_distributed()
+    params = list(supernet.parameters())
+    if world > 1:
+        for p in params:  # identical start on every rank
+            dist.broadcast(p.data, src=0)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * min_lr_ratio)
+    arch_rng = np.random.Generator(np.random.PCG64(seed))
+    torch.manual_seed(seed)
+    step, history = 0, []
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        if not resume:
+            raise SpaceError(f"{path} exists: resume it or remove it to start over")
+        state = load_checkpoint(path)
+        _check_resumable(state, space, settings, world, path)
+        supernet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        arch_rng.bit_generator.state = state["arch_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        data_state = state["data"][rank]
+        if data_state is not None and hasattr(batches, "load_state_dict"):
+            batches.load_state_dict(data_state)
+        step, history = int(state["step"]), json.loads(state["history"])
+        log.info("resumed at step %d", step)
+
+    def save() -> None:
+        data_state = batches.state_dict() if hasattr(batches, "state_dict") else None
+        data_states = [data_state]
+        if world > 1:
+            data_states = [None] * world
+            dist.all_gather_object(data_states, data_state)
+        if rank == 0 and path is not None:
+            save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "space": space.to_dict(),
+                         "settings": asdict(settings), "world_size": world, "step": step,
+                         "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "arch_rng": arch_rng.bit_generator.state,
+                         "torch_rng": torch.get_rng_state(), "data": data_states,
+                         "history": json.dumps(history)}, path)
+        if world > 1:
+            dist.barrier()
+
+    largest, smallest = space.largest(settings.scale), space.smallest(settings.scale)
+    start, started = step, time.perf_counter()
+    bar = tqdm(total=steps, initial=step, desc="supernet", unit="step", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    supernet.train()
+    it = iter(batches)
+    while step < steps and (stop_after is None or step - start < stop_after):
+        lr_b, hr_b = next(it)
+        ref = params[0]
+        lr_b, hr_b = lr_b.to(ref.device), hr_b.to(ref.device)
+        optimizer.zero_grad(set_to_none=True)
+        teacher = supernet(lr_b, largest)
+        loss_big = F.l1_loss(teacher, hr_b)
+        loss_big.backward()
+        target = teacher.detach()
+        students = [smallest] + [space.sample(arch_rng, settings.scale) for _ in range(num_random)]
+        loss_small = None
+        for g in students:
+            out = supernet(lr_b, g)
+            loss = (1 - kd_weight) * F.l1_loss(out, hr_b) + kd_weight * F.l1_loss(out, target)
+            loss.backward()
+            loss_small = loss if loss_small is None else loss_small
+        _average_gradients(params, world)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        record = {"step": step, "loss_largest": loss_big.item(),
+                  "loss_smallest": loss_small.item() if loss_small is not None else None}
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss_largest']:.4f}")
+        if validate is not None and rank == 0 and ((val_every and step % val_every == 0) or step == steps):
+            record["val_largest"] = float(validate(supernet, largest))
+            record["val_smallest"] = float(validate(supernet, smallest))
+            supernet.train()
+            log.info("step %d loss %.5f val PSNR largest %.3f smallest %.3f", step, record["loss_largest"],
+                     record["val_largest"], record["val_smallest"])
+            bar.set_postfix(loss=f"{record['loss_largest']:.4f}", big=f"{record['val_largest']:.2f}",
+                            small=f"{record['val_smallest']:.2f}")
+        history.append(record)
+        if step % checkpoint_every == 0 or step == steps:
+            save()
+    bar.close()
+    return {"step": step, "done": step >= steps, "seconds": time.perf_counter() - started, "history": history}
+
+
+def _check_resumable(state: dict, space: SearchSpace, settings: TrainSettings, world: int, path: Path) -> None:
+    """A checkpoint continues only the run that wrote it (same space, settings, process count)."""
+    if state["space"] != space.to_dict():
+        changed = sorted(k for k, v in space.to_dict().items() if state["space"].get(k) != v)
+        raise SpaceError(f"{path}: written for another search space ({', '.join(changed)} differ)")
+    mine = asdict(settings)
+    changed = sorted(k for k in mine if state["settings"].get(k) != mine[k])
+    if changed:
+        raise SpaceError(f"{path}: written with other training settings ({', '.join(changed)} differ)")
+    if state["world_size"] != world:
+        raise SpaceError(f"{path}: written by {state['world_size']} process(es), resumed with {world}")
