@@ -89,8 +89,11 @@ def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[]
 
 def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, threads: int | None = None,
                   engines: tuple[str, ...] = ENGINES, repeat: int = 10, warmup: int = 2,
-                  progress: bool = True) -> dict:
-    """{engine: {median_ms, min_ms, max_ms}} plus "macs" and "threads"; TVM is compiled for `host`."""
+                  progress: bool = True, tuning_root: str | None = None) -> dict:
+    """{engine: {median_ms, min_ms, max_ms}} plus "macs" and "threads"; TVM is compiled for `host`.
+
+    `tuning_root`: MetaSchedule databases to apply to the TVM build (compiler.tune); None: untuned.
+    """
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise CompilerError(f"unknown engine {unknown[0]!r}; known engines: {', '.join(ENGINES)}")
@@ -105,7 +108,7 @@ def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, t
     torch.set_num_threads(threads)
     try:
         if "tvm" in engines:
-            compiled = compile_model(model, input_shape, target)
+            compiled = compile_model(model, input_shape, target, tuning_root=tuning_root)
             timer = compiled.timer(number=1, repeat=1)
             runners["tvm"] = timer
         if "torch" in engines:

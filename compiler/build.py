@@ -1,6 +1,7 @@
 """Compile an nn.Module for a named target and check it against PyTorch.
 
-`compile_model` = import (torch.export -> Relax) -> our conv kernels (compiler.rewrite) ->
+`compile_model` = import (torch.export -> Relax) -> canonical forms (compiler.canonicalize: deconvolution as
+sub-pixel conv, PReLU) -> our conv kernels (compiler.rewrite) ->
 TVM's default CPU lowering for what is left (each remaining loop nest made parallel) -> relax.build.
 Every host compile is run on random input and compared with PyTorch; a model whose output differs
 by more than `tol` raises CompilerError, so no artifact is ever written from it.
@@ -17,6 +18,7 @@ from torch import nn
 from tvm import relax
 
 from compiler.errors import CompilerError
+from compiler.canonicalize import canonicalize
 from compiler.importer import check_shape, import_module
 from compiler.rewrite import fuse_convs
 from compiler.targets import TargetSpec, get_target, set_runtime_threads
@@ -34,6 +36,7 @@ class CompiledModel:
     output_shape: tuple[int, ...]
     fused_convs: int
     check: dict = field(default_factory=dict)
+    tuning_db: str | None = None  # the MetaSchedule database applied, if any
     _vm: object | None = None
 
     def _machine(self):
@@ -95,8 +98,8 @@ def _has_root(sch) -> bool:
         return False
 
 
-def _pipeline(target: TargetSpec) -> tvm.transform.Pass:
-    """Our conv rewrite, then TVM's CPU pipeline with the remaining loop nests parallelised."""
+def _pipeline(target: TargetSpec, tuning_db: str | None = None) -> tvm.transform.Pass:
+    """TVM's CPU pipeline after our rewrite: tuned schedules from `tuning_db` (if any), the rest parallelised."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
     tgt = target.tvm_target()
@@ -104,7 +107,8 @@ def _pipeline(target: TargetSpec) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="SrpruneCompile")
     def _run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with tgt:
-            passes = (cpu_generic.library_dispatch_passes(tgt) + cpu_generic.legalize_passes(tgt)
+            tuned = [relax.transform.MetaScheduleApplyDatabase(tuning_db)] if tuning_db else []
+            passes = (cpu_generic.library_dispatch_passes(tgt) + cpu_generic.legalize_passes(tgt) + tuned
                       + [_parallelize_remaining] + cpu_generic.dataflow_lower_passes(tgt)
                       + cpu_generic.finalize_passes(tgt))
             return tvm.transform.Sequential(passes)(mod)
@@ -123,21 +127,36 @@ def reference_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec = "host",
-                  *, check: bool = True, tol: float = DEFAULT_TOL, seed: int = 0) -> CompiledModel:
-    """Compile `model` for one input shape and target; on host, verify against PyTorch (max |diff| <= tol)."""
-    spec = target if isinstance(target, TargetSpec) else get_target(target)
-    shape = check_shape(input_shape)
+def prepare_module(model: nn.Module, shape: tuple[int, int, int, int], spec: TargetSpec) -> tuple[tvm.IRModule, int]:
+    """Import, canonicalise and rewrite convs into our kernels: the module every build and tuning starts from."""
     mod = import_module(model, shape)
-    mod, fused = fuse_convs(mod, spec.vec, spec.registers)
+    mod, _ = canonicalize(mod)
+    return fuse_convs(mod, spec.vec, spec.registers)
+
+
+def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec = "host",
+                  *, check: bool = True, tol: float = DEFAULT_TOL, seed: int = 0,
+                  tuning_root: str | None = None) -> CompiledModel:
+    """Compile `model` for one input shape and target; on host, verify against PyTorch (max |diff| <= tol).
+
+    `tuning_root`: folder of MetaSchedule databases (compiler.tune); the target's records there, if any,
+    replace the default schedules of the operators they cover.
+    """
+    from compiler.tune import database_dir, has_records
+
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    db = database_dir(tuning_root, spec) if tuning_root else None
+    tuning_db = str(db) if has_records(db) else None
+    shape = check_shape(input_shape)
+    mod, fused = prepare_module(model, shape, spec)
     try:
         with tvm.transform.PassContext(opt_level=3):
-            exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=_pipeline(spec))
+            exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=_pipeline(spec, tuning_db))
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompilerError(f"TVM build failed for target {spec.name}: {first}") from exc
     out_shape = tuple(int(d) for d in mod["main"].ret_ty.shape.values)
-    compiled = CompiledModel(exe, spec, shape, out_shape, fused)
+    compiled = CompiledModel(exe, spec, shape, out_shape, fused, tuning_db=tuning_db)
     if check and not spec.cross:
         compiled.check = verify(compiled, model, tol=tol, seed=seed)
     return compiled

@@ -11,9 +11,17 @@ declare -A NEED=(
   [qemu-aarch64]=qemu-user
 )
 
+# file -> Debian package (libraries that no command reveals)
+declare -A NEED_FILES=(
+  [/usr/aarch64-linux-gnu/lib/libc.so.6]=libc6-arm64-cross  # glibc for arm64: c-lib links and qemu runs
+)
+
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+for file in "${!NEED_FILES[@]}"; do
+  [ -e "$file" ] || missing+=("${NEED_FILES[$file]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -8,9 +8,17 @@ from typing import Any
 from tqdm import tqdm
 
 
+class _LogBar(tqdm):
+    """A bar for logs: postfix updates (loss, PSNR) wait for the next timed redraw instead of forcing one."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs: Any) -> None:  # noqa: D102
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     """A tqdm bar (rate and ETA included); redraws rarely when stderr is not a terminal (CI, nohup)."""
+    kwargs.setdefault("dynamic_ncols", True)
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 30.0)
-    kwargs.setdefault("dynamic_ncols", True)
+        return _LogBar(*args, **kwargs)
     return tqdm(*args, **kwargs)

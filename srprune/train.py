@@ -90,7 +90,7 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = _make_scheduler(optimizer, cfg)
     history: list[dict] = []
-    step = 0
+    step, prior_seconds = 0, 0.0  # training time of earlier (killed) processes of this run
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
         state = _load_state(ckpt, cfg)
@@ -100,6 +100,7 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
+        prior_seconds = float(state.get("seconds", 0.0))
         history = json.loads(state["history"])
         log.info("resumed at step %d", step)
     elif ckpt.exists():
@@ -110,7 +111,8 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
         state = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(cfg), "step": step,
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "history": json.dumps(history)}
+                 "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
+                 "seconds": prior_seconds + time.perf_counter() - started}
         with atomic_path(ckpt) as tmp:
             torch.save(state, tmp)
 
@@ -138,8 +140,8 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_state()
     bar.close()
-    elapsed = time.perf_counter() - started
-    log.info("stopped at step %d after %.1f s", step, elapsed)
+    elapsed = prior_seconds + time.perf_counter() - started
+    log.info("stopped at step %d after %.1f s of training in all", step, elapsed)
     return {"step": step, "done": step >= cfg.steps, "seconds": elapsed, "history": history}
 
 

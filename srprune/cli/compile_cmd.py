@@ -33,6 +33,13 @@ def _input_shape(size: tuple[int, int], scale: int, colors: int) -> tuple[int, i
     return 1, colors, h // scale, w // scale
 
 
+def tuning_root() -> Path:
+    """Where MetaSchedule databases live: the srprune cache, shared by every run and model."""
+    from srprune.data.cache import cache_dir
+
+    return cache_dir() / "tuning"
+
+
 def _load(model: str, scale: int | None, seed: int):
     from srprune.models import deploy, resolve_model
 
@@ -55,7 +62,13 @@ def _load(model: str, scale: int | None, seed: int):
               "for host, 4 for arm64).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def compile_cmd(model, target, out, scale, size, threads, seed, force) -> None:
+@click.option("--format", "fmt", type=click.Choice(["tvm", "c-lib"]), default="tvm", show_default=True,
+              help="tvm: the Relax VM library (needs the TVM runtime); c-lib: one dependency-free C library "
+              "(libsrmodel.so + srmodel.h + srmodel_bench).")
+@click.option("--tune", "tune_minutes", type=click.FloatRange(0, min_open=True), default=None, metavar="MINUTES",
+              help="First tune with MetaSchedule for about MINUTES (host only). Records persist per target in the "
+              "cache and every later compile reuses them; tuning is never needed for good speed.")
+def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune_minutes) -> None:
     """Compile MODEL (a model file, or an architecture name with --scale) for TARGET into OUT.
 
     The compiled output is checked against PyTorch on random input (max abs diff <= 1e-4) on the
@@ -74,13 +87,27 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force) -> None:
     shape = _input_shape(frame, info.scale, colors)
     click.echo(f"compiling {info.name} x{info.scale} for {spec.name} ({spec.threads} threads), "
                f"input {'x'.join(map(str, shape))}", err=True)
-    compiled = compile_model(net, shape, spec)
+    meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
+            "output_size": list(frame), "srprune": __version__}
+    if fmt == "c-lib":
+        from compiler.clib.export import build_clib
+
+        manifest = build_clib(net, shape, spec, out, meta=meta, force=force, name=f"{info.name} x{info.scale}")
+        click.echo(f"wrote {out}/{manifest['library']} + {manifest['header']} ({spec.triple}), max |diff| vs "
+                   f"PyTorch {manifest['numerics']['max_abs_diff']:.2e}, {manifest['steps']} kernel calls, "
+                   f"arena {manifest['arena_bytes'] / 2**20:.1f} MiB")
+        return
+    if tune_minutes:
+        from compiler.tune import tune
+
+        report = tune(net, shape, spec, tune_minutes, tuning_root())
+        click.echo(f"tuned {len(report.tasks)} operators for {report.seconds / 60:.1f} min: {report.trials} trials, "
+                   f"{report.measured} measured schedules in {report.db_dir}", err=True)
+    compiled = compile_model(net, shape, spec, tuning_root=str(tuning_root()))
     if spec.cross:  # cannot run arm64 code here: check the same graph and kernel schedules built for the host
         host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers)
         host = compile_model(net, shape, host_spec, check=False)
         compiled.check = {**verify(host, net), "checked_on": f"host build with the target's {spec.vec}-float schedules"}
-    meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
-            "output_size": list(frame), "srprune": __version__}
     manifest = write_artifact(compiled, out, meta=meta, force=force)
     click.echo(f"wrote {out}/{manifest['library']} ({spec.triple}), max |diff| vs PyTorch "
                f"{compiled.check['max_abs_diff']:.2e}, {compiled.fused_convs} convs on our kernels")
@@ -111,6 +138,6 @@ def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> Non
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     net, info, colors = _load(model, scale, seed)
     shape = _input_shape(frame, info.scale, colors)
-    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat)
+    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_root()))
     click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
     click.echo(format_table(result))
