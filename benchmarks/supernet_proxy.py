@@ -1,15 +1,18 @@
-"""Stage-1 check: train the supernet briefly on the builtin images, then measure what stage 2 relies on.
+"""Stage-1 check of the accuracy proxy: is PSNR with the shared weights a good rank of sub-networks?
 
-1. Short sandwich training (builtin train split, x2 by default), resumable from WORK/supernet.pt.
-2. Validation PSNR-Y (builtin val: astronaut, chelsea) of the largest and smallest sub-networks
-   against MATLAB bicubic, with the project protocol (srprune.metrics).
-3. Proxy rate: random genomes scored per minute with the shared weights on the val set.
-4. Proxy quality: Spearman rank correlation between the proxy PSNR of N random genomes and their
-   PSNR after separate fine-tuning (each extracted, then trained alone for --finetune-steps).
+Given a trained supernet (a `srprune supernet train` checkpoint):
+1. Proxy rate: random genomes scored per minute with the shared weights on the validation images
+   (builtin val: astronaut 512x512, chelsea 300x450 HR, full images), at --rate-threads torch threads.
+2. Proxy quality: N random genomes; for each, the proxy PSNR-Y and the PSNR-Y after separate
+   fine-tuning of the extracted standalone network (same budget for every genome: Adam at a constant
+   --finetune-lr, --finetune-steps steps of --batch LR patches of --patch px, the same patch stream for
+   every genome, L1 loss, 1 thread). Spearman rank correlation is reported at several fine-tuning
+   lengths, with "more MACs = better" as the baseline a proxy must beat.
 
-    .venv/bin/python benchmarks/supernet_proxy.py --work /tmp/sn --train-steps 1500 --genomes 20
+    .venv/bin/python benchmarks/supernet_proxy.py --checkpoint runs/supernet-demo/supernet/checkpoint.pt \
+        --work /tmp/snproxy [--no-doc | --from-results]
 
-Prints a summary and writes WORK/results.json.
+Prints a summary, writes WORK/results.json and the docs/benchmarks.md section `supernet_proxy`.
 """
 
 from __future__ import annotations
@@ -18,28 +21,32 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
+from scipy.stats import pearsonr, spearmanr
 from tqdm import tqdm
 
-from srprune.data import PatchSampler, load_dataset
-from srprune.imresize import imresize, to_uint8
-from srprune.metrics import psnr
-from supernet.complexity import genome_macs, genome_params
-from supernet.model import SuperNet
-from supernet.proxy import proxy_psnr
-from supernet.space import SearchSpace
-from supernet.standalone import extract
-from supernet.train import train_supernet
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, update_section  # noqa: E402
+from srprune.data import PatchSampler, load_dataset  # noqa: E402
+from srprune.imresize import imresize, to_uint8  # noqa: E402
+from srprune.metrics import psnr  # noqa: E402
+from supernet.complexity import genome_macs, genome_params  # noqa: E402
+from supernet.proxy import proxy_psnr  # noqa: E402
+from supernet.standalone import extract  # noqa: E402
+from supernet.train import load_checkpoint, supernet_from_checkpoint  # noqa: E402
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(img).permute(2, 0, 1).float().div(255.0)
+    """RGB uint8 HxWx3 -> float 3xHxW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)
 
 
 def metric(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
@@ -49,95 +56,207 @@ def metric(sr: torch.Tensor, hr: torch.Tensor, crop: int) -> float:
     return psnr(u8(sr), u8(hr), crop_border=crop)
 
 
-def finetune(model: torch.nn.Module, sampler: PatchSampler, steps: int, lr: float) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+@torch.no_grad()
+def val_psnr(model: torch.nn.Module, val: list, scale: int) -> float:
+    """Mean protocol PSNR-Y of a standalone model over the validation pairs."""
+    model.eval()
+    out = statistics.mean(metric(model(lr[None])[0], hr, scale) for lr, hr in val)
     model.train()
-    for _ in range(steps):
+    return out
+
+
+def finetune(model: torch.nn.Module, sampler: PatchSampler, marks: list[int], lr: float, val: list,
+             scale: int) -> dict[int, float]:
+    """Adam at a constant lr on L1; validation PSNR-Y at every step count in `marks`."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    scores = {}
+    for step in range(1, max(marks) + 1):
         lr_b, hr_b = next(sampler)
         loss = F.l1_loss(model(lr_b), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-    model.eval()
+        if step in marks:
+            scores[step] = val_psnr(model, val, scale)
+    return scores
+
+
+def measure_rate(net: torch.nn.Module, genomes: list, val: list, threads: int) -> dict:
+    """Proxy scores per minute: wall clock at `threads` threads, and CPU time at 1 thread (load-independent).
+
+    On a shared machine the wall-clock rate depends on the other users; one thread's CPU time per genome is
+    what one idle core needs, so two idle cores score twice that rate with one process per core.
+    """
+    out = {"genomes": len(genomes), "threads": threads}
+    for n in (1, threads):
+        torch.set_num_threads(n)
+        proxy_psnr(net, genomes[0], val, metric=metric)  # warm-up
+        w0, c0 = time.perf_counter(), time.process_time()
+        for g in genomes:
+            proxy_psnr(net, g, val, metric=metric)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if n == 1:
+            out["cpu_seconds_1_thread"] = cpu
+            out["genomes_per_cpu_minute"] = len(genomes) / cpu * 60
+        out["seconds"] = wall
+        out["genomes_per_minute"] = len(genomes) / wall * 60
+    out["load_average_1min"] = os.getloadavg()[0]
+    print(f"proxy: {out['genomes_per_minute']:.1f} genomes/min wall at {threads} thread(s) (load average "
+          f"{out['load_average_1min']:.1f}); {out['genomes_per_cpu_minute']:.1f} genomes per CPU-minute at 1 thread")
+    torch.set_num_threads(1)
+    return out
+
+
+def write_results(work: Path, res: dict) -> None:
+    """WORK/results.json, atomically."""
+    tmp = work / ".results.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, work / "results.json")
+
+
+def rho(a: list[float], b: list[float]) -> float:
+    return float(spearmanr(a, b).statistic)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True, help="supernet training checkpoint")
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--scale", type=int, default=2)
-    ap.add_argument("--train-steps", type=int, default=1500)
+    ap.add_argument("--genomes", type=int, default=20)
+    ap.add_argument("--finetune-steps", type=str, default="100,200,300",
+                    help="comma-separated step counts at which the fine-tuned PSNR is measured")
+    ap.add_argument("--finetune-lr", type=float, default=2e-4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--genomes", type=int, default=20)
-    ap.add_argument("--finetune-steps", type=int, default=150)
-    ap.add_argument("--finetune-lr", type=float, default=5e-4)
     ap.add_argument("--rate-genomes", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--space", type=str, default="{}", help="search space fields as JSON (default space otherwise)")
+    ap.add_argument("--rate-threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--rate-only", action="store_true",
+                    help="re-measure only the proxy rate into an earlier run's WORK/results.json")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="WORK folder of the same benchmark on another supernet (an ablation), summarised in the doc")
+    ap.add_argument("--from-results", action="store_true",
+                    help="only rewrite the docs section from an earlier run's WORK/results.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.from_results:
+        update_section("supernet_proxy", report(json.loads((args.work / "results.json").read_text()), args))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
-    s = args.scale
-    space = SearchSpace.from_dict({"scales": [s], **json.loads(args.space)})
+    marks = sorted({int(x) for x in args.finetune_steps.split(",")})
+    state = load_checkpoint(args.checkpoint)
+    net = supernet_from_checkpoint(args.checkpoint).eval()
+    space = net.space
+    s = int(state["settings"]["scale"])
     train_pairs = load_dataset("builtin", s, split="train")
     val_pairs = load_dataset("builtin", s, split="val")
     val = [(to_tensor(p.lr), to_tensor(p.hr)) for p in val_pairs]
     bicubic = statistics.mean(psnr(to_uint8(imresize(p.lr, scale=s)), p.hr, crop_border=s) for p in val_pairs)
+    rng = np.random.default_rng(args.seed)
 
-    torch.manual_seed(args.seed)
-    net = SuperNet(space)
-    sampler = PatchSampler(train_pairs, s, args.patch, args.batch, seed=args.seed)
-    ckpt = args.work / "supernet.pt"
-    t0 = time.perf_counter()
-    summary = train_supernet(net, sampler, args.train_steps, scale=s, lr=args.lr, seed=args.seed,
-                             checkpoint=ckpt, checkpoint_every=100, resume=True, val_every=500,
-                             validate=lambda n, g: proxy_psnr(n, g, val, metric=metric))
-    train_s = time.perf_counter() - t0
-    net.eval()
-    big, small = space.largest(s), space.smallest(s)
-    res = {"space": space.to_dict(), "train": {"steps": args.train_steps, "batch": args.batch, "patch": args.patch,
-                                               "lr": args.lr, "seconds_this_call": round(train_s, 1),
-                                               "threads": args.threads},
-           "bicubic_psnr": bicubic,
-           "largest": {"psnr": proxy_psnr(net, big, val, metric=metric), "params": genome_params(big),
-                       "macs_720p": genome_macs(big), "genome": big.to_dict()},
-           "smallest": {"psnr": proxy_psnr(net, small, val, metric=metric), "params": genome_params(small),
-                        "macs_720p": genome_macs(small), "genome": small.to_dict()}}
-    print(f"trained {summary['step']} steps ({train_s:.0f} s this call); bicubic {bicubic:.3f} dB, "
-          f"largest {res['largest']['psnr']:.3f} dB, smallest {res['smallest']['psnr']:.3f} dB")
-
-    rng = np.random.default_rng(args.seed + 1)
     rate_genomes = [space.sample(rng, s) for _ in range(args.rate_genomes)]
-    t0 = time.perf_counter()
-    for g in rate_genomes:
-        proxy_psnr(net, g, val)
-    rate = len(rate_genomes) / (time.perf_counter() - t0) * 60
-    res["proxy_rate"] = {"genomes_per_minute": rate, "threads": args.threads,
-                         "val": "builtin val (astronaut 512x512, chelsea 300x450 HR), full images"}
-    print(f"proxy: {rate:.1f} genomes/min on {args.threads} thread(s)")
+    proxy_rate = measure_rate(net, rate_genomes, val, args.rate_threads)
+    if args.rate_only:  # re-measure the rate (e.g. on a quieter machine) into an earlier run's results
+        res = json.loads((args.work / "results.json").read_text())
+        res["proxy_rate"] = proxy_rate
+        write_results(args.work, res)
+        if not args.no_doc:
+            update_section("supernet_proxy", report(res, args))
+        return
 
+    torch.set_num_threads(1)
     genomes = [space.sample(rng, s) for _ in range(args.genomes)]
     rows = []
-    for g in tqdm(genomes, desc="fine-tune"):
+    started = time.perf_counter()
+    for g in tqdm(genomes, desc="fine-tune", unit="genome"):
         proxy = proxy_psnr(net, g, val, metric=metric)
         model, _ = extract(net, g)
-        ft_sampler = PatchSampler(train_pairs, s, args.patch, args.batch, seed=args.seed + 7)
-        finetune(model, ft_sampler, args.finetune_steps, args.finetune_lr)
-        with torch.no_grad():
-            tuned = statistics.mean(metric(model(lr[None])[0], hr, s) for lr, hr in val)
-        rows.append({"genome": g.to_dict(), "proxy_psnr": proxy, "finetuned_psnr": tuned,
+        sampler = PatchSampler(train_pairs, s, args.patch, args.batch, seed=args.seed + 7)
+        tuned = finetune(model, sampler, marks, args.finetune_lr, val, s)
+        rows.append({"genome": g.to_dict(), "proxy_psnr": proxy, "finetuned_psnr": {str(k): v for k, v in tuned.items()},
                      "macs_720p": genome_macs(g), "params": genome_params(g)})
-    rho = spearmanr([r["proxy_psnr"] for r in rows], [r["finetuned_psnr"] for r in rows]).statistic
-    res["spearman"] = {"rho": float(rho), "genomes": len(rows), "finetune_steps": args.finetune_steps,
-                       "finetune_lr": args.finetune_lr, "rows": rows}
-    print(f"Spearman(proxy, fine-tuned) over {len(rows)} genomes: {rho:.3f}")
-    tmp = args.work / ".results.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    os.replace(tmp, args.work / "results.json")
+    ft_minutes = (time.perf_counter() - started) / 60
+    proxies = [r["proxy_psnr"] for r in rows]
+    macs = [r["macs_720p"] for r in rows]
+    per_mark = {}
+    for m in marks:
+        tuned = [r["finetuned_psnr"][str(m)] for r in rows]
+        per_mark[m] = {"spearman_proxy": rho(proxies, tuned), "pearson_proxy": float(pearsonr(proxies, tuned).statistic),
+                       "spearman_macs": rho(macs, tuned), "mean_gain_db": statistics.mean(np.subtract(tuned, proxies))}
+        print(f"fine-tune {m} steps: Spearman(proxy, fine-tuned) {per_mark[m]['spearman_proxy']:.3f}, "
+              f"Spearman(MACs, fine-tuned) {per_mark[m]['spearman_macs']:.3f}")
+    res = {"checkpoint": str(args.checkpoint), "supernet_step": int(state["step"]), "space": space.to_dict(),
+           "bicubic_psnr": bicubic, "proxy_rate": proxy_rate,
+           "finetune": {"lr": args.finetune_lr, "batch": args.batch, "patch": args.patch, "marks": marks,
+                        "threads": 1, "minutes": ft_minutes},
+           "correlation": {str(m): v for m, v in per_mark.items()}, "rows": rows}
+    write_results(args.work, res)
+    if not args.no_doc:
+        update_section("supernet_proxy", report(res, args))
+
+
+def report(res: dict, args: argparse.Namespace) -> str:
+    """The docs/benchmarks.md section."""
+    ft, rate = res["finetune"], res["proxy_rate"]
+    last = str(max(ft["marks"]))
+    main_rho = res["correlation"][last]["spearman_proxy"]
+    lines = [
+        "## Supernet accuracy proxy: rank correlation and rate",
+        "",
+        f"Supernet: `{res['checkpoint']}` (step {res['supernet_step']}; space: {res['space']['num_cells']} cells, "
+        f"widths {res['space']['widths']}, blocks {', '.join(res['space']['blocks'])}), x2, built-in images. "
+        f"Proxy = mean PSNR-Y with the shared weights on the built-in validation images (astronaut, chelsea; "
+        f"full images, project protocol; bicubic: {res['bicubic_psnr']:.2f} dB).",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python benchmarks/supernet_proxy.py --checkpoint "
+        f"{res['checkpoint']} --work {args.work}`.",
+        "",
+        f"**Proxy rate:** {rate['genomes']} random genomes scored in {rate['seconds']:.1f} s wall with "
+        f"{rate['threads']} torch threads = {rate['genomes_per_minute']:.0f} genomes/minute on the shared machine "
+        f"(1-minute load average {rate['load_average_1min']:.1f} on 2 cores during the measurement). CPU time, "
+        f"which the other users do not change: {rate['cpu_seconds_1_thread'] / rate['genomes']:.2f} s per genome "
+        f"at 1 thread = **{rate['genomes_per_cpu_minute']:.0f} genomes per minute per idle core, "
+        f"{2 * rate['genomes_per_cpu_minute']:.0f} per minute on 2 idle cores** with one scoring process per core "
+        f"(the estimate assumes the two cores do not slow each other).",
+        "",
+        f"**Proxy quality:** {len(res['rows'])} random genomes (uniform over blocks and widths, seed {args.seed}), each "
+        f"extracted and fine-tuned alone from its inherited weights: Adam, constant lr {ft['lr']:g}, L1, batch "
+        f"{ft['batch']} LR patches of {ft['patch']} px from the built-in training images (the same patch stream for "
+        f"every genome), 1 thread; {ft['minutes']:.1f} min for all. PSNR-Y measured after each step count:",
+        "",
+        "| fine-tuning steps | Spearman(proxy, fine-tuned) | Pearson | Spearman(MACs, fine-tuned) | mean gain over proxy (dB) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in ft["marks"]:
+        c = res["correlation"][str(m)]
+        lines.append(f"| {m} | {c['spearman_proxy']:.3f} | {c['pearson_proxy']:.3f} | {c['spearman_macs']:.3f} | "
+                     f"{c['mean_gain_db']:+.3f} |")
+    goal = "met" if main_rho >= 0.8 else "not met"
+    proxies = [r["proxy_psnr"] for r in res["rows"]]
+    tuned = {m: [r["finetuned_psnr"][str(m)] for r in res["rows"]] for m in ft["marks"]}
+    stability = ", ".join(f"{m} vs {last} steps {rho(tuned[m], tuned[int(last)]):.3f}" for m in ft["marks"][:-1])
+    lines += ["", f"Spread: proxy {min(proxies):.3f} to {max(proxies):.3f} dB; fine-tuned ({last} steps) "
+              f"{min(tuned[int(last)]):.3f} to {max(tuned[int(last)]):.3f} dB. How settled the reference itself is "
+              f"(Spearman between fine-tuned PSNRs at two budgets): {stability}."]
+    lines += ["", f"Goal (issue 3) Spearman >= 0.8 at the full budget ({last} steps): {main_rho:.3f}, {goal}."]
+    if getattr(args, "compare", None) is not None:
+        other = json.loads((args.compare / "results.json").read_text())
+        same = [r["genome"] for r in other["rows"]] == [r["genome"] for r in res["rows"]]
+        lines += ["", f"Ablation: the same benchmark on `{other['checkpoint']}` ("
+                  + ("the same genomes" if same else "other genomes") + f", same fine-tuning budget): Spearman(proxy, "
+                  "fine-tuned) " + ", ".join(f"{c['spearman_proxy']:.3f} at {m} steps"
+                                             for m, c in other["correlation"].items()) + "."]
+    lines += ["",
+              "| # | blocks (width/inner) | head | GMACs 720p | proxy (dB) | fine-tuned " + last + " (dB) |",
+              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for i, r in enumerate(res["rows"]):
+        cells = " ".join(c["block"] if c["block"] == "skip" else
+                         f"{c['block']}{c['width']}" + (f"/{'/'.join(map(str, c['layers']))}" if c["layers"] else "")
+                         for c in r["genome"]["cells"])
+        lines.append(f"| {i} | {cells} | {r['genome']['head']} | {r['macs_720p'] / 1e9:.2f} | {r['proxy_psnr']:.3f} | "
+                     f"{r['finetuned_psnr'][last]:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ chain of `conv2d -> add(bias) -> relu|prelu -> add(residual)` whose intermediate
 other use becomes one `call_tir` to a kernel from `compiler.kernels`, with its weights packed as
 constants at compile time. Anything the kernels do not cover (stride, dilation, dynamic shapes,
 non-constant weights) is left to TVM's default lowering, so the result is always correct.
+
+Per chain the rewrite picks the dense kernel (compiler.kernels) or a sparse one (compiler.sparse:
+the zero pattern of the constant weight baked into the code) with `compiler.sparse.choose_kernel`;
+`fuse_convs_report` says which chain got which.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
+from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight
+from compiler.sparse import DEFAULT_THRESHOLD, choose_kernel, pack_sparse_weight, sparse_conv2d_primfunc
 
 
 @dataclass
@@ -134,11 +139,14 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
 class _ChainRewriter(PyExprMutator):
     """Emits one call_tir per chain at the chain's last binding; the rest becomes dead code."""
 
-    def __init__(self, mod: tvm.IRModule, chains: list[ConvChain], vec: int, registers: int) -> None:
+    def __init__(self, mod: tvm.IRModule, chains: list[ConvChain], vec: int, registers: int,
+                 sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> None:
         super().__init__(mod)
         self.by_end = {c.end: c for c in chains}
         self.vec, self.registers = vec, registers
-        self.kernels: dict[tuple[ConvSpec, Schedule], relax.GlobalVar] = {}
+        self.sparse, self.threshold = sparse, threshold
+        self.kernels: dict[tuple, relax.GlobalVar] = {}
+        self.decisions: list[dict] = []
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: D102
         chain = self.by_end.get(binding.var)
@@ -154,7 +162,13 @@ class _ChainRewriter(PyExprMutator):
         cout, _, kh, kw = chain.weight.shape
         spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
                         chain.act, chain.residual is not None)
+        plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold)
+        kept = float(np.count_nonzero(chain.weight)) / max(1, chain.weight.size)
+        if plan is not None:
+            return self._sparse_call(chain, spec, plan, kept)
         sched = choose_schedule(spec, self.vec, self.registers)
+        self.decisions.append({"kernel": "dense", "cin": cin, "cout": cout, "k": kh, "kept": kept,
+                               "oc_tile": sched.oc_tile})
         key = (spec, sched)
         if key not in self.kernels:
             name = f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{'_' + chain.act if chain.act != 'none' else ''}"
@@ -171,15 +185,45 @@ class _ChainRewriter(PyExprMutator):
         return relax.call_tir(self.kernels[key], args, relax.TensorType((n, cout, oh, ow), "float32"))
 
 
-def fuse_convs(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main") -> tuple[tvm.IRModule, int]:
-    """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, chains rewritten)."""
+    def _sparse_call(self, chain: ConvChain, spec: ConvSpec, plan, kept: float) -> relax.Expr:
+        """A call to a sparse kernel: structure, bias and slopes baked into its code (never shared)."""
+        n, cin = spec.n, spec.cin
+        name = f"srsparse{len(self.kernels)}_{cin}x{spec.cout}_k{spec.kh}{'_' + spec.act if spec.act != 'none' else ''}"
+        func = sparse_conv2d_primfunc(spec, plan, chain.weight, chain.bias, chain.alpha).with_attr("global_symbol", name)
+        gvar = self.builder_.add_func(func, name)
+        self.kernels[("sparse", len(self.kernels))] = gvar
+        self.decisions.append({"kernel": "sparse", "cin": cin, "cout": spec.cout, "k": spec.kh, "kept": kept,
+                               "oc_tile": plan.oc_tile, "nvec": plan.nvec,
+                               "tile_kept": plan.kept_columns() / (len(plan.tiles) * cin * spec.kh * spec.kw)})
+        args = [self.visit_expr(chain.data), relax.const(pack_sparse_weight(chain.weight, plan))]
+        if chain.residual is not None:
+            args.append(self.visit_expr(chain.residual))
+        oh, ow = spec.out_hw
+        return relax.call_tir(gvar, args, relax.TensorType((n, spec.cout, oh, ow), "float32"))
+
+
+def fuse_convs_report(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main", *,
+                      sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[tvm.IRModule, list[dict]]:
+    """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, one dict per chain).
+
+    Each dict says which kernel the chain got ("dense" or "sparse"), its channels, kernel size, kept
+    weight fraction and tile. `sparse`: "auto" (sparse where the cost model says it pays, see
+    compiler.sparse.choose_kernel), "dense" (never), "sparse" (every ungrouped conv).
+    """
     mod = relax.transform.FoldConstant()(mod)
     chains = find_chains(mod[func_name])
     if not chains:
-        return mod, 0
-    rewriter = _ChainRewriter(mod, chains, vec, registers)
+        return mod, []
+    rewriter = _ChainRewriter(mod, chains, vec, registers, sparse, threshold)
     new_func = rewriter.visit_expr(mod[func_name])
     new_mod = rewriter.builder_.get()
     new_mod[func_name] = new_func
     new_mod = relax.transform.DeadCodeElimination([func_name])(new_mod)
-    return new_mod, len(chains)
+    return new_mod, rewriter.decisions
+
+
+def fuse_convs(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main", *,
+               sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[tvm.IRModule, int]:
+    """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, chains rewritten)."""
+    new_mod, decisions = fuse_convs_report(mod, vec, registers, func_name, sparse=sparse, threshold=threshold)
+    return new_mod, len(decisions)

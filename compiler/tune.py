@@ -23,6 +23,7 @@ from pathlib import Path
 import tvm
 from torch import nn
 
+from compiler import _tune_worker
 from compiler.errors import CompilerError
 from compiler.targets import TargetSpec, get_target
 
@@ -51,12 +52,6 @@ def has_records(db_dir: Path | None) -> bool:
 def _is_scheduled(func) -> bool:
     attrs = func.attrs
     return bool(attrs) and any(bool(attrs.get(k, False)) for k in _SCHEDULED)
-
-
-def _warm_builder() -> None:
-    """Runs once in each builder worker: MetaSchedule's build imports TVM's tensor intrinsics (TVMScript parsing,
-    tens of seconds on a loaded 2-core machine) on its first call, which would otherwise eat that trial's timeout."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401
 
 
 @dataclass
@@ -114,7 +109,7 @@ def tune(model: nn.Module, input_shape: tuple[int, int, int, int], target: str |
     start, trials = time.monotonic(), 0
     if extracted:
         # One worker pool for all rounds; generous timeouts, since a loaded machine builds slowly.
-        builder = ms.builder.LocalBuilder(timeout_sec=build_timeout, initializer=_warm_builder)
+        builder = ms.builder.LocalBuilder(timeout_sec=build_timeout, f_build=_tune_worker.build)
         runner = ms.runner.LocalRunner(timeout_sec=run_timeout)
         round_no = 0
         while round_no == 0 or time.monotonic() - start < minutes * 60.0:  # at least one round

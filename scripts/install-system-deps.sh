@@ -9,6 +9,7 @@ declare -A NEED=(
   [ld.lld]=lld
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
   [qemu-aarch64]=qemu-user
+  [javac]=openjdk-17-jdk-headless  # android_app: Java sources compiled against stubs, jni.h for the JNI layer
 )
 
 # file -> Debian package (libraries that no command reveals)

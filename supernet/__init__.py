@@ -8,14 +8,16 @@ Must not import `srprune` or `compiler` (dependencies point one way, see DESIGN.
 - `standalone`: `GenomeNet` (plain layers, `deploy()`), `build_genome_net`, `extract`
 - `complexity`: `genome_params`, `genome_macs` (analytic)
 - `proxy`: `proxy_psnr`, `psnr_y`
+- `sorting`: `sort_channels` (channels ordered by importance; the widest network's function unchanged)
 - `train`: `train_supernet` (sandwich rule, in-place distillation, exact resume, torchrun)
 """
 
 from supernet.complexity import genome_macs, genome_params
 from supernet.errors import SpaceError
 from supernet.model import SuperNet
+from supernet.sorting import sort_channels
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 from supernet.standalone import GenomeNet, build_genome_net, extract
 
 __all__ = ["BLOCKS", "Cell", "Genome", "GenomeNet", "SearchSpace", "SpaceError", "SuperNet", "build_genome_net",
-           "extract", "genome_macs", "genome_params"]
+           "extract", "genome_macs", "genome_params", "sort_channels"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from supernet.errors import SpaceError
 from supernet.model import SuperNet
+from supernet.sorting import TRUNK, sort_channels
 from supernet.space import Genome, SearchSpace
 
 CHECKPOINT_FORMAT = "supernet-train-state"
@@ -56,9 +58,10 @@ class TrainSettings:
     num_random: int = 2
     kd_weight: float = 0.5
     seed: int = 0
+    sort_every: int = 0  # sort channels by importance every this many steps (0: never)
 
     def __post_init__(self) -> None:
-        for key in ("steps", "scale", "num_random", "seed"):
+        for key in ("steps", "scale", "num_random", "seed", "sort_every"):
             v, low = getattr(self, key), (1 if key in ("steps", "scale") else 0)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise SpaceError(f"training setting {key} must be an integer >= {low}, got {v!r}")
@@ -134,16 +137,18 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
                    lr: float = 1e-3, min_lr_ratio: float = 0.01, num_random: int = 2, kd_weight: float = 0.5,
                    seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
                    resume: bool = False, validate: Validate | None = None, val_every: int = 0,
-                   stop_after: int | None = None, progress: bool = True) -> dict:
+                   stop_after: int | None = None, progress: bool = True, sort_every: int = 0) -> dict:
     """Train `supernet` in place on (lr, hr) batches; return {"step", "done", "seconds", "history"}.
 
     `validate(supernet, genome) -> PSNR` is called for the largest and smallest sub-networks every
     `val_every` steps (0: only at the end) on rank 0. `stop_after` ends this call after that many
     steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued exactly.
+    `sort_every` > 0 sorts every channel group by importance (supernet.sorting) after every that many steps
+    (weights and Adam moments together; the largest network's function is unchanged), not after the last.
     """
     space = supernet.space
     settings = TrainSettings(steps, scale if scale is not None else space.scales[0], lr, min_lr_ratio,
-                             num_random, kd_weight, seed)
+                             num_random, kd_weight, seed, sort_every)
     if settings.scale not in space.scales:
         raise SpaceError(f"scale {settings.scale} is not a scale the supernet was built for "
                          f"({', '.join(map(str, space.scales))})")
@@ -192,8 +197,9 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
 
     largest, smallest = space.largest(settings.scale), space.smallest(settings.scale)
     start, started = step, time.perf_counter()
+    # live on a terminal; in a log file (nohup, CI) one redraw every 30 s instead of one per step
     bar = tqdm(total=steps, initial=step, desc="supernet", unit="step", disable=not progress or rank != 0,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
     supernet.train()
     it = iter(batches)
     while step < steps and (stop_after is None or step - start < stop_after):
@@ -218,6 +224,10 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
         step += 1
         record = {"step": step, "loss_largest": loss_big.item(),
                   "loss_smallest": loss_small.item() if loss_small is not None else None}
+        if sort_every and step % sort_every == 0 and step < steps:
+            moved = int((sort_channels(supernet, optimizer)[TRUNK] != torch.arange(space.max_width)).sum())
+            record["sorted_trunk_moved"] = moved
+            log.info("step %d: sorted channels by importance (%d trunk channels moved)", step, moved)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss_largest']:.4f}")
         if validate is not None and rank == 0 and ((val_every and step % val_every == 0) or step == steps):
@@ -240,8 +250,8 @@ def _check_resumable(state: dict, space: SearchSpace, settings: TrainSettings, w
     if state["space"] != space.to_dict():
         changed = sorted(k for k, v in space.to_dict().items() if state["space"].get(k) != v)
         raise SpaceError(f"{path}: written for another search space ({', '.join(changed)} differ)")
-    mine = asdict(settings)
-    changed = sorted(k for k in mine if state["settings"].get(k) != mine[k])
+    mine, defaults = asdict(settings), asdict(TrainSettings(steps=1, scale=2))
+    changed = sorted(k for k in mine if state["settings"].get(k, defaults[k]) != mine[k])
     if changed:
         raise SpaceError(f"{path}: written with other training settings ({', '.join(changed)} differ)")
     if state["world_size"] != world:

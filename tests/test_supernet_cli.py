@@ -148,3 +148,79 @@ def test_extracted_model_loads_evaluates_and_compiles_without_the_supernet(run_c
     assert res.code == 0, res.err
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert manifest["output"]["shape"] == [1, 3, 48, 64]
+
+
+def test_proxy_scores_sampled_genomes_like_the_standalone_networks(run_cli, trained, tmp_path):
+    """`supernet proxy` = PSNR-Y of each extracted network on the builtin val images (srprune's metric)."""
+    from srprune.data import load_dataset
+    from srprune.evaluate import to_image, to_tensor
+    from srprune.metrics import psnr
+    from supernet.standalone import extract
+
+    cfg, ckpt = trained
+    sampled = run_cli("supernet", "sample", "--checkpoint", ckpt, "-n", "3", "--seed", "4")
+    assert sampled.code == 0, sampled.err
+    lines = sampled.out.strip().splitlines()
+    bare = json.loads(lines[0])["genome"]  # a bare genome line is accepted too
+    gfile = tmp_path / "genomes.jsonl"
+    gfile.write_text("\n".join(lines + ["", json.dumps(bare)]) + "\n")
+    out = tmp_path / "scores.jsonl"
+    res = run_cli("supernet", "proxy", gfile, "--checkpoint", ckpt, "-o", out)
+    assert res.code == 0, res.err
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["genome"] for r in rows] == [json.loads(x)["genome"] for x in lines] + [bare]
+    net = supernet_from_checkpoint(ckpt).eval()
+    pairs = load_dataset("builtin", 2, split="val")
+    for row in rows:
+        model = extract(net, row["genome"])[0].eval()
+        with torch.no_grad():
+            ref = sum(psnr(to_image(model(to_tensor(p.lr))), p.hr, crop_border=2) for p in pairs) / len(pairs)
+        assert abs(row["proxy_psnr"] - ref) <= 1e-3, (row, ref)
+        assert 20.0 < row["proxy_psnr"] < 40.0
+        assert row["params"] == genome_params(row["genome"])
+    assert rows[0]["proxy_psnr"] == rows[-1]["proxy_psnr"]
+    assert_one_line_error(run_cli("supernet", "proxy", gfile, "--checkpoint", ckpt, "-o", out), "exists", "--force")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"scale": 2, "head": 4, "activation": "prelu", "cells": []}\nnot json\n', "line 2: not JSON"),
+    ('[1, 2]\n', "line 1: expected a JSON object"),
+    ('{"genome": {"scale": 2, "head": 16, "activation": "prelu", "cells": ['
+     '{"block": "conv", "width": 8, "layers": []}, {"block": "skip", "width": 0, "layers": []}]}}\n',
+     "line 1: genome.head: width 16 is larger than the maximum 8"),
+    ('\n\n', "no genomes"),
+])
+def test_proxy_bad_input_is_one_line(run_cli, trained, tmp_path, text, fragment):
+    cfg, ckpt = trained
+    gfile = tmp_path / "g.jsonl"
+    gfile.write_text(text)
+    assert_one_line_error(run_cli("supernet", "proxy", gfile, "--checkpoint", ckpt), fragment)
+
+
+@pytest.mark.parametrize("train, fragment", [
+    ("{steps: ten}", "supernet.train.steps must be an integer >= 1, got 'ten'"),
+    ("{sort_every: -1}", "supernet.train.sort_every must be an integer >= 0"),
+    ("{lr: fast}", "supernet.train.lr must be a number"),
+])
+def test_bad_train_values_are_one_line(run_cli, tmp_path, train, fragment):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"supernet:\n  train: {train}\n")
+    assert_one_line_error(run_cli("supernet", "train", "-c", cfg, "-o", tmp_path / "r"), fragment)
+
+
+def test_train_refuses_a_scale_the_space_lacks_before_loading_data(run_cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("supernet:\n  space: {scales: [2]}\n  data: /no/such/folder\n")
+    assert_one_line_error(run_cli("supernet", "train", "-c", cfg, "-o", tmp_path / "r", "--scale", "3"), "scale 3")
+
+
+def test_demo_config_is_valid():
+    """configs/supernet-demo.yaml parses, builds its space and holds only known, well-typed settings."""
+    from pathlib import Path
+
+    from srprune.cli.supernet_cmd import TRAIN_KEYS, read_config
+
+    cfg = read_config(Path(__file__).resolve().parents[1] / "configs" / "supernet-demo.yaml")
+    space = SearchSpace.from_dict(cfg["space"])
+    assert space.scales == (2,) and space.max_width == 64 and "skip" in space.blocks
+    assert set(cfg["train"]) == set(TRAIN_KEYS) and cfg["data"] == "builtin" and cfg["run_dir"]

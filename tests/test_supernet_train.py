@@ -75,21 +75,24 @@ def test_sandwich_steps_decrease_loss():
     assert last_s < 0.7 * first_s, (first_s, last_s)
 
 
-def test_resume_after_kill_is_exact(tmp_path):
+@pytest.mark.parametrize("sort_every", [0, 2])
+def test_resume_after_kill_is_exact(tmp_path, sort_every):
     ckpt_a, ckpt_b = tmp_path / "a.pt", tmp_path / "b.pt"
     net_a = _net()
-    full = train_supernet(net_a, Batches(3), 6, checkpoint=ckpt_a, checkpoint_every=2, progress=False)
+    full = train_supernet(net_a, Batches(3), 6, checkpoint=ckpt_a, checkpoint_every=2, progress=False,
+                          sort_every=sort_every)
+    assert [("sorted_trunk_moved" in h) for h in full["history"]] == [False, bool(sort_every)] * 2 + [False] * 2
     # killed after step 3: the last checkpoint is step 2, so step 3 is redone after the restart
     net_b = _net()
     part = train_supernet(net_b, Batches(3), 6, checkpoint=ckpt_b, checkpoint_every=2, stop_after=3,
-                          progress=False)
+                          progress=False, sort_every=sort_every)
     assert part["step"] == 3 and not part["done"]
     assert load_checkpoint(ckpt_b)["step"] == 2
     with pytest.raises(SpaceError, match="exists"):
         train_supernet(_net(), Batches(3), 6, checkpoint=ckpt_b, progress=False)
     net_c = _net(seed=123)  # different init: everything must come from the checkpoint
     rest = train_supernet(net_c, Batches(99), 6, checkpoint=ckpt_b, checkpoint_every=2, resume=True,
-                          progress=False)
+                          progress=False, sort_every=sort_every)
     assert rest["done"]
     for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items()):
         assert torch.equal(a, c), k
@@ -104,6 +107,8 @@ def test_resume_refuses_other_settings(tmp_path):
     train_supernet(_net(), Batches(0), 2, checkpoint=ckpt, progress=False)
     with pytest.raises(SpaceError, match="lr"):
         train_supernet(_net(), Batches(0), 2, lr=0.1, checkpoint=ckpt, resume=True, progress=False)
+    with pytest.raises(SpaceError, match="sort_every"):
+        train_supernet(_net(), Batches(0), 2, sort_every=1, checkpoint=ckpt, resume=True, progress=False)
     with pytest.raises(SpaceError, match="scale 3"):
         train_supernet(_net(), Batches(0), 2, scale=3, progress=False)
 

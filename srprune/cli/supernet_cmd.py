@@ -1,4 +1,4 @@
-"""`srprune supernet ...`: train the weight-sharing supernet, list genomes, extract a standalone model.
+"""`srprune supernet ...`: train the weight-sharing supernet, list and score genomes, extract a standalone model.
 
 The config (YAML) holds the search space and the training settings; the run folder gets
 supernet/checkpoint.pt (resumable, also under torchrun), train.log and summary.json:
@@ -7,9 +7,11 @@ supernet/checkpoint.pt (resumable, also under torchrun), train.log and summary.j
       space: {num_cells: 4, widths: [8, 16, 32, 64], blocks: [conv, res, wide, ecb, dws, skip],
               activation: relu, scales: [2]}
       train: {steps: 1500, batch_size: 16, patch_size: 32, lr: 0.002, num_random: 2, kd_weight: 0.5,
-              seed: 0, val_every: 250, checkpoint_every: 100}
+              seed: 0, val_every: 250, checkpoint_every: 100, sort_every: 0}
       data: builtin
       val_data: builtin
+
+(configs/supernet-demo.yaml is a commented example.)
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import click
 
 from srprune.cli import cli
 from srprune.errors import InputError
+from supernet.errors import SpaceError
 
 TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
-              "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100}
+              "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
+              "sort_every": 0}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -53,9 +57,40 @@ def read_config(path: Path) -> dict[str, Any]:
     bad = sorted(set(train) - set(TRAIN_KEYS))
     if bad:
         raise InputError(f"{path}: unknown supernet.train setting {bad[0]!r} (settings: {', '.join(TRAIN_KEYS)})")
+    for key, value in train.items():
+        _check_train_value(path, key, value)
     return {"space": section.get("space") or {}, "train": {**TRAIN_KEYS, **train},
             "data": section.get("data", "builtin"), "val_data": section.get("val_data", "builtin"),
             "run_dir": section.get("run_dir", data.get("run_dir"))}
+
+
+def _check_train_value(path: Path, key: str, value: Any) -> None:
+    """A training setting of the right type: integers for counts, numbers for rates."""
+    what = f"{path}: supernet.train.{key}"
+    if isinstance(TRAIN_KEYS[key], int):
+        low = 1 if key in ("steps", "batch_size", "patch_size", "checkpoint_every") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{what} must be an integer >= {low}, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InputError(f"{what} must be a number >= 0, got {value!r}")
+
+
+def _protocol_psnr(sr, hr, crop: int) -> float:
+    """srprune's PSNR-Y (uint8 rounding, BT.601 Y, crop = scale) of two 3xHxW tensors in [0, 1]."""
+    from srprune.metrics import psnr
+
+    def u8(x):
+        return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+    return psnr(u8(sr), u8(hr), crop_border=crop)
+
+
+def _val_tensors(spec: str, scale: int) -> list:
+    """(lr, hr) float tensors of a validation dataset."""
+    from srprune.data import load_dataset
+    from srprune.evaluate import to_tensor
+
+    return [(to_tensor(p.lr), to_tensor(p.hr)) for p in load_dataset(spec, scale, split="val")]
 
 
 def _space(cfg: dict[str, Any]):
@@ -83,8 +118,6 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
     import torch
 
     from srprune.data import PatchSampler, load_dataset
-    from srprune.evaluate import to_tensor
-    from srprune.metrics import psnr
     from supernet.model import SuperNet
     from supernet.proxy import proxy_psnr
     from supernet.train import init_distributed, train_supernet
@@ -94,7 +127,7 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
     space = _space(cfg)
-    scale = scale or space.scales[0]
+    scale = space._scale(scale)  # a scale the space was not built for is refused before any work
     t = cfg["train"]
     out = run_dir / "supernet"
     ckpt = out / CHECKPOINT
@@ -114,14 +147,7 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
         logging.getLogger("supernet.train").addHandler(handler)
         logging.getLogger("supernet.train").setLevel(logging.INFO)
     train_pairs = load_dataset(cfg["data"], scale, split="train")
-    val_pairs = load_dataset(cfg["val_data"], scale, split="val")
-    val = [(to_tensor(p.lr), to_tensor(p.hr)) for p in val_pairs]
-
-    def metric(sr, hr, crop):
-        def u8(x):
-            return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        return psnr(u8(sr), u8(hr), crop_border=crop)
-
+    val = _val_tensors(cfg["val_data"], scale)
     torch.manual_seed(int(t["seed"]))
     net = SuperNet(space)
     if torch.cuda.is_available():
@@ -131,8 +157,9 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
                              min_lr_ratio=float(t["min_lr_ratio"]), num_random=int(t["num_random"]),
                              kd_weight=float(t["kd_weight"]), seed=int(t["seed"]), checkpoint=ckpt,
                              checkpoint_every=int(t["checkpoint_every"]), resume=resume,
-                             validate=lambda n, g: proxy_psnr(n, g, val, metric=metric),
-                             val_every=int(t["val_every"]), stop_after=stop_after)
+                             validate=lambda n, g: proxy_psnr(n, g, val, metric=_protocol_psnr),
+                             val_every=int(t["val_every"]), stop_after=stop_after,
+                             sort_every=int(t["sort_every"]))
     if rank != 0:
         return
     if not summary["done"]:
@@ -224,3 +251,84 @@ def extract_cmd(genome, checkpoint, out_path, force) -> None:
                force=force)
     click.echo(f"wrote {out_path}: x{g.scale}, {sum(p.numel() for p in model.parameters()):,} params; "
                f"max |extracted - supernet| {diff:.2e}, max |deployed - extracted| {diff_dep:.2e}")
+
+
+def _genome_lines(text: str) -> list[tuple[int, dict, dict]]:
+    """(line number, record, genome dict) of every non-blank JSON line; a record is a genome or holds one."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"line {n}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"line {n}: expected a JSON object (a genome or {{\"genome\": ...}}), "
+                             f"got {type(record).__name__}")
+        genome = record.get("genome", record)
+        out.append((n, record if "genome" in record else {}, genome))
+    return out
+
+
+@supernet.command("proxy")
+@click.argument("genomes", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default="-")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--val-data", default="builtin", show_default=True, help="Validation images ('builtin' or a folder).")
+@click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON lines here (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads.")
+def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
+    """Score genomes (JSON lines, e.g. from `supernet sample`; '-' = stdin) by PSNR-Y with the shared weights.
+
+    Each output line is the input record plus params, gmacs_720p and proxy_psnr (dB, mean over the validation
+    images, project protocol), in input order.
+    """
+    import torch
+
+    from srprune.atomic import check_writable, write_text
+    from srprune.progress import progress_bar
+    from supernet.complexity import genome_macs, genome_params
+    from supernet.proxy import proxy_psnr
+    from supernet.space import Genome
+    from supernet.train import supernet_from_checkpoint
+
+    if out_path is not None:
+        check_writable(out_path, force)
+    text = click.get_text_stream("stdin").read() if str(genomes) == "-" else _read_text(genomes)
+    items = _genome_lines(text)
+    if not items:
+        raise InputError(f"{genomes}: no genomes (expected one JSON object per line)")
+    if threads:
+        torch.set_num_threads(threads)
+    net = supernet_from_checkpoint(checkpoint).eval()
+    parsed = []
+    for n, record, g in items:  # check every line before the slow part
+        try:
+            parsed.append((record, net.check(Genome.from_dict(g))))
+        except SpaceError as e:
+            raise InputError(f"line {n}: {e}") from None
+    val: dict[int, list] = {}
+    lines = []
+    for record, g in progress_bar(parsed, desc="proxy", unit="genome"):
+        if g.scale not in val:
+            val[g.scale] = _val_tensors(val_data, g.scale)
+        score = proxy_psnr(net, g, val[g.scale], metric=_protocol_psnr)
+        lines.append(json.dumps({**record, "params": genome_params(g), "gmacs_720p": round(genome_macs(g) / 1e9, 4),
+                                 "genome": g.to_dict(), "proxy_psnr": round(score, 4)}))
+    if out_path is None:
+        for line in lines:
+            click.echo(line)
+    else:
+        write_text(out_path, "\n".join(lines) + "\n")
+        click.echo(f"wrote {out_path}: {len(lines)} genome(s) scored")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file of JSON lines") from None

@@ -1,0 +1,175 @@
+"""Whole-network latency from the layer table: sum of the layers, calibrated, plus a fallback for unseen layers.
+
+Why a calibration: layers are timed alone (hot caches, no VM dispatch, no allocation), a network
+runs them back to back; measured = alpha * sum + beta + gamma * layers, fitted (relative least
+squares, the error MAPE measures) on whole-network measurements of a few random candidates.
+Unseen layers: the same configuration at another input size scales with the output pixels; else
+a per-family linear law t = c0 + c1 * MACs + c2 * floats moved, fitted on the table's entries.
+A prediction is a few dict look-ups (well under a millisecond).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+from compiler.latency.table import LatencyTable
+
+CALIBRATION_FILE = "predictor.json"
+CAL_FORMAT = "srprune-latency-calibration"
+
+
+@dataclass
+class Calibration:
+    """measured_ms = alpha * sum_of_layers_ms + beta_ms + gamma_ms * number_of_layers."""
+
+    alpha: float = 1.0
+    beta_ms: float = 0.0
+    gamma_ms: float = 0.0
+    points: list[dict] = field(default_factory=list)  # {"sum_ms", "layers", "measured_ms"} it was fitted on
+
+    def apply(self, sum_ms: float, n_layers: int) -> float:
+        """The calibrated whole-network time."""
+        return self.alpha * sum_ms + self.beta_ms + self.gamma_ms * n_layers
+
+
+def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
+    """Fit (sum_ms, n_layers, measured_ms) points by least squares on the relative error.
+
+    One point fits alpha only; up to 7 fit alpha and beta; 8 or more also the per-layer term (with
+    fewer, three coefficients would mostly fit the measurement noise).
+    """
+    if not points:
+        raise CompilerError("calibration needs at least one whole-network measurement")
+    s = np.array([p[0] for p in points], dtype=float)
+    n = np.array([p[1] for p in points], dtype=float)
+    m = np.array([p[2] for p in points], dtype=float)
+    if np.any(m <= 0) or np.any(s <= 0):
+        raise CompilerError("calibration points must have positive times")
+    cols = [s, np.ones_like(s), n][: 1 if len(points) == 1 else (2 if len(points) < 8 else 3)]
+    if len(cols) == 3 and np.ptp(n) == 0:
+        cols = cols[:2]
+    a = np.stack(cols, axis=1) / m[:, None]
+    coef, *_ = np.linalg.lstsq(a, np.ones_like(m), rcond=None)
+    coef = list(coef) + [0.0] * (3 - len(coef))
+    pts = [{"sum_ms": float(x), "layers": int(k), "measured_ms": float(y)} for x, k, y in points]
+    return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), pts)
+
+
+def save_calibration(cal: Calibration, path: str | os.PathLike, header: dict[str, Any]) -> None:
+    """Write the calibration beside its table (atomic), with the table's header to check against."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": CAL_FORMAT, "header": header, **asdict(cal)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictor.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibration | None:
+    """The calibration at `path` (None if absent); foreign/corrupt files or another target raise CompilerError."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise CompilerError(f"{path}: corrupt calibration file (not valid JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != CAL_FORMAT:
+        raise CompilerError(f"{path}: not a latency calibration file")
+    h = data.get("header") or {}
+    if (h.get("target"), h.get("threads")) != (header.get("target"), header.get("threads")):
+        raise CompilerError(f"{path}: calibration is for target {h.get('target')} ({h.get('threads')} threads), "
+                            f"not {header.get('target')} ({header.get('threads')} threads)")
+    try:
+        return Calibration(float(data["alpha"]), float(data["beta_ms"]), float(data["gamma_ms"]),
+                           list(data.get("points", [])))
+    except (KeyError, TypeError, ValueError):
+        raise CompilerError(f"{path}: corrupt calibration file (alpha/beta_ms/gamma_ms missing)") from None
+
+
+def _size_free(cfg: LayerConfig) -> LayerConfig:
+    return replace(cfg, h=1, w=1)
+
+
+class Predictor:
+    """Layer times from a table (exact, size-scaled or regressed) and the calibrated network time."""
+
+    def __init__(self, table: LatencyTable, calibration: Calibration | None = None) -> None:
+        self.table = table
+        self.calibration = calibration or Calibration()
+        self._exact = {k: e.median_ms for k, e in table.entries.items()}
+        self._by_shape: dict[str, list[tuple[int, float]]] = {}
+        self._families: dict[tuple, list[tuple[LayerConfig, float]]] = {}
+        for e in table.entries.values():
+            oh, ow = e.config.out_hw
+            self._by_shape.setdefault(_size_free(e.config).key(), []).append((oh * ow, e.median_ms))
+            self._families.setdefault(e.config.family(), []).append((e.config, e.median_ms))
+        self._laws: dict[tuple, np.ndarray | None] = {}
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    def layer_ms(self, cfg: LayerConfig) -> tuple[float, str]:
+        """(milliseconds, how): how is 'table', 'scaled' or 'fitted'."""
+        key = cfg.key()
+        hit = self._exact.get(key)
+        if hit is not None:
+            return hit, "table"
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._estimate(cfg)
+            self._cache[key] = cached
+        return cached
+
+    def _estimate(self, cfg: LayerConfig) -> tuple[float, str]:
+        oh, ow = cfg.out_hw
+        same = self._by_shape.get(_size_free(cfg).key())
+        if same:
+            px, ms = min(same, key=lambda t: abs(np.log(t[0] / (oh * ow))))
+            return ms * (oh * ow) / px, "scaled"
+        law = self._law(cfg.family())
+        if law is None:
+            raise CompilerError(f"the latency table has nothing close to layer {cfg.key()}; "
+                                f"build the table for this search space and frame size")
+        return max(0.0, float(law @ np.array([1.0, cfg.macs(), cfg.elements()]))), "fitted"
+
+    def _law(self, family: tuple) -> np.ndarray | None:
+        if family not in self._laws:
+            members = self._families.get(family, [])
+            if len(members) < 3:
+                self._laws[family] = None
+            else:
+                x = np.array([[1.0, c.macs(), c.elements()] for c, _ in members])
+                y = np.array([t for _, t in members])
+                coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+                self._laws[family] = coef
+        return self._laws[family]
+
+    def sum_ms(self, layers: list[LayerConfig]) -> float:
+        """Uncalibrated sum of the layers' times."""
+        return float(sum(self.layer_ms(c)[0] for c in layers))
+
+    def predict(self, layers: list[LayerConfig]) -> float:
+        """Calibrated whole-network milliseconds."""
+        return self.calibration.apply(self.sum_ms(layers), len(layers))
+
+    def breakdown(self, layers: list[LayerConfig]) -> list[dict[str, Any]]:
+        """Per layer: key, milliseconds and where the number came from."""
+        out = []
+        for c in layers:
+            ms, how = self.layer_ms(c)
+            out.append({"layer": c.key(), "ms": ms, "source": how})
+        return out

@@ -1,0 +1,194 @@
+"""The layer table on disk: measured time of each layer configuration, for one target and thread count.
+
+Why JSON rewritten atomically after every measurement: a build of a few hundred entries must survive
+being killed (resume = skip the keys already there), and a half-written file must never be read as a
+table. The header names the target, threads, TVM version, machine and a fingerprint of the compiler
+sources, because a timing is only meaningful for the code and the machine that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+
+FORMAT = "srprune-latency-table"
+VERSION = 1
+TABLE_FILE = "table.json"
+# The compiler sources whose code a timing depends on (the fingerprint in the header).
+_COMPILER_SOURCES = ("kernels.py", "rewrite.py", "build.py", "targets.py", "canonicalize.py", "sparse.py")
+
+
+def safe_name(target: str) -> str:
+    """A folder name for a target name (rpc://host:port/key has characters a path must not)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("_") or "target"
+
+
+def table_path(run_dir: str | os.PathLike, target: str) -> Path:
+    """`RUN/latency/TARGET/table.json` (DESIGN.md's run layout)."""
+    return Path(run_dir) / "latency" / safe_name(target) / TABLE_FILE
+
+
+def compiler_fingerprint() -> str:
+    """Short hash of the compiler sources that decide what a layer compiles to."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for name in _COMPILER_SOURCES:
+        p = root / name
+        if p.exists():
+            h.update(name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def machine_name() -> str:
+    """CPU model and core count of this machine (where a host table was measured)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
+def make_header(target: str, threads: int, machine: str | None = None) -> dict[str, Any]:
+    """The header of a new table for `target` at `threads` threads."""
+    import tvm
+
+    return {"target": target, "threads": int(threads), "tvm": str(tvm.__version__),
+            "machine": machine or machine_name(), "compiler": compiler_fingerprint(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+@dataclass
+class Entry:
+    """One measured configuration: median of `samples_ms` (each one timed run after warm-up)."""
+
+    config: LayerConfig
+    median_ms: float
+    samples_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"config": self.config.to_dict(), "median_ms": self.median_ms, "samples_ms": self.samples_ms}
+
+
+@dataclass
+class LatencyTable:
+    """Entries by configuration key plus the header; `save()` replaces the file atomically."""
+
+    path: Path
+    header: dict[str, Any]
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def __contains__(self, cfg: LayerConfig) -> bool:
+        return cfg.key() in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, cfg: LayerConfig) -> Entry | None:
+        """The entry of `cfg`, or None."""
+        return self.entries.get(cfg.key())
+
+    def add(self, cfg: LayerConfig, samples_ms: list[float]) -> Entry:
+        """Record a measurement (median of the samples); does not save."""
+        if not samples_ms or any(not (s >= 0) for s in samples_ms):
+            raise CompilerError(f"no valid timing samples for {cfg.key()}")
+        ordered = sorted(float(s) for s in samples_ms)
+        n = len(ordered)
+        median = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+        entry = Entry(cfg, median, [float(s) for s in samples_ms])
+        self.entries[cfg.key()] = entry
+        return entry
+
+    def missing(self, configs: list[LayerConfig]) -> list[LayerConfig]:
+        """The configurations not yet measured, in order, without duplicates."""
+        seen, out = set(self.entries), []
+        for c in configs:
+            k = c.key()
+            if k not in seen:
+                seen.add(k)
+                out.append(c)
+        return out
+
+    def check_target(self, target: str, threads: int) -> None:
+        """Raise CompilerError unless this table was measured for `target` at `threads` threads."""
+        t, n = self.header.get("target"), self.header.get("threads")
+        if t != target or n != threads:
+            raise CompilerError(f"{self.path}: the table was measured for target {t} ({n} threads), "
+                                f"not {target} ({threads} threads)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content."""
+        return {"format": FORMAT, "version": VERSION, "header": self.header,
+                "entries": {k: e.to_dict() for k, e in sorted(self.entries.items())}}
+
+    def save(self) -> None:
+        """Write the table atomically (temp file beside it, then rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".table.", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def load_table(path: str | os.PathLike) -> LatencyTable:
+    """Read a table; a missing, foreign or corrupt file raises CompilerError naming the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CompilerError(f"{path}: no latency table here (run `srprune latency build` first)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompilerError(f"{path}: cannot read the latency table ({exc.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CompilerError(f"{path}: corrupt latency table (not valid JSON: {exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CompilerError(f"{path}: not a latency table (no '{FORMAT}' format marker)")
+    if data.get("version") != VERSION:
+        raise CompilerError(f"{path}: latency table version {data.get('version')!r} is not supported (expected {VERSION})")
+    header, raw = data.get("header"), data.get("entries")
+    if not isinstance(header, dict) or not isinstance(raw, dict) or not {"target", "threads"} <= set(header):
+        raise CompilerError(f"{path}: corrupt latency table (header or entries missing)")
+    table = LatencyTable(path, header)
+    for key, item in raw.items():
+        try:
+            cfg = LayerConfig.from_dict(item["config"])
+            entry = table.add(cfg, item["samples_ms"])
+        except (CompilerError, KeyError, TypeError, ValueError) as exc:
+            raise CompilerError(f"{path}: corrupt latency table entry {key!r} ({exc})") from None
+        if cfg.key() != key:
+            raise CompilerError(f"{path}: corrupt latency table entry {key!r} (its configuration says {cfg.key()!r})")
+        if abs(entry.median_ms - float(item.get("median_ms", entry.median_ms))) > 1e-9 * max(1.0, entry.median_ms):
+            raise CompilerError(f"{path}: corrupt latency table entry {key!r} (median disagrees with its samples)")
+    return table
+
+
+def open_table(path: str | os.PathLike, target: str, threads: int, *, machine: str | None = None) -> LatencyTable:
+    """The table at `path` for (target, threads): loaded and checked if the file exists, else a new empty one."""
+    path = Path(path)
+    if path.exists():
+        table = load_table(path)
+        table.check_target(target, threads)
+        return table
+    return LatencyTable(path, make_header(target, threads, machine))

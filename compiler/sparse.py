@@ -1,0 +1,439 @@
+"""Sparse conv kernels that bake the zero pattern of constant weights into straight-line code.
+
+Why: block- and pattern-pruned weights keep the dense shape with exact zeros, so the dense kernel
+would multiply by zero. Here the structure is read from the weights themselves (the compiler never
+imports srprune): the (out x in*kh*kw) weight matrix is cut into register tiles of `oc_tile` output
+channels; each tile keeps the union of its rows' nonzero columns (column c = (i*kh + y)*kw + x), and
+its code is one unrolled block of multiply-adds per kept column, with the input channel and tap as
+constants in the addresses. Rows of a tile share one column list, so block pruning with `rows` a
+multiple of `oc_tile` is exact; rows may be grouped in any order (the write-back names each output
+channel as a constant), which lets pattern-pruned layers put channels with similar kernels together.
+Nothing is looked up at run time: the weights are a constant array packed in execution order and read
+at compile-time offsets; bias and PReLU slopes are immediates.
+
+The schedule mirrors compiler.kernels: rows in parallel (each task first copies the zero-padded input
+rows it reads into a private window), vectorised along the width, an oc_tile x (nvec * vec)
+accumulator tile in registers, and bias, ReLU/PReLU and a residual add fused into the write-back.
+Specific to straight-line code: a tile's columns run in chunks, each chunk looping along the row while
+its code is hot in the instruction cache; the code size is capped (MAX_UNROLLED) because LLVM's time
+grows faster than linearly with it; and the weights are not marked no-alias, so LLVM does not hoist
+every weight load out of the row loop (spills).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+
+from compiler.errors import CompilerError
+from compiler.kernels import ACTIVATIONS, ConvSpec
+
+SPARSE_MODES = ("auto", "dense", "sparse")
+
+# A conv goes sparse ("auto") when the modelled cost of its best sparse plan is below this fraction of
+# the dense kernel's (the model counts multiply-adds and loads per kept column; see `tile_cost`).
+# Measured on the 2-core AVX-512 host (conv3x3 32->32, 640x360): the sparse kernel costs about 1.3x
+# the dense one per executed multiply-add (0.66 of dense time at 50% kept), so it breaks even near 75%
+# kept; 0.7 leaves a margin.
+DEFAULT_THRESHOLD = 0.7
+
+# Most vector multiply-adds one kernel may unroll (kept columns x oc_tile x nvec). The code of a
+# kernel is one function and LLVM's time grows faster than linearly with it: ~18k took 15-25 s on
+# the 2-core host, ~37k over 4 minutes. Plans above the cap use fewer accumulators or stay dense.
+MAX_UNROLLED = 20000
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One register tile: which output channels it computes and which weight columns it reads."""
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SparsePlan:
+    """Everything the generated code depends on besides the ConvSpec (hashable: a kernel cache key)."""
+
+    vec: int
+    nvec: int
+    oc_tile: int
+    tiles: tuple[Tile, ...]
+    chunk: int = 16
+
+    @property
+    def w_tile(self) -> int:
+        """Output pixels along a row kept in registers per output channel."""
+        return self.vec * self.nvec
+
+    def packed_size(self) -> int:
+        """Length of the packed weight array (explicit zeros inside a tile's columns included)."""
+        return sum(len(t.cols) * len(t.rows) for t in self.tiles)
+
+    def kept_columns(self) -> int:
+        """Sum over tiles of the kept columns (the unrolled column steps per row of tiles)."""
+        return sum(len(t.cols) for t in self.tiles)
+
+    def unrolled(self) -> int:
+        """Vector multiply-adds in the generated code (its size)."""
+        return self.kept_columns() * self.oc_tile * self.nvec
+
+
+def weight_matrix(weight: np.ndarray) -> np.ndarray:
+    """(out, in, kh, kw) -> (out, in*kh*kw): the GEMM view whose column c = (i*kh + y)*kw + x."""
+    w = np.asarray(weight)
+    if w.ndim != 4:
+        raise CompilerError(f"expected a conv weight (out, in, kh, kw), got shape {w.shape}")
+    return w.reshape(w.shape[0], -1)
+
+
+def kept_fraction(weight: np.ndarray) -> float:
+    """Fraction of nonzero weights (1.0 = dense)."""
+    w = np.asarray(weight)
+    return float(np.count_nonzero(w)) / max(1, w.size)
+
+
+def _group_rows(nz: np.ndarray, oc_tile: int) -> list[tuple[int, ...]]:
+    """Greedy grouping of rows into tiles of `oc_tile` with small unions of nonzero columns.
+
+    Seeds each tile with the lowest-index free row and adds the free rows that grow the union least
+    (ties: lowest index), so rows with identical column sets (one pruning block) stay together and,
+    for block-pruned weights, the natural contiguous order is recovered.
+    """
+    free = list(range(nz.shape[0]))
+    groups = []
+    while free:
+        seed = free.pop(0)
+        union = nz[seed].copy()
+        group = [seed]
+        while len(group) < oc_tile:
+            grow = [int(np.count_nonzero(nz[r] & ~union)) for r in free]
+            best = int(np.argmin(grow))
+            r = free.pop(best)
+            group.append(r)
+            union |= nz[r]
+        groups.append(tuple(group))
+    return groups
+
+
+def make_tiles(weight: np.ndarray, oc_tile: int, reorder: bool = True) -> tuple[Tile, ...]:
+    """Tiles of `oc_tile` output channels with their union of nonzero columns (best of contiguous/greedy)."""
+    nz = weight_matrix(weight) != 0
+    out = nz.shape[0]
+    if oc_tile < 1 or out % oc_tile:
+        raise CompilerError(f"output channels {out} are not a multiple of the tile {oc_tile}")
+    candidates = [[tuple(range(s, s + oc_tile)) for s in range(0, out, oc_tile)]]
+    if reorder and oc_tile > 1:
+        candidates.append(_group_rows(nz, oc_tile))
+
+    def build(groups: list[tuple[int, ...]]) -> tuple[Tile, ...]:
+        return tuple(Tile(g, tuple(int(c) for c in np.flatnonzero(nz[list(g)].any(axis=0)))) for g in groups)
+
+    plans = [build(g) for g in candidates]
+    return min(plans, key=lambda tiles: sum(len(t.cols) for t in tiles))
+
+
+def tile_cost(oc_tile: int, nvec: int, loads_per_fma: float = 0.5) -> float:
+    """Modelled cost of one kept column of one tile per output vector: multiply-adds plus weighted loads.
+
+    Per column the tile does oc_tile * nvec vector multiply-adds and nvec input loads + oc_tile
+    weight broadcasts; normalised per output vector (divided by nvec).
+    """
+    return (oc_tile * nvec + loads_per_fma * (nvec + oc_tile)) / nvec
+
+
+def _row_waste(ow: int, w_tile: int) -> float:
+    """Computed / needed outputs along a row (tiles cover whole multiples of w_tile)."""
+    return (-(-ow // w_tile) * w_tile) / ow
+
+
+def plan_cost(spec: ConvSpec, plan: SparsePlan) -> float:
+    """Modelled cost of a sparse plan per output row (in vector multiply-add units)."""
+    ow = spec.out_hw[1]
+    per_col = tile_cost(plan.oc_tile, plan.nvec)
+    return plan.kept_columns() * per_col * (ow / plan.vec) * _row_waste(ow, plan.w_tile)
+
+
+def dense_cost(spec: ConvSpec, vec: int, nvec: int, oc_tile: int) -> float:
+    """The same model for the dense kernel (every column of every tile)."""
+    ow = spec.out_hw[1]
+    cols = spec.cin // spec.groups * spec.kh * spec.kw
+    return (spec.cout // oc_tile) * cols * tile_cost(oc_tile, nvec) * (ow / vec) * _row_waste(ow, vec * nvec)
+
+
+def plan_sparse(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 32,
+                oc_tiles: tuple[int, ...] | None = None, max_unrolled: int = MAX_UNROLLED) -> SparsePlan:
+    """The cheapest sparse plan (oc_tile, nvec, row grouping) for this weight under the cost model.
+
+    Accumulators (oc_tile * nvec vectors) use at most half the register file, as in the dense kernel;
+    plans whose code exceeds `max_unrolled` multiply-adds are not considered.
+    """
+    if spec.groups != 1:
+        raise CompilerError("sparse kernels support ungrouped convs only")
+    budget = max(1, registers // 2)
+    ow = spec.out_hw[1]
+    choices = oc_tiles or tuple(d for d in range(1, min(spec.cout, budget) + 1) if spec.cout % d == 0)
+    best: tuple[float, SparsePlan] | None = None
+    for ot in choices:
+        if spec.cout % ot:
+            raise CompilerError(f"oc_tile {ot} does not divide the {spec.cout} output channels")
+        tiles = make_tiles(weight, ot)
+        for nvec in (1, 2, 4, 8):
+            if ot * nvec > budget or (nvec > 1 and vec * nvec > 2 * ow):
+                continue
+            plan = SparsePlan(vec, nvec, ot, tiles)
+            if plan.unrolled() > max_unrolled:
+                continue
+            cost = plan_cost(spec, plan)
+            if best is None or cost < best[0]:
+                best = (cost, plan)
+    if best is None:
+        raise CompilerError(f"no sparse plan fits {registers} registers and {max_unrolled} unrolled multiply-adds")
+    return best[1]
+
+
+def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.ndarray | None) -> tirx.PrimFunc:
+    """Build the kernel with TVM's IR builder: Python loops here become straight-line code there.
+
+    Accumulators are SSA values (one Bind per multiply-add), never memory, so LLVM keeps them in
+    registers without alias analysis. (Accumulators in a local buffer were placed in heap workspace by
+    TVM, and every multiply-add went through memory.)
+    """
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T  # noqa: N812
+
+    n, cin, h, w, cout = spec.n, spec.cin, spec.h, spec.w, spec.cout
+    oh, ow = spec.out_hw
+    ot, vec, wt = plan.oc_tile, plan.vec, plan.w_tile
+    pw = -(-ow // wt) * wt + spec.kw - 1
+    f32 = "float32"
+    with IRBuilder() as ib:
+        with T.prim_func(private=True, s_tir=True):
+            data = T.arg("data", T.buffer((n, cin, h, w), f32))
+            weight = T.arg("weight", T.buffer((max(1, plan.packed_size()),), f32))
+            resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
+            out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
+            # No "tir.noalias" on purpose: the output stores may then alias the weights, so LLVM keeps
+            # each weight load inside the row loop instead of hoisting hundreds of them (spills).
+            win = T.sblock_alloc_buffer((cin, spec.kh, pw), f32)
+            offsets = np.cumsum([0] + [len(t.cols) * ot for t in plan.tiles]).tolist()
+            # rows in parallel; every tile of a row in turn, so the input rows they share stay in cache
+            with T.parallel(0, n * oh) as by:
+                b, y = (by // oh, by % oh) if n > 1 else (tirx.const(0, "int32"), by)
+                _emit_window(T, spec, data, win, b, y, pw, vec)
+                for t, tile in enumerate(plan.tiles):
+                    _TileCtx(spec, plan, win, weight, out, resid, b, y, bias, alpha).emit(T, tile, offsets[t])
+    return ib.get()
+
+
+def _emit_window(T, spec: ConvSpec, data, win, b, y, pw: int, vec: int) -> None:  # noqa: N803
+    """Copy the kh zero-padded input rows that output row y reads (all channels) into `win`.
+
+    Per output row instead of one padded copy of the whole input (the dense kernel's pad pass): the
+    window (cin x kh x padded width) is private to the task and stays in the core's cache, and the
+    input is read from memory once instead of being written out padded and read back.
+    """
+    cin, h, w = spec.cin, spec.h, spec.w
+    top, left, _, _ = spec.pad
+    zero = tirx.const(0.0, "float32")
+    with T.serial(0, cin) as c:
+        with T.serial(0, spec.kh) as ky:
+            row = y + ky - top
+            with T.If(tirx.all(row >= 0, row < h)):
+                with T.Then():
+                    if left:
+                        with T.serial(0, left) as x:
+                            T.buffer_store(win, zero, [c, ky, x])
+                    with T.serial(0, w // vec) as xv:
+                        T.buffer_store(win, tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]),
+                                       [c, ky, tirx.Ramp(xv * vec + left, 1, vec)])
+                    if w % vec:
+                        with T.serial(w // vec * vec, w) as x:
+                            T.buffer_store(win, data[b, c, row, x], [c, ky, x + left])
+                    if w + left < pw:
+                        with T.serial(w + left, pw) as x:
+                            T.buffer_store(win, zero, [c, ky, x])
+                with T.Else():
+                    with T.serial(0, pw) as x:
+                        T.buffer_store(win, zero, [c, ky, x])
+
+
+@dataclass
+class _TileCtx:
+    """Emits one register tile: a loop over row tiles, straight-line columns, fused write-back."""
+
+    spec: ConvSpec
+    plan: SparsePlan
+    win: object  # the padded input rows of this output row (cin x kh x padded width)
+    weight: object
+    out: object
+    resid: object
+    b: object
+    y: object
+    bias: np.ndarray | None
+    alpha: np.ndarray | None
+
+    def emit(self, T, tile: Tile, off: int) -> None:  # noqa: N803
+        """The tile's code for one output row; `off` is where its packed weights start.
+
+        The tile's columns run in chunks of `plan.chunk` columns: for each chunk, a loop over the row's
+        register tiles loads the partial sums, adds the chunk's straight-line multiply-adds and stores
+        them (the last chunk applies the epilogue instead). A chunk's code is then reused along the
+        whole row while it is hot in the instruction cache. Measured (32->32 at 640x360, 50% 4x8
+        blocks): one straight-line run over all columns took ~1.25x the dense kernel's time, chunks of
+        16 columns ~0.66x; chunks also cut LLVM's compile time about 3x.
+        """
+        spec, plan = self.spec, self.plan
+        ot, vec, nv, wt = plan.oc_tile, plan.vec, plan.nvec, plan.w_tile
+        ow = spec.out_hw[1]
+        xtiles = -(-ow // wt)
+        ksz = spec.kh * spec.kw
+        zero = tirx.const(0.0, "float32")
+        b, y = self.b, self.y
+        cols = list(tile.cols)
+        chunks = [cols[k:k + plan.chunk] for k in range(0, len(cols), plan.chunk)] or [[]]
+        part = T.sblock_alloc_buffer((ot, xtiles * wt), "float32") if len(chunks) > 1 else None
+        for ci, chunk in enumerate(chunks):
+            first, last = ci == 0, ci == len(chunks) - 1
+            with T.serial(0, xtiles) as xo:
+                x0 = xo * wt
+                acc: list[list] = [[None if first else T.Bind(tirx.BufferLoad(part, [oi, tirx.Ramp(x0 + xv * vec, 1, vec)]))
+                                    for xv in range(nv)] for oi in range(ot)]
+                for c in chunk:
+                    i, r = divmod(c, ksz)
+                    ky, kx = divmod(r, spec.kw)
+                    inp = [T.Bind(tirx.BufferLoad(self.win, [i, ky, tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
+                           for xv in range(nv)]
+                    for oi in range(ot):
+                        wv = tirx.Broadcast(tirx.BufferLoad(self.weight, [off + oi]), vec)
+                        for xv in range(nv):
+                            prod = wv * inp[xv]
+                            acc[oi][xv] = T.Bind(prod if acc[oi][xv] is None else acc[oi][xv] + prod)
+                    off += ot
+                if not last:
+                    for oi in range(ot):
+                        for xv in range(nv):
+                            T.buffer_store(part, acc[oi][xv], [oi, tirx.Ramp(x0 + xv * vec, 1, vec)])
+                    continue
+                # write-back: a tile's rows are arbitrary output channels, each a constant
+                for oi, oc in enumerate(tile.rows):
+                    epi = _Epilogue(spec, self.out, self.resid, b, y, oc,
+                                    None if self.bias is None else float(self.bias[oc]),
+                                    None if self.alpha is None else float(self.alpha[oc]))
+                    for xv in range(nv):
+                        a = acc[oi][xv] if acc[oi][xv] is not None else tirx.Broadcast(zero, vec)
+                        xs = x0 + xv * vec
+                        if ow % wt == 0:
+                            epi.store(T, a, xs, vec)
+                            continue
+                        with T.If(xs + vec <= ow):  # the last row tile overhangs: whole vectors, then lanes
+                            with T.Then():
+                                epi.store(T, a, xs, vec)
+                            with T.Else():
+                                for lane in range(vec):
+                                    with T.If(xs + lane < ow):
+                                        with T.Then():
+                                            epi.store(T, tirx.Shuffle([a], [lane]), xs + lane, 1)
+
+
+@dataclass
+class _Epilogue:
+    """The fused write-back of one output channel: bias, ReLU/PReLU, residual add (constants baked in)."""
+
+    spec: ConvSpec
+    out: object
+    resid: object
+    b: object
+    y: object
+    oc: int
+    bias: float | None
+    alpha: float | None
+
+    def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
+        """Store `lanes` outputs starting at column x."""
+        def const(c: float):
+            k = tirx.const(c, "float32")
+            return tirx.Broadcast(k, lanes) if lanes > 1 else k
+
+        idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
+        if self.bias is not None:
+            v = v + const(self.bias)
+        if self.spec.act == "relu":
+            v = tirx.max(v, const(0.0))
+        elif self.spec.act == "prelu":
+            v = tirx.Select(v > const(0.0), v, v * const(self.alpha))
+        if self.resid is not None:
+            v = v + tirx.BufferLoad(self.resid, [self.b, self.oc, self.y, idx])
+        T.buffer_store(self.out, v, [self.b, self.oc, self.y, idx])
+
+
+def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 32, mode: str = "auto",
+                  threshold: float = DEFAULT_THRESHOLD) -> SparsePlan | None:
+    """The sparse plan to use for this conv, or None for the dense kernel.
+
+    mode "dense": never sparse; "sparse": always (ungrouped convs); "auto": sparse when the modelled
+    cost of the best plan is below `threshold` times the dense kernel's.
+    """
+    from compiler.kernels import choose_schedule
+
+    if mode not in SPARSE_MODES:
+        raise CompilerError(f"unknown sparse mode {mode!r}; expected one of {SPARSE_MODES}")
+    if not 0.0 < threshold <= 1.0:
+        raise CompilerError(f"sparse threshold must be in (0, 1], got {threshold!r}")
+    if mode == "dense" or spec.groups != 1:
+        return None
+    if mode == "auto" and kept_fraction(weight) >= threshold:
+        return None  # no plan can beat the threshold: skip the (quadratic) row grouping
+    try:
+        plan = plan_sparse(spec, weight, vec, registers)
+    except CompilerError:
+        if mode == "sparse":
+            raise
+        return None  # too many kept weights for straight-line code of a reasonable size
+    if mode == "sparse":
+        return plan
+    dense = choose_schedule(spec, vec, registers)
+    ratio = plan_cost(spec, plan) / dense_cost(spec, vec, dense.nvec, dense.oc_tile)
+    return plan if ratio < threshold else None
+
+
+def pack_sparse_weight(weight: np.ndarray, plan: SparsePlan) -> np.ndarray:
+    """The kept weights in kernel order: for each tile, for each kept column, the tile's rows."""
+    mat = weight_matrix(weight).astype("float32")
+    parts = [mat[np.ix_(t.rows, t.cols)].T.reshape(-1) for t in plan.tiles if t.cols]
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, "float32"), dtype="float32")
+
+
+def sparse_conv2d_primfunc(spec: ConvSpec, plan: SparsePlan, weight: np.ndarray, bias: np.ndarray | None = None,
+                           alpha: np.ndarray | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (data[, residual], out) of one conv with its weights and structure baked in.
+
+    `weight` is the conv's (out, in, kh, kw) weight; `bias`/`alpha` (per output channel) must be
+    given exactly when the spec has a bias / a PReLU.
+    """
+    if spec.act not in ACTIVATIONS:
+        raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
+    if spec.groups != 1:
+        raise CompilerError("sparse kernels support ungrouped convs only")
+    mat = weight_matrix(weight).astype("float32")
+    if mat.shape != (spec.cout, spec.cin * spec.kh * spec.kw):
+        raise CompilerError(f"weight of shape {np.shape(weight)} does not match the conv {spec.cin}->{spec.cout} "
+                            f"k{spec.kh}x{spec.kw}")
+    if (bias is not None) != spec.bias or (alpha is not None) != (spec.act == "prelu"):
+        raise CompilerError("bias/alpha must be given exactly when the conv has a bias/PReLU")
+    rows = sorted(r for t in plan.tiles for r in t.rows)
+    if rows != list(range(spec.cout)) or any(len(t.rows) != plan.oc_tile for t in plan.tiles):
+        raise CompilerError("the sparse plan's tiles must cover every output channel exactly once")
+    ncols = mat.shape[1]
+    if any(c < 0 or c >= ncols for t in plan.tiles for c in t.cols):
+        raise CompilerError(f"the sparse plan names a column outside the weight's {ncols} columns")
+    dropped = mat.copy()
+    for t in plan.tiles:
+        dropped[np.ix_(t.rows, t.cols)] = 0
+    if np.any(dropped != 0):
+        raise CompilerError("the sparse plan drops nonzero weights")
+    func = _build(spec, plan, bias, alpha)
+    # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
+    return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)

@@ -1,0 +1,192 @@
+"""`srprune latency build|predict|validate`: the compiler-aware latency model of a target, in a run folder.
+
+    srprune latency build --target host --run runs/NAME [--config cfg.yaml] [--size 1280x720]
+    srprune latency predict GENOME|MODEL --target host --run runs/NAME
+    srprune latency validate --target host --run runs/NAME --n 30 [--plot docs/latency_host.png]
+
+The table and the calibration live in RUN/latency/TARGET/ (table.json, predictor.json); a killed
+build resumes where it stopped. Arm64 targets are measured on the device over TVM RPC (--rpc).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from srprune.cli import cli
+from srprune.cli.compile_cmd import parse_size
+from srprune.errors import InputError
+
+_TARGET_HELP = "Target name (host, android-arm64, ...); its table is RUN/latency/TARGET/."
+_RPC_HELP = "Measure on a TVM RPC server rpc://HOST:PORT, or a tracker key rpc://HOST:PORT/KEY."
+
+
+def _space(config_path: Path | None):
+    from supernet.space import SearchSpace
+
+    if config_path is None:
+        return SearchSpace()
+    from srprune.cli.supernet_cmd import read_config
+
+    return SearchSpace.from_dict(read_config(config_path)["space"])
+
+
+def _frame(size: str) -> tuple[int, int]:
+    w, h = parse_size(size)
+    return h, w
+
+
+def _target(target: str, threads: int | None):
+    from compiler.targets import get_target
+
+    return get_target(target, threads)
+
+
+def _stale_note(pred) -> None:
+    """Say so when the compiler sources changed since the table was measured (its timings may be stale)."""
+    from compiler.latency.table import compiler_fingerprint
+
+    built, now = pred.table.header.get("compiler"), compiler_fingerprint()
+    if built != now:
+        click.echo(f"note: the table was measured with compiler {built}, the sources are now {now}; "
+                   f"rebuild it with `srprune latency build --force` if kernels changed", err=True)
+
+
+def _genome_or_model(spec: str, out_hw: tuple[int, int]):
+    """Layers of a genome (JSON file or inline JSON) or of a genome model file."""
+    from srprune.latency import genome_layers, model_layers
+
+    text = spec.strip()
+    path = Path(spec)
+    if text.startswith("{"):
+        try:
+            return genome_layers(json.loads(text), out_hw), "genome"
+        except json.JSONDecodeError as e:
+            raise InputError(f"GENOME is not valid JSON ({e.msg})") from None
+    if path.suffix == ".json":
+        if not path.exists():
+            raise InputError(f"genome file {spec} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{spec}: not valid JSON ({e.msg})") from None
+        if isinstance(data, dict) and "genome" in data and "cells" not in data:
+            data = data["genome"]
+        return genome_layers(data, out_hw), "genome"
+    from srprune.models import resolve_model
+
+    net, info = resolve_model(spec, None)
+    return model_layers(net, out_hw, info.meta), info.name
+
+
+@cli.group("latency")
+def latency() -> None:
+    """Compiler-aware latency model: layer table per target, predictor, validation."""
+
+
+@latency.command("build")
+@click.option("--target", "-t", default="host", show_default=True, help=_TARGET_HELP)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder; writes RUN/latency/TARGET/.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML config whose supernet.space is the search space (default: the default space).")
+@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads at run time.")
+@click.option("--repeat", type=click.IntRange(1), default=5, show_default=True, help="Timed runs per layer.")
+@click.option("--calibrate", "n_cal", type=click.IntRange(0), default=6, show_default=True,
+              help="Random networks measured whole to fit the overhead (0: skip).")
+@click.option("--rpc", default=None, help=_RPC_HELP)
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds to wait for an RPC server.")
+@click.option("--force", is_flag=True, help="Discard the existing table and calibration and start over.")
+def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, timeout, force) -> None:
+    """Measure every layer configuration of the search space on TARGET (resumes a killed build)."""
+    from compiler.latency.table import table_path
+    from srprune.latency import build_table, calibrate, calibration_path, make_runner
+
+    spec = _target(target, threads)
+    space = _space(config_path)
+    out_hw = _frame(size)
+    runner = make_runner(spec, rpc, timeout)
+    tpath, cpath = table_path(run_dir, spec.name), calibration_path(run_dir, spec.name)
+    if force:
+        for p in (tpath, cpath):
+            if p.exists():
+                p.unlink()
+    table, n = build_table(run_dir, spec, runner, space, out_hw, repeat=repeat)
+    click.echo(f"{tpath}: {len(table)} layers ({n} measured now) for {spec.name}, {spec.threads} threads")
+    if n_cal and (n or not cpath.exists()):
+        cal = calibrate(run_dir, spec, runner, space, out_hw, n=n_cal)
+        click.echo(f"{cpath}: measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
+                   f"({len(cal.points)} networks)")
+
+
+@latency.command("predict")
+@click.argument("spec", metavar="GENOME|MODEL")
+@click.option("--target", "-t", default="host", show_default=True, help=_TARGET_HELP)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads the table was measured with.")
+@click.option("--layers", "show_layers", is_flag=True, help="Also print every layer's time and its source.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> None:
+    """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET."""
+    from srprune.latency import load_predictor
+
+    tspec = _target(target, threads)
+    out_hw = _frame(size)
+    pred = load_predictor(run_dir, tspec.name, tspec.threads)
+    _stale_note(pred)
+    layers, name = _genome_or_model(spec, out_hw)
+    ms = pred.predict(layers)
+    parts = pred.breakdown(layers)
+    if as_json:
+        click.echo(json.dumps({"model": name, "target": tspec.name, "threads": tspec.threads,
+                               "output_size": [out_hw[1], out_hw[0]], "predicted_ms": ms, "layers": parts}))
+        return
+    click.echo(f"{name}: {ms:.2f} ms predicted on {tspec.name} ({tspec.threads} threads), "
+               f"output {out_hw[1]}x{out_hw[0]}, {len(layers)} layers")
+    if show_layers:
+        for p in parts:
+            click.echo(f"  {p['layer']:<58} {p['ms']:9.3f} ms  {p['source']}")
+
+
+@latency.command("validate")
+@click.option("--target", "-t", default="host", show_default=True, help=_TARGET_HELP)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--n", "n", type=click.IntRange(2), default=30, show_default=True, help="Random networks.")
+@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
+              help="Interleaved timed runs per network.")
+@click.option("--seed", type=int, default=2000, show_default=True)
+@click.option("--calibrate", "n_cal", type=click.IntRange(0), default=6, show_default=True,
+              help="Extra random networks measured in this session to re-fit the overhead (0: use the stored one).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Scatter plot PNG (default RUN/latency/TARGET/validate.png).")
+@click.option("--rpc", default=None, help=_RPC_HELP)
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True)
+def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n_cal, plot, rpc, timeout) -> None:
+    """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json."""
+    from compiler.latency.table import table_path
+    from srprune.atomic import write_text
+    from srprune.latency import load_predictor, make_runner, scatter_plot, validate
+
+    tspec = _target(target, threads)
+    out_hw = _frame(size)
+    pred = load_predictor(run_dir, tspec.name, tspec.threads)
+    _stale_note(pred)
+    runner = make_runner(tspec, rpc, timeout)
+    result = validate(pred, tspec, runner, _space(config_path), out_hw, n=n, seed=seed, rounds=rounds,
+                      calibrate_n=n_cal)
+    folder = table_path(run_dir, tspec.name).parent
+    write_text(folder / "validate.json", json.dumps(result, indent=1))
+    plot = plot or folder / "validate.png"
+    scatter_plot(result, plot)
+    click.echo(f"{tspec.name}, {tspec.threads} threads, {n} networks at {out_hw[1]}x{out_hw[0]}: "
+               f"MAPE {result['mape_pct']:.2f}%, Spearman {result['spearman']:.3f} "
+               f"({'same-session' if n_cal else 'stored'} calibration; stored: MAPE {result['mape_stored_pct']:.2f}%, "
+               f"Spearman {result['spearman_stored']:.3f}); plot {plot}")

@@ -1,0 +1,5 @@
+package org.json;
+
+public class JSONArray {
+    public int getInt(int index) throws JSONException { throw new RuntimeException("Stub!"); }
+}

@@ -1,0 +1,220 @@
+"""Latency model: layer configs, the table on disk, genome -> layers, predictor math (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+from compiler.latency.predict import Calibration, Predictor, fit_calibration, load_calibration, save_calibration
+from compiler.latency.table import LatencyTable, load_table, make_header, open_table, table_path
+from srprune.latency import genome_layers, mape, named_genome_layers, space_layers, spearman
+from supernet.space import Cell, Genome, SearchSpace
+from supernet.standalone import GenomeNet
+
+SIZE = (24, 40)  # output (H, W) for the small tests: LR 12 x 20 at x2
+
+
+def _conv(cin, cout, h=8, w=8, **kw) -> LayerConfig:
+    return LayerConfig("conv", cin, cout, h, w, **kw)
+
+
+# --- configs -------------------------------------------------------------------------------------
+
+
+def test_config_key_round_trip_and_validation():
+    c = _conv(16, 32, k=1, pad=0, act="relu", residual=True, scheme="block", ratio=0.5, block=(4, 1))
+    assert LayerConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.key() != _conv(16, 32, k=1, pad=0, act="relu", residual=True).key()
+    assert c.macs() == 8 * 8 * 32 * 16 // 2  # out pixels x cout x cin x taps x kept fraction
+    for bad in (dict(cin=0), dict(act="gelu"), dict(scheme="dense", ratio=0.3), dict(groups=3)):
+        args = {"op": "conv", "cin": 16, "cout": 32, "h": 8, "w": 8, **bad}
+        with pytest.raises(CompilerError):
+            LayerConfig(**args)
+    with pytest.raises(CompilerError, match="unknown field"):
+        LayerConfig.from_dict({**c.to_dict(), "speed": 1})
+
+
+# --- table ---------------------------------------------------------------------------------------
+
+
+def test_table_round_trip(tmp_path):
+    path = table_path(tmp_path, "host")
+    assert path == tmp_path / "latency" / "host" / "table.json"
+    t = open_table(path, "host", 2, machine="test machine")
+    a, b = _conv(8, 8), _conv(8, 16, act="relu")
+    t.add(a, [3.0, 1.0, 2.0])
+    t.add(b, [4.0, 5.0])
+    t.save()
+    back = load_table(path)
+    assert back.header["target"] == "host" and back.header["threads"] == 2 and back.header["machine"] == "test machine"
+    assert {"tvm", "compiler", "created"} <= set(back.header)
+    assert back.get(a).median_ms == 2.0 and back.get(b).median_ms == 4.5  # medians by hand
+    assert back.get(a).samples_ms == [3.0, 1.0, 2.0]
+    assert back.missing([a, b, _conv(16, 8), _conv(16, 8)]) == [_conv(16, 8)]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("{not json", "corrupt latency table"),
+    (json.dumps({"hello": 1}), "not a latency table"),
+    (json.dumps({"format": "srprune-latency-table", "version": 1, "header": {"target": "host", "threads": 2},
+                 "entries": {"conv:x": {"config": {"op": "conv"}, "samples_ms": [1.0]}}}), "corrupt latency table entry"),
+])
+def test_table_corrupt_or_foreign(tmp_path, content, fragment):
+    path = tmp_path / "table.json"
+    path.write_text(content)
+    with pytest.raises(CompilerError, match=fragment) as e:
+        load_table(path)
+    assert "\n" not in str(e.value)
+
+
+def test_table_target_mismatch(tmp_path):
+    path = tmp_path / "table.json"
+    LatencyTable(path, make_header("host", 2)).save()
+    with pytest.raises(CompilerError, match="measured for target host \\(2 threads\\), not android-arm64"):
+        open_table(path, "android-arm64", 2)
+    with pytest.raises(CompilerError, match="not host \\(4 threads\\)"):
+        open_table(path, "host", 4)
+
+
+# --- genome -> layers ----------------------------------------------------------------------------
+
+GENOMES = [
+    Genome(2, 16, "relu", [Cell("res", 24, [32]), Cell("dws", 16, []), Cell("wide", 32, [64, 16]),
+                           Cell("ecb", 24, [32]), Cell("conv", 24, [])]),
+    Genome(3, 8, "prelu", [Cell("skip", 0, []), Cell("dws", 8, []), Cell("res", 8, [16]), Cell("wide", 8, [32, 8])]),
+]
+
+
+def _hooked_convs(genome: Genome, out_hw) -> list[tuple[int, int, int, int, int, int]]:
+    """(cin, cout, k, groups, H_in, W_in) of every nn.Conv2d the deployed GenomeNet runs, by forward hooks."""
+    net = GenomeNet(genome).deploy().eval()
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.groups, i[0].shape[2], i[0].shape[3])))
+        for m in net.modules() if isinstance(m, nn.Conv2d)]
+    h, w = out_hw[0] // genome.scale, out_hw[1] // genome.scale
+    with torch.no_grad():
+        net(torch.zeros(1, 3, h, w))
+    for hk in hooks:
+        hk.remove()
+    return seen
+
+
+@pytest.mark.parametrize("genome", GENOMES, ids=["x2-mixed", "x3-prelu"])
+def test_genome_layers_match_forward_hooks(genome):
+    layers = genome_layers(genome, SIZE)
+    hooked = _hooked_convs(genome, SIZE)
+    convs = [c for c in layers if c.op == "conv"]
+    tails = [c for c in layers if c.op == "tail"]
+    assert len(tails) == 1
+    # the tail layer holds two convs (tail conv3x3 and the fixed bicubic 5x5): hooks see them last
+    assert len(convs) + 2 == len(hooked)
+    assert [(c.cin, c.cout, c.k, c.groups, c.h, c.w) for c in convs] == hooked[:-2]
+    assert (tails[0].cin, tails[0].cout) == hooked[-2][:2]
+    act = genome.activation
+    for c in convs:
+        assert c.act in ("none", act)
+
+
+def test_adapters_where_widths_change():
+    names = [n for n, c in named_genome_layers(GENOMES[0], SIZE) if c.op == "adapter"]
+    # res 16->24, dws 24->16, wide 16->32 change width; ecb/conv have no skip after deployment
+    assert names == ["cells.0.skip", "cells.1.skip", "cells.2.skip"]
+
+
+def test_space_layers_cover_random_genomes():
+    space = SearchSpace(widths=(8, 16, 32), num_cells=3)
+    keys = {c.key() for c in space_layers(space, SIZE)}
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        assert {c.key() for c in genome_layers(space.sample(rng), SIZE)} <= keys
+
+
+# --- predictor -----------------------------------------------------------------------------------
+
+
+def _table(tmp_path, entries: dict[LayerConfig, float]) -> LatencyTable:
+    t = LatencyTable(tmp_path / "table.json", make_header("host", 2))
+    for c, ms in entries.items():
+        t.add(c, [ms])
+    return t
+
+
+def test_predictor_sum_and_calibration_by_hand(tmp_path):
+    a, b, tail = _conv(3, 8), _conv(8, 8, act="relu"), LayerConfig("tail", 8, 12, 8, 8, scale=2)
+    t = _table(tmp_path, {a: 1.5, b: 2.0, tail: 4.0})
+    cal = Calibration(alpha=1.1, beta_ms=0.3, gamma_ms=0.05)
+    p = Predictor(t, cal)
+    layers = [a, b, b, tail]
+    assert p.sum_ms(layers) == pytest.approx(1.5 + 2.0 + 2.0 + 4.0)
+    assert p.predict(layers) == pytest.approx(1.1 * 9.5 + 0.3 + 0.05 * 4)
+    assert [x["source"] for x in p.breakdown(layers)] == ["table"] * 4
+
+
+def test_predictor_scales_size_and_fits_family(tmp_path):
+    small = _conv(8, 8, h=10, w=10)
+    # a family (1x1, no act) whose times follow t = 0.2 + 1e-5 * MACs + 2e-6 * floats exactly
+    fam = [_conv(ci, co, h=16, w=16, k=1, pad=0) for ci, co in [(8, 8), (8, 32), (32, 8), (16, 64), (64, 16)]]
+
+    def law(c):
+        return 0.2 + 1e-5 * c.macs() + 2e-6 * c.elements()
+
+    t = _table(tmp_path, {small: 3.0, **{c: law(c) for c in fam}})
+    p = Predictor(t)
+    assert p.layer_ms(_conv(8, 8, h=20, w=20)) == (pytest.approx(12.0), "scaled")  # 4x the output pixels
+    new = _conv(32, 32, h=16, w=16, k=1, pad=0)
+    ms, how = p.layer_ms(new)
+    assert how == "fitted" and ms == pytest.approx(law(new), rel=1e-6)
+    with pytest.raises(CompilerError, match="nothing close"):
+        p.layer_ms(_conv(8, 8, k=5, pad=2, residual=True))
+
+
+def test_fit_calibration_recovers_coefficients():
+    sn = [(10, 5), (50, 9), (100, 12), (30, 15), (70, 7), (20, 20), (90, 4), (60, 11)]
+    cal = fit_calibration([(s, n, 1.2 * s + 3.0 + 0.4 * n) for s, n in sn])
+    assert (cal.alpha, cal.beta_ms, cal.gamma_ms) == (pytest.approx(1.2), pytest.approx(3.0), pytest.approx(0.4))
+    few = fit_calibration([(s, n, 0.9 * s + 5.0) for s, n in sn[:4]])  # < 8 points: alpha and beta only
+    assert (few.alpha, few.beta_ms, few.gamma_ms) == (pytest.approx(0.9), pytest.approx(5.0), 0.0)
+    one = fit_calibration([(10.0, 4, 12.0)])
+    assert one.alpha == pytest.approx(1.2) and one.beta_ms == 0.0
+
+
+def test_calibration_file_checks(tmp_path):
+    path = tmp_path / "predictor.json"
+    save_calibration(Calibration(1.1, 0.5, 0.0), path, make_header("host", 2))
+    assert load_calibration(path, {"target": "host", "threads": 2}).alpha == pytest.approx(1.1)
+    with pytest.raises(CompilerError, match="calibration is for target host"):
+        load_calibration(path, {"target": "linux-arm64", "threads": 2})
+    path.write_text("[]")
+    with pytest.raises(CompilerError, match="not a latency calibration"):
+        load_calibration(path, {"target": "host", "threads": 2})
+
+
+def test_prediction_is_fast(tmp_path):
+    space = SearchSpace()
+    t = _table(tmp_path, {c: 1.0 + i for i, c in enumerate(space_layers(space))})
+    p = Predictor(t, Calibration(1.1, 2.0, 0.1))
+    rng = np.random.default_rng(0)
+    genomes = [space.sample(rng) for _ in range(200)]
+    import time
+
+    t0 = time.perf_counter()
+    for g in genomes:
+        p.predict(genome_layers(g))
+    per = (time.perf_counter() - t0) / len(genomes)
+    assert per < 1e-3, per  # genome -> layers -> prediction well under a millisecond (typically ~50 us)
+
+
+def test_mape_and_spearman_against_definitions():
+    assert mape([110, 90], [100, 100]) == pytest.approx(10.0)
+    from scipy.stats import spearmanr  # independent reference (ships with scikit-image)
+
+    a, b = [1, 5, 2, 8, 8, 3], [2, 6, 1, 9, 7, 4]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)

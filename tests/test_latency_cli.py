@@ -1,0 +1,104 @@
+"""`srprune latency build|predict|validate` end to end on a tiny space and frame, plus its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from srprune.latency import space_layers
+from supernet.space import SearchSpace
+from tests.conftest import assert_one_line_error
+
+SPACE = {"num_cells": 2, "widths": [8], "blocks": ["conv", "res", "skip"], "scales": [2]}
+GENOME = {"scale": 2, "head": 8, "activation": "relu",
+          "cells": [{"block": "res", "width": 8, "layers": [8]}, {"block": "conv", "width": 8, "layers": []}]}
+COMMON = ["--target", "host", "--threads", "1", "--size", "32x16"]
+
+
+@pytest.fixture(scope="module")
+def built_run(tmp_path_factory):
+    """One table + calibration built through the CLI, shared by the tests below."""
+    from srprune.cli import main
+
+    root = tmp_path_factory.mktemp("lat")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(json.dumps({"supernet": {"space": SPACE}}))  # JSON is YAML
+    run = root / "run"
+    try:
+        main(["latency", "build", "--run", str(run), "--config", str(cfg), *COMMON, "--repeat", "1",
+              "--calibrate", "1"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return run, cfg
+
+
+def test_build_writes_table_and_calibration_and_resumes(built_run, run_cli):
+    run, cfg = built_run
+    table = json.loads((run / "latency" / "host" / "table.json").read_text())
+    want = {c.key() for c in space_layers(SearchSpace.from_dict(SPACE), (16, 32))}
+    assert set(table["entries"]) == want and table["header"]["threads"] == 1
+    assert (run / "latency" / "host" / "predictor.json").exists()
+    r = run_cli("latency", "build", "--run", run, "--config", cfg, *COMMON, "--repeat", "1", "--calibrate", "1")
+    assert r.code == 0 and "(0 measured now)" in r.out and "predictor.json" not in r.out  # nothing redone
+
+
+def test_predict_equals_hand_sum(built_run, run_cli):
+    run, _ = built_run
+    r = run_cli("latency", "predict", json.dumps(GENOME), "--run", run, *COMMON, "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    table = json.loads((run / "latency" / "host" / "table.json").read_text())["entries"]
+    cal = json.loads((run / "latency" / "host" / "predictor.json").read_text())
+    # head, res c1, res c2 (+residual), conv cell, tail: medians straight from the file
+    keys = ["conv:3>8@8x16:k3g1p1:b1:none:r0", "conv:8>8@8x16:k3g1p1:b1:relu:r0", "conv:8>8@8x16:k3g1p1:b1:none:r1",
+            "conv:8>8@8x16:k3g1p1:b1:relu:r0", "tail:8>12@8x16:k3g1p1:b1:none:r0:s2"]
+    assert [p["layer"] for p in out["layers"]] == keys
+    total = sum(table[k]["median_ms"] for k in keys)
+    assert out["predicted_ms"] == pytest.approx(cal["alpha"] * total + cal["beta_ms"] + cal["gamma_ms"] * 5)
+
+
+def test_predict_model_file_equals_its_genome(built_run, run_cli, tmp_path):
+    from srprune.models import build_model, save_model
+
+    path = save_model(tmp_path / "net.pt", build_model("genome", 2, genome=GENOME))
+    genome_file = tmp_path / "arch.json"
+    genome_file.write_text(json.dumps({"genome": GENOME}))
+    run, _ = built_run
+    a = run_cli("latency", "predict", path, "--run", run, *COMMON, "--json")
+    b = run_cli("latency", "predict", genome_file, "--run", run, *COMMON, "--json")
+    assert a.code == 0 and b.code == 0, a.err + b.err
+    assert json.loads(a.out)["predicted_ms"] == json.loads(b.out)["predicted_ms"]
+    other = save_model(tmp_path / "fsrcnn.pt", build_model("fsrcnn", 2))
+    assert_one_line_error(run_cli("latency", "predict", other, "--run", run, *COMMON), "needs a searched network")
+
+
+def test_validate_writes_report(built_run, run_cli, tmp_path):
+    run, cfg = built_run
+    plot = tmp_path / "scatter.png"
+    r = run_cli("latency", "validate", "--run", run, "--config", cfg, *COMMON, "--n", "2", "--rounds", "1",
+                "--calibrate", "0", "--plot", plot)
+    assert r.code == 0, r.err
+    assert "MAPE" in r.out and "Spearman" in r.out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads((run / "latency" / "host" / "validate.json").read_text())
+    assert res["n"] == 2 and len(res["rows"]) == 2
+    errs = [abs(x["predicted_ms"] - x["measured_ms"]) / x["measured_ms"] * 100 for x in res["rows"]]
+    assert res["mape_pct"] == pytest.approx(sum(errs) / 2)
+
+
+def test_errors_are_one_line(built_run, run_cli, tmp_path):
+    run, _ = built_run
+    r = run_cli("latency", "predict", json.dumps(GENOME), "--run", run, "--target", "host", "--threads", "2",
+                "--size", "32x16")
+    assert_one_line_error(r, "measured for target host (1 threads), not host (2 threads)")
+    bad = tmp_path / "bad"
+    (bad / "latency" / "host").mkdir(parents=True)
+    (bad / "latency" / "host" / "table.json").write_text("\x00garbage")
+    assert_one_line_error(run_cli("latency", "predict", json.dumps(GENOME), "--run", bad, *COMMON), "corrupt latency table")
+    assert_one_line_error(run_cli("latency", "predict", json.dumps(GENOME), "--run", tmp_path / "none", *COMMON),
+                          "no latency table here")
+    assert_one_line_error(run_cli("latency", "build", "--run", bad, "--target", "android-arm64"), "cross-compiled")
+    assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r", *COMMON, "--rpc", "rpc://127.0.0.1:1",
+                                  "--timeout", "2"), "RPC server rpc://127.0.0.1:1")
+    assert_one_line_error(run_cli("latency", "predict", "{oops", "--run", run, *COMMON), "not valid JSON")
