@@ -93,6 +93,7 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
         return users[0] if len(users) == 1 and var not in outputs else None
 
     chains = []
+    claimed: set[relax.Var] = set()  # bindings already inside an earlier chain
     for binding in bindings:
         if _op_name(binding.value) != "relax.nn.conv2d":
             continue
@@ -106,7 +107,7 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
         stage = 0  # 0: bias next, 1: activation next, 2: residual next, 3: done
         while stage < 3:
             user = sole_user(chain.end)
-            if user is None:
+            if user is None or user.var in claimed:  # e.g. tail conv + skip conv meeting in one add: first wins
                 break
             value, name = user.value, _op_name(user.value)
             other = None
@@ -132,6 +133,7 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
             chain.end = user.var
             chain.members.append(user.var)
         chains.append(chain)
+        claimed.update(chain.members)
     return chains
 
 

@@ -171,3 +171,15 @@ def test_supernet_subnetwork_with_depthwise_and_residual_cells() -> None:
     torch.manual_seed(6)
     net = build_genome_net(2, genome.to_dict(), deployed=True).eval()
     _check(net, (1, 3, 8, 13), min_fused=3)
+
+
+def test_tail_and_skip_convs_meeting_in_one_add_both_run_on_our_kernels() -> None:
+    """GenomeNet's tail conv and fixed bicubic skip conv share one add; neither may fall to the naive conv."""
+    from supernet.standalone import GenomeNet
+
+    genome = {"scale": 2, "head": 8, "activation": "relu", "cells": [{"block": "conv", "width": 8, "layers": []}]}
+    net = GenomeNet(genome).deploy().eval()
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    compiled = compile_model(net, (1, 3, 12, 16), "host")
+    assert compiled.fused_convs == convs == 4
+    assert compiled.check["max_abs_diff"] <= 1e-4
