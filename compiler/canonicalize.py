@@ -23,23 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-
-def _const(expr: relax.Expr) -> np.ndarray | None:
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
-
-
-def _op(expr: relax.Expr) -> str:
-    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
-
-
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or str(sinfo.dtype) != "float32":
-        return None
-    try:
-        return tuple(int(d) for d in sinfo.shape.values)
-    except (TypeError, AttributeError):
-        return None
+from compiler.relax_util import const_value, op_name, static_shape
 
 
 def phase_taps(k: int, s: int, p: int) -> tuple[int, int, list[list[tuple[int, int]]]]:
@@ -84,9 +68,9 @@ class _Canonicalizer(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: D102
         new = None
-        name = _op(binding.value)
+        name = op_name(binding.value)
         if name == "relax.nn.conv2d_transpose":
-            new = self._deconv(binding.value, _shape(binding.var))
+            new = self._deconv(binding.value, static_shape(binding.var))
         elif name == "relax.where":
             new = self._prelu(binding.value)
         if new is None:
@@ -98,14 +82,14 @@ class _Canonicalizer(PyExprMutator):
     def _prelu(self, call: relax.Call) -> relax.Expr | None:
         cond, x, neg = call.args
         cond_v, neg_v = self.values.get(cond), self.values.get(neg)
-        if _op(cond_v) != "relax.greater" or not cond_v.args[0].same_as(x):
+        if op_name(cond_v) != "relax.greater" or not cond_v.args[0].same_as(x):
             return None
-        zero = _const(cond_v.args[1])
-        if zero is None or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0 or _op(neg_v) != "relax.multiply":
+        zero = const_value(cond_v.args[1])
+        if zero is None or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0 or op_name(neg_v) != "relax.multiply":
             return None
         a, b = neg_v.args
-        alpha = _const(a) if b.same_as(x) else _const(b) if a.same_as(x) else None
-        shape = _shape(x)
+        alpha = const_value(a) if b.same_as(x) else const_value(b) if a.same_as(x) else None
+        shape = static_shape(x)
         if alpha is None or shape is None or len(shape) != 4:
             return None
         channels = shape[1]
@@ -119,7 +103,7 @@ class _Canonicalizer(PyExprMutator):
 
     def _deconv(self, call: relax.Call, out_shape: tuple[int, ...] | None) -> relax.Expr | None:
         attrs, data = call.attrs, call.args[0]
-        weight, in_shape = _const(call.args[1]), _shape(data)
+        weight, in_shape = const_value(call.args[1]), static_shape(data)
         if weight is None or in_shape is None or out_shape is None or len(in_shape) != 4 or weight.ndim != 4:
             return None
         if int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]:

@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight
+from compiler.relax_util import const_value, op_name, static_shape
 from compiler.sparse import DEFAULT_THRESHOLD, choose_kernel, pack_sparse_weight, sparse_conv2d_primfunc
 
 
@@ -42,31 +43,11 @@ class ConvChain:
     members: list[relax.Var] = field(default_factory=list)
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or str(sinfo.dtype) != "float32":
-        return None
-    try:
-        return tuple(int(d) for d in sinfo.shape.values)
-    except (TypeError, AttributeError):
-        return None
-
-
-def _const(expr: relax.Expr) -> np.ndarray | None:
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
-
-
-def _op_name(call: relax.Expr) -> str:
-    if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op):
-        return call.op.name
-    return ""
-
-
 def _conv_head(call: relax.Call) -> tuple[np.ndarray, tuple[int, int, int, int], int] | None:
     """The (weight, padding, groups) of a conv2d our kernels support, else None."""
     attrs = call.attrs
-    weight = _const(call.args[1])
-    if weight is None or _static_shape(call.args[0]) is None or len(_static_shape(call.args[0])) != 4:
+    weight = const_value(call.args[1])
+    if weight is None or static_shape(call.args[0]) is None or len(static_shape(call.args[0])) != 4:
         return None
     if [int(s) for s in attrs.strides] != [1, 1] or [int(d) for d in attrs.dilation] != [1, 1]:
         return None
@@ -95,7 +76,7 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
     chains = []
     claimed: set[relax.Var] = set()  # bindings already inside an earlier chain
     for binding in bindings:
-        if _op_name(binding.value) != "relax.nn.conv2d":
+        if op_name(binding.value) != "relax.nn.conv2d":
             continue
         head = _conv_head(binding.value)
         if head is None:
@@ -109,24 +90,24 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
             user = sole_user(chain.end)
             if user is None or user.var in claimed:  # e.g. tail conv + skip conv meeting in one add: first wins
                 break
-            value, name = user.value, _op_name(user.value)
+            value, name = user.value, op_name(user.value)
             other = None
             if name == "relax.add":
                 other = value.args[1] if value.args[0].same_as(chain.end) else value.args[0]
-            if stage == 0 and other is not None and _const(other) is not None:
-                b = _const(other)
+            if stage == 0 and other is not None and const_value(other) is not None:
+                b = const_value(other)
                 if b.size != cout or b.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
                     break
                 chain.bias, stage = b.reshape(cout).astype("float32"), 1
             elif stage <= 1 and name == "relax.nn.relu":
                 chain.act, stage = "relu", 2
-            elif stage <= 1 and name == "relax.nn.prelu" and _const(value.args[1]) is not None \
+            elif stage <= 1 and name == "relax.nn.prelu" and const_value(value.args[1]) is not None \
                     and int(value.attrs.axis) == 1:
-                alpha = _const(value.args[1]).reshape(-1).astype("float32")
+                alpha = const_value(value.args[1]).reshape(-1).astype("float32")
                 if alpha.size not in (1, cout):
                     break
                 chain.act, chain.alpha, stage = "prelu", np.broadcast_to(alpha, (cout,)).copy(), 2
-            elif other is not None and _const(other) is None and _static_shape(other) == _static_shape(chain.end):
+            elif other is not None and const_value(other) is None and static_shape(other) == static_shape(chain.end):
                 chain.residual, stage = other, 3
             else:
                 break
@@ -160,7 +141,7 @@ class _ChainRewriter(PyExprMutator):
         self.set_var_remap(binding.var, new_var)
 
     def _kernel_call(self, chain: ConvChain) -> relax.Expr:
-        n, cin, h, w = _static_shape(chain.data)
+        n, cin, h, w = static_shape(chain.data)
         cout, _, kh, kw = chain.weight.shape
         spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
                         chain.act, chain.residual is not None)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,15 @@ class CliResult:
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own LR cache, so tests never write to the user's ~/.cache."""
     monkeypatch.setenv("SRPRUNE_CACHE_DIR", str(tmp_path_factory.mktemp("srprune-cache")))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the CI box has 2 shared cores, and tiny convs lose to OpenMP spin contention."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture

@@ -17,13 +17,7 @@ from supernet.standalone import GenomeNet, build_genome_net, extract
 REAL_BLOCKS = ("conv", "res", "wide", "ecb", "dws")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 shared cores; one thread avoids OpenMP spin contention on tiny convs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _space(act: str = "prelu") -> SearchSpace:

@@ -15,12 +15,7 @@ from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 REAL_BLOCKS = ("conv", "res", "wide", "ecb", "dws")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _space(act: str, blocks: tuple[str, ...] = REAL_BLOCKS + ("skip",)) -> SearchSpace:

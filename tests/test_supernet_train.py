@@ -23,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(num_cells=2, widths=(4, 8), scales=(2,), activation="prelu", min_depth=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_images(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
