@@ -127,20 +127,25 @@ def reference_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def prepare_module(model: nn.Module, shape: tuple[int, int, int, int], spec: TargetSpec) -> tuple[tvm.IRModule, int]:
-    """Import, canonicalise and rewrite convs into our kernels: the module every build and tuning starts from."""
+def prepare_module(model: nn.Module, shape: tuple[int, int, int, int], spec: TargetSpec,
+                   sparse: str = "auto") -> tuple[tvm.IRModule, int]:
+    """Import, canonicalise and rewrite convs into our kernels: the module every build and tuning starts from.
+
+    `sparse`: "auto" (a pruned conv gets a sparse kernel where compiler.sparse's cost model says it pays),
+    "dense" (never) or "sparse" (every ungrouped conv).
+    """
     mod = import_module(model, shape)
     mod, _ = canonicalize(mod)
-    return fuse_convs(mod, spec.vec, spec.registers)
+    return fuse_convs(mod, spec.vec, spec.registers, sparse=sparse)
 
 
 def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec = "host",
                   *, check: bool = True, tol: float = DEFAULT_TOL, seed: int = 0,
-                  tuning_root: str | None = None) -> CompiledModel:
+                  tuning_root: str | None = None, sparse: str = "auto") -> CompiledModel:
     """Compile `model` for one input shape and target; on host, verify against PyTorch (max |diff| <= tol).
 
     `tuning_root`: folder of MetaSchedule databases (compiler.tune); the target's records there, if any,
-    replace the default schedules of the operators they cover.
+    replace the default schedules of the operators they cover. `sparse`: see `prepare_module`.
     """
     from compiler.tune import database_dir, has_records
 
@@ -148,7 +153,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], targ
     db = database_dir(tuning_root, spec) if tuning_root else None
     tuning_db = str(db) if has_records(db) else None
     shape = check_shape(input_shape)
-    mod, fused = prepare_module(model, shape, spec)
+    mod, fused = prepare_module(model, shape, spec, sparse)
     try:
         with tvm.transform.PassContext(opt_level=3):
             exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=_pipeline(spec, tuning_db))
