@@ -9,6 +9,8 @@ which for a convolution means naive loops (FSRCNN's 9x9 deconvolution alone take
   taps of that phase. Our conv kernel then runs it, and PixelShuffle is a cheap copy.
 - PReLU, which torch.export decomposes to `where(x > 0, x, alpha * x)`, becomes `nn.prelu` again so the
   rewrite can fuse it into the convolution before it.
+- replicate padding (`take` of clipped indices) uses take's "clip" mode instead of "fast", which TVM warns
+  about on every compile although the indices are in bounds.
 
 Anything that does not match exactly (groups, dilation, dynamic shapes, non-constant weights) is left
 as it was, so the pass never changes what the model computes.
@@ -73,6 +75,8 @@ class _Canonicalizer(PyExprMutator):
             new = self._deconv(binding.value, static_shape(binding.var))
         elif name == "relax.where":
             new = self._prelu(binding.value)
+        elif name == "relax.take":
+            new = self._clipped_take(binding.value)
         if new is None:
             super().visit_var_binding_(binding)
             return
@@ -100,6 +104,20 @@ class _Canonicalizer(PyExprMutator):
         else:
             return None
         return relax.op.nn.prelu(self.visit_expr(x), relax.const(alpha), axis=1)
+
+    def _clipped_take(self, call: relax.Call) -> relax.Expr | None:
+        """take(x, i, mode="fast") with i in bounds (replicate padding: constant or clipped indices) -> mode "clip":
+        the same values, and TVM stops warning on every compile that fast mode segfaults out of bounds."""
+        if str(call.attrs.mode) != "fast":
+            return None
+        axis, shape, idx = call.attrs.axis, static_shape(call.args[0]), const_value(call.args[1])
+        if idx is not None and shape is not None and axis is not None:  # constants folded: check the bounds
+            if idx.size == 0 or idx.min() < 0 or idx.max() >= shape[int(axis)]:
+                return None
+        elif op_name(self.values.get(call.args[1])) != "relax.clip":
+            return None
+        return relax.op.take(self.visit_expr(call.args[0]), self.visit_expr(call.args[1]),
+                             None if axis is None else int(axis), mode="clip")
 
     def _deconv(self, call: relax.Call, out_shape: tuple[int, ...] | None) -> relax.Expr | None:
         attrs, data = call.attrs, call.args[0]
@@ -132,9 +150,7 @@ class _Canonicalizer(PyExprMutator):
         return y
 
 
-def canonicalize(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModule, int]:
-    """Apply the rewrites to `mod[func_name]` (constants folded first); returns (module, bindings rewritten)."""
-    mod = relax.transform.FoldConstant()(mod)
+def _rewrite_once(mod: tvm.IRModule, func_name: str) -> tuple[tvm.IRModule, int]:
     func = mod[func_name]
     values = {b.var: b.value for block in func.body.blocks for b in block.bindings
               if isinstance(b, relax.VarBinding)}
@@ -144,5 +160,15 @@ def canonicalize(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModu
         return mod, 0
     new_mod = rewriter.builder_.get()
     new_mod[func_name] = new_func
-    new_mod = relax.transform.DeadCodeElimination([func_name])(new_mod)
-    return relax.transform.FoldConstant()(new_mod), rewriter.rewritten
+    return relax.transform.DeadCodeElimination([func_name])(new_mod), rewriter.rewritten
+
+
+def canonicalize(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModule, int]:
+    """Apply the rewrites to `mod[func_name]`; returns (module, bindings rewritten).
+
+    Two rounds: before constant folding (FoldConstant itself would trip TVM's warning on "fast" takes) and
+    after it (the PReLU slopes and deconvolution weights are constants only then).
+    """
+    mod, first = _rewrite_once(mod, func_name)
+    mod, second = _rewrite_once(relax.transform.FoldConstant()(mod), func_name)
+    return relax.transform.FoldConstant()(mod), first + second

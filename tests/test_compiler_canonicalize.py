@@ -81,3 +81,17 @@ def test_fsrcnn_has_no_default_lowered_conv_left():
     assert compiled.fused_convs == convs
     assert compiled.output_shape == (1, 3, 24, 27)
     assert np.isfinite(compiled.check["max_abs_diff"]) and compiled.check["max_abs_diff"] <= 1e-4
+
+
+def test_replicate_padding_takes_use_clip_mode_and_keep_their_values():
+    """TVM warns on every compile about take's "fast" mode; the in-bounds takes of replicate padding switch to "clip"."""
+    class Replicate(nn.Module):
+        def forward(self, x):  # noqa: D102
+            return nn.functional.pad(x, (2, 2, 2, 2), mode="replicate") * 2.0
+
+    mod, rewritten = canonicalize(import_module(Replicate().eval(), (1, 3, 6, 7)))
+    modes = [str(b.value.attrs.mode) for block in mod["main"].body.blocks for b in block.bindings
+             if hasattr(b.value, "op") and getattr(b.value.op, "name", "") == "relax.take"]
+    assert modes and set(modes) == {"clip"} and rewritten == len(modes)
+    compiled = compile_model(Replicate().eval(), (1, 3, 6, 7), "host")
+    assert compiled.check["max_abs_diff"] == 0.0
