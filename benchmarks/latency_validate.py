@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="Report RUN's validate.json without measuring.")
     ap.add_argument("--earlier", type=Path, action="append", default=[],
                     help="validate.json of an earlier session (stored calibration) to report beside this one.")
+    ap.add_argument("--conditions", default="",
+                    help="one sentence on the machine's load while measuring, for the docs (e.g. 'Idle machine.')")
     ap.add_argument("--doc", action="store_true", help="Rewrite the `latency` section of docs/benchmarks.md.")
     args = ap.parse_args()
 
@@ -125,14 +127,13 @@ def main() -> None:
     lines = [
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
         f"Machine: {machine()}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
-        f"compiler {table.header['compiler']}. Shared with other engineers while measured (load average 6-8 on 2 "
-        f"cores), so every time is a median of interleaved runs.",
+        f"compiler {table.header['compiler']}. {args.conditions} Every time is a median of interleaved runs.",
         "Command: `python benchmarks/latency_validate.py --doc` (= `srprune latency build --target host --run RUN` "
         f"then `srprune latency validate --target host --run RUN --n {result['n']}`).", "",
         f"- Table: {len(table)} layer configurations of the default search space (widths 8-64, blocks conv/res/wide/"
         f"ecb/dws/skip, x2) at the 640x360 LR size of a {w}x{h} output, each compiled alone with the compiler's own "
         f"kernels and timed on {table.header['threads']} threads: chunks of 32 layers compiled, then timed "
-        "round-robin, 5 rounds, median (about 10 minutes on the loaded machine).",
+        "round-robin, 5 rounds, median.",
         f"- Validation: {result['n']} random sub-networks (seed 2000), each compiled whole with `compile_model` "
         f"(checked against PyTorch) and timed round-robin in groups of 5 ({len(result['rows'][0]['samples_ms'])} "
         f"rounds, median): {meas[0]:.0f}-{meas[-1]:.0f} ms per frame.",
@@ -148,11 +149,10 @@ def main() -> None:
         f"| MAPE | {result['mape_pct']:.2f}% | {result['mape_stored_pct']:.2f}% | <= 10% | <= 5% |",
         f"| Spearman | {result['spearman']:.3f} | {result['spearman_stored']:.3f} | >= 0.9 | >= 0.97 |", "",
         f"MAPE by block type present (same-session): {_per_block(result['rows'])}.", "",
-        f"The tail (tail conv + bicubic skip + PixelShuffle) is {min(share):.0f}-{max(share):.0f}% of each network's "
-        "summed layer time: compiler/rewrite.py "
-        "lets the bicubic 5x5 conv's chain claim the add that should be the tail conv's residual, so the tail conv "
-        "runs on TVM's naive default conv2d (about 1 GFLOP/s). The table times what the compiler does today; "
-        "rebuild it (`--force`) when that changes.", "",
+        f"The tail (tail conv + bicubic skip + PixelShuffle, timed as one subgraph) is {min(share):.0f}-"
+        f"{max(share):.0f}% of each network's summed layer time. The table times what the compiler does at the "
+        "time of the build (its sources are hashed in the table's header); rebuild it (`--force`) after a compiler "
+        "change.", "",
     ]
     for path in args.earlier:
         e = _split_session(json.loads(path.read_text()), table)
