@@ -21,12 +21,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-baselines"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--conditions", default="", help="one sentence on the machine's load during training, for the docs")
     args = ap.parse_args()
     doc = run_demo(args.out, steps=args.steps, force=args.force, models=("fsrcnn", "espcn", "ecbsr"))
     bic = doc["models"]["bicubic"]["psnr"]
     t = doc["config"]["train"]
     lines = ["## Reference models vs bicubic (built-in validation images, x2)", "",
-             f"Machine: {machine()}. Command: `python benchmarks/baselines.py --steps {args.steps}`.",
+             f"Machine: {machine()}. Command: `python benchmarks/baselines.py --steps {args.steps}`. {args.conditions}",
              f"Training budget per model: {t['steps']} steps of batch {t['batch_size']}, LR patch {t['patch_size']}, "
              f"Adam lr {t['lr']} with a cosine schedule, L1 loss, seed {t['seed']}, on the built-in training split.", "",
              "| model | PSNR-Y (dB) | vs bicubic (dB) | SSIM-Y | params | GMACs @720p | train time (s) |",
