@@ -139,7 +139,7 @@ class SearchSpace:
 
     def sample(self, rng: np.random.Generator, scale: int | None = None) -> Genome:
         """A uniformly random genome (block and every width drawn independently), with >= min_depth cells."""
-        scale = self._scale(scale)
+        scale = self.check_scale(scale)
 
         def choose(options):
             return int(options[int(rng.integers(len(options)))])
@@ -157,7 +157,7 @@ class SearchSpace:
         """Every cell the costliest block at the widest widths (the teacher of in-place distillation)."""
         from supernet.complexity import block_macs_per_pixel
 
-        scale = self._scale(scale)
+        scale = self.check_scale(scale)
         w = self.max_width
         real = [b for b in self.blocks if b != "skip"]
         big = max(real, key=lambda b: block_macs_per_pixel(b, w, w, [max(self.layer_choices(b, i))
@@ -170,7 +170,7 @@ class SearchSpace:
         """The cheapest block at the narrowest widths in the first `min_depth` cells, the rest skipped."""
         from supernet.complexity import block_macs_per_pixel
 
-        scale = self._scale(scale)
+        scale = self.check_scale(scale)
         w = self.widths[0]
         real = [b for b in self.blocks if b != "skip"]
         small = min(real, key=lambda b: block_macs_per_pixel(b, w, w, [min(self.layer_choices(b, i))
@@ -179,7 +179,8 @@ class SearchSpace:
         cells = [self._cell(small, min) if i < depth else Cell("skip", 0, []) for i in range(self.num_cells)]
         return Genome(scale, w, self.activation, cells)
 
-    def _scale(self, scale: int | None) -> int:
+    def check_scale(self, scale: int | None) -> int:
+        """`scale`, or the space's first scale for None; a scale the space was not built for is a SpaceError."""
         if scale is None:
             return self.scales[0]
         if scale not in self.scales:

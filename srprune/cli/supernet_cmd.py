@@ -127,7 +127,7 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
     space = _space(cfg)
-    scale = space._scale(scale)  # a scale the space was not built for is refused before any work
+    scale = space.check_scale(scale)  # a scale the space was not built for is refused before any work
     t = cfg["train"]
     out = run_dir / "supernet"
     ckpt = out / CHECKPOINT
