@@ -8,6 +8,7 @@ section, so benchmarks can be re-run independently.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import re
@@ -20,14 +21,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 def machine() -> str:
     """One line naming the CPU, cores, memory, OS and date."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from compiler.targets import cpu_model
+
+    cpu = cpu_model()
     try:
         mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
         mem = f"{mem_kb / 2**20:.0f} GiB"
@@ -41,6 +37,14 @@ def stats_ms(samples_s: list[float]) -> dict[str, float]:
     """Median/min/max in milliseconds of timings in seconds."""
     ms = [s * 1e3 for s in samples_s]
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms)}
+
+
+def write_json(path: Path, data: object) -> None:
+    """A benchmark's --json output, written atomically (temp file beside it, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def update_section(name: str, markdown: str, doc: Path = DOC) -> None:

@@ -11,7 +11,6 @@ Usage: python benchmarks/engines.py [--json FILE] [--threads N] [--repeat R] [--
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,28 +19,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section  # noqa: E402
-from compiler.bench import ENGINES, bench_engines, format_table, peak_gflops  # noqa: E402
+from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from compiler.bench import ENGINES, PlainSR, bench_engines, format_table, peak_gflops  # noqa: E402
 
 INPUT = (1, 3, 360, 640)
-
-
-class PlainC32D6(nn.Module):
-    """The issue's plain network: 6 conv3x3+ReLU (3->32, 5x 32->32), global skip, conv 32->12, PixelShuffle(2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(3, 32, 3, padding=1)
-        self.body = nn.ModuleList(nn.Conv2d(32, 32, 3, padding=1) for _ in range(5))
-        self.tail = nn.Conv2d(32, 12, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        h = torch.relu(self.head(x))
-        b = h
-        for conv in self.body:
-            b = torch.relu(conv(b))
-        return self.shuffle(self.tail(b + h))
 
 
 def networks() -> dict[str, nn.Module]:
@@ -49,7 +30,7 @@ def networks() -> dict[str, nn.Module]:
     from srprune.models import build_model, deploy
 
     torch.manual_seed(0)
-    plain = PlainC32D6().eval()
+    plain = PlainSR().eval()
     ecb = deploy(build_model("ecbsr", 2)).eval()
     return {"plain-c32-d6": plain, "ecbsr-x2": ecb}
 
@@ -96,10 +77,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.json)
+        write_json(args.json, results)
     if args.doc:
         update_section("engines", text)
 

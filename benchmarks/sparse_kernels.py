@@ -18,7 +18,6 @@ Usage: python benchmarks/sparse_kernels.py [--rounds R] [--threads N] [--json FI
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section  # noqa: E402
-from benchmarks.engines import PlainC32D6  # noqa: E402
+from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from compiler.bench import PlainSR  # noqa: E402
 from compiler.build import compile_model  # noqa: E402
 from compiler.importer import import_module  # noqa: E402
 from compiler.rewrite import fuse_convs_report  # noqa: E402
@@ -82,7 +81,7 @@ def _variants(quick: bool, vec: int) -> list[dict]:
                     "shape": shape})
     if not quick:
         torch.manual_seed(0)
-        net = PlainC32D6().eval()
+        net = PlainSR().eval()
         out.append({"group": "net", "name": "dense", "ratio": 0.0, "model": net, "shape": NET_SHAPE})
         out.append({"group": "net", "name": "block 4x8", "ratio": 0.5, "model": _prune(net, "block", [4, 8], 0.5),
                     "shape": NET_SHAPE})
@@ -170,10 +169,7 @@ def main() -> None:
     text = to_markdown(res)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.json)
+        write_json(args.json, res)
     if args.doc and not args.quick:
         update_section("sparse_kernels", text)
 

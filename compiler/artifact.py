@@ -15,6 +15,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -114,6 +116,34 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing output folder unless `force` (checked before any slow work)."""
+    if out.exists() and not force:
+        raise CompilerError(f"output folder {out} exists; choose another or pass --force")
+
+
+@contextmanager
+def staged_folder(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary folder beside `out` that replaces `out` when the block succeeds and vanishes when it fails,
+    so an artifact folder appears complete or not at all."""
+    check_out_dir(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """`folder/manifest.json`, sorted and indented (the folder is a staged one, so no temp file is needed)."""
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def write_artifact(compiled: CompiledModel, out_dir: str | os.PathLike, *, meta: dict | None = None,
                    force: bool = False) -> dict:
     """Write `out_dir/{model.so, manifest.json}`; the folder appears complete or not at all.
@@ -123,13 +153,10 @@ def write_artifact(compiled: CompiledModel, out_dir: str | os.PathLike, *, meta:
     is copied into the manifest as given.
     """
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise CompilerError(f"output folder {out} exists; choose another or pass --force")
+    check_out_dir(out, force)
     if not compiled.target.cross and not compiled.check:
         raise CompilerError("refusing to write an artifact whose numerics were not checked against PyTorch")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, force) as tmp:
         with tempfile.TemporaryDirectory() as work:
             fcompile = linker_for(compiled.target, work)
             lib_path = tmp / LIB_NAME
@@ -152,13 +179,7 @@ def write_artifact(compiled: CompiledModel, out_dir: str | os.PathLike, *, meta:
             "versions": {"tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()},
             "meta": dict(meta or {}),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return manifest
 
 

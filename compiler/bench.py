@@ -25,6 +25,25 @@ from compiler.targets import get_target
 ENGINES = ("tvm", "torch", "onnxruntime")
 
 
+class PlainSR(nn.Module):
+    """The compiler issue's plain network: conv3x3 3->width + ReLU, `body` conv3x3 + ReLU, a global skip over the
+    body, conv3x3 -> 3*scale^2, PixelShuffle. `PlainSR()` is benchmarks' plain-c32-d6; tests use smaller ones."""
+
+    def __init__(self, width: int = 32, body: int = 5, scale: int = 2) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(body))
+        self.tail = nn.Conv2d(width, 3 * scale * scale, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        h = torch.relu(self.head(x))
+        b = h
+        for conv in self.body:
+            b = torch.relu(conv(b))
+        return self.shuffle(self.tail(b + h))
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     """Multiply-accumulates of all conv2d ops in the imported graph (what the conv kernels execute)."""
     from tvm import relax

@@ -167,13 +167,19 @@ def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], targ
     return compiled
 
 
-def verify(compiled: CompiledModel, model: nn.Module, *, tol: float = DEFAULT_TOL, seed: int = 0) -> dict:
-    """Compare compiled and PyTorch outputs on uniform [0, 1) input; raise CompilerError past `tol`."""
-    x = np.random.default_rng(seed).random(compiled.input_shape, dtype=np.float32)
-    got, want = compiled.run(x), reference_output(model, x)
+def check_against_torch(run, input_shape: tuple[int, ...], model: nn.Module, *, tol: float = DEFAULT_TOL,
+                        seed: int = 0, what: str = "compiled") -> dict:
+    """Run `run(x)` and PyTorch on the same uniform [0, 1) input; raise CompilerError past `tol`."""
+    x = np.random.default_rng(seed).random(input_shape, dtype=np.float32)
+    got, want = run(x), reference_output(model, x)
     if got.shape != want.shape:
-        raise CompilerError(f"compiled output shape {got.shape} differs from PyTorch's {want.shape}")
+        raise CompilerError(f"{what} output shape {got.shape} differs from PyTorch's {want.shape}")
     diff = float(np.max(np.abs(got - want))) if got.size else 0.0
     if not np.isfinite(diff) or diff > tol:
-        raise CompilerError(f"compiled output differs from PyTorch by {diff:.3g} (> {tol:g}); refusing it")
+        raise CompilerError(f"{what} output differs from PyTorch by {diff:.3g} (> {tol:g}); refusing it")
     return {"max_abs_diff": diff, "tol": tol, "seed": seed}
+
+
+def verify(compiled: CompiledModel, model: nn.Module, *, tol: float = DEFAULT_TOL, seed: int = 0) -> dict:
+    """Compare compiled and PyTorch outputs on uniform [0, 1) input; raise CompilerError past `tol`."""
+    return check_against_torch(compiled.run, compiled.input_shape, model, tol=tol, seed=seed)

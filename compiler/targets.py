@@ -59,6 +59,20 @@ def host_cpu_features() -> set[str]:
     return set()
 
 
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (for benchmark records and latency-table headers)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux: fall back to what the platform module knows
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def _host_vector_width(features: set[str], triple: str) -> tuple[int, int]:
     """(floats per vector, vector registers) of the widest SIMD unit the host has."""
     if triple.startswith(("aarch64", "arm64")):

@@ -11,30 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from compiler.bench import PlainSR
 from compiler.build import CompiledModel, compile_model, reference_output, verify
 from compiler.errors import CompilerError
 from compiler.importer import import_module
 from compiler.rewrite import find_chains
 
 TOL = 1e-4
-
-
-class PlainNet(nn.Module):
-    """The benchmark's plain network shape, scaled down: head, ReLU body, global skip, tail, PixelShuffle."""
-
-    def __init__(self, width: int = 8, body: int = 2, scale: int = 2) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(body))
-        self.tail = nn.Conv2d(width, 3 * scale * scale, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        h = torch.relu(self.head(x))
-        b = h
-        for conv in self.body:
-            b = torch.relu(conv(b))
-        return self.shuffle(self.tail(b + h))
 
 
 def _check(model: nn.Module, shape: tuple[int, int, int, int], min_fused: int) -> CompiledModel:
@@ -52,13 +35,13 @@ def _check(model: nn.Module, shape: tuple[int, int, int, int], min_fused: int) -
 
 def test_plain_network_with_global_skip_and_pixelshuffle() -> None:
     torch.manual_seed(1)
-    compiled = _check(PlainNet().eval(), (1, 3, 10, 37), min_fused=4)
+    compiled = _check(PlainSR(width=8, body=2).eval(), (1, 3, 10, 37), min_fused=4)
     assert compiled.output_shape == (1, 3, 20, 74)
 
 
 def test_chain_detection_fuses_bias_relu_and_residual() -> None:
     torch.manual_seed(1)
-    mod = import_module(PlainNet().eval(), (1, 3, 8, 8))
+    mod = import_module(PlainSR(width=8, body=2).eval(), (1, 3, 8, 8))
     from compiler.rewrite import fuse_convs
 
     folded, _ = fuse_convs(mod, 16)  # run once to make sure the rewrite itself succeeds
@@ -150,7 +133,7 @@ def test_count_macs_matches_formula() -> None:
     h, w = 10, 14
     # head 3->8, two 8->8 body convs, tail 8->12: H*W*(Cin*Cout*9) summed
     want = h * w * 9 * (3 * 8 + 2 * 8 * 8 + 8 * 12)
-    assert count_macs(PlainNet().eval(), (1, 3, h, w)) == want
+    assert count_macs(PlainSR(width=8, body=2).eval(), (1, 3, h, w)) == want
     depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
     assert count_macs(depthwise, (2, 6, h, w)) == 2 * h * w * 6 * 9
 

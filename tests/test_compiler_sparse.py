@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import tvm
 from torch import nn
 
+from compiler.bench import PlainSR
 from compiler.errors import CompilerError
 from compiler.kernels import ConvSpec
 from compiler.sparse import (SparsePlan, Tile, choose_kernel, make_tiles, pack_sparse_weight, plan_sparse,
@@ -170,24 +171,6 @@ def test_bad_plans_raise() -> None:
         make_tiles(w, 3)
 
 
-class _Plain(nn.Module):
-    """plain-c32-d6 in miniature: head, ReLU body, global skip, tail, PixelShuffle."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
-        self.tail = nn.Conv2d(width, 12, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        h = torch.relu(self.head(x))
-        b = h
-        for conv in self.body:
-            b = torch.relu(conv(b))
-        return self.shuffle(self.tail(b + h))
-
-
 @pytest.mark.parametrize("spec", [
     {"default": {"scheme": "block", "ratio": 0.75, "block": [4, 8]}},
     {"default": {"scheme": "pattern", "ratio": 0.75}},
@@ -199,7 +182,7 @@ def test_pruned_network_through_compile_model(spec: dict) -> None:
     from srprune.pruning import prune_model
 
     torch.manual_seed(0)
-    pruned, _ = prune_model(_Plain().eval(), spec, progress=False)
+    pruned, _ = prune_model(PlainSR(width=16, body=2).eval(), spec, progress=False)
     pruned.eval()
     shape = (1, 3, 5, 21)
     _, decisions = fuse_convs_report(import_module(pruned, shape), 16)

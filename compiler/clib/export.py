@@ -8,7 +8,6 @@ loaded through ctypes and compared with PyTorch before anything is written (max 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -16,10 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import tvm
 from torch import nn
 
+from compiler.artifact import check_out_dir, sha256, staged_folder, write_manifest
 from compiler.clib.codegen import consts_asm, driver_source, version_script
 from compiler.clib.plan import Plan, build_plan
 from compiler.clib.toolchain import CSRC, Toolchain, classify, needed_symbols, run, stub_libraries, toolchain_for
@@ -29,7 +28,6 @@ from compiler.targets import TargetSpec, get_target
 LIB_NAME = "libsrmodel.so"
 HEADER = "srmodel.h"
 BENCH = "srmodel_bench"
-MANIFEST = "manifest.json"
 DEFAULT_TOL = 1e-4
 
 
@@ -93,19 +91,11 @@ def link_clib(plan: Plan, target: TargetSpec, work: Path, describe: str, *, benc
 
 def verify_clib(library: str | os.PathLike, model: nn.Module, *, tol: float = DEFAULT_TOL, seed: int = 0) -> dict:
     """Run the library (host build) through ctypes on uniform [0, 1) input and compare with PyTorch."""
-    from compiler.build import reference_output
+    from compiler.build import check_against_torch
     from compiler.clib.runner import CLib
 
     with CLib(library) as lib:
-        x = np.random.default_rng(seed).random(lib.input_shape, dtype=np.float32)
-        got = lib.run(x)
-    want = reference_output(model, x)
-    if got.shape != want.shape:
-        raise CompilerError(f"c-lib output shape {got.shape} differs from PyTorch's {want.shape}")
-    diff = float(np.max(np.abs(got - want))) if got.size else 0.0
-    if not np.isfinite(diff) or diff > tol:
-        raise CompilerError(f"c-lib output differs from PyTorch by {diff:.3g} (> {tol:g}); refusing it")
-    return {"max_abs_diff": diff, "tol": tol, "seed": seed}
+        return check_against_torch(lib.run, lib.input_shape, model, tol=tol, seed=seed, what="c-lib")
 
 
 def host_check(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec, *,
@@ -131,14 +121,11 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
     """
     spec = target if isinstance(target, TargetSpec) else get_target(target)
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise CompilerError(f"output folder {out} exists; choose another or pass --force")
+    check_out_dir(out, force)
     plan = build_plan(model, input_shape, spec, tuning_db)
     describe = f"{name}, target {spec.name}, input {'x'.join(map(str, plan.input_shape))}"
     numerics = host_check(model, input_shape, spec, tol=tol, tuning_db=tuning_db) if check and spec.cross else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, force) as tmp:
         with tempfile.TemporaryDirectory() as work_dir:
             built = link_clib(plan, spec, Path(work_dir), describe)
             if check and not spec.cross:
@@ -147,8 +134,6 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
             if built.bench:
                 shutil.copy2(built.bench, tmp / BENCH)
         shutil.copy2(CSRC / HEADER, tmp / HEADER)
-        from compiler.artifact import sha256
-
         files = [LIB_NAME, HEADER] + ([BENCH] if (tmp / BENCH).exists() else [])
         manifest = {
             "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
@@ -165,11 +150,5 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
             "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
             "meta": dict(meta or {}),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return manifest

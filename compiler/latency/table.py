@@ -52,14 +52,9 @@ def compiler_fingerprint() -> str:
 
 def machine_name() -> str:
     """CPU model and core count of this machine (where a host table was measured)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from compiler.targets import cpu_model
+
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
 
 

@@ -59,5 +59,5 @@ def cached_protocol_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     try:
         write_image(path, lr)
     except (InputError, OSError):
-        pass
+        pass  # the cache is best effort: a read-only or full cache dir just means recomputing next time
     return lr
