@@ -45,7 +45,7 @@ class PlainSR(nn.Module):
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
-    """Multiply-accumulates of all conv2d ops in the imported graph (what the conv kernels execute)."""
+    """Multiply-accumulates of all conv2d and conv2d_transpose ops in the imported graph."""
     from tvm import relax
 
     mod = import_module(model, input_shape)
@@ -53,10 +53,15 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
             call = binding.value
-            if isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.nn.conv2d":
+            name = getattr(call.op, "name", "") if isinstance(call, relax.Call) else ""
+            if name == "relax.nn.conv2d":  # output pixels x Cout x Cin/groups x taps
                 out = [int(d) for d in binding.var.ty.shape.values]
                 w = [int(d) for d in call.args[1].ty.shape.values]
                 total += out[0] * out[1] * out[2] * out[3] * w[1] * w[2] * w[3]
+            elif name == "relax.nn.conv2d_transpose":  # input pixels x Cin x Cout/groups x taps (FSRCNN's count)
+                x = [int(d) for d in call.args[0].ty.shape.values]
+                w = [int(d) for d in call.args[1].ty.shape.values]  # IOHW
+                total += x[0] * x[1] * x[2] * x[3] * w[1] * w[2] * w[3]
     return total
 
 

@@ -166,3 +166,12 @@ def test_tail_and_skip_convs_meeting_in_one_add_both_run_on_our_kernels() -> Non
     compiled = compile_model(net, (1, 3, 12, 16), "host")
     assert compiled.fused_convs == convs == 4
     assert compiled.check["max_abs_diff"] <= 1e-4
+
+
+def test_count_macs_includes_transposed_convs_like_srprune_complexity() -> None:
+    from compiler.bench import count_macs
+    from srprune.complexity import macs_for_output
+    from srprune.models import build_model, deploy
+
+    model = deploy(build_model("fsrcnn", 2)).eval()
+    assert count_macs(model, (1, 3, 360, 640)) == macs_for_output(model, 2, (720, 1280))
