@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, update_section  # noqa: E402
-from srprune.demo import run_demo  # noqa: E402
+from srprune.baselines import run_demo  # noqa: E402
 
 
 def main() -> None:

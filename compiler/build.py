@@ -167,6 +167,21 @@ def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], targ
     return compiled
 
 
+def compile_checked(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec = "host",
+                    *, tuning_root: str | None = None) -> CompiledModel:
+    """compile_model with its numerics check on every target: a cross target's graph and kernel schedules
+    are built once more for the host (with the target's vector width) and checked there."""
+    import dataclasses
+
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    compiled = compile_model(model, input_shape, spec, tuning_root=tuning_root)
+    if spec.cross:  # cannot run arm64 code here
+        host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers)
+        host = compile_model(model, input_shape, host_spec, check=False)
+        compiled.check = {**verify(host, model), "checked_on": f"host build with the target's {spec.vec}-float schedules"}
+    return compiled
+
+
 def check_against_torch(run, input_shape: tuple[int, ...], model: nn.Module, *, tol: float = DEFAULT_TOL,
                         seed: int = 0, what: str = "compiled") -> dict:
     """Run `run(x)` and PyTorch on the same uniform [0, 1) input; raise CompilerError past `tol`."""

@@ -100,6 +100,8 @@ def compile_clib(model: str, scale: int | None, size: tuple[int, int], threads: 
     spec = get_target(TARGET, threads)
     meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
             "output_size": [w, h], "srprune": __version__}
+    if (info.meta or {}).get("candidate"):  # a searched model: its genome and pruning, for the latency model
+        meta["candidate"] = info.meta["candidate"]
     return build_clib(net, (1, 3, h // info.scale, w // info.scale), spec, out, meta=meta, force=True,
                       name=f"{info.name} x{info.scale}")
 
@@ -398,5 +400,7 @@ def bench_records(manifest: dict, device: str, results: list[BenchResult]) -> di
     return {"format": "srprune-device-bench", "version": 1, "target": TARGET, "device": device,
             "input_shape": manifest["input"]["shape"], "output_shape": manifest["output"]["shape"],
             "model": (manifest.get("meta") or {}).get("model"), "scale": (manifest.get("meta") or {}).get("scale"),
+            "config": (manifest.get("meta") or {}).get("config"),
+            "candidate": (manifest.get("meta") or {}).get("candidate"),
             "library_sha256": (manifest.get("checksums") or {}).get(manifest.get("library", "libsrmodel.so")),
             "results": [asdict(r) for r in results]}

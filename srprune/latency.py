@@ -274,6 +274,65 @@ def calibrate(run_dir: Any, target: Any, runner: Any, space: SearchSpace, out_hw
     return cal
 
 
+DEVICE_BENCH_FORMAT = "srprune-device-bench"
+
+
+def device_bench_points(record: Any, threads: int, what: str = "device bench") -> list[tuple[list, float]]:
+    """Calibration inputs from one `srprune android bench --json` record: (layers, measured_ms) per result
+    whose thread count is `threads` (the table's).
+
+    The record must be of a searched network (a `genome` model; its pruning from the search's candidate,
+    when it has one), so its layers are known.
+    """
+    if not isinstance(record, dict) or record.get("format") != DEVICE_BENCH_FORMAT:
+        raise InputError(f"{what}: not an `srprune android bench --json` file")
+    cand = record.get("candidate") or {}
+    genome = cand.get("genome") or ((record.get("config") or {}).get("genome") if record.get("model") == "genome"
+                                    else None)
+    if not isinstance(genome, dict):
+        raise InputError(f"{what}: model {record.get('model')!r} is not a searched network (no genome), so its "
+                         "layers are unknown; bench a model from `srprune run` or `srprune supernet extract`")
+    try:
+        _, _, oh, ow = (int(v) for v in record["output_shape"])
+        results = list(record["results"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{what}: corrupt record (output_shape/results)") from None
+    prune = {n: {**p, "block": tuple(p.get("block") or (0, 0))} for n, p in (cand.get("prune") or {}).items()
+             if p.get("ratio", 0) > 0}
+    layers = genome_layers(genome, (oh, ow), prune)
+    points = []
+    for r in results:
+        if int(r.get("threads", -1)) == threads and float(r.get("median_ms", 0)) > 0:
+            points.append((layers, float(r["median_ms"])))
+    if not points:
+        have = sorted({int(r.get("threads", -1)) for r in results})
+        raise InputError(f"{what}: no result at {threads} threads (the table's); it has {have}")
+    return points
+
+
+def calibrate_from_device(run_dir: Any, target: str, threads: int, records: list[tuple[str, Any]]) -> Any:
+    """Re-fit RUN/latency/TARGET's calibration on whole-network times measured on the phone; saves it."""
+    from compiler.latency.predict import Predictor, fit_calibration, save_calibration
+    from compiler.latency.table import load_table, table_path
+
+    table = load_table(table_path(run_dir, target))
+    table.check_target(target, threads)
+    for name, record in records:
+        if isinstance(record, dict) and record.get("target") not in (None, target):
+            raise InputError(f"{name}: measured for target {record.get('target')}, not {target}")
+    pred = Predictor(table)
+    points, sources = [], []
+    for name, record in records:
+        for layers, ms in device_bench_points(record, threads, name):
+            points.append((pred.sum_ms(layers), len(layers), ms))
+            sources.append({"file": str(name), "device": record.get("device")})
+    cal = fit_calibration(points)
+    for p, src in zip(cal.points, sources):
+        p.update(src)
+    save_calibration(cal, calibration_path(run_dir, target), table.header)
+    return cal
+
+
 def load_predictor(run_dir: Any, target: str, threads: int) -> Any:
     """The Predictor of RUN/latency/TARGET (table + calibration, both checked against target and threads)."""
     from compiler.latency.predict import Predictor, load_calibration

@@ -176,6 +176,24 @@ def test_predictor_scales_size_and_fits_family(tmp_path):
         p.layer_ms(_conv(8, 8, k=5, pad=2, residual=True))
 
 
+def test_predictor_sparse_factor_interpolates_measured_ratios(tmp_path):
+    dense = _conv(16, 16, act="relu")
+    b50 = _conv(16, 16, act="relu", scheme="block", ratio=0.5, block=(4, 8))
+    b75 = _conv(16, 16, act="relu", scheme="block", ratio=0.75, block=(4, 8))
+    other = _conv(32, 32, act="relu")  # dense in the table; its pruned forms are not
+    t = _table(tmp_path, {dense: 4.0, b50: 3.0, b75: 2.0, other: 10.0})
+    p = Predictor(t)
+    assert p.layer_ms(b50) == (3.0, "table")
+    # factor: 1 at ratio 0, 0.75 at 0.5, 0.5 at 0.75; linear in between, flat beyond the last measured ratio
+    for ratio, factor in [(0.25, 0.875), (0.5, 0.75), (0.6, 0.65), (0.9, 0.5)]:
+        ms, how = p.layer_ms(_conv(32, 32, act="relu", scheme="block", ratio=ratio, block=(4, 8)))
+        assert how == "sparse-factor" and ms == pytest.approx(10.0 * factor)
+    with pytest.raises(CompilerError, match="no measured pattern layers"):
+        p.layer_ms(_conv(32, 32, act="relu", scheme="pattern", ratio=0.6))
+    with pytest.raises(CompilerError, match="no measured block layers"):  # another block size
+        p.layer_ms(_conv(32, 32, act="relu", scheme="block", ratio=0.5, block=(2, 8)))
+
+
 def test_fit_calibration_recovers_coefficients():
     sn = [(10, 5), (50, 9), (100, 12), (30, 15), (70, 7), (20, 20), (90, 4), (60, 11)]
     cal = fit_calibration([(s, n, 1.2 * s + 3.0 + 0.4 * n) for s, n in sn])
@@ -184,6 +202,18 @@ def test_fit_calibration_recovers_coefficients():
     assert (few.alpha, few.beta_ms, few.gamma_ms) == (pytest.approx(0.9), pytest.approx(5.0), 0.0)
     one = fit_calibration([(10.0, 4, 12.0)])
     assert one.alpha == pytest.approx(1.2) and one.beta_ms == 0.0
+
+
+def test_fit_calibration_never_fits_a_negative_overhead():
+    # noise that an unconstrained fit reads as alpha 1.5, beta -4 ms: it would predict -1 ms for a 2 ms network
+    pts = [(10.0, 5, 11.0), (20.0, 6, 26.0)]
+    cal = fit_calibration(pts)
+    assert cal.beta_ms == 0.0 and cal.alpha > 0
+    assert cal.apply(2.0, 3) > 0
+    # the best non-negative fit: beta at its bound, alpha by relative least squares (by hand)
+    r = np.array([11.0, 26.0])
+    s_ = np.array([10.0, 20.0])
+    assert cal.alpha == pytest.approx(float((s_ / r).sum() / ((s_ / r) ** 2).sum()))
 
 
 def test_calibration_file_checks(tmp_path):

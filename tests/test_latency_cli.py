@@ -102,3 +102,83 @@ def test_errors_are_one_line(built_run, run_cli, tmp_path):
     assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r", *COMMON, "--rpc", "rpc://127.0.0.1:1",
                                   "--timeout", "2"), "RPC server rpc://127.0.0.1:1")
     assert_one_line_error(run_cli("latency", "predict", "{oops", "--run", run, *COMMON), "not valid JSON")
+
+
+# --- calibration from phone measurements (`srprune android bench --json`) ---------------------------
+
+
+def _device_table(run):
+    """An android-arm64 table (4 threads) whose layer times follow t = 0.01 + 1e-6 * MACs (any numbers work)."""
+    from compiler.latency.table import make_header, open_table, table_path
+    from srprune.latency import space_layers
+
+    table = open_table(table_path(run, "android-arm64"), "android-arm64", 4)
+    for c in space_layers(SearchSpace.from_dict(SPACE), (48, 64)):
+        table.add(c, [0.01 + 1e-6 * c.macs()])
+    table.save()
+    assert make_header("android-arm64", 4)["target"] == "android-arm64"
+    return table
+
+
+def _bench_record(genome, measured, model="genome", threads=4):
+    return {"format": "srprune-device-bench", "version": 1, "target": "android-arm64", "device": "Pixel Test",
+            "input_shape": [1, 3, 24, 32], "output_shape": [1, 3, 48, 64], "model": model, "scale": 2,
+            "config": {"genome": genome, "deployed": True} if model == "genome" else {},
+            "candidate": None, "library_sha256": "0" * 64,
+            "results": [{"describe": "x", "median_ms": measured, "min_ms": measured, "max_ms": measured, "runs": 20,
+                         "threads": threads}]}
+
+
+def test_calibrate_from_device_bench_fits_the_measurements(run_cli, tmp_path):
+    from compiler.latency.predict import Predictor
+    from srprune.latency import genome_layers, load_predictor
+
+    run = tmp_path / "run"
+    table = _device_table(run)
+    other = {**GENOME, "cells": [{"block": "conv", "width": 8, "layers": []}, {"block": "skip", "width": 0,
+                                                                              "layers": []}]}
+    files = []
+    for i, g in enumerate((GENOME, other)):  # the phone: measured = 1.25 x sum + 3 ms, exactly
+        s = Predictor(table).sum_ms(genome_layers(g, (48, 64)))
+        f = tmp_path / f"bench{i}.json"
+        f.write_text(json.dumps(_bench_record(g, 1.25 * s + 3.0)))
+        files += ["--device-bench", f]
+    r = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4", *files)
+    assert r.code == 0, r.err
+    pred = load_predictor(run, "android-arm64", 4)
+    assert pred.calibration.alpha == pytest.approx(1.25) and pred.calibration.beta_ms == pytest.approx(3.0)
+    assert {p["device"] for p in pred.calibration.points} == {"Pixel Test"}
+
+
+def test_calibrate_from_device_bench_errors(run_cli, tmp_path):
+    run = tmp_path / "run"
+    _device_table(run)
+    cases = [(_bench_record(GENOME, 5.0, model="fsrcnn"), "not a searched network"),
+             (_bench_record(GENOME, 5.0, threads=1), "no result at 4 threads"),
+             ({"format": "other"}, "not an `srprune android bench --json` file")]
+    for i, (record, fragment) in enumerate(cases):
+        f = tmp_path / f"b{i}.json"
+        f.write_text(json.dumps(record))
+        assert_one_line_error(run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64",
+                                      "--threads", "4", "--device-bench", f), fragment)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert_one_line_error(run_cli("latency", "calibrate", "--run", run, "--threads", "4", "--device-bench", bad),
+                          "not JSON")
+
+
+def test_bench_record_of_a_searched_model_carries_its_layers():
+    """android.bench_records keeps the manifest's genome and pruning, which give the layers the table prices."""
+    from srprune import android
+    from srprune.latency import device_bench_points, genome_layers
+
+    prune = {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": [4, 8]}}
+    manifest = {"input": {"shape": [1, 3, 24, 32]}, "output": {"shape": [1, 3, 48, 64]}, "library": "libsrmodel.so",
+                "meta": {"model": "genome", "scale": 2, "config": {"genome": GENOME, "deployed": True},
+                         "candidate": {"genome": GENOME, "prune": prune}}, "checksums": {}}
+    r = android.BenchResult("x", 9.0, 8.5, 9.5, 20, 4)
+    rec = json.loads(json.dumps(android.bench_records(manifest, "Pixel", [r])))
+    (layers, ms), = device_bench_points(rec, 4)
+    assert ms == 9.0
+    want = genome_layers(GENOME, (48, 64), {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": (4, 8)}})
+    assert layers == want and any(c.scheme == "block" for c in layers)

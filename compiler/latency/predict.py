@@ -5,6 +5,11 @@ runs them back to back; measured = alpha * sum + beta + gamma * layers, fitted (
 squares, the error MAPE measures) on whole-network measurements of a few random candidates.
 Unseen layers: the same configuration at another input size scales with the output pixels; else
 a per-family linear law t = c0 + c1 * MACs + c2 * floats moved, fitted on the table's entries.
+Unseen pruned layers: the layer's dense time times the measured speed factor of its scheme (and
+block size and kernel size) at its ratio. Why a factor and not a table entry per pruned layer: a
+sparse kernel bakes its weights into straight-line code and takes 5-40 s to compile, so a table
+times a few pruned layers per scheme (each beside its dense twin) and the factor, interpolated
+linearly in the ratio between the measured ratios (1.0 at ratio 0), carries them to every layer.
 A prediction is a few dict look-ups (well under a millisecond).
 """
 
@@ -45,8 +50,12 @@ def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
     """Fit (sum_ms, n_layers, measured_ms) points by least squares on the relative error.
 
     One point fits alpha only; up to 7 fit alpha and beta; 8 or more also the per-layer term (with
-    fewer, three coefficients would mostly fit the measurement noise).
+    fewer, three coefficients would mostly fit the measurement noise). The coefficients are kept
+    non-negative (non-negative least squares): overheads only add time, and a negative intercept
+    fitted on noise would predict negative times for networks smaller than the measured ones.
     """
+    from scipy.optimize import nnls
+
     if not points:
         raise CompilerError("calibration needs at least one whole-network measurement")
     s = np.array([p[0] for p in points], dtype=float)
@@ -58,7 +67,7 @@ def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
     if len(cols) == 3 and np.ptp(n) == 0:
         cols = cols[:2]
     a = np.stack(cols, axis=1) / m[:, None]
-    coef, *_ = np.linalg.lstsq(a, np.ones_like(m), rcond=None)
+    coef, _ = nnls(a, np.ones_like(m))
     coef = list(coef) + [0.0] * (3 - len(coef))
     pts = [{"sum_ms": float(x), "layers": int(k), "measured_ms": float(y)} for x, k, y in points]
     return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), pts)
@@ -102,6 +111,11 @@ def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibra
         raise CompilerError(f"{path}: corrupt calibration file (alpha/beta_ms/gamma_ms missing)") from None
 
 
+def _sparse_kind(cfg: LayerConfig) -> tuple:
+    """What a sparse speed factor depends on besides the ratio."""
+    return (cfg.scheme, cfg.block, cfg.k)
+
+
 def _size_free(cfg: LayerConfig) -> LayerConfig:
     return replace(cfg, h=1, w=1)
 
@@ -121,9 +135,10 @@ class Predictor:
             self._families.setdefault(e.config.family(), []).append((e.config, e.median_ms))
         self._laws: dict[tuple, np.ndarray | None] = {}
         self._cache: dict[str, tuple[float, str]] = {}
+        self._factors: dict[tuple, list[tuple[float, float]]] = {}
 
     def layer_ms(self, cfg: LayerConfig) -> tuple[float, str]:
-        """(milliseconds, how): how is 'table', 'scaled' or 'fitted'."""
+        """(milliseconds, how): how is 'table', 'scaled', 'fitted' or 'sparse-factor'."""
         key = cfg.key()
         hit = self._exact.get(key)
         if hit is not None:
@@ -135,6 +150,9 @@ class Predictor:
         return cached
 
     def _estimate(self, cfg: LayerConfig) -> tuple[float, str]:
+        if cfg.scheme != "dense" and cfg.op == "conv":
+            dense_ms, _ = self.layer_ms(replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
+            return dense_ms * self.sparse_factor(cfg), "sparse-factor"
         oh, ow = cfg.out_hw
         same = self._by_shape.get(_size_free(cfg).key())
         if same:
@@ -157,6 +175,32 @@ class Predictor:
                 coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
                 self._laws[family] = coef
         return self._laws[family]
+
+    def sparse_factor(self, cfg: LayerConfig) -> float:
+        """Measured time of a pruned layer over its dense twin, for `cfg`'s scheme, block and kernel size."""
+        kind = _sparse_kind(cfg)
+        curve = self._factors.get(kind)
+        if curve is None:
+            curve = self._factor_curve(kind)
+            self._factors[kind] = curve
+        if not curve:
+            raise CompilerError(f"the latency table has no measured {cfg.scheme} layers like {cfg.key()}; "
+                                f"build it with this scheme and block size among the search's choices")
+        ratios = [0.0] + [r for r, _ in curve]
+        factors = [1.0] + [f for _, f in curve]
+        return float(np.interp(cfg.ratio, ratios, factors))
+
+    def _factor_curve(self, kind: tuple) -> list[tuple[float, float]]:
+        """(ratio, mean factor) over the table's pruned entries of `kind` that have a dense twin."""
+        by_ratio: dict[float, list[float]] = {}
+        for key, e in self.table.entries.items():
+            c = e.config
+            if c.scheme == "dense" or _sparse_kind(c) != kind:
+                continue
+            twin = self._exact.get(replace(c, scheme="dense", ratio=0.0, block=(0, 0)).key())
+            if twin:
+                by_ratio.setdefault(c.ratio, []).append(e.median_ms / twin)
+        return sorted((r, float(np.mean(f))) for r, f in by_ratio.items())
 
     def sum_ms(self, layers: list[LayerConfig]) -> float:
         """Uncalibrated sum of the layers' times."""

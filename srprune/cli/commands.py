@@ -1,3 +1,4 @@
 """Imports every command module so that each registers its commands on `srprune.cli.cli`."""
 
-from srprune.cli import android_cmd, compile_cmd, core_cmd, data_cmd, demo_cmd, latency_cmd, prune_cmd, supernet_cmd  # noqa: F401
+from srprune.cli import (  # noqa: F401
+    android_cmd, compile_cmd, core_cmd, data_cmd, latency_cmd, prune_cmd, run_cmd, supernet_cmd)

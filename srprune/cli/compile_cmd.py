@@ -6,7 +6,6 @@ Both compile the model's deployed form for one fixed frame size: `--size` is the
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -35,9 +34,9 @@ def _input_shape(size: tuple[int, int], scale: int, colors: int) -> tuple[int, i
 
 def tuning_root() -> Path:
     """Where MetaSchedule databases live: the srprune cache, shared by every run and model."""
-    from srprune.data.cache import cache_dir
+    from srprune.data.cache import tuning_dir
 
-    return cache_dir() / "tuning"
+    return tuning_dir()
 
 
 def _load(model: str, scale: int | None, seed: int):
@@ -75,7 +74,7 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
     host before anything is written; arm64 targets are cross-compiled and linked here.
     """
     from compiler.artifact import write_artifact
-    from compiler.build import compile_model, verify
+    from compiler.build import compile_checked
     from compiler.targets import get_target
     from srprune import __version__
 
@@ -103,11 +102,7 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
         report = tune(net, shape, spec, tune_minutes, tuning_root())
         click.echo(f"tuned {len(report.tasks)} operators for {report.seconds / 60:.1f} min: {report.trials} trials, "
                    f"{report.measured} measured schedules in {report.db_dir}", err=True)
-    compiled = compile_model(net, shape, spec, tuning_root=str(tuning_root()))
-    if spec.cross:  # cannot run arm64 code here: check the same graph and kernel schedules built for the host
-        host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers)
-        host = compile_model(net, shape, host_spec, check=False)
-        compiled.check = {**verify(host, net), "checked_on": f"host build with the target's {spec.vec}-float schedules"}
+    compiled = compile_checked(net, shape, spec, tuning_root=str(tuning_root()))
     manifest = write_artifact(compiled, out, meta=meta, force=force)
     click.echo(f"wrote {out}/{manifest['library']} ({spec.triple}), max |diff| vs PyTorch "
                f"{compiled.check['max_abs_diff']:.2e}, {compiled.fused_convs} convs on our kernels")

@@ -3,6 +3,7 @@
     srprune latency build --target host --run runs/NAME [--config cfg.yaml] [--size 1280x720]
     srprune latency predict GENOME|MODEL --target host --run runs/NAME
     srprune latency validate --target host --run runs/NAME --n 30 [--plot docs/latency_host.png]
+    srprune latency calibrate --target android-arm64 --run runs/NAME --device-bench bench.json [more.json ...]
 
 The table and the calibration live in RUN/latency/TARGET/ (table.json, predictor.json); a killed
 build resumes where it stopped. Arm64 targets are measured on the device over TVM RPC (--rpc).
@@ -190,3 +191,28 @@ def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n
                f"MAPE {result['mape_pct']:.2f}%, Spearman {result['spearman']:.3f} "
                f"({'same-session' if n_cal else 'stored'} calibration; stored: MAPE {result['mape_stored_pct']:.2f}%, "
                f"Spearman {result['spearman_stored']:.3f}); plot {plot}")
+
+
+@latency.command("calibrate")
+@click.option("--target", "-t", default="android-arm64", show_default=True, help=_TARGET_HELP)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="The table's thread count.")
+@click.option("--device-bench", "files", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              required=True, help="`srprune android bench --json` output of a searched model (repeatable).")
+def calibrate_cmd(target, run_dir, threads, files) -> None:
+    """Re-fit the calibration on whole-network times measured on the phone by `srprune android bench`."""
+    from srprune.latency import calibrate_from_device
+
+    tspec = _target(target, threads)
+    records = []
+    for f in files:
+        try:
+            records.append((str(f), json.loads(Path(f).read_text())))
+        except FileNotFoundError:
+            raise InputError(f"{f}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{f}: not JSON (expected `srprune android bench --json` output)") from None
+    cal = calibrate_from_device(run_dir, tspec.name, tspec.threads, records)
+    click.echo(f"{tspec.name}, {tspec.threads} threads: calibration from {len(cal.points)} device measurement(s): "
+               f"measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
+               f"(RUN/latency/{tspec.name}/predictor.json)")

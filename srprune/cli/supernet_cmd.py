@@ -17,7 +17,6 @@ supernet/checkpoint.pt (resumable, also under torchrun), train.log and summary.j
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,73 +24,8 @@ import click
 
 from srprune.cli import cli
 from srprune.errors import InputError
+from srprune.search.supernet_stage import TRAIN_KEYS, read_config  # noqa: F401 (TRAIN_KEYS: re-exported)
 from supernet.errors import SpaceError
-
-TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
-              "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
-              "sort_every": 0}
-CHECKPOINT = "checkpoint.pt"
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """The `supernet` section of a YAML config (or the whole file if it has none), with defaults filled in."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: the config must be a mapping")
-    section = data.get("supernet", data)
-    if not isinstance(section, dict):
-        raise InputError(f"{path}: 'supernet' must be a mapping")
-    unknown = sorted(set(section) - {"space", "train", "data", "val_data", "run_dir"})
-    if unknown:
-        raise InputError(f"{path}: unknown supernet setting {unknown[0]!r} (settings: space, train, data, val_data)")
-    train = section.get("train") or {}
-    if not isinstance(train, dict):
-        raise InputError(f"{path}: supernet.train must be a mapping")
-    bad = sorted(set(train) - set(TRAIN_KEYS))
-    if bad:
-        raise InputError(f"{path}: unknown supernet.train setting {bad[0]!r} (settings: {', '.join(TRAIN_KEYS)})")
-    for key, value in train.items():
-        _check_train_value(path, key, value)
-    return {"space": section.get("space") or {}, "train": {**TRAIN_KEYS, **train},
-            "data": section.get("data", "builtin"), "val_data": section.get("val_data", "builtin"),
-            "run_dir": section.get("run_dir", data.get("run_dir"))}
-
-
-def _check_train_value(path: Path, key: str, value: Any) -> None:
-    """A training setting of the right type: integers for counts, numbers for rates."""
-    what = f"{path}: supernet.train.{key}"
-    if isinstance(TRAIN_KEYS[key], int):
-        low = 1 if key in ("steps", "batch_size", "patch_size", "checkpoint_every") else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{what} must be an integer >= {low}, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InputError(f"{what} must be a number >= 0, got {value!r}")
-
-
-def _protocol_psnr(sr, hr, crop: int) -> float:
-    """srprune's PSNR-Y (uint8 rounding, BT.601 Y, crop = scale) of two 3xHxW tensors in [0, 1]."""
-    from srprune.metrics import psnr
-
-    def u8(x):
-        return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-    return psnr(u8(sr), u8(hr), crop_border=crop)
-
-
-def _val_tensors(spec: str, scale: int) -> list:
-    """(lr, hr) float tensors of a validation dataset."""
-    from srprune.data import load_dataset
-    from srprune.evaluate import to_tensor
-
-    return [(to_tensor(p.lr), to_tensor(p.hr)) for p in load_dataset(spec, scale, split="val")]
-
 
 def _space(cfg: dict[str, Any]):
     from supernet.space import SearchSpace
@@ -115,63 +49,21 @@ def supernet() -> None:
 @click.option("--stop-after", type=click.IntRange(1), default=None, hidden=True)
 def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -> None:
     """Train the shared weights (sandwich rule + in-place distillation). Runs under torchrun too."""
-    import torch
-
-    from srprune.data import PatchSampler, load_dataset
-    from supernet.model import SuperNet
-    from supernet.proxy import proxy_psnr
-    from supernet.train import init_distributed, train_supernet
+    from srprune.search.supernet_stage import train_supernet_run
 
     cfg = read_config(config_path)
     run_dir = run_dir or (Path(cfg["run_dir"]) if cfg["run_dir"] else None)
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
-    space = _space(cfg)
-    scale = space.check_scale(scale)  # a scale the space was not built for is refused before any work
-    t = cfg["train"]
-    out = run_dir / "supernet"
-    ckpt = out / CHECKPOINT
-    rank, world = init_distributed()
-    if ckpt.exists() and force and rank == 0:
-        ckpt.unlink()
-    if world > 1:
-        torch.distributed.barrier()
-    if ckpt.exists() and not resume:
-        raise InputError(f"{ckpt} exists: pass --resume to continue it or --force to start over")
-    if threads:
-        torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        handler = logging.FileHandler(out / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logging.getLogger("supernet.train").addHandler(handler)
-        logging.getLogger("supernet.train").setLevel(logging.INFO)
-    train_pairs = load_dataset(cfg["data"], scale, split="train")
-    val = _val_tensors(cfg["val_data"], scale)
-    torch.manual_seed(int(t["seed"]))
-    net = SuperNet(space)
-    if torch.cuda.is_available():
-        net = net.to(torch.device("cuda", torch.cuda.current_device()))
-    sampler = PatchSampler(train_pairs, scale, t["patch_size"], t["batch_size"], seed=int(t["seed"]) + rank)
-    summary = train_supernet(net, sampler, int(t["steps"]), scale=scale, lr=float(t["lr"]),
-                             min_lr_ratio=float(t["min_lr_ratio"]), num_random=int(t["num_random"]),
-                             kd_weight=float(t["kd_weight"]), seed=int(t["seed"]), checkpoint=ckpt,
-                             checkpoint_every=int(t["checkpoint_every"]), resume=resume,
-                             validate=lambda n, g: proxy_psnr(n, g, val, metric=_protocol_psnr),
-                             val_every=int(t["val_every"]), stop_after=stop_after,
-                             sort_every=int(t["sort_every"]))
-    if rank != 0:
+    result = train_supernet_run(cfg, run_dir, scale, resume=resume, force=force, threads=threads,
+                                stop_after=stop_after)
+    if result is None:  # not rank 0 of a distributed run
         return
-    if not summary["done"]:
-        click.echo(f"stopped at step {summary['step']}; continue with --resume")
+    if not result["done"]:
+        click.echo(f"stopped at step {result['step']}; continue with --resume")
         return
-    last = next((h for h in reversed(summary["history"]) if "val_largest" in h), {})
-    from srprune.atomic import write_text
-
-    write_text(out / "summary.json", json.dumps({"steps": summary["step"], "scale": scale, "world_size": world,
-                                                  "seconds_last_call": summary["seconds"], "val": last,
-                                                  "space": space.to_dict()}, indent=2) + "\n")
-    click.echo(f"wrote {ckpt}: val PSNR-Y largest {last.get('val_largest', float('nan')):.3f} dB, "
+    last = result["val"]
+    click.echo(f"wrote {result['checkpoint']}: val PSNR-Y largest {last.get('val_largest', float('nan')):.3f} dB, "
                f"smallest {last.get('val_smallest', float('nan')):.3f} dB")
 
 
@@ -289,6 +181,7 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
 
     from srprune.atomic import check_writable, write_text
     from srprune.progress import progress_bar
+    from srprune.search.supernet_stage import protocol_psnr, val_tensors
     from supernet.complexity import genome_macs, genome_params
     from supernet.proxy import proxy_psnr
     from supernet.space import Genome
@@ -313,8 +206,8 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
     lines = []
     for record, g in progress_bar(parsed, desc="proxy", unit="genome"):
         if g.scale not in val:
-            val[g.scale] = _val_tensors(val_data, g.scale)
-        score = proxy_psnr(net, g, val[g.scale], metric=_protocol_psnr)
+            val[g.scale] = val_tensors(val_data, g.scale)
+        score = proxy_psnr(net, g, val[g.scale], metric=protocol_psnr)
         lines.append(json.dumps({**record, "params": genome_params(g), "gmacs_720p": round(genome_macs(g) / 1e9, 4),
                                  "genome": g.to_dict(), "proxy_psnr": round(score, 4)}))
     if out_path is None:

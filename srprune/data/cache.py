@@ -31,6 +31,11 @@ def cache_dir() -> Path:
     return Path(base) / "srprune"
 
 
+def tuning_dir() -> Path:
+    """Where MetaSchedule databases live (compiler.tune): shared by every run and model."""
+    return cache_dir() / "tuning"
+
+
 def lr_cache_path(hr: np.ndarray, scale: int) -> Path:
     """Where the LR image of this (mod-cropped) HR image at this scale is cached."""
     h = hashlib.sha256(PROTOCOL_VERSION)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from srprune.demo import run_demo
+from srprune.baselines import run_demo
 from srprune.imresize import imresize, mod_crop, to_uint8
 from srprune.metrics import psnr
 

@@ -1,6 +1,6 @@
-"""The built-in demo: train reference baselines on scikit-image's photographs and compare them.
+"""Reference baselines: train reference models on scikit-image's photographs and compare them.
 
-Until the search pipeline lands, this is what `make demo` runs: it trains
+`srprune baselines` (and benchmarks/baselines.py): it trains
 FSRCNN and the ECB-style model (ESPCN too when asked) at x2 on the `builtin` training split,
 evaluates them and bicubic on the validation split by the benchmark protocol,
 and writes RUN/eval/metrics.{json,md}. Each finished step is skipped on a

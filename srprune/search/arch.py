@@ -1,0 +1,188 @@
+"""Stage 2: block and widths per cell, pruning scheme per layer, by Bayesian optimisation under the budget.
+
+Each trial is a candidate (srprune.search.candidate) scored by two objectives, proxy PSNR-Y
+(maximised) and predicted latency on the target (minimised), with the budget as constraints:
+predicted <= budget * (1 - margin) and predicted >= budget * min_fill. The study keeps every trial;
+its feasible Pareto front goes to RUN/search/pareto.json and the feasible trial with the best proxy
+PSNR is stage 2's choice (RUN/search/arch.json). Pruned layers are scored at `scheme_ratio`; stage 3
+then sets each one's ratio.
+
+Parameters are named by cell and by the layer's place in its block ("cells.1.c2.scheme"), so a
+parameter keeps one set of choices in every trial: a scheme that does not fit the layer's shape
+(a block that does not tile its weight, a pattern on a 1x1 conv) is read as dense.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, prunable_layers,
+                                      proxy_psnr, scheme_name)
+from supernet.space import BLOCKS, Cell, Genome, SearchSpace
+
+STUDY_ARCH = "arch"
+
+
+@dataclass
+class SearchContext:
+    """What every trial needs: the supernet, validation tensors, latency model and the search settings."""
+
+    supernet: Any
+    space: SearchSpace
+    val: list
+    predictor: Any
+    out_hw: tuple[int, int]  # (H, W) of the output frame
+    scale: int
+    budget_ms: float
+    search: dict[str, Any]
+    adapt_batches: list = field(default_factory=list)  # (lr, hr) batches of the short adaptation, same for all
+
+    @property
+    def upper_ms(self) -> float:
+        """The latency bound the search honours (budget minus the margin for prediction error)."""
+        return self.budget_ms * (1.0 - float(self.search["margin"]))
+
+    @property
+    def lower_ms(self) -> float:
+        """Candidates faster than this leave budget unused and are not chosen."""
+        return self.budget_ms * float(self.search.get("min_fill", 0.0))
+
+    def constraints(self, ms: float) -> list[float]:
+        """<= 0 when feasible."""
+        return [ms - self.upper_ms, self.lower_ms - ms]
+
+    def score(self, cand: Candidate) -> tuple[float, float]:
+        """(proxy PSNR-Y dB, predicted ms)."""
+        psnr = proxy_psnr(self.supernet, cand, self.val, self.adapt_batches, float(self.search["adapt_lr"]))
+        return psnr, latency_ms(self.predictor, cand, self.out_hw)
+
+    def evaluate(self, trial: Any, cand: Candidate) -> tuple[list[float], list[float]] | None:
+        """A trial's result: ([proxy PSNR, predicted ms], constraints), or None for a candidate already scored."""
+        if self.seen(trial.study, cand):
+            return None
+        psnr, ms = self.score(cand)
+        trial.set_user_attr("candidate", cand.to_dict())
+        return [psnr, ms], self.constraints(ms)
+
+    def seen(self, study: Any, cand: Candidate) -> bool:
+        """Whether a complete trial of `study` already scored this candidate (a repeat is not scored again)."""
+        from optuna.trial import TrialState
+
+        key = json.dumps(cand.to_dict(), sort_keys=True)
+        return any(json.dumps(t.user_attrs.get("candidate"), sort_keys=True) == key
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def scheme_choices(search: dict[str, Any], k: int) -> list[str]:
+    """The scheme labels a k x k layer's parameter offers."""
+    out = []
+    for scheme in search["schemes"]:
+        if scheme == "block":
+            out += [scheme_name("block", b) for b in search["blocks"]]
+        elif scheme != "pattern" or k == 3:
+            out.append(scheme)
+    return out
+
+
+def suggest_genome(trial: Any, space: SearchSpace, scale: int) -> Genome | None:
+    """A genome from the trial's parameters; None when it has fewer real cells than the space allows."""
+    head = trial.suggest_categorical("head", list(space.widths))
+    cells = []
+    for i in range(space.num_cells):
+        block = trial.suggest_categorical(f"cells.{i}.block", list(space.blocks))
+        if block == "skip":
+            cells.append(Cell("skip", 0, []))
+            continue
+        width = trial.suggest_categorical(f"cells.{i}.width", list(space.widths))
+        layers = [trial.suggest_categorical(f"cells.{i}.{block}.l{j}", list(space.layer_choices(block, j)))
+                  for j in range(BLOCKS[block])]
+        cells.append(Cell(block, width, layers))
+    g = Genome(scale, head, space.activation, cells)
+    return g if g.depth >= space.min_depth else None
+
+
+def suggest_schemes(trial: Any, genome: Genome, ctx: SearchContext) -> dict[str, dict[str, Any]]:
+    """A scheme for every prunable layer (dense ones omitted), at the stage-2 ratio."""
+    prune = {}
+    for name, cfg in prunable_layers(genome, ctx.out_hw).items():
+        cell, local = name.split(".")[1], name.split(".")[2]
+        block = genome.cells[int(cell)].block
+        label = trial.suggest_categorical(f"cells.{cell}.{block}.{local}.scheme", scheme_choices(ctx.search, cfg.k))
+        scheme, bsize = parse_scheme(label)
+        if scheme != "dense" and fits(cfg, scheme, bsize):
+            prune[name] = layer_prune(scheme, bsize, float(ctx.search["scheme_ratio"]))
+    return prune
+
+
+def objective(ctx: SearchContext):
+    """Optuna objective of stage 2: ([proxy PSNR, predicted ms], constraints) or None outside the space."""
+    def run(trial: Any):
+        genome = suggest_genome(trial, ctx.space, ctx.scale)
+        if genome is None:
+            return None
+        return ctx.evaluate(trial, Candidate(genome, suggest_schemes(trial, genome, ctx)))
+    return run
+
+
+def best_feasible(trials: list[Any]) -> Any | None:
+    """The feasible trial with the highest proxy PSNR (ties: the faster one, then the earlier one)."""
+    from srprune.search.study import feasible
+
+    ok = [t for t in trials if feasible(t)]
+    return max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number)) if ok else None
+
+
+def run_stage(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool = True,
+              log: logging.Logger | None = None) -> dict[str, Any]:
+    """Run (or resume, or join) the stage-2 study, then write trials.csv, pareto.json and arch.json."""
+    import optuna
+
+    from srprune.atomic import write_text
+    from srprune.errors import InputError
+    from srprune.search.study import (complete_trials, make_sampler, pareto_front, run_trials, trials_csv)
+
+    s = ctx.search
+    study = optuna.create_study(study_name=STUDY_ARCH, storage=storage, directions=["maximize", "minimize"],
+                                load_if_exists=True)
+
+    def sampler(k: int):
+        return make_sampler(s["sampler"], int(s["seed"]) * 1_000_003 + k, int(s["startup_trials"]))
+
+    run_trials(study, int(s["trials"]), objective(ctx), sampler, progress=progress, desc="stage 2 (arch)", log=log)
+    trials = complete_trials(study)
+    place = {t.number: i for i, t in enumerate(trials)}
+    best = best_feasible(trials)
+    write_text(out_dir / "trials.csv", trials_csv(trials, _describe))
+    front = [_record(t, place) for t in pareto_front(trials)]
+    write_text(out_dir / "pareto.json", json.dumps(front, indent=1) + "\n")
+    if best is None:
+        fastest = min(t.values[1] for t in trials)
+        raise InputError(f"stage 2 found no network within {ctx.lower_ms:.1f}-{ctx.upper_ms:.1f} ms predicted "
+                         f"({len(trials)} trials, fastest {fastest:.1f} ms): raise budget_ms, search.trials, or "
+                         "lower search.min_fill")
+    result = {**_record(best, place), "trials": len(trials), "feasible": sum(1 for t in trials if _feasible(t))}
+    write_text(out_dir / "arch.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _feasible(t: Any) -> bool:
+    from srprune.search.study import feasible
+
+    return feasible(t)
+
+
+def _record(t: Any, place: dict[int, int]) -> dict[str, Any]:
+    return {"trial": place[t.number], "proxy_psnr": t.values[0], "predicted_ms": t.values[1], **t.user_attrs["candidate"]}
+
+
+def _describe(t: Any) -> dict[str, Any]:
+    cand = t.user_attrs["candidate"]
+    g = cand["genome"]
+    cells = " ".join("skip" if c["block"] == "skip" else f"{c['block']}{c['width']}" for c in g["cells"])
+    pruned = " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
+                      for k, v in cand["prune"].items())
+    return {"head": g["head"], "cells": cells, "pruned": pruned or "-"}

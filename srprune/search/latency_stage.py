@@ -1,0 +1,94 @@
+"""The latency stage: the target's layer table for the search space, its pruned kernels, and the calibration.
+
+Runs first, before the supernet, because it decides whether the budget is possible at all: a budget
+below the fastest network of the space is refused here, after a few minutes of measuring instead
+of after the supernet's training. The table resumes after a kill (it is saved after every chunk).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compiler.latency.config import LayerConfig
+from srprune.errors import InputError
+from srprune.latency import lr_size
+from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, fits, latency_ms, layer_prune, prunable_layers
+from supernet.space import SearchSpace
+
+
+def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> list[LayerConfig]:
+    """Pruned layers to time (each beside its dense twin) so the predictor has a speed factor per scheme.
+
+    One representative conv (the middle trunk width, ReLU) per kernel size the space uses, for every
+    scheme, block size and ratio the search can pick.
+    """
+    hw = lr_size(out_hw, space.scales[0] if len(space.scales) == 1 else min(space.scales))
+    w = space.widths[len(space.widths) // 2]
+    kernels = [3] + ([1] if {"wide", "dws"} & set(space.blocks) else [])
+    ratios = sorted(set(search["ratios"]) | {float(search["scheme_ratio"])})
+    out = []
+    for k in kernels:
+        dense = LayerConfig("conv", w, w, hw[0], hw[1], k=k, pad=k // 2, act="relu")
+        for scheme in search["schemes"]:
+            if scheme == "dense" or (scheme == "pattern" and k != 3):
+                continue
+            blocks = [tuple(b) for b in search["blocks"]] if scheme == "block" else [None]
+            for block in blocks:
+                if not fits(dense, scheme, block):
+                    continue
+                rs = ratios if scheme != "pattern" else sorted({max(r, PATTERN_MIN_RATIO) for r in ratios})
+                out.append(dense)
+                for r in rs:
+                    p = layer_prune(scheme, block, r)
+                    out.append(LayerConfig("conv", w, w, hw[0], hw[1], k=k, pad=k // 2, act="relu", scheme=scheme,
+                                           ratio=p["ratio"], block=tuple(p.get("block") or (0, 0))))
+    return list({c.key(): c for c in out}.values())
+
+
+def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale: int,
+               out_hw: tuple[int, int]) -> float:
+    """Predicted time of the fastest network the search can reach: the smallest genome, pruned the most."""
+    g = space.smallest(scale)
+    best = latency_ms(predictor, Candidate(g), out_hw)
+    top = max(search["ratios"])
+    for scheme in search["schemes"]:
+        for block in ([tuple(b) for b in search["blocks"]] if scheme == "block" else [None]):
+            if scheme == "dense":
+                continue
+            prune = {n: layer_prune(scheme, block, top) for n, c in prunable_layers(g, out_hw).items()
+                     if fits(c, scheme, block)}
+            if prune:
+                best = min(best, latency_ms(predictor, Candidate(g, prune), out_hw))
+    return best
+
+
+def check_budget(predictor: Any, cfg: dict[str, Any], space: SearchSpace, out_hw: tuple[int, int]) -> float:
+    """Refuse a budget below the fastest network of the space (one line); return that network's time."""
+    fast = fastest_ms(predictor, space, cfg["search"], int(cfg["scale"]), out_hw)
+    upper = float(cfg["budget_ms"]) * (1.0 - float(cfg["search"]["margin"]))
+    if fast > upper:
+        raise InputError(f"budget_ms {cfg['budget_ms']} is impossible on {cfg['target']}: the fastest network of the "
+                         f"search space takes {fast:.1f} ms per {out_hw[1]}x{out_hw[0]} frame (predicted), and the "
+                         f"search keeps a {cfg['search']['margin']:.0%} margin")
+    return fast
+
+
+def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int, int], *,
+              progress: bool = True) -> dict[str, Any]:
+    """Build (or complete) RUN/latency/TARGET: table, pruned-kernel entries, calibration; check the budget."""
+    from compiler.latency.measure import measure_into
+    from srprune.latency import build_table, calibrate, load_predictor, make_runner
+
+    space = SearchSpace.from_dict(cfg["supernet"]["space"])
+    runner = make_runner(target, cfg["rpc"])
+    lat = cfg["latency"]
+    table, measured = build_table(run_dir, target, runner, space, out_hw, repeat=int(lat["repeat"]),
+                                  progress=progress)
+    measured += measure_into(table, sparse_configs(space, cfg["search"], out_hw), target, runner,
+                             repeat=int(lat["repeat"]), progress=progress)
+    cal = calibrate(run_dir, target, runner, space, out_hw, n=int(lat["calibrate"]), progress=progress)
+    predictor = load_predictor(run_dir, target.name, target.threads)
+    fast = check_budget(predictor, cfg, space, out_hw)
+    return {"layers": len(table.entries), "measured_now": measured, "fastest_ms": fast,
+            "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms}}

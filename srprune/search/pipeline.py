@@ -1,0 +1,293 @@
+"""`srprune run`: the stages in order, each skipped when its inputs are unchanged, resumed after a kill.
+
+A stage's inputs are the config keys it reads plus the input hashes of the stages it reads from; their
+hash is stored in RUN/stages.json when the stage starts and marked done when it ends. On a re-run:
+done with the same hash -> skipped; started with the same hash -> resumed (the supernet from its
+checkpoint, the latency table from its last chunk, the studies from their stored trials; the other
+stages are short and start over, deterministically); another hash or --force -> its old outputs are
+removed and it runs anew (and so does every stage after it, whose hashes include its hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from srprune.atomic import write_text
+from srprune.errors import InputError
+from srprune.search import config as config_mod
+
+STAGES = ("latency", "supernet", "arch", "ratios", "finetune", "deploy", "evaluate", "report")
+SEARCH_STAGES = ("arch", "ratios")
+
+# Config keys each stage reads ("a.b" = key b of section a).
+INPUTS: dict[str, tuple[str, ...]] = {
+    "latency": ("target", "threads", "rpc", "output_size", "latency", "supernet.space", "search.schemes",
+                "search.blocks", "search.ratios", "search.scheme_ratio"),
+    "supernet": ("scale", "data", "val_data", "supernet"),
+    "arch": ("scale", "budget_ms", "val_data", "search.sampler", "search.trials", "search.startup_trials",
+             "search.schemes", "search.blocks", "search.scheme_ratio", "search.margin", "search.min_fill",
+             "search.seed", "search.adapt_steps", "search.adapt_lr", "supernet.train.batch_size",
+             "supernet.train.patch_size"),
+    "ratios": ("search.sampler", "search.ratio_trials", "search.startup_trials", "search.ratios", "search.seed",
+               "search.adapt_steps", "search.adapt_lr"),
+    "finetune": ("data", "val_data", "finetune"),
+    "deploy": ("target", "threads", "rpc", "output_size", "budget_ms"),
+    "evaluate": ("eval_data",),
+    "report": (),
+}
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "latency": (), "supernet": (), "arch": ("latency", "supernet"), "ratios": ("arch",),
+    "finetune": ("ratios",), "deploy": ("finetune", "latency"), "evaluate": ("finetune",),
+    "report": ("deploy", "evaluate"),
+}
+STATE_FILE = "stages.json"
+log = logging.getLogger("srprune.run")
+
+
+def _value(cfg: dict[str, Any], key: str) -> Any:
+    out: Any = cfg
+    for part in key.split("."):
+        out = out[part]
+    return out
+
+
+def stage_hashes(cfg: dict[str, Any]) -> dict[str, str]:
+    """Input hash of every stage (config keys it reads + hashes of the stages it depends on)."""
+    hashes: dict[str, str] = {}
+    for stage in STAGES:
+        doc = {"inputs": {k: _value(cfg, k) for k in INPUTS[stage]}, "after": [hashes[d] for d in DEPENDS[stage]]}
+        hashes[stage] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return hashes
+
+
+class Run:
+    """One run folder: its resolved config, stage states and the objects the stages share."""
+
+    def __init__(self, cfg: dict[str, Any], progress: bool = True) -> None:
+        from compiler.targets import get_target
+
+        self.cfg = cfg
+        self.dir = Path(cfg["run_dir"])
+        self.progress = progress
+        self.hashes = stage_hashes(cfg)
+        self.target = get_target(str(cfg["target"]), cfg["threads"])
+        w, h = config_mod.parse_size(cfg["output_size"])
+        self.out_hw = (h, w)
+
+    # --- state -----------------------------------------------------------------------------------
+    def states(self) -> dict[str, Any]:
+        """RUN/stages.json (empty when absent)."""
+        path = self.dir / STATE_FILE
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: corrupt stage file; remove it to redo the run") from None
+
+    def _set_state(self, stage: str, **fields: Any) -> None:
+        states = self.states()
+        states[stage] = {**states.get(stage, {}), **fields}
+        write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
+
+    def is_done(self, stage: str) -> bool:
+        """Finished with the current inputs."""
+        s = self.states().get(stage, {})
+        return bool(s.get("done")) and s.get("hash") == self.hashes[stage]
+
+    # --- running ---------------------------------------------------------------------------------
+    def run_stage(self, stage: str, force: bool = False) -> Any:
+        """Run one stage unless it is done with the same inputs (then return its stored result)."""
+        state = self.states().get(stage, {})
+        if not force and self.is_done(stage):
+            click.echo(f"[run] {stage}: up to date, skipped", err=True)
+            return state.get("result")
+        missing = [d for d in DEPENDS[stage] if not self.is_done(d)]
+        if missing:
+            raise InputError(f"stage {stage} needs stage {missing[0]} done first (srprune run -c CONFIG "
+                             f"--stage {missing[0]}, or run every stage)")
+        fresh = force or state.get("hash") != self.hashes[stage]
+        if fresh and state:
+            self._clean(stage)
+        click.echo(f"[run] {stage}: {'starting' if fresh else 'resuming'}", err=True)
+        log.info("stage %s %s (inputs %s)", stage, "start" if fresh else "resume", self.hashes[stage])
+        self._set_state(stage, hash=self.hashes[stage], done=False,
+                        started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
+        started = time.perf_counter()
+        result = getattr(self, f"_stage_{stage}")(fresh)
+        seconds = time.perf_counter() - started + (0.0 if fresh else float(state.get("seconds", 0.0)))
+        self._set_state(stage, done=True, seconds=seconds, result=result,
+                        finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
+        log.info("stage %s done in %.1f s: %s", stage, seconds, json.dumps(result, default=str)[:500])
+        click.echo(f"[run] {stage}: done in {seconds:.0f} s", err=True)
+        return result
+
+    def _clean(self, stage: str) -> None:
+        """Remove what an older version of `stage` left, so nothing of it is resumed."""
+        d = self.dir
+        if stage == "latency":
+            from compiler.latency.table import table_path
+
+            shutil.rmtree(table_path(d, self.target.name).parent, ignore_errors=True)
+        elif stage == "supernet":
+            (d / "supernet" / "checkpoint.pt").unlink(missing_ok=True)
+        elif stage in SEARCH_STAGES:
+            from srprune.search.arch import STUDY_ARCH
+            from srprune.search.ratios import STUDY_RATIOS
+
+            for name in ((STUDY_ARCH, STUDY_RATIOS) if stage == "arch" else (STUDY_RATIOS,)):
+                _delete_study(self.storage(), name)
+
+    def storage(self) -> Any:
+        """The Optuna storage of the searches."""
+        from srprune.search.study import open_storage, storage_url
+
+        if not hasattr(self, "_storage"):
+            self._storage = open_storage(storage_url(self.dir, self.cfg["search"]["storage"]))
+        return self._storage
+
+    def context(self) -> Any:
+        """What the search trials need (loaded once)."""
+        if not hasattr(self, "_ctx"):
+            from srprune.latency import load_predictor
+            from srprune.search.arch import SearchContext
+            from srprune.search.supernet_stage import val_tensors
+            from supernet.space import SearchSpace
+            from supernet.train import supernet_from_checkpoint
+
+            scale = int(self.cfg["scale"])
+            self._ctx = SearchContext(
+                supernet=supernet_from_checkpoint(self.dir / "supernet" / "checkpoint.pt").eval(),
+                space=SearchSpace.from_dict(self.cfg["supernet"]["space"]),
+                val=val_tensors(self.cfg["val_data"], scale),
+                predictor=load_predictor(self.dir, self.target.name, self.target.threads),
+                out_hw=self.out_hw, scale=scale, budget_ms=float(self.cfg["budget_ms"]), search=self.cfg["search"],
+                adapt_batches=self._adapt_batches(scale))
+        return self._ctx
+
+    def _adapt_batches(self, scale: int) -> list:
+        """The fixed training batches of the candidates' short adaptation (seeded; none when adapt_steps is 0)."""
+        n = int(self.cfg["search"]["adapt_steps"])
+        if n == 0:
+            return []
+        from srprune.data import PatchSampler, load_dataset
+
+        t = self.cfg["supernet"]["train"]
+        sampler = PatchSampler(load_dataset(self.cfg["data"], scale, split="train"), scale, int(t["patch_size"]),
+                               int(t["batch_size"]), seed=int(self.cfg["search"]["seed"]) + 777)
+        batches = iter(sampler)
+        return [next(batches) for _ in range(n)]
+
+    # --- the stages (each returns a small JSON-able summary) ----------------------------------------
+    def _stage_latency(self, fresh: bool) -> dict:
+        from srprune.search.latency_stage import run_stage
+
+        return run_stage(self.cfg, self.dir, self.target, self.out_hw, progress=self.progress)
+
+    def _stage_supernet(self, fresh: bool) -> dict:
+        from srprune.search.supernet_stage import CHECKPOINT, train_supernet_run
+
+        ckpt = self.dir / "supernet" / CHECKPOINT
+        r = train_supernet_run({**self.cfg["supernet"], "data": self.cfg["data"], "val_data": self.cfg["val_data"]},
+                               self.dir, int(self.cfg["scale"]), resume=ckpt.exists(), progress=self.progress)
+        return {"steps": r["step"], "val": r["val"]}
+
+    def _stage_arch(self, fresh: bool) -> dict:
+        from srprune.search.arch import run_stage
+
+        r = run_stage(self.context(), self.storage(), self.dir / "search", progress=self.progress, log=log)
+        return {k: r[k] for k in ("trial", "proxy_psnr", "predicted_ms", "trials", "feasible")}
+
+    def _stage_ratios(self, fresh: bool) -> dict:
+        from srprune.search.ratios import run_stage
+
+        arch = json.loads((self.dir / "search" / "arch.json").read_text())
+        r = run_stage(self.context(), arch, self.storage(), self.dir / "search", progress=self.progress, log=log)
+        return {k: r[k] for k in ("proxy_psnr", "predicted_ms", "stage") if k in r}
+
+    def _stage_finetune(self, fresh: bool) -> dict:
+        from srprune.search.finalize import finetune_stage
+
+        chosen = json.loads((self.dir / "search" / "chosen.json").read_text())
+        return finetune_stage(self.cfg, self.dir, chosen, progress=self.progress)
+
+    def _stage_deploy(self, fresh: bool) -> dict:
+        from srprune.search.finalize import deploy_stage
+
+        r = deploy_stage(self.cfg, self.dir, self.target, self.out_hw, progress=self.progress)
+        return {k: r[k] for k in ("predicted_ms", "measured_ms", "budget_ms", "within_budget", "budget_fill",
+                                  "max_abs_diff")}
+
+    def _stage_evaluate(self, fresh: bool) -> dict:
+        from srprune.search.finalize import evaluate_stage
+
+        return evaluate_stage(self.cfg, self.dir, progress=self.progress)
+
+    def _stage_report(self, fresh: bool) -> dict:
+        from srprune.search.report import write_report
+
+        return {"path": str(write_report(self.dir))}
+
+
+def _delete_study(storage: Any, name: str) -> None:
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+
+
+def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = True,
+            storage: str | None = None) -> Run:
+    """Load and check the config (one-line errors before any work), write RUN/config.yaml, set up the log."""
+    cfg = config_mod.load(config_path, run_dir)
+    if storage:
+        cfg["search"]["storage"] = storage
+    run = Run(cfg, progress)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    early_budget_check(run)
+    write_text(run.dir / "config.yaml", config_mod.dump(cfg))
+    handler = logging.FileHandler(run.dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("srprune.run", "supernet.train"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "srprune_run", False)]:  # an earlier run, same process
+            logger.removeHandler(old)
+            old.close()
+        handler.srprune_run = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return run
+
+
+def early_budget_check(run: Run) -> None:
+    """With a latency model already in the run folder, refuse an impossible budget before anything runs."""
+    if not run.is_done("latency"):
+        return
+    from srprune.latency import load_predictor
+    from srprune.search.latency_stage import check_budget
+    from supernet.space import SearchSpace
+
+    predictor = load_predictor(run.dir, run.target.name, run.target.threads)
+    check_budget(predictor, run.cfg, SearchSpace.from_dict(run.cfg["supernet"]["space"]), run.out_hw)
+
+
+def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `stages` in order; returns {stage: result}."""
+    results = {}
+    for stage in stages:
+        if on_stage:
+            on_stage(stage)
+        results[stage] = run.run_stage(stage, force=force)
+    return results

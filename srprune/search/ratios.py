@@ -1,0 +1,88 @@
+"""Stage 3: the pruning ratio of every pruned layer of stage 2's choice, under the same budget.
+
+The architecture and the schemes are fixed; each pruned layer's ratio is a categorical parameter
+over `search.ratios` (pattern layers: those >= 5/9, what its kernels keep). Same objectives and
+constraints as stage 2, a study of its own ("ratios") in the same storage. The first trial is
+stage 2's own choice (every layer at `scheme_ratio`), so stage 3 can only improve on it. When stage 2
+chose no pruned layer there is nothing to search and its choice stands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import logging
+from pathlib import Path
+from typing import Any
+
+from srprune.search.arch import SearchContext, best_feasible
+from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, scheme_name
+
+STUDY_RATIOS = "ratios"
+
+
+def ratio_choices(scheme: str, ratios: list[float]) -> list[float]:
+    """The ratios a layer of `scheme` may take."""
+    if scheme == "pattern":
+        return [r for r in ratios if r >= PATTERN_MIN_RATIO - 1e-9] or [round(PATTERN_MIN_RATIO, 4)]
+    return list(ratios)
+
+
+def objective(ctx: SearchContext, base: Candidate):
+    """Optuna objective of stage 3 over the pruned layers of `base`."""
+    def run(trial: Any):
+        prune = {}
+        for name, p in base.prune.items():
+            ratio = trial.suggest_categorical(f"{name}.ratio", ratio_choices(p["scheme"], ctx.search["ratios"]))
+            prune[name] = {**p, "ratio": float(ratio)}
+        return ctx.evaluate(trial, Candidate(base.genome, prune))
+    return run
+
+
+def _nearest(value: float, choices: list[float]) -> float:
+    return min(choices, key=lambda c: abs(c - value))
+
+
+def run_stage(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: Path, *, progress: bool = True,
+              log: logging.Logger | None = None) -> dict[str, Any]:
+    """Run (or resume, or join) the stage-3 study; write ratios.csv and chosen.json (the search's result)."""
+    import optuna
+
+    from srprune.atomic import write_text
+    from srprune.search.study import complete_trials, make_sampler, run_trials, trials_csv
+
+    s = ctx.search
+    base = Candidate.from_dict(arch)
+    if not base.prune:
+        chosen = {**arch, "stage": 2, "note": "stage 2 chose no pruned layer; nothing for stage 3 to search"}
+        write_text(out_dir / "ratios.csv", "")
+        write_text(out_dir / "chosen.json", json.dumps(chosen, indent=1) + "\n")
+        return chosen
+    study = optuna.create_study(study_name=STUDY_RATIOS, storage=storage, directions=["maximize", "minimize"],
+                                load_if_exists=True)
+    if not study.get_trials(deepcopy=False):  # start from stage 2's own choice
+        study.enqueue_trial({f"{n}.ratio": _nearest(p["ratio"], ratio_choices(p["scheme"], s["ratios"]))
+                             for n, p in base.prune.items()})
+
+    def sampler(k: int):
+        return make_sampler(s["sampler"], int(s["seed"]) * 1_000_003 + 500_009 + k, int(s["startup_trials"]))
+
+    combos = math.prod(len(ratio_choices(p["scheme"], s["ratios"])) for p in base.prune.values())
+    run_trials(study, min(int(s["ratio_trials"]), combos), objective(ctx, base), sampler, progress=progress,
+               desc="stage 3 (ratios)", log=log)
+    trials = complete_trials(study)
+    best = best_feasible(trials)
+
+    def describe(t: Any) -> dict[str, Any]:
+        prune = t.user_attrs["candidate"]["prune"]
+        return {"ratios": " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
+                                   for k, v in prune.items())}
+
+    write_text(out_dir / "ratios.csv", trials_csv(trials, describe))
+    if best is None:  # cannot happen when stage 2's choice was feasible (it is trial 0) unless the model changed
+        chosen = {**arch, "stage": 2, "note": "no feasible stage-3 trial; stage 2's choice stands"}
+    else:
+        chosen = {"trial": [t.number for t in trials].index(best.number), "proxy_psnr": best.values[0], "predicted_ms": best.values[1],
+                  **best.user_attrs["candidate"], "stage": 3, "trials": len(trials)}
+    write_text(out_dir / "chosen.json", json.dumps(chosen, indent=1) + "\n")
+    return chosen

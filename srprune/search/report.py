@@ -1,0 +1,188 @@
+"""`srprune report RUN`: one self-contained HTML file (plots inline as SVG, crops as data URIs; opens offline).
+
+Reads only the run folder's files (config.yaml, stages.json, search/*.csv|json, compiled/TARGET/latency.json,
+eval/metrics.json, eval/crops/), so it can be re-made at any time and for a run copied from another machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from srprune.errors import InputError
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists() or not path.read_text().strip():
+        return []
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budget: float | None,
+               measured: float | None) -> str:
+    """PSNR vs latency: every trial, the feasible front, the chosen one and the budget, as SVG text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def pts(rows, ok):
+        return ([float(r["predicted_ms"]) for r in rows if (r["feasible"] == "True") == ok],
+                [float(r["proxy_psnr"]) for r in rows if (r["feasible"] == "True") == ok])
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    x, y = pts(stage2, False)
+    ax.scatter(x, y, s=14, c="lightgray", label="stage 2, outside the budget window")
+    x, y = pts(stage2, True)
+    ax.scatter(x, y, s=16, c="tab:blue", label="stage 2, feasible")
+    if stage3:
+        x, y = pts(stage3, True)
+        ax.scatter(x, y, s=16, c="tab:orange", marker="s", label="stage 3 (ratios), feasible")
+    feas = sorted((float(r["predicted_ms"]), float(r["proxy_psnr"])) for r in stage2 + stage3
+                  if r["feasible"] == "True")
+    front, best = [], float("-inf")
+    for ms, p in feas:
+        if p > best:
+            front.append((ms, p))
+            best = p
+    if front:
+        ax.step([f[0] for f in front], [f[1] for f in front], where="post", c="tab:blue", lw=0.8,
+                label="Pareto front (feasible)")
+    if chosen:
+        ax.scatter([chosen["predicted_ms"]], [chosen["proxy_psnr"]], s=160, marker="*", c="red", zorder=5,
+                   label="chosen (predicted)")
+    if budget:
+        ax.axvline(budget, c="k", ls="--", lw=0.8, label=f"budget {budget:g} ms")
+    if measured and chosen:
+        ax.scatter([measured], [chosen["proxy_psnr"]], s=60, marker="x", c="red", label="chosen, measured ms")
+    ax.set_xlabel("latency per frame, ms (predicted by the latency model)")
+    ax.set_ylabel("proxy PSNR-Y, dB (shared weights, masks, no fine-tuning)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _block_of(layer: str, genome: dict) -> tuple[str, str]:
+    parts = layer.split(".")
+    if parts[0] == "cells":
+        c = genome["cells"][int(parts[1])]
+        return c["block"], str(c["width"])
+    return parts[0], str(genome["head"]) if parts[0] == "head" else "-"
+
+
+def build_report(run_dir: Path) -> str:
+    """The report's HTML text."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    if cfg is None:
+        raise InputError(f"{run_dir}: not a run folder (no config.yaml)")
+    stages = _read_json(run_dir / "stages.json") or {}
+    stage2 = _read_csv(run_dir / "search" / "trials.csv")
+    stage3 = _read_csv(run_dir / "search" / "ratios.csv")
+    chosen = _read_json(run_dir / "search" / "chosen.json")
+    lat = _read_json(run_dir / "compiled" / str(cfg["target"]) / "latency.json")
+    metrics = _read_json(run_dir / "eval" / "metrics.json")
+    budget = float(cfg["budget_ms"])
+    parts = [f"<h1>srprune run: {html.escape(run_dir.name)}</h1>",
+             f"<p>x{cfg['scale']} super-resolution, target <b>{html.escape(str(cfg['target']))}</b> "
+             f"({cfg['threads']} threads), budget <b>{budget:g} ms</b> per {html.escape(str(cfg['output_size']))} "
+             f"output frame; training data {html.escape(str(cfg['data']))}.</p>"]
+    summary = []
+    if lat:
+        verdict = "within" if lat["within_budget"] else "OVER"
+        summary.append(f"Measured latency of the compiled model: <b>{lat['measured_ms']:.1f} ms</b> (median of "
+                       f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
+                       f"{lat['budget_fill']:.0%} of the budget, {verdict} it; predicted {lat['predicted_ms']:.1f} ms. "
+                       f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}.")
+    if metrics:
+        for name, d in metrics["datasets"].items():
+            summary.append(f"{html.escape(name)}: PSNR-Y <b>{d['final']['psnr']:.3f} dB</b> "
+                           f"(bicubic {d['bicubic']['psnr']:.3f}), SSIM-Y {d['final']['ssim']:.4f}.")
+    if summary:
+        parts.append("<ul>" + "".join(f"<li>{s}</li>" for s in summary) + "</ul>")
+    if stage2:
+        parts.append("<h2>Search: proxy PSNR vs predicted latency</h2>")
+        parts.append(pareto_svg(stage2, stage3, chosen, budget, lat["measured_ms"] if lat else None))
+        n_ok = sum(r["feasible"] == "True" for r in stage2)
+        steps = int(cfg["search"].get("adapt_steps", 0))
+        adapt = f", after {steps} adaptation steps on fixed batches" if steps else ""
+        parts.append(f"<p>Stage 2: {len(stage2)} trials ({n_ok} feasible); stage 3: {len(stage3)} trials. "
+                     f"Feasible = predicted latency within [{cfg['search']['min_fill']:.0%}, "
+                     f"{1 - cfg['search']['margin']:.0%}] of the budget. Proxy PSNR is measured with the supernet's "
+                     f"shared weights and the pruning masks applied{adapt}, before fine-tuning.</p>")
+    if stages:
+        rows = [[name, "done" if s.get("done") else ("this report" if name == "report" else "not done"),
+                 _fmt(s.get("seconds"), ".0f"), s.get("finished_at", "-")] for name, s in stages.items()]
+        parts += ["<h2>Stages</h2>", _table(["stage", "state", "seconds", "finished (UTC)"], rows)]
+    if chosen:
+        g = chosen["genome"]
+        parts.append("<h2>Chosen network, layer by layer</h2>")
+        layer_rows = lat["layers"] if lat else []
+        rows = []
+        for r in layer_rows:
+            block, width = _block_of(r["layer"], g)
+            k = f"{r['k']}x{r['k']}" + (" dw" if r["groups"] > 1 else "")
+            scheme = r["scheme"] + (f" {r['block'][0]}x{r['block'][1]}" if r["scheme"] == "block" else "")
+            rows.append([r["layer"], block, width, f"{r['cin']}->{r['cout']}", k if r["op"] == "conv" else r["op"],
+                         scheme, _fmt(r["ratio"]), _fmt(r["predicted_ms"]), _fmt(r.get("measured_ms"))])
+        if rows:
+            parts.append(_table(["layer", "block", "cell width", "channels", "kernel", "scheme", "ratio",
+                                 "predicted ms", "measured ms (alone)"], rows))
+        parts.append(f"<p>Genome: <code>{html.escape(json.dumps(g))}</code></p>")
+    if metrics:
+        rows = []
+        for name, d in metrics["datasets"].items():
+            for model in ("bicubic", "final"):
+                rows.append([name, model, f"{d[model]['psnr']:.4f}", f"{d[model]['ssim']:.4f}"])
+        parts += ["<h2>PSNR / SSIM</h2>", _table(["dataset", "model", "PSNR-Y (dB)", "SSIM-Y"], rows),
+                  "<p>Protocol: Y of ITU-R BT.601, SR rounded to uint8, border of `scale` pixels cropped, "
+                  "MATLAB-bicubic LR (docs/architecture.md).</p>"]
+        crops = metrics.get("crops")
+        if crops:
+            imgs = []
+            for label, fname in crops["files"].items():
+                data = base64.b64encode((run_dir / "eval" / "crops" / fname).read_bytes()).decode()
+                imgs.append(f"<figure><img src='data:image/png;base64,{data}' width='256' "
+                            f"style='image-rendering:pixelated'><figcaption>{html.escape(label)}</figcaption></figure>")
+            parts += [f"<h2>Crops ({html.escape(crops['image'])}, {crops['size']} px at "
+                      f"y={crops['y']}, x={crops['x']})</h2>", "<div class='crops'>" + "".join(imgs) + "</div>"]
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "font-size:13px;text-align:right}th{background:#f3f3f3}.crops{display:flex;gap:12px}"
+             "figure{margin:0;text-align:center}code{font-size:12px;word-break:break-all}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>srprune report: {html.escape(run_dir.name)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write RUN/report.html (atomically)."""
+    from srprune.atomic import write_text
+
+    path = run_dir / "report.html"
+    write_text(path, build_report(run_dir))
+    return path

@@ -1,0 +1,155 @@
+"""Stage 1: train the weight-sharing supernet into RUN/supernet/ (shared by `srprune supernet train` and `run`).
+
+Resumes exactly from RUN/supernet/checkpoint.pt after a kill; runs under torchrun too (rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from srprune.errors import InputError
+
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+
+
+TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
+              "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
+              "sort_every": 0}
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The `supernet` section of a YAML config (or the whole file if it has none), with defaults filled in."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the config must be a mapping")
+    section = data.get("supernet", data)
+    if not isinstance(section, dict):
+        raise InputError(f"{path}: 'supernet' must be a mapping")
+    unknown = sorted(set(section) - {"space", "train", "data", "val_data", "run_dir"})
+    if unknown:
+        raise InputError(f"{path}: unknown supernet setting {unknown[0]!r} (settings: space, train, data, val_data)")
+    train = check_train_settings(section.get("train"), f"{path}: supernet.train")
+    return {"space": section.get("space") or {}, "train": train,
+            "data": section.get("data", "builtin"), "val_data": section.get("val_data", "builtin"),
+            "run_dir": section.get("run_dir", data.get("run_dir"))}
+
+
+def check_train_settings(train: Any, where: str) -> dict[str, Any]:
+    """The supernet training settings with defaults filled in; a bad key or value raises InputError."""
+    train = train or {}
+    if not isinstance(train, dict):
+        raise InputError(f"{where} must be a mapping")
+    bad = sorted(set(train) - set(TRAIN_KEYS))
+    if bad:
+        raise InputError(f"{where}: unknown setting {bad[0]!r} (settings: {', '.join(TRAIN_KEYS)})")
+    for key, value in train.items():
+        _check_train_value(f"{where}.{key}", key, value)
+    return {**TRAIN_KEYS, **train}
+
+
+def _check_train_value(what: str, key: str, value: Any) -> None:
+    """A training setting of the right type: integers for counts, numbers for rates."""
+    if isinstance(TRAIN_KEYS[key], int):
+        low = 1 if key in ("steps", "batch_size", "patch_size", "checkpoint_every") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{what} must be an integer >= {low}, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InputError(f"{what} must be a number >= 0, got {value!r}")
+
+
+def protocol_psnr(sr, hr, crop: int) -> float:
+    """srprune's PSNR-Y (uint8 rounding, BT.601 Y, crop = scale) of two 3xHxW tensors in [0, 1]."""
+    from srprune.metrics import psnr
+
+    def u8(x):
+        return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+    return psnr(u8(sr), u8(hr), crop_border=crop)
+
+
+def val_tensors(spec: str, scale: int) -> list:
+    """(lr, hr) float tensors of a validation dataset."""
+    from srprune.data import load_dataset
+    from srprune.evaluate import to_tensor
+
+    return [(to_tensor(p.lr), to_tensor(p.hr)) for p in load_dataset(spec, scale, split="val")]
+
+
+def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = None, *, resume: bool = False,
+                       force: bool = False, threads: int | None = None, stop_after: int | None = None,
+                       progress: bool = True) -> dict[str, Any] | None:
+    """Train the supernet of `cfg` ({space, train, data, val_data}) into run_dir/supernet.
+
+    Returns {"done", "step", "checkpoint", "val"} on rank 0 (None on other ranks). An existing
+    checkpoint needs `resume` (continue it) or `force` (start over).
+    """
+    import torch
+
+    from srprune.data import PatchSampler, load_dataset
+    from supernet.model import SuperNet
+    from supernet.proxy import proxy_psnr
+    from supernet.space import SearchSpace
+    from supernet.train import init_distributed, train_supernet
+
+    space = SearchSpace.from_dict(cfg["space"])
+    scale = space.check_scale(scale)  # a scale the space was not built for is refused before any work
+    t = cfg["train"]
+    out = run_dir / "supernet"
+    ckpt = out / CHECKPOINT
+    rank, world = init_distributed()
+    if ckpt.exists() and force and rank == 0:
+        ckpt.unlink()
+    if world > 1:
+        torch.distributed.barrier()
+    if ckpt.exists() and not resume:
+        raise InputError(f"{ckpt} exists: pass --resume to continue it or --force to start over")
+    if threads:
+        torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("supernet.train")
+    handler = None
+    if rank == 0:
+        handler = logging.FileHandler(out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        train_pairs = load_dataset(cfg["data"], scale, split="train")
+        val = val_tensors(cfg["val_data"], scale)
+        torch.manual_seed(int(t["seed"]))
+        net = SuperNet(space)
+        if torch.cuda.is_available():
+            net = net.to(torch.device("cuda", torch.cuda.current_device()))
+        sampler = PatchSampler(train_pairs, scale, t["patch_size"], t["batch_size"], seed=int(t["seed"]) + rank)
+        summary = train_supernet(net, sampler, int(t["steps"]), scale=scale, lr=float(t["lr"]),
+                                 min_lr_ratio=float(t["min_lr_ratio"]), num_random=int(t["num_random"]),
+                                 kd_weight=float(t["kd_weight"]), seed=int(t["seed"]), checkpoint=ckpt,
+                                 checkpoint_every=int(t["checkpoint_every"]), resume=resume,
+                                 validate=lambda n, g: proxy_psnr(n, g, val, metric=protocol_psnr),
+                                 val_every=int(t["val_every"]), stop_after=stop_after,
+                                 sort_every=int(t["sort_every"]), progress=progress)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+    if rank != 0:
+        return None
+    last = next((h for h in reversed(summary["history"]) if "val_largest" in h), {})
+    if summary["done"]:
+        from srprune.atomic import write_text
+
+        write_text(out / SUMMARY, json.dumps({"steps": summary["step"], "scale": scale, "world_size": world,
+                                              "seconds_last_call": summary["seconds"], "val": last,
+                                              "space": space.to_dict()}, indent=2) + "\n")
+    return {"done": summary["done"], "step": summary["step"], "checkpoint": ckpt, "val": last}

@@ -1,0 +1,369 @@
+"""The search pipeline (`srprune run | search | report`) end to end on a tiny space, plus its pieces.
+
+One module-scoped run folder holds the latency model and the supernet of a tiny space (about 30 s);
+every test copies it and runs the later stages. Nothing is mocked: layers and networks are compiled
+with TVM and timed, the supernet is trained, the search runs Optuna on SQLite.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import ROOT, assert_one_line_error
+
+TINY = {
+    "output_size": "256x192",
+    "budget_ms": 1.0,
+    "threads": 2,
+    "supernet": {"space": {"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"], "scales": [2]},
+                 "train": {"steps": 30, "val_every": 30, "checkpoint_every": 10, "batch_size": 8}},
+    "latency": {"repeat": 3, "calibrate": 2},
+    "search": {"trials": 12, "startup_trials": 5, "ratio_trials": 6, "blocks": [[4, 8]], "ratios": [0.5, 0.75],
+               "min_fill": 0.0},
+    "finetune": {"steps": 20, "batch_size": 8},
+}
+
+
+def write_config(path: Path, run_dir: Path, **changes) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        holder = cfg
+        *parents, last = key.split("__")
+        for p in parents:
+            holder = holder.setdefault(p, {})
+        holder[last] = value
+    cfg["run_dir"] = str(run_dir)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, "-c", "from srprune.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A run folder with the latency and supernet stages done (tiny space); copied by the tests."""
+    root = tmp_path_factory.mktemp("search-base")
+    cache = root / "cache"
+    cfg = write_config(root / "c.yaml", root / "run")
+    for stage in ("latency", "supernet"):
+        r = cli("run", "-c", cfg, "--stage", stage, cache=cache)
+        assert r.returncode == 0, r.stderr[-3000:]
+    return root / "run", cache
+
+
+def copy_run(base, tmp_path: Path, name: str = "run", **changes) -> tuple[Path, Path]:
+    src, cache = base
+    run = tmp_path / name
+    shutil.copytree(src, run)
+    return run, write_config(tmp_path / f"{name}.yaml", run, **changes)
+
+
+def read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+def complete_trials(db: Path, study: str) -> list[int]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select t.number from trials t join studies s on t.study_id = s.study_id "
+                           "where s.study_name = ? and t.state = 'COMPLETE' order by t.number", (study,)).fetchall()
+    return [r[0] for r in rows]
+
+
+# --- the whole pipeline --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full(base, tmp_path_factory):
+    """The tiny pipeline run to the end once (stages after the base's)."""
+    tmp = tmp_path_factory.mktemp("search-full")
+    run, cfg = copy_run(base, tmp)
+    r = cli("run", "-c", cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run, cfg, r
+
+
+def test_run_writes_every_output(full):
+    run, _, r = full
+    for rel in ("config.yaml", "stages.json", "run.log", "search/study.db", "search/trials.csv", "search/pareto.json",
+                "search/chosen.json", "final/model.pt", "final/arch.json", "compiled/host/manifest.json",
+                "compiled/host/latency.json", "eval/metrics.json", "eval/metrics.md", "report.html"):
+        assert (run / rel).is_file(), rel
+    states = json.loads((run / "stages.json").read_text())
+    assert [s for s in states if states[s]["done"]] == ["latency", "supernet", "arch", "ratios", "finetune", "deploy",
+                                                        "evaluate", "report"]
+    assert "latency on host: measured" in r.stdout and "PSNR-Y on builtin" in r.stdout
+
+
+def test_chosen_is_the_best_feasible_trial_and_the_front_is_nondominated(full):
+    run, _, _ = full
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    upper = cfg["budget_ms"] * (1 - cfg["search"]["margin"])
+    rows = read_csv(run / "search" / "trials.csv") + read_csv(run / "search" / "ratios.csv")
+    assert len(read_csv(run / "search" / "trials.csv")) == cfg["search"]["trials"]
+    for row in rows:  # feasibility is exactly the budget constraint
+        assert (row["feasible"] == "True") == (float(row["predicted_ms"]) <= upper + 5e-4)
+    chosen = json.loads((run / "search" / "chosen.json").read_text())
+    best = max(float(r["proxy_psnr"]) for r in rows if r["feasible"] == "True")
+    assert chosen["proxy_psnr"] == pytest.approx(best, abs=1e-4)
+    assert chosen["predicted_ms"] <= upper
+    stage2 = [r for r in read_csv(run / "search" / "trials.csv") if r["feasible"] == "True"]
+    pts = [(float(r["proxy_psnr"]), float(r["predicted_ms"])) for r in stage2]
+    front = json.loads((run / "search" / "pareto.json").read_text())
+    assert front
+    for f in front:
+        p, ms = round(f["proxy_psnr"], 4), round(f["predicted_ms"], 3)
+        assert not any(q >= p and m <= ms and (q > p or m < ms) for q, m in pts)
+    for q, m in pts:  # every feasible trial is on the front or dominated by a front member
+        assert any(round(f["proxy_psnr"], 4) >= q and round(f["predicted_ms"], 3) <= m for f in front)
+
+
+def test_final_model_has_the_chosen_sparsity_and_compiled_output_matches(full):
+    from srprune.models.modelfile import load_model
+
+    run, _, _ = full
+    chosen = json.loads((run / "search" / "chosen.json").read_text())
+    model, info = load_model(run / "final" / "model.pt")
+    mods = dict(model.named_modules())
+    for name, p in chosen["prune"].items():
+        w = mods[name].weight.detach().reshape(mods[name].weight.shape[0], -1)
+        if p["scheme"] == "block":  # whole columns of each rows x cols block are zero, at the chosen ratio
+            rows, cols = p["block"]
+            blocks = w.reshape(w.shape[0] // rows, rows, w.shape[1] // cols, cols)
+            col_zero = (blocks == 0).all(dim=1)
+            assert float(col_zero.float().mean()) == pytest.approx(p["ratio"], abs=1.0 / col_zero.numel() + 1e-6)
+        else:
+            assert float((w == 0).float().mean()) >= p["ratio"] - 0.05
+    lat = json.loads((run / "compiled" / "host" / "latency.json").read_text())
+    assert lat["max_abs_diff"] <= 1e-4
+    assert lat["min_ms"] <= lat["measured_ms"] <= lat["max_ms"]
+    assert lat["within_budget"] == (lat["measured_ms"] <= lat["budget_ms"])
+    assert [r["layer"] for r in lat["layers"]][0] == "head" and lat["layers"][-1]["layer"] == "tail"
+    # the compiled artifact loads and reproduces the final model's output
+    from compiler.artifact import load_artifact
+    from tvm import relax
+    import tvm
+
+    manifest, lib = load_artifact(run / "compiled" / "host")
+    x = np.random.default_rng(1).random(manifest["input"]["shape"], dtype=np.float32)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_eval_metrics_follow_the_protocol(full):
+    """The final PSNR in metrics.json recomputed here from the model file with srprune.metrics."""
+    from srprune.data import load_dataset
+    from srprune.evaluate import super_resolve
+    from srprune.metrics import psnr
+    from srprune.models.modelfile import load_model
+
+    run, _, _ = full
+    doc = json.loads((run / "eval" / "metrics.json").read_text())
+    model, _ = load_model(run / "final" / "model.pt")
+    pairs = load_dataset("builtin", 2, split="val")
+    mine = float(np.mean([psnr(super_resolve(model.eval(), p.lr), p.hr, crop_border=2) for p in pairs]))
+    assert doc["datasets"]["builtin"]["final"]["psnr"] == pytest.approx(mine, abs=1e-6)
+    assert doc["datasets"]["builtin"]["bicubic"]["psnr"] == pytest.approx(33.486, abs=0.01)  # docs/benchmarks.md
+
+
+def test_report_is_one_offline_file(full):
+    run, _, _ = full
+    text = (run / "report.html").read_text()
+    assert text.count("<svg") >= 1 and text.count("data:image/png;base64,") == 3
+    for external in ("src='http", 'src="http', "href='http", 'href="http', "<script src", "<link"):
+        assert external not in text
+    for heading in ("Stages", "Chosen network, layer by layer", "PSNR / SSIM", "Crops"):
+        assert heading in text
+
+
+def test_rerun_skips_every_stage_and_a_change_redoes_only_what_depends_on_it(full, base, tmp_path):
+    run, cfg, _ = full
+    r = cli("run", "-c", cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("up to date, skipped") == 8
+    # a copy with another fine-tuning budget: the search is reused, fine-tuning and after are redone
+    copy = tmp_path / "changed"
+    shutil.copytree(run, copy)
+    cfg2 = write_config(tmp_path / "c2.yaml", copy, finetune__steps=10)
+    r = cli("run", "-c", cfg2, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("latency", "supernet", "arch", "ratios"):
+        assert f"[run] {stage}: up to date, skipped" in r.stderr
+    for stage in ("finetune", "deploy", "evaluate", "report"):
+        assert f"[run] {stage}: starting" in r.stderr
+    meta = torch.load(copy / "final" / "model.pt", weights_only=False)
+    assert "finetune" in json.dumps(meta.get("meta", {}))
+
+
+# --- kill and resume; several processes on one study -----------------------------------------------
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_run_resumes_to_the_same_result(base, tmp_path):
+    """Killed in stage 2 and run again: the same trials, choice, fine-tuned weights and PSNR as an uninterrupted run."""
+    changes = {"search__trials": 30, "search__ratio_trials": 4}
+    ref, ref_cfg = copy_run(base, tmp_path, "ref", **changes)
+    r = cli("run", "-c", ref_cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run, cfg = copy_run(base, tmp_path, "killed", **changes)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(base[1]))
+    proc = subprocess.Popen([sys.executable, "-c", "from srprune.cli import main; main()", "run", "-c", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    db = run / "search" / "study.db"
+    try:
+        assert _wait_for(lambda: db.exists() and len(_safe_trials(db)) >= 8, 120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(_safe_trials(db)) < 30  # killed in the middle of stage 2
+    r = cli("run", "-c", cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[run] arch: resuming" in r.stderr
+    for name in ("search/trials.csv", "search/ratios.csv", "search/chosen.json", "final/arch.json"):
+        assert (run / name).read_text() == (ref / name).read_text(), name
+    a = torch.load(run / "final" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(ref / "final" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    psnr = [json.loads((d / "eval" / "metrics.json").read_text())["datasets"]["builtin"]["final"]["psnr"]
+            for d in (run, ref)]
+    assert psnr[0] == psnr[1]
+
+
+def _safe_trials(db: Path) -> list[int]:
+    try:
+        return complete_trials(db, "arch")
+    except sqlite3.Error:
+        return []
+
+
+def test_two_processes_share_one_study(base, tmp_path):
+    run, cfg = copy_run(base, tmp_path, "shared", search__trials=24)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(base[1]))
+    cmd = [sys.executable, "-c", "from srprune.cli import main; main()", "search", "-c", str(cfg), "--stage", "arch"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    import optuna
+
+    study = optuna.load_study(study_name="arch", storage=f"sqlite:///{run / 'search' / 'study.db'}")
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 24  # none lost, none extra
+    assert len({t.number for t in complete}) == 24
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert {str(p.pid) for p in procs} == {w.rpartition(":")[2] for w in workers}  # both did trials
+    assert len(read_csv(run / "search" / "trials.csv")) == 24
+
+
+# --- bad input: one line, before any work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"colour": 1}, "unknown key 'colour'"),
+    ({"search__samplr": "tpe"}, "unknown key 'search.samplr'"),
+    ({"data": "/no/such/images"}, "data: dataset '/no/such/images' not found"),
+    ({"eval_data": ["builtin", "/no/such/set"]}, "eval_data[1]: dataset '/no/such/set' not found"),
+    ({"budget_ms": None}, "budget_ms"),
+    ({"search__sampler": "annealing"}, "search.sampler must be one of tpe, gp, random"),
+    ({"target": "gameboy"}, "target:"),
+    ({"supernet__space__blocks": ["conv", "mystery"]}, "unknown block type 'mystery'"),
+    ({"search__schemes": ["dense", "unstructured"]}, "no fast kernel"),
+])
+def test_bad_config_is_one_line_before_any_work(run_cli, tmp_path, changes, fragment):
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", **changes)
+    assert_one_line_error(run_cli("run", "-c", cfg), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_impossible_budget_is_refused_before_any_work(base, tmp_path, run_cli):
+    run, cfg = copy_run(base, tmp_path, budget_ms=0.01)
+    before = (run / "stages.json").read_text()
+    assert_one_line_error(run_cli("run", "-c", cfg), "budget_ms 0.01 is impossible", "fastest network")
+    assert (run / "stages.json").read_text() == before
+    assert not (run / "search").exists()
+
+
+def test_stage_needs_its_inputs(run_cli, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    assert_one_line_error(run_cli("run", "-c", cfg, "--stage", "arch"), "needs stage latency")
+    assert_one_line_error(run_cli("run", "-c", cfg, "--stage", "nope"), "unknown stage 'nope'")
+    assert_one_line_error(run_cli("report", tmp_path / "nothing"), "no such run folder")
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+
+def test_stage_hashes_follow_dependencies():
+    from srprune.search.config import resolve
+    from srprune.search.pipeline import stage_hashes
+
+    cfg = resolve({**TINY, "run_dir": "r"})
+    base_h = stage_hashes(cfg)
+    cfg2 = resolve({**TINY, "run_dir": "other", "finetune": {"steps": 5}})
+    h = stage_hashes(cfg2)
+    assert [s for s in h if h[s] != base_h[s]] == ["finetune", "deploy", "evaluate", "report"]
+    cfg3 = resolve({**TINY, "run_dir": "r", "budget_ms": 2.0})
+    h = stage_hashes(cfg3)
+    assert h["latency"] == base_h["latency"] and h["supernet"] == base_h["supernet"] and h["arch"] != base_h["arch"]
+
+
+def test_sparse_configs_fit_their_layers():
+    from srprune.search.config import resolve
+    from srprune.search.latency_stage import sparse_configs
+    from supernet.space import SearchSpace
+
+    cfg = resolve({**TINY, "run_dir": "r", "search": {"blocks": [[4, 8], [2, 8]], "ratios": [0.25, 0.5, 0.75]}})
+    space = SearchSpace.from_dict(cfg["supernet"]["space"])
+    configs = sparse_configs(space, cfg["search"], (192, 256))
+    pruned = [c for c in configs if c.scheme != "dense"]
+    # 2 block sizes x 3 ratios + pattern at 0.5556 (scheme_ratio 0.5 lifted) and 0.75; each with one dense twin
+    assert len(pruned) == 2 * 3 + 2 and sum(c.scheme == "dense" for c in configs) == 1
+    assert {c.ratio for c in pruned if c.scheme == "pattern"} == {0.5556, 0.75}
+
+
+def test_shipped_configs_resolve(tmp_path):
+    """configs/demo.yaml as it is; configs/paper-x2.yaml once its datasets exist (here: empty folders)."""
+    from srprune.search.config import load, resolve
+
+    demo = load(ROOT / "configs" / "demo.yaml")
+    assert demo["target"] == "host" and demo["budget_ms"] > 0 and demo["data"] == "builtin"
+    raw = yaml.safe_load((ROOT / "configs" / "paper-x2.yaml").read_text())
+    for key in ("data", "val_data"):
+        (tmp_path / raw[key]).mkdir(parents=True, exist_ok=True)
+        raw[key] = str(tmp_path / raw[key])
+    raw["eval_data"] = [str(tmp_path / d) for d in raw["eval_data"]]
+    for d in raw["eval_data"]:
+        Path(d).mkdir(parents=True)
+    paper = resolve(raw)
+    assert paper["target"] == "android-arm64" and paper["rpc"].startswith("rpc://") and paper["budget_ms"] == 33
