@@ -367,3 +367,50 @@ def test_shipped_configs_resolve(tmp_path):
         Path(d).mkdir(parents=True)
     paper = resolve(raw)
     assert paper["target"] == "android-arm64" and paper["rpc"].startswith("rpc://") and paper["budget_ms"] == 33
+
+
+def test_replan_pick_corrects_predictions_by_the_measurement():
+    from srprune.search.replan import pick
+
+    def rec(psnr, ms, head):
+        return {"proxy_psnr": psnr, "predicted_ms": ms, "genome": {"head": head}, "prune": {}}
+
+    records = [rec(34.9, 9.0, 1), rec(34.8, 7.0, 2), rec(34.7, 6.0, 3), rec(34.6, 4.0, 4), rec(34.85, 7.2, 5)]
+    deployed = {"candidate": {"genome": {"head": 1}, "prune": {}}, "predicted_ms": 9.0, "measured_ms": 12.0}
+    # correction 12/9: window [6, 9.5] ms corrected -> predicted in [4.5, 7.125]: heads 2 (9.33) and 3 (8.0); head 5
+    # (7.2 -> 9.6) is out; the best proxy of the rest is head 2
+    best = pick(records, [deployed], 6.0, 9.5)
+    assert best["genome"]["head"] == 2 and best["corrected_ms"] == pytest.approx(7.0 * 12 / 9)
+    assert best["correction"] == pytest.approx(12 / 9)
+    second = {"candidate": {"genome": {"head": 2}, "prune": {}}, "predicted_ms": 7.0, "measured_ms": 10.0}
+    assert pick(records, [deployed, second], 6.0, 9.5)["genome"]["head"] == 3  # 10/7: 6.0 -> 8.57
+    assert pick(records, [deployed], 20.0, 30.0) is None
+
+
+def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
+    """A latency model that predicts 10x too fast: the deployed model measures over budget; the pipeline records
+    every such measurement, corrects the predictions by it and deploys the next fitting candidate, until one fits,
+    none is left, or search.replans (2) are used up, and says which."""
+    run, cfg = copy_run(base, tmp_path, budget_ms=0.5)
+    pred_file = run / "latency" / "host" / "predictor.json"
+    doc = json.loads(pred_file.read_text())
+    doc.update(alpha=doc["alpha"] * 0.1, beta_ms=0.0, gamma_ms=0.0)
+    pred_file.write_text(json.dumps(doc))
+    r = cli("run", "-c", cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    feedback = json.loads((run / "search" / "feedback.json").read_text())
+    assert 1 <= len(feedback) <= 3
+    assert all(f["measured_ms"] > 0.5 > f["predicted_ms"] for f in feedback)
+    assert r.stderr.count("replanning with predictions x") == len(feedback) - (len(feedback) == 3 or
+                                                                                "no other scored" in r.stderr)
+    assert len({json.dumps(f["candidate"], sort_keys=True) for f in feedback}) == len(feedback)  # never the same twice
+    lat = json.loads((run / "compiled" / "host" / "latency.json").read_text())
+    if lat["within_budget"]:
+        assert json.loads((run / "search" / "chosen.json").read_text())["stage"] == "replan"
+    else:
+        assert "no other scored candidate fits" in r.stderr or "are used up" in r.stderr
+        assert "OVER BUDGET" in r.stdout
+    assert f"Replanned after over-budget measurements ({len(feedback)})" in (run / "report.html").read_text()
+    r = cli("run", "-c", cfg, cache=base[1])  # a re-run measures nothing new
+    assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 8
+    assert json.loads((run / "search" / "feedback.json").read_text()) == feedback

@@ -39,7 +39,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
              "supernet.train.patch_size"),
     "ratios": ("search.sampler", "search.ratio_trials", "search.startup_trials", "search.ratios", "search.seed",
                "search.adapt_steps", "search.adapt_lr"),
-    "finetune": ("data", "val_data", "finetune"),
+    "finetune": ("data", "val_data", "finetune"),  # + the content of search/chosen.json (Run.refresh_hashes)
     "deploy": ("target", "threads", "rpc", "output_size", "budget_ms"),
     "evaluate": ("eval_data",),
     "report": (),
@@ -60,11 +60,17 @@ def _value(cfg: dict[str, Any], key: str) -> Any:
     return out
 
 
-def stage_hashes(cfg: dict[str, Any]) -> dict[str, str]:
-    """Input hash of every stage (config keys it reads + hashes of the stages it depends on)."""
+def stage_hashes(cfg: dict[str, Any], files: dict[str, str] | None = None) -> dict[str, str]:
+    """Input hash of every stage (config keys it reads + hashes of the stages it depends on).
+
+    `files` adds the content of input files a stage reads besides its dependencies' results: the
+    finetune stage reads search/chosen.json, which a replan (below) rewrites.
+    """
     hashes: dict[str, str] = {}
     for stage in STAGES:
         doc = {"inputs": {k: _value(cfg, k) for k in INPUTS[stage]}, "after": [hashes[d] for d in DEPENDS[stage]]}
+        if files and stage in files:
+            doc["file"] = files[stage]
         hashes[stage] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
     return hashes
 
@@ -79,9 +85,16 @@ class Run:
         self.dir = Path(cfg["run_dir"])
         self.progress = progress
         self.hashes = stage_hashes(cfg)
+        self.refresh_hashes()
         self.target = get_target(str(cfg["target"]), cfg["threads"])
         w, h = config_mod.parse_size(cfg["output_size"])
         self.out_hw = (h, w)
+
+    def refresh_hashes(self) -> None:
+        """Recompute the hashes once search/chosen.json exists or changed (the finetune stage's input file)."""
+        chosen = self.dir / "search" / "chosen.json"
+        files = {"finetune": hashlib.sha256(chosen.read_bytes()).hexdigest()[:16]} if chosen.exists() else {}
+        self.hashes = stage_hashes(self.cfg, files)
 
     # --- state -----------------------------------------------------------------------------------
     def states(self) -> dict[str, Any]:
@@ -124,6 +137,8 @@ class Run:
                         started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
         started = time.perf_counter()
         result = getattr(self, f"_stage_{stage}")(fresh)
+        if stage in SEARCH_STAGES:
+            self.refresh_hashes()  # chosen.json is written now
         seconds = time.perf_counter() - started + (0.0 if fresh else float(state.get("seconds", 0.0)))
         self._set_state(stage, done=True, seconds=seconds, result=result,
                         finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
@@ -284,10 +299,63 @@ def early_budget_check(run: Run) -> None:
 
 def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False,
                  on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run `stages` in order; returns {stage: result}."""
+    """Run `stages` in order; returns {stage: result}. A deployed model measured over the budget is replanned
+    (up to search.replans times): the next candidate is fine-tuned, compiled and measured in its place."""
     results = {}
     for stage in stages:
         if on_stage:
             on_stage(stage)
         results[stage] = run.run_stage(stage, force=force)
+    after = [s for s in STAGES[STAGES.index("finetune"):] if s in stages]
+    feedback = run.dir / "search" / "feedback.json"
+    while "deploy" in stages:
+        seen = feedback.read_text() if feedback.exists() else None
+        if replan(run):
+            for stage in after:
+                results[stage] = run.run_stage(stage)
+            continue
+        if "report" in stages and feedback.exists() and feedback.read_text() != seen:
+            from srprune.search.report import write_report
+
+            write_report(run.dir)  # the last measurement is news for the report
+        break
     return results
+
+
+def replan(run: Run) -> bool:
+    """After an over-budget measurement: pick the next candidate for finetune and after; False when none is left.
+
+    Why: the latency model is a prediction; the compiled network's measured time is the truth. The
+    measured/predicted ratio of the deployed network corrects the predictions of every scored trial
+    (network-level error is mostly a common factor), and the best trial whose corrected prediction fits
+    the search window and that was not deployed before becomes search/chosen.json. Every measurement is
+    kept in search/feedback.json.
+    """
+    from srprune.search.replan import next_choice
+
+    dep = (run.states().get("deploy") or {}).get("result") or {}
+    if not dep or dep.get("within_budget", True):
+        return False
+    feedback_path = run.dir / "search" / "feedback.json"
+    feedback = json.loads(feedback_path.read_text()) if feedback_path.exists() else []
+    chosen = json.loads((run.dir / "search" / "chosen.json").read_text())
+    entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]},
+             "predicted_ms": dep["predicted_ms"], "measured_ms": dep["measured_ms"]}
+    if not feedback or feedback[-1]["candidate"] != entry["candidate"]:  # a re-run of a finished run adds nothing
+        feedback.append(entry)
+        write_text(feedback_path, json.dumps(feedback, indent=1) + "\n")
+    if len(feedback) > int(run.cfg["search"]["replans"]):
+        click.echo(f"[run] the deployed model measured {dep['measured_ms']:.1f} ms, over the {dep['budget_ms']:g} ms "
+                   f"budget, and search.replans ({run.cfg['search']['replans']}) are used up", err=True)
+        return False
+    new = next_choice(run.context(), run.storage(), feedback)
+    if new is None:
+        click.echo(f"[run] the deployed model measured {dep['measured_ms']:.1f} ms, over budget, and no other scored "
+                   "candidate fits the budget after correcting the predictions by the measurement", err=True)
+        return False
+    write_text(run.dir / "search" / "chosen.json", json.dumps(new, indent=1) + "\n")
+    run.refresh_hashes()
+    click.echo(f"[run] measured {dep['measured_ms']:.1f} ms > budget {dep['budget_ms']:g} ms (predicted "
+               f"{dep['predicted_ms']:.1f}): replanning with predictions x{new['correction']:.3f}", err=True)
+    log.info("replan %d: %s", len(feedback), json.dumps({k: v for k, v in new.items() if k != "genome"}))
+    return True

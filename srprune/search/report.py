@@ -119,6 +119,11 @@ def build_report(run_dir: Path) -> str:
                        f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
                        f"{lat['budget_fill']:.0%} of the budget, {verdict} it; predicted {lat['predicted_ms']:.1f} ms. "
                        f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}.")
+    feedback = _read_json(run_dir / "search" / "feedback.json") or []
+    if feedback:
+        tried = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted" for f in feedback)
+        summary.append(f"Replanned after over-budget measurements ({len(feedback)}): {tried}. The model above is the "
+                       "candidate chosen after correcting every trial's prediction by the last measurement.")
     if metrics:
         for name, d in metrics["datasets"].items():
             summary.append(f"{html.escape(name)}: PSNR-Y <b>{d['final']['psnr']:.3f} dB</b> "
