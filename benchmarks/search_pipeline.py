@@ -71,8 +71,15 @@ def pipeline_runs(base_cfg: dict, budgets: list[float], out: Path) -> dict:
                              "ssim": metrics["datasets"]["builtin"]["final"]["ssim"],
                              "proxy_psnr": chosen["proxy_psnr"], "genome": chosen["genome"], "prune": chosen["prune"],
                              "stage_seconds": {k: v.get("seconds") for k, v in states.items()},
+                             "replans": _replans(run),
                              "wall_s": time.perf_counter() - started}
     return results
+
+
+def _replans(run: Path) -> list[dict]:
+    """The over-budget measurements the pipeline replanned after (search/feedback.json)."""
+    path = run / "search" / "feedback.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
@@ -168,8 +175,11 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], steps: int, 
     for name, r in runs.items():
         cells = " ".join("skip" if c["block"] == "skip" else f"{c['block']}{c['width']}" for c in r["genome"]["cells"])
         pruned = ", ".join(f"{k} {v['scheme']} {v['ratio']:.2f}" for k, v in r["prune"].items()) or "none"
+        replans = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted"
+                            for f in r.get("replans", []))
         lines.append(f"- {name}: head {r['genome']['head']}, cells {cells}; pruned layers: {pruned}; "
-                     f"proxy {r['proxy_psnr']:.3f} dB")
+                     f"proxy {r['proxy_psnr']:.3f} dB"
+                     + (f"; replanned after over-budget deployments ({replans})" if replans else ""))
     return "\n".join(lines)
 
 

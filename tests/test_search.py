@@ -267,7 +267,7 @@ def _safe_trials(db: Path) -> list[int]:
 
 
 def test_two_processes_share_one_study(base, tmp_path):
-    run, cfg = copy_run(base, tmp_path, "shared", search__trials=24)
+    run, cfg = copy_run(base, tmp_path, "shared", search__trials=40)
     env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(base[1]))
     cmd = [sys.executable, "-c", "from srprune.cli import main; main()", "search", "-c", str(cfg), "--stage", "arch"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -279,11 +279,11 @@ def test_two_processes_share_one_study(base, tmp_path):
 
     study = optuna.load_study(study_name="arch", storage=f"sqlite:///{run / 'search' / 'study.db'}")
     complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 24  # none lost, none extra
-    assert len({t.number for t in complete}) == 24
+    assert len(complete) == 40  # none lost, none extra
+    assert len({t.number for t in complete}) == 40
     workers = {t.user_attrs["worker"] for t in complete}
     assert {str(p.pid) for p in procs} == {w.rpartition(":")[2] for w in workers}  # both did trials
-    assert len(read_csv(run / "search" / "trials.csv")) == 24
+    assert len(read_csv(run / "search" / "trials.csv")) == 40
 
 
 # --- bad input: one line, before any work -----------------------------------------------------------
