@@ -400,17 +400,17 @@ def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     feedback = json.loads((run / "search" / "feedback.json").read_text())
     assert 1 <= len(feedback) <= 3
-    assert all(f["measured_ms"] > 0.5 > f["predicted_ms"] for f in feedback)
-    assert r.stderr.count("replanning with predictions x") == len(feedback) - (len(feedback) == 3 or
-                                                                                "no other scored" in r.stderr)
+    assert all(f["measured_ms"] > 0.5 > f["predicted_ms"] and not f["within_budget"] for f in feedback)
     assert len({json.dumps(f["candidate"], sort_keys=True) for f in feedback}) == len(feedback)  # never the same twice
     lat = json.loads((run / "compiled" / "host" / "latency.json").read_text())
+    # every over-budget deployment but a final one was followed by a replan
+    assert r.stderr.count("replanning with predictions x") == len(feedback) - (0 if lat["within_budget"] else 1)
     if lat["within_budget"]:
         assert json.loads((run / "search" / "chosen.json").read_text())["stage"] == "replan"
     else:
-        assert "no other scored candidate fits" in r.stderr or "are used up" in r.stderr
+        assert "no other scored candidate fits" in r.stderr
         assert "OVER BUDGET" in r.stdout
-    assert f"Replanned after over-budget measurements ({len(feedback)})" in (run / "report.html").read_text()
+    assert f"Replanned after measurements outside the budget window ({len(feedback)})" in (run / "report.html").read_text()
     r = cli("run", "-c", cfg, cache=base[1])  # a re-run measures nothing new
     assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 8
     assert json.loads((run / "search" / "feedback.json").read_text()) == feedback

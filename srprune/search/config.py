@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "ratios": [0.25, 0.5, 0.6, 0.75],   # ratio choices of a pruned layer in stage 3
         "margin": 0.05,           # search under budget * (1 - margin): room for the prediction error
         "min_fill": 0.85,         # ... and above budget * min_fill: a network far under budget wastes quality
-        "replans": 2,             # a deployed model measured over budget is replaced by the next candidate, this often
+        "replans": 2,             # a deployed model measured outside [min_fill, 1] x budget: next candidate, this often
         "adapt_steps": 0,         # Adam steps on fixed batches before a candidate is scored (0: raw shared weights)
         "adapt_lr": 0.0001,
         "seed": 0,

@@ -323,39 +323,54 @@ def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False
 
 
 def replan(run: Run) -> bool:
-    """After an over-budget measurement: pick the next candidate for finetune and after; False when none is left.
+    """After a measurement outside the window: pick another candidate for finetune and after; False to stop.
 
-    Why: the latency model is a prediction; the compiled network's measured time is the truth. The
-    measured/predicted ratio of the deployed network corrects the predictions of every scored trial
-    (network-level error is mostly a common factor), and the best trial whose corrected prediction fits
-    the search window and that was not deployed before becomes search/chosen.json. Every measurement is
-    kept in search/feedback.json.
+    Why: the latency model is a prediction; the compiled network's measured time is the truth. When the
+    deployed network measures over the budget, or under budget x min_fill, its measured/predicted ratio
+    corrects the predictions of every scored trial (network-level error is mostly a common factor), and
+    the best trial not deployed before whose corrected time lies in the search window becomes
+    search/chosen.json. At most search.replans times. If the last one is over budget and nothing else
+    fits, the best earlier deployment that was within budget is restored (fine-tuning is deterministic,
+    so it comes back the same). Every measurement is kept in search/feedback.json.
     """
     from srprune.search.replan import next_choice
 
     dep = (run.states().get("deploy") or {}).get("result") or {}
-    if not dep or dep.get("within_budget", True):
+    if not dep:
+        return False
+    budget = float(dep["budget_ms"])
+    over = dep["measured_ms"] > budget
+    under = dep["measured_ms"] < budget * float(run.cfg["search"]["min_fill"])
+    if not (over or under):
         return False
     feedback_path = run.dir / "search" / "feedback.json"
     feedback = json.loads(feedback_path.read_text()) if feedback_path.exists() else []
     chosen = json.loads((run.dir / "search" / "chosen.json").read_text())
-    entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]},
-             "predicted_ms": dep["predicted_ms"], "measured_ms": dep["measured_ms"]}
-    if not feedback or feedback[-1]["candidate"] != entry["candidate"]:  # a re-run of a finished run adds nothing
-        feedback.append(entry)
-        write_text(feedback_path, json.dumps(feedback, indent=1) + "\n")
-    if len(feedback) > int(run.cfg["search"]["replans"]):
-        click.echo(f"[run] the deployed model measured {dep['measured_ms']:.1f} ms, over the {dep['budget_ms']:g} ms "
-                   f"budget, and search.replans ({run.cfg['search']['replans']}) are used up", err=True)
-        return False
-    new = next_choice(run.context(), run.storage(), feedback)
+    entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]}, "proxy_psnr": chosen["proxy_psnr"],
+             "predicted_ms": dep["predicted_ms"], "measured_ms": dep["measured_ms"], "within_budget": not over}
+    if feedback and feedback[-1]["candidate"] == entry["candidate"]:
+        return False  # this deployment was handled already (a re-run of a finished run, or a restored one)
+    feedback.append(entry)
+    write_text(feedback_path, json.dumps(feedback, indent=1) + "\n")
+    what = f"measured {dep['measured_ms']:.1f} ms, {'over' if over else 'under'} the window of the {budget:g} ms budget"
+    new = next_choice(run.context(), run.storage(), feedback) if len(feedback) <= int(run.cfg["search"]["replans"]) \
+        else None
     if new is None:
-        click.echo(f"[run] the deployed model measured {dep['measured_ms']:.1f} ms, over budget, and no other scored "
-                   "candidate fits the budget after correcting the predictions by the measurement", err=True)
-        return False
+        ok = [f for f in feedback[:-1] if f.get("within_budget")]
+        if over and ok and not chosen.get("restored"):  # restore once: a restored model measured over stays
+            best = max(ok, key=lambda f: f["proxy_psnr"])
+            new = {**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
+                   "stage": "replan", "restored": True}
+            click.echo(f"[run] {what}; no other candidate fits: restoring the earlier deployment that measured "
+                       f"{best['measured_ms']:.1f} ms", err=True)
+        else:
+            click.echo(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
+                       f"measurement, or search.replans ({run.cfg['search']['replans']}) are used up", err=True)
+            return False
+    else:
+        click.echo(f"[run] {what} (predicted {dep['predicted_ms']:.1f}): replanning with predictions "
+                   f"x{new['correction']:.3f}", err=True)
     write_text(run.dir / "search" / "chosen.json", json.dumps(new, indent=1) + "\n")
     run.refresh_hashes()
-    click.echo(f"[run] measured {dep['measured_ms']:.1f} ms > budget {dep['budget_ms']:g} ms (predicted "
-               f"{dep['predicted_ms']:.1f}): replanning with predictions x{new['correction']:.3f}", err=True)
     log.info("replan %d: %s", len(feedback), json.dumps({k: v for k, v in new.items() if k != "genome"}))
     return True

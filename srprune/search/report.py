@@ -122,8 +122,8 @@ def build_report(run_dir: Path) -> str:
     feedback = _read_json(run_dir / "search" / "feedback.json") or []
     if feedback:
         tried = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted" for f in feedback)
-        summary.append(f"Replanned after over-budget measurements ({len(feedback)}): {tried}. The model above is the "
-                       "candidate chosen after correcting every trial's prediction by the last measurement.")
+        summary.append(f"Replanned after measurements outside the budget window ({len(feedback)}): {tried}. The model "
+                       "above is the candidate chosen after correcting every trial's prediction by the last measurement.")
     if metrics:
         for name, d in metrics["datasets"].items():
             summary.append(f"{html.escape(name)}: PSNR-Y <b>{d['final']['psnr']:.3f} dB</b> "
