@@ -84,15 +84,13 @@ def _replans(run: Path) -> list[dict]:
 
 def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     """Train the reference models for `steps`, compile each for the host and time them interleaved."""
-    import numpy as np
-
     from compiler.build import compile_checked
-    from compiler.latency.measure import BuiltLayer, LocalRunner
+    from compiler.latency.measure import LocalRunner, built_network, interleaved
     from compiler.targets import get_target
     from srprune.baselines import run_demo
     from srprune.models import deploy
     from srprune.models.modelfile import load_model
-    from srprune.search.config import parse_size
+    from srprune.frame import parse_size
 
     print(f"[bench] references: {steps} steps each", flush=True)
     doc = run_demo(out / "references", steps=steps, models=REFERENCES)
@@ -101,17 +99,13 @@ def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     shape = (1, 3, h // cfg["scale"], w // cfg["scale"])
     timers, names = [], []
     runner = LocalRunner(target.threads)
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     for name in REFERENCES:
         model, _ = load_model(out / "references" / "train" / name / "model.pt")
         net = deploy(model).eval()
         compiled = compile_checked(net, shape, target)
-        timers.append(runner.timer(BuiltLayer(compiled.executable, "main", True, [x], compiled.output_shape, target)))
+        timers.append(runner.timer(built_network(compiled)))
         names.append(name)
-    samples = [[] for _ in timers]
-    for _ in range(rounds):
-        for i, t in enumerate(timers):
-            samples[i].extend(t(1))
+    samples = interleaved(timers, rounds)
     res = {}
     for name, s in zip(names, samples):
         m = doc["models"][name]

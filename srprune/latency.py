@@ -94,6 +94,12 @@ def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P
     return out
 
 
+def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A searched candidate's {layer: {scheme, ratio, block}} as `named_genome_layers` takes it (ratio 0 = dense)."""
+    return {name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
+            for name, p in prune.items() if p.get("ratio", 0) > 0}
+
+
 def genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
                   prune: dict[str, dict] | None = None) -> list[LayerConfig]:
     """The layer configurations of `genome` (see `named_genome_layers`)."""
@@ -165,7 +171,7 @@ def measure_genomes(genomes: list[Genome], target: Any, runner: Any, out_hw: tup
     """
     import torch
 
-    from compiler.latency.measure import build_model
+    from compiler.latency.measure import build_model, interleaved
     from srprune.progress import progress_bar
     from supernet.standalone import GenomeNet
 
@@ -180,11 +186,8 @@ def measure_genomes(genomes: list[Genome], target: Any, runner: Any, out_hw: tup
                 net = GenomeNet(g).deploy().eval()
                 h, w = lr_size(out_hw, g.scale)
                 built.append(build_model(net, (1, 3, h, w), target))
-            samples: list[list[float]] = [[] for _ in chunk]
             timers = [runner.timer(b) for b in built]  # loads and warms up each network once
-            for _ in range(rounds):
-                for i, t in enumerate(timers):
-                    samples[i].extend(t(1))
+            samples = interleaved(timers, rounds)
             for g, s in zip(chunk, samples):
                 results.append({"genome": g.to_dict(), "measured_ms": statistics.median(s), "samples_ms": s})
             del built, timers
@@ -297,9 +300,7 @@ def device_bench_points(record: Any, threads: int, what: str = "device bench") -
         results = list(record["results"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{what}: corrupt record (output_shape/results)") from None
-    prune = {n: {**p, "block": tuple(p.get("block") or (0, 0))} for n, p in (cand.get("prune") or {}).items()
-             if p.get("ratio", 0) > 0}
-    layers = genome_layers(genome, (oh, ow), prune)
+    layers = genome_layers(genome, (oh, ow), latency_prune(cand.get("prune") or {}))
     points = []
     for r in results:
         if int(r.get("threads", -1)) == threads and float(r.get("median_ms", 0)) > 0:

@@ -51,6 +51,23 @@ def run_cli(capsys):
     return run
 
 
+def torch_conv_reference(spec, x, w, b=None, alpha=None, res=None) -> torch.Tensor:
+    """What a fused conv kernel of `spec` (compiler.kernels.ConvSpec) must compute, in PyTorch:
+    explicit padding, conv (groups), bias, ReLU/PReLU, residual add."""
+    import torch.nn.functional as F
+
+    top, left, bottom, right = spec.pad
+    ref = F.conv2d(F.pad(torch.from_numpy(x), (left, right, top, bottom)), torch.from_numpy(w),
+                   None if b is None else torch.from_numpy(b), groups=spec.groups)
+    if spec.act == "relu":
+        ref = torch.relu(ref)
+    elif spec.act == "prelu":
+        ref = F.prelu(ref, torch.from_numpy(alpha))
+    if spec.residual:
+        ref = ref + torch.from_numpy(res)
+    return ref
+
+
 def srprune_subprocess(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """Run the installed console command in a fresh process (checks what a user sees, tracebacks included)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import srprune.cli.compile_cmd  # noqa: F401  (registers the commands even before commands.py lists them)
-from srprune.cli.compile_cmd import parse_size
+from srprune.frame import parse_size
 from srprune.errors import InputError
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 import tvm
 
 from compiler.errors import CompilerError
 from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
 from compiler.targets import get_target
+from tests.conftest import torch_conv_reference
 
 TOL = 1e-4
 
@@ -29,16 +28,7 @@ def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0) -> tuple[np.ndarray, np
     b = rng.standard_normal(spec.cout).astype(np.float32)
     alpha = rng.random(spec.cout, dtype=np.float32) * 0.5
     res = rng.random((spec.n, spec.cout, oh, ow), dtype=np.float32)
-
-    top, left, bottom, right = spec.pad
-    ref = F.conv2d(F.pad(torch.from_numpy(x), (left, right, top, bottom)), torch.from_numpy(w),
-                   torch.from_numpy(b) if spec.bias else None, groups=spec.groups)
-    if spec.act == "relu":
-        ref = torch.relu(ref)
-    elif spec.act == "prelu":
-        ref = F.prelu(ref, torch.from_numpy(alpha))
-    if spec.residual:
-        ref = ref + torch.from_numpy(res)
+    ref = torch_conv_reference(spec, x, w, b if spec.bias else None, alpha, res)
 
     sched = choose_schedule(spec, vec)
     func = conv2d_primfunc(spec, sched)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import tvm
-from torch import nn
 
 from compiler.bench import PlainSR
 from compiler.errors import CompilerError
@@ -21,6 +19,7 @@ from compiler.kernels import ConvSpec
 from compiler.sparse import (SparsePlan, Tile, choose_kernel, make_tiles, pack_sparse_weight, plan_sparse,
                              sparse_conv2d_primfunc)
 from compiler.targets import get_target
+from tests.conftest import torch_conv_reference
 
 TOL = 1e-4
 
@@ -48,15 +47,7 @@ def _run(spec: ConvSpec, w: np.ndarray, plan: SparsePlan, seed: int = 1) -> tupl
     b = rng.standard_normal(spec.cout).astype(np.float32) if spec.bias else None
     alpha = (rng.random(spec.cout, dtype=np.float32) * 0.5) if spec.act == "prelu" else None
     res = rng.random((spec.n, spec.cout, oh, ow), dtype=np.float32)
-    top, left, bottom, right = spec.pad
-    ref = F.conv2d(F.pad(torch.from_numpy(x), (left, right, top, bottom)), torch.from_numpy(w),
-                   None if b is None else torch.from_numpy(b))
-    if spec.act == "relu":
-        ref = torch.relu(ref)
-    elif spec.act == "prelu":
-        ref = F.prelu(ref, torch.from_numpy(alpha))
-    if spec.residual:
-        ref = ref + torch.from_numpy(res)
+    ref = torch_conv_reference(spec, x, w, b, alpha, res)
     func = sparse_conv2d_primfunc(spec, plan, w, b, alpha).with_attr("global_symbol", "main")
     lib = tvm.tirx.build(func, target=get_target("host").tvm_target())
     dev = tvm.cpu()

@@ -232,9 +232,26 @@ def build_model(model: nn.Module, input_shape: tuple[int, int, int, int], target
     """A whole network compiled with `compile_model` (checked against PyTorch on host), ready to time."""
     from compiler.build import compile_model
 
-    compiled = compile_model(model, input_shape, target)
-    x = np.random.default_rng(0).random(input_shape, dtype=np.float32)
-    return BuiltLayer(compiled.executable, "main", True, [x], compiled.output_shape, target)
+    return built_network(compile_model(model, input_shape, target))
+
+
+def built_network(compiled: Any) -> BuiltLayer:
+    """A compiled network (compiler.build.CompiledModel) with a seeded random input, ready to time."""
+    x = np.random.default_rng(0).random(compiled.input_shape, dtype=np.float32)
+    return BuiltLayer(compiled.executable, "main", True, [x], compiled.output_shape, compiled.target)
+
+
+def interleaved(timers: list[Callable[[int], list[float]]], rounds: int) -> list[list[float]]:
+    """Milliseconds of `rounds` runs of each timer, one run of each per round.
+
+    Why round-robin: on a shared machine the load changes over seconds, so a burst hits every
+    timed thing alike instead of a few of them wholesale.
+    """
+    samples: list[list[float]] = [[] for _ in timers]
+    for _ in range(rounds):
+        for i, t in enumerate(timers):
+            samples[i].extend(t(1))
+    return samples
 
 
 # --- runners ---------------------------------------------------------------------------------------
@@ -518,12 +535,9 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
                 bar.set_postfix_str(f"compile {cfg.key()[:40]}", refresh=False)
                 built.append(build_layer(cfg, target))
                 bar.update(1)
-            samples: list[list[float]] = [[] for _ in part]
             timers = [runner.timer(b) for b in built]  # loads and warms up each layer once
             bar.set_postfix_str(f"time {len(part)} layers x {repeat} rounds", refresh=False)
-            for _ in range(repeat):
-                for i, t in enumerate(timers):
-                    samples[i].extend(t(1))
+            samples = interleaved(timers, repeat)
             for cfg, ts in zip(part, samples):
                 table.add(cfg, ts)
             bar.update(len(part))

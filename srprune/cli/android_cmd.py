@@ -35,7 +35,7 @@ def android_group() -> None:
 def stage_cmd(model, app, scale, size, threads, seed) -> None:
     """Put MODEL into the app: a c-lib folder compiled for android-arm64, a run folder, a model file or a name
     (compiled for android-arm64 first). Writes the library, its header, the bench, the manifest and the test image."""
-    from srprune.cli.compile_cmd import parse_size
+    from srprune.frame import parse_size
 
     staged = android.stage(model, app, scale=scale, size=parse_size(size), threads=threads, seed=seed)
     click.echo(f"staged {staged.model} x{staged.scale} ({staged.input_wh[0]}x{staged.input_wh[1]} -> "

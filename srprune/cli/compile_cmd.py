@@ -6,23 +6,13 @@ Both compile the model's deployed form for one fixed frame size: `--size` is the
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
 from srprune.cli import cli
 from srprune.errors import InputError
-
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (width, height); anything else is an InputError."""
-    m = _SIZE.match(text.strip().lower())
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise InputError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1280x720, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+from srprune.frame import parse_size
 
 
 def _input_shape(size: tuple[int, int], scale: int, colors: int) -> tuple[int, int, int, int]:

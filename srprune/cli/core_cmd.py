@@ -125,7 +125,10 @@ def info_cmd(model, scale, size) -> None:
     from srprune.complexity import count_params, macs_for_output
     from srprune.models import deploy, resolve_model
 
-    out_hw = parse_size(size)
+    from srprune.frame import parse_size
+
+    w, h = parse_size(size)
+    out_hw = (h, w)
     net, info = resolve_model(model, scale)
     deployed = deploy(net)
     macs = macs_for_output(deployed, net.scale, out_hw)
@@ -137,14 +140,3 @@ def info_cmd(model, scale, size) -> None:
     click.echo(f"source:     {info.source}" + (f" ({info.path})" if info.path else " (untrained weights)"))
     if info.meta:
         click.echo(f"meta:       {json.dumps(info.meta)}")
-
-
-def parse_size(size: str) -> tuple[int, int]:
-    """'1280x720' (W x H) -> (720, 1280) as (H, W)."""
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise InputError(f"size {size!r} is not WIDTHxHEIGHT (for example 1280x720)") from None
-    if w < 1 or h < 1:
-        raise InputError(f"size {size!r} must be positive")
-    return h, w

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from srprune.cli import cli
-from srprune.cli.compile_cmd import parse_size
+from srprune.frame import parse_size
 from srprune.errors import InputError
 
 _TARGET_HELP = "Target name (host, android-arm64, ...); its table is RUN/latency/TARGET/."

@@ -22,6 +22,7 @@ from typing import Any
 
 from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, prunable_layers,
                                       proxy_psnr, scheme_name)
+from srprune.search.study import feasible
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 
 STUDY_ARCH = "arch"
@@ -130,8 +131,6 @@ def objective(ctx: SearchContext):
 
 def best_feasible(trials: list[Any]) -> Any | None:
     """The feasible trial with the highest proxy PSNR (ties: the faster one, then the earlier one)."""
-    from srprune.search.study import feasible
-
     ok = [t for t in trials if feasible(t)]
     return max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number)) if ok else None
 
@@ -164,15 +163,9 @@ def run_stage(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool
         raise InputError(f"stage 2 found no network within {ctx.lower_ms:.1f}-{ctx.upper_ms:.1f} ms predicted "
                          f"({len(trials)} trials, fastest {fastest:.1f} ms): raise budget_ms, search.trials, or "
                          "lower search.min_fill")
-    result = {**_record(best, place), "trials": len(trials), "feasible": sum(1 for t in trials if _feasible(t))}
+    result = {**_record(best, place), "trials": len(trials), "feasible": sum(1 for t in trials if feasible(t))}
     write_text(out_dir / "arch.json", json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _feasible(t: Any) -> bool:
-    from srprune.search.study import feasible
-
-    return feasible(t)
 
 
 def _record(t: Any, place: dict[int, int]) -> dict[str, Any]:

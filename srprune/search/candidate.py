@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from compiler.latency.config import LayerConfig
-from srprune.latency import named_genome_layers
+from srprune.latency import latency_prune, named_genome_layers
 from supernet.space import Genome
 
 PATTERN_MIN_RATIO = 5 / 9  # the compiled pattern kernels keep 4 of 9 taps (plus whole-kernel removal)
@@ -90,24 +90,19 @@ def pruning_spec(prune: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def latency_ms(predictor: Any, cand: Candidate, out_hw: tuple[int, int]) -> float:
     """Predicted milliseconds per frame on the latency model's target."""
-    layers = [c for _, c in named_genome_layers(cand.genome, out_hw, _latency_prune(cand.prune))]
+    layers = [c for _, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))]
     return predictor.predict(layers)
 
 
 def layer_breakdown(predictor: Any, cand: Candidate, out_hw: tuple[int, int]) -> list[dict[str, Any]]:
     """Per deployed layer: name, configuration key, scheme, ratio and predicted ms (for the report)."""
     rows = []
-    for name, c in named_genome_layers(cand.genome, out_hw, _latency_prune(cand.prune)):
+    for name, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune)):
         ms, how = predictor.layer_ms(c)
         rows.append({"layer": name, "op": c.op, "cin": c.cin, "cout": c.cout, "k": c.k, "groups": c.groups,
                      "scheme": c.scheme, "ratio": c.ratio, "block": list(c.block), "predicted_ms": ms,
                      "source": how})
     return rows
-
-
-def _latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
-            for name, p in prune.items() if p["ratio"] > 0}
 
 
 def extract_deployed(supernet: Any, genome: Genome) -> torch.nn.Module:
@@ -120,33 +115,31 @@ def extract_deployed(supernet: Any, genome: Genome) -> torch.nn.Module:
     return model
 
 
-def masked_network(supernet: Any, cand: Candidate) -> torch.nn.Module:
-    """The candidate's deployed network with every pruned layer's magnitude mask applied."""
+def apply_masks(model: torch.nn.Module, spec: dict[str, Any]) -> Any:
+    """Apply the final magnitude masks of a pruning spec to `model` in place; returns the Pruner (None: no layer)."""
     from srprune.pruning.pruner import Pruner
 
+    if not spec["layers"]:
+        return None
+    pruner = Pruner(model, spec)
+    pruner.update(1.0)
+    pruner.apply()
+    return pruner
+
+
+def masked_network(supernet: Any, cand: Candidate) -> tuple[torch.nn.Module, Any]:
+    """The candidate's deployed network with every pruned layer's magnitude mask applied, and its Pruner."""
     model = extract_deployed(supernet, cand.genome)
-    spec = pruning_spec({k: v for k, v in cand.prune.items() if v["ratio"] > 0})
-    if spec["layers"]:
-        pruner = Pruner(model, spec)
-        pruner.update(1.0)
-        pruner.apply()
-    return model
+    return model, apply_masks(model, pruning_spec({k: v for k, v in cand.prune.items() if v["ratio"] > 0}))
 
 
-def adapt(model: torch.nn.Module, prune: dict[str, dict[str, Any]], batches: Sequence, lr: float) -> None:
+def adapt(model: torch.nn.Module, pruner: Any, batches: Sequence, lr: float) -> None:
     """A few Adam steps on fixed batches with the masks held (the candidate's short adaptation), in place.
 
     Why: shared weights are trained for every sub-network at once and pruning masks cut them
     without repair, so the raw proxy under-rates pruned layers and some block mixes; a handful of
     steps (the same batches for every candidate, seeded) recovers most of what fine-tuning would.
     """
-    from srprune.pruning.pruner import Pruner
-
-    spec = pruning_spec({k: v for k, v in prune.items() if v["ratio"] > 0})
-    pruner = None
-    if spec["layers"]:
-        pruner = Pruner(model, spec)
-        pruner.update(1.0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for lr_batch, hr_batch in batches:
@@ -169,10 +162,10 @@ def proxy_psnr(supernet: Any, cand: Candidate, val: Sequence[tuple[torch.Tensor,
     """
     from srprune.search.supernet_stage import protocol_psnr
 
-    model = masked_network(supernet, cand)
+    model, pruner = masked_network(supernet, cand)
     if adapt_batches:
         with torch.enable_grad():
-            adapt(model, cand.prune, adapt_batches, lr)
+            adapt(model, pruner, adapt_batches, lr)
     with torch.no_grad():
         scores = [protocol_psnr(model(lr_.reshape(1, *lr_.shape[-3:]))[0], hr.reshape(hr.shape[-3:]),
                                 cand.genome.scale) for lr_, hr in val]

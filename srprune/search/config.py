@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from srprune.errors import InputError
+from srprune.frame import parse_size
 
 # Every key with its default; a nested dict is a section. `None` means "no default / optional".
 DEFAULTS: dict[str, Any] = {
@@ -65,17 +66,6 @@ DEFAULTS: dict[str, Any] = {
 
 SAMPLERS = ("tpe", "gp", "random")
 SEARCH_SCHEMES = ("dense", "block", "pattern")
-
-
-def parse_size(text: Any, what: str = "output_size") -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (width, height)."""
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-        if w > 0 and h > 0:
-            return w, h
-    except ValueError:
-        pass
-    raise InputError(f"config: {what} must be WIDTHxHEIGHT (e.g. 1280x720), got {text!r}")
 
 
 def _merge(defaults: dict, given: Any, where: str) -> dict:
@@ -139,7 +129,7 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
     if cfg["budget_ms"] is None:
         raise InputError("config: budget_ms (latency budget per frame on the target, in ms) is required")
     _number(cfg, "budget_ms", 1e-3)
-    parse_size(cfg["output_size"])
+    parse_size(cfg["output_size"], "config: output_size")
     if cfg["threads"] is not None:
         _number(cfg, "threads", 1, integer=True)
     from compiler.errors import CompilerError

@@ -76,22 +76,12 @@ def finetune_stage(cfg: dict[str, Any], run_dir: Path, chosen: dict[str, Any], *
 
 def _masked(model: torch.nn.Module, spec: dict) -> torch.nn.Module:
     """A copy with the final masks applied at once (what fine-tuning starts from, for the record)."""
-    from srprune.pruning.pruner import Pruner, copy_model
+    from srprune.pruning.pruner import copy_model
+    from srprune.search.candidate import apply_masks
 
     m = copy_model(model)
-    p = Pruner(m, spec)
-    p.update(1.0)
-    p.apply()
+    apply_masks(m, spec)
     return m.eval()
-
-
-def _time_rounds(timers: list, rounds: int) -> list[list[float]]:
-    """Interleaved timing: one run of each timer per round (load drifts hit all alike)."""
-    samples: list[list[float]] = [[] for _ in timers]
-    for _ in range(rounds):
-        for i, t in enumerate(timers):
-            samples[i].extend(t(1))
-    return samples
 
 
 def deploy_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int, int], *, rounds: int = 25,
@@ -99,10 +89,10 @@ def deploy_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
     from compiler.artifact import write_artifact
     from compiler.build import compile_checked
-    from compiler.latency.measure import BuiltLayer, build_layer
+    from compiler.latency.measure import build_layer, built_network, interleaved
     from srprune import __version__
     from srprune.data.cache import tuning_dir
-    from srprune.latency import load_predictor, lr_size, make_runner, named_genome_layers
+    from srprune.latency import latency_prune, load_predictor, lr_size, make_runner, named_genome_layers
     from srprune.models.modelfile import load_model
     from srprune.progress import progress_bar
     from srprune.search.candidate import latency_ms
@@ -121,14 +111,12 @@ def deploy_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[
                                     "srprune": __version__})
     runner = make_runner(target, cfg["rpc"])
     predictor = load_predictor(run_dir, target.name, target.threads)
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    net_timer = runner.timer(BuiltLayer(compiled.executable, "main", True, [x], compiled.output_shape, target))
-    named = named_genome_layers(cand.genome, out_hw, {n: {**p, "block": tuple(p.get("block") or (0, 0))}
-                                                      for n, p in cand.prune.items() if p["ratio"] > 0})
+    net_timer = runner.timer(built_network(compiled))
+    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
     layer_timers = []
     for _, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
         layer_timers.append(runner.timer(build_layer(c, target)))
-    samples = _time_rounds([net_timer] + layer_timers, rounds)
+    samples = interleaved([net_timer] + layer_timers, rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)
     for row, s in zip(breakdown, samples[1:]):

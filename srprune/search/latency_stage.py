@@ -23,7 +23,7 @@ def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
     One representative conv (the middle trunk width, ReLU) per kernel size the space uses, for every
     scheme, block size and ratio the search can pick.
     """
-    hw = lr_size(out_hw, space.scales[0] if len(space.scales) == 1 else min(space.scales))
+    hw = lr_size(out_hw, min(space.scales))
     w = space.widths[len(space.widths) // 2]
     kernels = [3] + ([1] if {"wide", "dws"} & set(space.blocks) else [])
     ratios = sorted(set(search["ratios"]) | {float(search["scheme_ratio"])})

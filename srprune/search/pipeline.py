@@ -23,6 +23,7 @@ import click
 
 from srprune.atomic import write_text
 from srprune.errors import InputError
+from srprune.frame import parse_size
 from srprune.search import config as config_mod
 
 STAGES = ("latency", "supernet", "arch", "ratios", "finetune", "deploy", "evaluate", "report")
@@ -87,7 +88,7 @@ class Run:
         self.hashes = stage_hashes(cfg)
         self.refresh_hashes()
         self.target = get_target(str(cfg["target"]), cfg["threads"])
-        w, h = config_mod.parse_size(cfg["output_size"])
+        w, h = parse_size(cfg["output_size"], "config: output_size")
         self.out_hw = (h, w)
 
     def refresh_hashes(self) -> None:

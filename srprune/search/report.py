@@ -37,6 +37,8 @@ def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budg
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from srprune.search.study import nondominated
+
     def pts(rows, ok):
         return ([float(r["predicted_ms"]) for r in rows if (r["feasible"] == "True") == ok],
                 [float(r["proxy_psnr"]) for r in rows if (r["feasible"] == "True") == ok])
@@ -49,13 +51,8 @@ def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budg
     if stage3:
         x, y = pts(stage3, True)
         ax.scatter(x, y, s=16, c="tab:orange", marker="s", label="stage 3 (ratios), feasible")
-    feas = sorted((float(r["predicted_ms"]), float(r["proxy_psnr"])) for r in stage2 + stage3
-                  if r["feasible"] == "True")
-    front, best = [], float("-inf")
-    for ms, p in feas:
-        if p > best:
-            front.append((ms, p))
-            best = p
+    feas = [(float(r["proxy_psnr"]), float(r["predicted_ms"])) for r in stage2 + stage3 if r["feasible"] == "True"]
+    front = [(feas[i][1], feas[i][0]) for i in nondominated(feas)]
     if front:
         ax.step([f[0] for f in front], [f[1] for f in front], where="post", c="tab:blue", lw=0.8,
                 label="Pareto front (feasible)")

@@ -27,6 +27,7 @@ from srprune.errors import InputError
 WORKER_ATTR = "worker"  # host:pid of the process running a trial
 # A trial of another machine still running after this long is taken as lost (a trial takes seconds).
 REMOTE_STALE_S = 600.0
+UNNAMED_STALE_S = 60.0  # a running trial that never got its worker's name after this long is taken as lost
 STUCK_LIMIT = 3
 GIVE_UP = 200  # pruned trials in a row after which the space counts as exhausted (fewer points than trials)
 
@@ -102,7 +103,11 @@ def fail_dead_trials(study: Any) -> int:
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if WORKER_ATTR in t.user_attrs and not _alive(t):
+        if WORKER_ATTR in t.user_attrs:
+            dead = not _alive(t)
+        else:  # killed between `ask` and naming its worker (milliseconds apart)
+            dead = t.datetime_start is not None and (datetime.now() - t.datetime_start).total_seconds() > UNNAMED_STALE_S
+        if dead:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
     return n
@@ -188,15 +193,23 @@ def feasible(trial: Any) -> bool:
     return all(c <= 0 for c in constraint_of(trial))
 
 
+def nondominated(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (PSNR, ms) points no other point beats in both (PSNR up, ms down), fastest first.
+
+    One sweep by latency: a point is on the front when its PSNR beats every faster point's.
+    """
+    best, front = float("-inf"), []
+    for i in sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0])):
+        if points[i][0] > best:
+            front.append(i)
+            best = points[i][0]
+    return front
+
+
 def pareto_front(trials: list[Any]) -> list[Any]:
-    """Feasible trials not dominated in (PSNR up, latency down): values = [psnr, ms]."""
+    """Feasible trials on the (PSNR up, latency down) front: values = [psnr, ms]."""
     ok = [t for t in trials if feasible(t)]
-    front = []
-    for t in ok:
-        p, ms = t.values
-        if not any((o.values[0] >= p and o.values[1] <= ms) and (o.values[0] > p or o.values[1] < ms) for o in ok):
-            front.append(t)
-    return sorted(front, key=lambda t: t.values[1])
+    return [ok[i] for i in nondominated([(t.values[0], t.values[1]) for t in ok])]
 
 
 def trials_csv(trials: list[Any], extra: Callable[[Any], dict[str, Any]]) -> str:
