@@ -65,6 +65,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     return total
 
 
+# Every engine's worker threads spin for a while after a call before they sleep (TVM's pool, PyTorch's
+# OpenMP, ONNX Runtime's pool). Timed back to back, each engine would share the cores with the previous
+# one's spinning threads, so each timed call waits this long first.
+SETTLE_MS = 50.0
+
+
 def peak_gflops(threads: int, n: int = 2048, repeat: int = 5) -> dict[str, float]:
     """The machine's measured fp32 peak from large matrix products: {"blas": ..., "tvm": ..., "peak": max}.
 
@@ -137,10 +143,11 @@ def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[]
 
 def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, threads: int | None = None,
                   engines: tuple[str, ...] = ENGINES, repeat: int = 10, warmup: int = 2,
-                  progress: bool = True, tuning_root: str | None = None) -> dict:
+                  progress: bool = True, tuning_root: str | None = None, settle_ms: float = SETTLE_MS) -> dict:
     """{engine: {median_ms, min_ms, max_ms}} plus "macs" and "threads"; TVM is compiled for `host`.
 
     `tuning_root`: MetaSchedule databases to apply to the TVM build (compiler.tune); None: untuned.
+    `settle_ms`: pause before each timed call (see SETTLE_MS).
     """
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
@@ -172,6 +179,7 @@ def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, t
                 fn()
         for _ in tqdm(range(repeat), desc="bench", unit="round", disable=not progress):
             for name, fn in runners.items():
+                time.sleep(settle_ms / 1e3)
                 if name == "tvm":
                     times[name].append(float(fn()[0]))  # time_evaluator: device-side seconds
                 else:

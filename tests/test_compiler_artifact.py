@@ -107,3 +107,27 @@ def test_target_table() -> None:
     assert "+fullfp16" in get_target("android-arm64-fp16").tvm["mattr"]
     with pytest.raises(CompilerError, match="threads"):
         get_target("host", threads=0)
+
+
+def test_runtime_pool_uses_every_core_of_the_process() -> None:
+    """TVM's own default pool on x86_64 is half the logical CPUs (1 worker on a 2-core machine)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, tvm\n"
+        "from compiler.targets import default_threads, set_runtime_threads\n"
+        "n = default_threads()\n"
+        "set_runtime_threads(n)\n"
+        "print(n, tvm.get_global_func('runtime.NumThreads')())\n"
+        "try:\n"
+        "    set_runtime_threads(n + 1)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    lines = out.stdout.split("\n")
+    cores, used = map(int, lines[0].split())
+    assert cores == len(os.sched_getaffinity(0)) and used == cores
+    assert lines[1] == "CompilerError"  # more threads than the pool: an error, not a silent cap
