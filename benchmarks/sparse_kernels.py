@@ -6,7 +6,7 @@ and checks the output against PyTorch). Weights are pruned with srprune.pruning'
 first, then timed round-robin (one call each per round) so that load from other users hits them alike;
 the reported ratio is sparse / dense per round (median, min, max over rounds).
 
-(1) conv3x3 32->32 + ReLU, input 1x32x360x640: dense vs block 4x8 and 2x8 at 50% and 75% vs pattern
+(1) conv3x3 32->32 + ReLU, input 1x32x360x640: dense vs block 8x8, 4x8 and 2x8 at 50% and 75% vs pattern
     (4-entry patterns + connectivity pruning) at 50% and 75%;
 (2) plain-c32-d6 (benchmarks/engines.py), input 1x3x360x640: dense vs block 4x8 at 50% (the head,
     3->32 with 27 columns, is not tiled by 4x8 blocks and stays dense).
@@ -38,7 +38,8 @@ from compiler.targets import get_target  # noqa: E402
 
 CONV_SHAPE = (1, 32, 360, 640)
 NET_SHAPE = (1, 3, 360, 640)
-CONV_VARIANTS = [("block 4x8", "block", [4, 8], 0.5), ("block 4x8", "block", [4, 8], 0.75),
+CONV_VARIANTS = [("block 8x8", "block", [8, 8], 0.5), ("block 8x8", "block", [8, 8], 0.75),
+                 ("block 4x8", "block", [4, 8], 0.5), ("block 4x8", "block", [4, 8], 0.75),
                  ("block 2x8", "block", [2, 8], 0.5), ("block 2x8", "block", [2, 8], 0.75),
                  ("pattern", "pattern", None, 0.5), ("pattern", "pattern", None, 0.75)]
 

@@ -1,13 +1,14 @@
-"""Our own CPU conv2d kernels: TE compute + a TIR schedule, one template for x86 and aarch64.
+"""Our own CPU conv2d kernels, one template for x86 and aarch64 (the SIMD width is a parameter).
 
 TVM 0.27 has no default CPU schedule for conv2d (untuned builds run naive scalar loops), so every
 conv our SR networks use goes through this template instead. Layout: the tensors stay NCHW (no layout
 transforms anywhere, so residual adds and PixelShuffle see the framework layout); the kernel vectorises
-along the output width (`vec` floats = the SIMD width), keeps an `oc_tile x (2 * vec)` block of outputs
-in registers while it reduces over input channels and taps, and runs rows in parallel on all cores.
-Weights are pre-packed at compile time to [Cout/oc_tile, Cin/groups, KH, KW, oc_tile] so the
-per-tap weights of one register tile are contiguous. Bias, activation (ReLU/PReLU) and a residual
-add are fused into the write-back of the tile.
+along the output width (`vec` floats = the SIMD width), keeps an `oc_tile x (nvec * vec)` block of
+outputs in registers while it reduces over input channels and taps, and runs bands of rows in parallel
+on all cores. Zero padding is never materialised: each task keeps a rolling window of the kh padded
+input rows it reads (emit_row_bands, shared with the sparse kernels). Weights are pre-packed at
+compile time to [Cout/oc_tile, Cin/groups, KH, KW, oc_tile] so the per-tap weights of one register
+tile are contiguous. Bias, activation (ReLU/PReLU) and a residual add are fused into the write-back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tvm import te, tirx
+from tvm import tirx
 
 from compiler.errors import CompilerError
 
@@ -96,106 +97,216 @@ def _round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
 
 
+# Row tasks per image: the parallel loop runs this many contiguous bands of output rows. A multiple of
+# every common thread count (1, 2, 3, 4, 6, 8, 12, 24), so the runtime's static split is balanced
+# whatever the target's thread count; a band re-reads kh - 1 rows to fill its window (emit_row_bands).
+ROW_TASKS = (24, 12, 8, 6, 4, 2, 1)
+MIN_BAND_ROWS = 8
+# Most weight columns (input channel x tap) per straight-line chunk of the reduction (see _emit_tile):
+# measured on conv3x3 32->32 at 640x360 (2 threads, AVX-512), chunks of 4 channels (36 columns) ran
+# 11.4 ms, 8 channels 11.7, 16 channels 15.4 and all 32 (one chunk) 18.4: long code falls out of the
+# instruction cache.
+CHUNK_COLUMNS = 36
+
+
+def row_tasks(out_rows: int) -> int:
+    """Bands of output rows the kernel runs in parallel (each at least MIN_BAND_ROWS rows)."""
+    return next(t for t in ROW_TASKS if out_rows // t >= MIN_BAND_ROWS or t == 1)
+
+
+def ring_slot(spec: ConvSpec, y, ky: int):
+    """The ring row holding input row y - top + ky (what output row y reads with tap row ky)."""
+    return tirx.floormod(y - spec.pad[0] + ky, spec.kh)
+
+
+def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None:  # noqa: N803
+    """Bands of output rows in parallel, each with a rolling window of zero-padded input rows.
+
+    Each task owns a private ring of kh padded input rows (all channels, `pw` columns) and runs its
+    band top to bottom: before output row y it copies the one input row that enters the window, then
+    calls emit_row(ring, b, y), which reads tap row ky of any channel c at ring[c, ring_slot(spec, y, ky)].
+    Shared by the dense and the sparse kernels.
+    """
+    n, cin, h, w, kh = spec.n, spec.cin, spec.h, spec.w, spec.kh
+    top, left = spec.pad[0], spec.pad[1]
+    oh = spec.out_hw[0]
+    tasks = row_tasks(oh)
+    band = -(-oh // tasks)
+    zero = tirx.const(0.0, "float32")
+    with T.parallel(0, n * tasks) as bt:
+        b = bt // tasks if n > 1 else tirx.const(0, "int32")
+        y0 = (bt % tasks) * band
+        ring = T.sblock_alloc_buffer((cin, kh, pw), "float32")  # TVM allocates it inside the task
+
+        def copy_row(row) -> None:
+            slot = tirx.floormod(row, kh)
+            with T.serial(0, cin) as c:
+                with T.If(tirx.all(row >= 0, row < h)):
+                    with T.Then():
+                        for x in range(left):
+                            T.buffer_store(ring, zero, [c, slot, x])
+                        with T.serial(0, w // vec) as xv:
+                            T.buffer_store(ring, tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]),
+                                           [c, slot, tirx.Ramp(xv * vec + left, 1, vec)])
+                        for x in range(w // vec * vec, w):
+                            T.buffer_store(ring, data[b, c, row, x], [c, slot, x + left])
+                        with T.serial(w + left, pw) as x:
+                            T.buffer_store(ring, zero, [c, slot, x])
+                    with T.Else():
+                        with T.serial(0, pw) as x:
+                            T.buffer_store(ring, zero, [c, slot, x])
+
+        with T.serial(0, kh - 1) as k:  # prime the ring with the rows above the band's first
+            copy_row(y0 - top + k)
+        with T.serial(0, tirx.min(band, oh - y0)) as dy:
+            y = y0 + dy
+            copy_row(y - top + kh - 1)
+            emit_row(ring, b, y)
+
+
 def conv2d_primfunc(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
-    """The scheduled PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv."""
+    """The PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv.
+
+    Written with TVM's IR builder rather than TE + schedule primitives, because the zero padding is
+    folded into a rolling window: each parallel task runs a band of output rows and keeps the last
+    kh padded input rows (all channels) in a private ring buffer, copying one new input row per output
+    row. A separate pad pass wrote and re-read a padded copy of the whole input through memory
+    (measured: 1.8-2.3 ms of a 22 ms conv3x3 32->32 at 640x360 on one core).
+    """
     if spec.act not in ACTIVATIONS:
         raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
     if spec.cin % spec.groups or spec.cout % spec.groups:
         raise CompilerError(f"channels {spec.cin}->{spec.cout} do not split into {spec.groups} groups")
-    n, cin, h, w, cout = spec.n, spec.cin, spec.h, spec.w, spec.cout
+    if (spec.cout // spec.groups) % sched.oc_tile:
+        raise CompilerError(f"oc_tile {sched.oc_tile} does not divide the {spec.cout // spec.groups} "
+                            "output channels per group")
+    func = _build_dense(spec, sched)
+    # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
+    return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
+    """The kernel body: bands of rows in parallel, a rolling padded window, register-tiled tiles.
+
+    Per output row: copy the newest input row into the ring, then for each output-channel tile and
+    each tile of `w_tile` pixels, accumulate oc_tile x nvec vectors over (input channel, ky, kx) in a
+    local buffer (<= 1 KB, so TVM puts it on the stack and LLVM keeps it in registers), then write it
+    back with bias, activation and residual fused. Weights are read in the packed layout of
+    `pack_weight`, so one tap's oc_tile weights are contiguous.
+    """
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T  # noqa: N812
+
+    n, cin, h, w, cout, kh, kw = spec.n, spec.cin, spec.h, spec.w, spec.cout, spec.kh, spec.kw
     top, left, _, _ = spec.pad
     oh, ow = spec.out_hw
-    ot, wt = sched.oc_tile, sched.w_tile
-    owp = _round_up(ow, wt)  # the conv is computed on whole tiles; the write-back drops the overhang
+    ot, vec, nv, wt = sched.oc_tile, sched.vec, sched.nvec, sched.w_tile
     cin_g, cout_g = cin // spec.groups, cout // spec.groups
+    xtiles = -(-ow // wt)
+    pw = xtiles * wt + kw - 1  # padded window width: whole tiles, zeros past the input
+    f32 = "float32"
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("main")
+            T.func_attr({"tir.noalias": True})
+            data = T.arg("data", T.buffer((n, cin, h, w), f32))
+            weight = T.arg("weight", T.buffer((cout // ot, cin_g, kh, kw, ot), f32))
+            bias = T.arg("bias", T.buffer((cout,), f32)) if spec.bias else None
+            alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
+            resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
+            out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
+            acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local")  # partial sums between channel chunks
 
-    data = te.placeholder((n, cin, h, w), "float32", name="data")
-    weight = te.placeholder((cout // ot, cin_g, spec.kh, spec.kw, ot), "float32", name="weight")
-    padded = te.compute(
-        (n, cin, oh + spec.kh - 1, owp + spec.kw - 1),
-        lambda b, c, y, x: tirx.if_then_else(
-            tirx.all(y >= top, y < h + top, x >= left, x < w + left),
-            data[b, c, y - top, x - left], tirx.const(0.0, "float32")),
-        name="pad")
-    ric = te.reduce_axis((0, cin_g), "ric")
-    rkh = te.reduce_axis((0, spec.kh), "rkh")
-    rkw = te.reduce_axis((0, spec.kw), "rkw")
+            def tiles(ring, b, y) -> None:
+                with T.serial(0, cout // ot) as oco:
+                    with T.serial(0, xtiles) as xo:
+                        _emit_tile(T, spec, sched, ring, acc, weight, bias, alpha, resid, out, b, y, oco, xo,
+                                   cin_g, cout_g)
 
-    def _in_channel(oc):
-        return ric if spec.groups == 1 else (oc // cout_g) * cin_g + ric
-
-    conv = te.compute(
-        (n, cout, oh, owp),
-        lambda b, oc, y, x: te.sum(
-            padded[b, _in_channel(oc), y + rkh, x + rkw] * weight[oc // ot, ric, rkh, rkw, oc % ot],
-            axis=[ric, rkh, rkw]),
-        name="conv")
-    args = [data, weight]
-    bias = alpha = resid = None
-    if spec.bias:
-        bias = te.placeholder((cout,), "float32", name="bias")
-        args.append(bias)
-    if spec.act == "prelu":
-        alpha = te.placeholder((cout,), "float32", name="alpha")
-        args.append(alpha)
-    if spec.residual:
-        resid = te.placeholder((n, cout, oh, ow), "float32", name="residual")
-        args.append(resid)
-
-    def _epilogue(b, oc, y, x):
-        v = conv[b, oc, y, x]
-        if bias is not None:
-            v = v + bias[oc]
-        if spec.act == "relu":
-            v = tirx.max(v, tirx.const(0.0, "float32"))
-        elif spec.act == "prelu":
-            v = tirx.Select(v > 0, v, v * alpha[oc])
-        if resid is not None:
-            v = v + resid[b, oc, y, x]
-        return v
-
-    out = te.compute((n, cout, oh, ow), _epilogue, name="out")
-    func = te.create_prim_func(args + [out])
-    return _schedule(func, spec, sched, owp)
+            emit_row_bands(T, spec, data, pw, vec, tiles)
+    return ib.get()
 
 
-def _schedule(func: tirx.PrimFunc, spec: ConvSpec, sched: Schedule, owp: int) -> tirx.PrimFunc:
-    """Register-tiled, vectorised, parallel schedule (the template; `sched` is its only parameter)."""
-    from tvm import s_tir
+def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, acc, weight, bias, alpha, resid, out, b, y, oco, xo,  # noqa: N803
+               cin_g: int, cout_g: int) -> None:
+    """One oc_tile x w_tile register tile of output row y: accumulate, then the fused write-back."""
+    kh, kw = spec.kh, spec.kw
+    ow = spec.out_hw[1]
+    ot, vec, nv, wt = sched.oc_tile, sched.vec, sched.nvec, sched.w_tile
+    f32 = "float32"
+    x0 = xo * wt
+    group_in = (oco * ot // cout_g) * cin_g  # first input channel of this tile's group
+    chunk = max(d for d in range(1, cin_g + 1) if cin_g % d == 0 and (d == 1 or d * kh * kw <= CHUNK_COLUMNS))
 
-    ot, wt, vec = sched.oc_tile, sched.w_tile, sched.vec
-    oh, ow = spec.out_hw
-    sch = s_tir.Schedule(func)
-    pad_b, conv_b, out_b = sch.get_sblock("pad"), sch.get_sblock("conv"), sch.get_sblock("out")
-    sch.set_scope(conv_b, 0, "local")
+    def accumulate(a: list, ic0) -> list:
+        """Straight-line multiply-adds of input channels ic0 .. ic0 + chunk - 1 onto SSA accumulators."""
+        for icl in range(chunk):
+            ic = ic0 + icl
+            for ky in range(kh):
+                slot = ring_slot(spec, y, ky)
+                for kx in range(kw):
+                    inp = [T.Bind(tirx.BufferLoad(ring, [group_in + ic, slot, tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
+                           for xv in range(nv)]
+                    for oi in range(ot):
+                        wv = tirx.Broadcast(tirx.BufferLoad(weight, [oco, ic, ky, kx, oi]), vec)
+                        for xv in range(nv):
+                            prod = wv * inp[xv]
+                            a[oi][xv] = T.Bind(prod if a[oi][xv] is None else a[oi][xv] + prod)
+        return a
 
-    # Write-back loops: (n, row) parallel, then output-channel tiles, then width tiles.
-    b, oc, y, x = sch.get_loops(out_b)
-    oco, oci = sch.split(oc, factors=[None, ot])
-    xo, xi = sch.split(x, factors=[None, wt])  # may carry a predicate when ow % wt != 0
-    sch.reorder(b, y, oco, xo, oci, xi)
-    outer = sch.fuse(b, y)
-    sch.parallel(outer)
-    sch.compute_at(conv_b, xo, preserve_unit_loops=True)
-    if ow % wt == 0:
-        xiv, xii = sch.split(xi, factors=[None, vec])
-        sch.unroll(oci)
-        sch.unroll(xiv)
-        sch.vectorize(xii)
+    # The accumulators are SSA values within a chunk of input channels, so LLVM keeps them in registers
+    # (TVM places any buffer of a parallel task in heap workspace, and LLVM does not keep such a buffer
+    # in registers across a loop). With several chunks they pass through `acc` between chunks: one load
+    # and one store per accumulator per chunk of up to CHUNK_COLUMNS x oc_tile x nvec multiply-adds.
+    if chunk == cin_g:
+        final = accumulate([[None] * nv for _ in range(ot)], 0)
+    else:
+        final = None
+        with T.serial(0, cin_g // chunk) as icc:
+            with T.If(icc == 0):
+                with T.Then():
+                    for oi in range(ot):
+                        for xv in range(nv):
+                            T.buffer_store(acc, tirx.Broadcast(tirx.const(0.0, f32), vec),
+                                           [oi, tirx.Ramp(xv * vec, 1, vec)])
+            loaded = [[T.Bind(tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])) for xv in range(nv)]
+                      for oi in range(ot)]
+            summed = accumulate(loaded, icc * chunk)
+            for oi in range(ot):
+                for xv in range(nv):
+                    T.buffer_store(acc, summed[oi][xv], [oi, tirx.Ramp(xv * vec, 1, vec)])
+    for oi in range(ot):
+        oc = oco * ot + oi
+        for xv in range(nv):
+            v = final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
+            xs = x0 + xv * vec
+            if ow % wt == 0:
+                _store(T, spec, v, out, bias, alpha, resid, b, oc, y, xs, vec)
+                continue
+            with T.If(xs + vec <= ow):  # the last tile overhangs the row: whole vectors, then lanes
+                with T.Then():
+                    _store(T, spec, v, out, bias, alpha, resid, b, oc, y, xs, vec)
+                with T.Else():
+                    for lane in range(vec):
+                        with T.If(xs + lane < ow):
+                            with T.Then():
+                                _store(T, spec, tirx.Shuffle([v], [lane]), out, bias, alpha, resid, b, oc, y,
+                                       xs + lane, 1)
 
-    # The tile itself: reduce over (ic, kh, kw) outside, the oc_tile x w_tile accumulators inside.
-    loops = sch.get_loops(conv_b)
-    c_b, c_oc, c_y, c_x, ric, rkh, rkw = loops[-7:]
-    c_xo, c_xv, c_xi = sch.split(c_x, factors=[None, sched.nvec, vec])
-    sch.reorder(ric, rkh, rkw, c_oc, c_xo, c_xv, c_xi)
-    sch.unroll(c_oc)
-    sch.unroll(c_xo)
-    sch.unroll(c_xv)
-    sch.vectorize(c_xi)
-    sch.decompose_reduction(conv_b, ric)  # the init copies the unrolled/vectorised inner loops
 
-    # Zero padding: its own parallel pass over (n, channel, row) with a vectorised-friendly inner loop.
-    p_b, p_c, p_y, p_x = sch.get_loops(pad_b)
-    sch.parallel(sch.fuse(p_b, p_c, p_y))
-    # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
-    return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
+def _store(T, spec: ConvSpec, v, out, bias, alpha, resid, b, oc, y, x, lanes: int) -> None:  # noqa: N803
+    """out[b, oc, y, x : x + lanes] = epilogue(v): + bias, ReLU/PReLU, + residual."""
+    def bcast(e):
+        return tirx.Broadcast(e, lanes) if lanes > 1 else e
+
+    idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
+    zero = bcast(tirx.const(0.0, "float32"))
+    if bias is not None:
+        v = v + bcast(tirx.BufferLoad(bias, [oc]))
+    if spec.act == "relu":
+        v = tirx.max(v, zero)
+    elif spec.act == "prelu":
+        v = tirx.Select(v > zero, v, v * bcast(tirx.BufferLoad(alpha, [oc])))
+    if resid is not None:
+        v = v + tirx.BufferLoad(resid, [b, oc, y, idx])
+    T.buffer_store(out, v, [b, oc, y, idx])

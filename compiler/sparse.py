@@ -11,8 +11,8 @@ channel as a constant), which lets pattern-pruned layers put channels with simil
 Nothing is looked up at run time: the weights are a constant array packed in execution order and read
 at compile-time offsets; bias and PReLU slopes are immediates.
 
-The schedule mirrors compiler.kernels: rows in parallel (each task first copies the zero-padded input
-rows it reads into a private window), vectorised along the width, an oc_tile x (nvec * vec)
+The schedule mirrors compiler.kernels: bands of rows in parallel, each task with a private rolling
+window of zero-padded input rows (compiler.kernels.emit_row_bands), vectorised along the width, an oc_tile x (nvec * vec)
 accumulator tile in registers, and bias, ReLU/PReLU and a residual add fused into the write-back.
 Specific to straight-line code: a tile's columns run in chunks, each chunk looping along the row while
 its code is hot in the instruction cache; the code size is capped (MAX_UNROLLED) because LLVM's time
@@ -28,7 +28,7 @@ import numpy as np
 from tvm import tirx
 
 from compiler.errors import CompilerError
-from compiler.kernels import ACTIVATIONS, ConvSpec
+from compiler.kernels import ACTIVATIONS, ConvSpec, emit_row_bands, ring_slot
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 
@@ -217,47 +217,15 @@ def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.
             out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
             # No "tir.noalias" on purpose: the output stores may then alias the weights, so LLVM keeps
             # each weight load inside the row loop instead of hoisting hundreds of them (spills).
-            win = T.sblock_alloc_buffer((cin, spec.kh, pw), f32)
             offsets = np.cumsum([0] + [len(t.cols) * ot for t in plan.tiles]).tolist()
-            # rows in parallel; every tile of a row in turn, so the input rows they share stay in cache
-            with T.parallel(0, n * oh) as by:
-                b, y = (by // oh, by % oh) if n > 1 else (tirx.const(0, "int32"), by)
-                _emit_window(T, spec, data, win, b, y, pw, vec)
+
+            def row(ring, b, y) -> None:  # every tile of a row in turn, so the rows they share stay in cache
+                slots = [T.Bind(ring_slot(spec, y, ky)) for ky in range(spec.kh)]
                 for t, tile in enumerate(plan.tiles):
-                    _TileCtx(spec, plan, win, weight, out, resid, b, y, bias, alpha).emit(T, tile, offsets[t])
+                    _TileCtx(spec, plan, ring, slots, weight, out, resid, b, y, bias, alpha).emit(T, tile, offsets[t])
+
+            emit_row_bands(T, spec, data, pw, vec, row)
     return ib.get()
-
-
-def _emit_window(T, spec: ConvSpec, data, win, b, y, pw: int, vec: int) -> None:  # noqa: N803
-    """Copy the kh zero-padded input rows that output row y reads (all channels) into `win`.
-
-    Per output row instead of one padded copy of the whole input (the dense kernel's pad pass): the
-    window (cin x kh x padded width) is private to the task and stays in the core's cache, and the
-    input is read from memory once instead of being written out padded and read back.
-    """
-    cin, h, w = spec.cin, spec.h, spec.w
-    top, left, _, _ = spec.pad
-    zero = tirx.const(0.0, "float32")
-    with T.serial(0, cin) as c:
-        with T.serial(0, spec.kh) as ky:
-            row = y + ky - top
-            with T.If(tirx.all(row >= 0, row < h)):
-                with T.Then():
-                    if left:
-                        with T.serial(0, left) as x:
-                            T.buffer_store(win, zero, [c, ky, x])
-                    with T.serial(0, w // vec) as xv:
-                        T.buffer_store(win, tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]),
-                                       [c, ky, tirx.Ramp(xv * vec + left, 1, vec)])
-                    if w % vec:
-                        with T.serial(w // vec * vec, w) as x:
-                            T.buffer_store(win, data[b, c, row, x], [c, ky, x + left])
-                    if w + left < pw:
-                        with T.serial(w + left, pw) as x:
-                            T.buffer_store(win, zero, [c, ky, x])
-                with T.Else():
-                    with T.serial(0, pw) as x:
-                        T.buffer_store(win, zero, [c, ky, x])
 
 
 @dataclass
@@ -266,7 +234,8 @@ class _TileCtx:
 
     spec: ConvSpec
     plan: SparsePlan
-    win: object  # the padded input rows of this output row (cin x kh x padded width)
+    ring: object  # the task's rolling window of padded input rows (cin x kh x padded width)
+    slots: list  # ring row of each tap row ky for this output row
     weight: object
     out: object
     resid: object
@@ -304,7 +273,7 @@ class _TileCtx:
                 for c in chunk:
                     i, r = divmod(c, ksz)
                     ky, kx = divmod(r, spec.kw)
-                    inp = [T.Bind(tirx.BufferLoad(self.win, [i, ky, tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
+                    inp = [T.Bind(tirx.BufferLoad(self.ring, [i, self.slots[ky], tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
                            for xv in range(nv)]
                     for oi in range(ot):
                         wv = tirx.Broadcast(tirx.BufferLoad(self.weight, [off + oi]), vec)
