@@ -93,10 +93,6 @@ def pack_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
     return np.ascontiguousarray(packed, dtype="float32")
 
 
-def _round_up(x: int, m: int) -> int:
-    return (x + m - 1) // m * m
-
-
 # Row tasks per image: the parallel loop runs this many contiguous bands of output rows. A multiple of
 # every common thread count (1, 2, 3, 4, 6, 8, 12, 24), so the runtime's static split is balanced
 # whatever the target's thread count; a band re-reads kh - 1 rows to fill its window (emit_row_bands).
@@ -124,7 +120,7 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
 
     Each task owns a private ring of kh padded input rows (all channels, `pw` columns) and runs its
     band top to bottom: before output row y it copies the one input row that enters the window, then
-    calls emit_row(ring, b, y), which reads tap row ky of any channel c at ring[c, ring_slot(spec, y, ky)].
+    calls emit_row(ring, slots, b, y), which reads tap row ky of any channel c at ring[c, slots[ky]].
     Shared by the dense and the sparse kernels.
     """
     n, cin, h, w, kh = spec.n, spec.cin, spec.h, spec.w, spec.kh
@@ -161,7 +157,7 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
         with T.serial(0, tirx.min(band, oh - y0)) as dy:
             y = y0 + dy
             copy_row(y - top + kh - 1)
-            emit_row(ring, b, y)
+            emit_row(ring, [T.Bind(ring_slot(spec, y, ky)) for ky in range(kh)], b, y)
 
 
 def conv2d_primfunc(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
@@ -189,9 +185,8 @@ def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
     """The kernel body: bands of rows in parallel, a rolling padded window, register-tiled tiles.
 
     Per output row: copy the newest input row into the ring, then for each output-channel tile and
-    each tile of `w_tile` pixels, accumulate oc_tile x nvec vectors over (input channel, ky, kx) in a
-    local buffer (<= 1 KB, so TVM puts it on the stack and LLVM keeps it in registers), then write it
-    back with bias, activation and residual fused. Weights are read in the packed layout of
+    each tile of `w_tile` pixels, accumulate oc_tile x nvec vectors over (input channel, ky, kx) as
+    register values (see _emit_tile), then write them back with bias, activation and residual fused. Weights are read in the packed layout of
     `pack_weight`, so one tap's oc_tile weights are contiguous.
     """
     from tvm.script.ir_builder import IRBuilder
@@ -215,37 +210,44 @@ def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
             alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
             resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
             out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
-            acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local")  # partial sums between channel chunks
+            chunk = _reduction_chunk(spec)
+            # partial sums between channel chunks (none when one chunk covers every input channel)
+            acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local") if chunk < cin_g else None
 
-            def tiles(ring, b, y) -> None:
+            def tiles(ring, slots, b, y) -> None:
                 with T.serial(0, cout // ot) as oco:
                     with T.serial(0, xtiles) as xo:
-                        _emit_tile(T, spec, sched, ring, acc, weight, bias, alpha, resid, out, b, y, oco, xo,
-                                   cin_g, cout_g)
+                        _emit_tile(T, spec, sched, ring, slots, acc, chunk, weight, bias, alpha, resid, out, b, y,
+                                   oco, xo)
 
             emit_row_bands(T, spec, data, pw, vec, tiles)
     return ib.get()
 
 
-def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, acc, weight, bias, alpha, resid, out, b, y, oco, xo,  # noqa: N803
-               cin_g: int, cout_g: int) -> None:
+def _reduction_chunk(spec: ConvSpec) -> int:
+    """Input channels per straight-line chunk: the most that divide the group and fit CHUNK_COLUMNS."""
+    cin_g = spec.cin // spec.groups
+    return max(d for d in range(1, cin_g + 1) if cin_g % d == 0 and (d == 1 or d * spec.kh * spec.kw <= CHUNK_COLUMNS))
+
+
+def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int, weight, bias, alpha, resid, out,  # noqa: N803
+               b, y, oco, xo) -> None:
     """One oc_tile x w_tile register tile of output row y: accumulate, then the fused write-back."""
     kh, kw = spec.kh, spec.kw
     ow = spec.out_hw[1]
     ot, vec, nv, wt = sched.oc_tile, sched.vec, sched.nvec, sched.w_tile
+    cin_g, cout_g = spec.cin // spec.groups, spec.cout // spec.groups
     f32 = "float32"
     x0 = xo * wt
     group_in = (oco * ot // cout_g) * cin_g  # first input channel of this tile's group
-    chunk = max(d for d in range(1, cin_g + 1) if cin_g % d == 0 and (d == 1 or d * kh * kw <= CHUNK_COLUMNS))
 
     def accumulate(a: list, ic0) -> list:
         """Straight-line multiply-adds of input channels ic0 .. ic0 + chunk - 1 onto SSA accumulators."""
         for icl in range(chunk):
             ic = ic0 + icl
             for ky in range(kh):
-                slot = ring_slot(spec, y, ky)
                 for kx in range(kw):
-                    inp = [T.Bind(tirx.BufferLoad(ring, [group_in + ic, slot, tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
+                    inp = [T.Bind(tirx.BufferLoad(ring, [group_in + ic, slots[ky], tirx.Ramp(x0 + xv * vec + kx, 1, vec)]))
                            for xv in range(nv)]
                     for oi in range(ot):
                         wv = tirx.Broadcast(tirx.BufferLoad(weight, [oco, ic, ky, kx, oi]), vec)
@@ -277,36 +279,59 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, acc, weight, bias, alph
                     T.buffer_store(acc, summed[oi][xv], [oi, tirx.Ramp(xv * vec, 1, vec)])
     for oi in range(ot):
         oc = oco * ot + oi
+        wb = WriteBack(spec, out, resid, b, y, oc, None if bias is None else tirx.BufferLoad(bias, [oc]),
+                       None if alpha is None else tirx.BufferLoad(alpha, [oc]))
         for xv in range(nv):
             v = final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
-            xs = x0 + xv * vec
-            if ow % wt == 0:
-                _store(T, spec, v, out, bias, alpha, resid, b, oc, y, xs, vec)
-                continue
-            with T.If(xs + vec <= ow):  # the last tile overhangs the row: whole vectors, then lanes
-                with T.Then():
-                    _store(T, spec, v, out, bias, alpha, resid, b, oc, y, xs, vec)
-                with T.Else():
-                    for lane in range(vec):
-                        with T.If(xs + lane < ow):
-                            with T.Then():
-                                _store(T, spec, tirx.Shuffle([v], [lane]), out, bias, alpha, resid, b, oc, y,
-                                       xs + lane, 1)
+            wb.store_vector(T, v, x0 + xv * vec, vec, whole=ow % wt == 0)
 
 
-def _store(T, spec: ConvSpec, v, out, bias, alpha, resid, b, oc, y, x, lanes: int) -> None:  # noqa: N803
-    """out[b, oc, y, x : x + lanes] = epilogue(v): + bias, ReLU/PReLU, + residual."""
-    def bcast(e):
-        return tirx.Broadcast(e, lanes) if lanes > 1 else e
+@dataclass
+class WriteBack:
+    """The fused write-back of output channel `oc` of row y: + bias, ReLU/PReLU, + residual, store.
 
-    idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-    zero = bcast(tirx.const(0.0, "float32"))
-    if bias is not None:
-        v = v + bcast(tirx.BufferLoad(bias, [oc]))
-    if spec.act == "relu":
-        v = tirx.max(v, zero)
-    elif spec.act == "prelu":
-        v = tirx.Select(v > zero, v, v * bcast(tirx.BufferLoad(alpha, [oc])))
-    if resid is not None:
-        v = v + tirx.BufferLoad(resid, [b, oc, y, idx])
-    T.buffer_store(out, v, [b, oc, y, idx])
+    `bias` / `alpha` are scalar expressions: a load from the kernel's argument (dense kernels, shared
+    between layers) or a constant baked into the code (sparse kernels); None when the conv has none.
+    """
+
+    spec: ConvSpec
+    out: object
+    resid: object
+    b: object
+    y: object
+    oc: object
+    bias: object = None
+    alpha: object = None
+
+    def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
+        """out[b, oc, y, x : x + lanes] = epilogue(v)."""
+        def bcast(e):
+            return tirx.Broadcast(e, lanes) if lanes > 1 else e
+
+        idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
+        zero = bcast(tirx.const(0.0, "float32"))
+        if self.bias is not None:
+            v = v + bcast(self.bias)
+        if self.spec.act == "relu":
+            v = tirx.max(v, zero)
+        elif self.spec.act == "prelu":
+            v = tirx.Select(v > zero, v, v * bcast(self.alpha))
+        if self.resid is not None:
+            v = v + tirx.BufferLoad(self.resid, [self.b, self.oc, self.y, idx])
+        T.buffer_store(self.out, v, [self.b, self.oc, self.y, idx])
+
+    def store_vector(self, T, v, x, vec: int, whole: bool) -> None:  # noqa: N803
+        """Store one vector of outputs at column x; unless `whole` (row tiles divide the row), the last
+        tile overhangs the row: a whole vector where it fits, else lane by lane up to the row's end."""
+        if whole:
+            self.store(T, v, x, vec)
+            return
+        ow = self.spec.out_hw[1]
+        with T.If(x + vec <= ow):
+            with T.Then():
+                self.store(T, v, x, vec)
+            with T.Else():
+                for lane in range(vec):
+                    with T.If(x + lane < ow):
+                        with T.Then():
+                            self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1)

@@ -28,7 +28,7 @@ import numpy as np
 from tvm import tirx
 
 from compiler.errors import CompilerError
-from compiler.kernels import ACTIVATIONS, ConvSpec, emit_row_bands, ring_slot
+from compiler.kernels import ACTIVATIONS, ConvSpec, WriteBack, emit_row_bands
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 
@@ -219,8 +219,7 @@ def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.
             # each weight load inside the row loop instead of hoisting hundreds of them (spills).
             offsets = np.cumsum([0] + [len(t.cols) * ot for t in plan.tiles]).tolist()
 
-            def row(ring, b, y) -> None:  # every tile of a row in turn, so the rows they share stay in cache
-                slots = [T.Bind(ring_slot(spec, y, ky)) for ky in range(spec.kh)]
+            def row(ring, slots, b, y) -> None:  # every tile of a row in turn, so the rows they share stay in cache
                 for t, tile in enumerate(plan.tiles):
                     _TileCtx(spec, plan, ring, slots, weight, out, resid, b, y, bias, alpha).emit(T, tile, offsets[t])
 
@@ -288,54 +287,12 @@ class _TileCtx:
                     continue
                 # write-back: a tile's rows are arbitrary output channels, each a constant
                 for oi, oc in enumerate(tile.rows):
-                    epi = _Epilogue(spec, self.out, self.resid, b, y, oc,
-                                    None if self.bias is None else float(self.bias[oc]),
-                                    None if self.alpha is None else float(self.alpha[oc]))
+                    wb = WriteBack(spec, self.out, self.resid, b, y, oc,
+                                   None if self.bias is None else tirx.const(float(self.bias[oc]), "float32"),
+                                   None if self.alpha is None else tirx.const(float(self.alpha[oc]), "float32"))
                     for xv in range(nv):
                         a = acc[oi][xv] if acc[oi][xv] is not None else tirx.Broadcast(zero, vec)
-                        xs = x0 + xv * vec
-                        if ow % wt == 0:
-                            epi.store(T, a, xs, vec)
-                            continue
-                        with T.If(xs + vec <= ow):  # the last row tile overhangs: whole vectors, then lanes
-                            with T.Then():
-                                epi.store(T, a, xs, vec)
-                            with T.Else():
-                                for lane in range(vec):
-                                    with T.If(xs + lane < ow):
-                                        with T.Then():
-                                            epi.store(T, tirx.Shuffle([a], [lane]), xs + lane, 1)
-
-
-@dataclass
-class _Epilogue:
-    """The fused write-back of one output channel: bias, ReLU/PReLU, residual add (constants baked in)."""
-
-    spec: ConvSpec
-    out: object
-    resid: object
-    b: object
-    y: object
-    oc: int
-    bias: float | None
-    alpha: float | None
-
-    def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
-        """Store `lanes` outputs starting at column x."""
-        def const(c: float):
-            k = tirx.const(c, "float32")
-            return tirx.Broadcast(k, lanes) if lanes > 1 else k
-
-        idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        if self.bias is not None:
-            v = v + const(self.bias)
-        if self.spec.act == "relu":
-            v = tirx.max(v, const(0.0))
-        elif self.spec.act == "prelu":
-            v = tirx.Select(v > const(0.0), v, v * const(self.alpha))
-        if self.resid is not None:
-            v = v + tirx.BufferLoad(self.resid, [self.b, self.oc, self.y, idx])
-        T.buffer_store(self.out, v, [self.b, self.oc, self.y, idx])
+                        wb.store_vector(T, a, x0 + xv * vec, vec, whole=ow % wt == 0)
 
 
 def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 32, mode: str = "auto",

@@ -10,6 +10,8 @@ removed and it runs anew (and so does every stage after it, whose hashes include
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import logging
@@ -257,10 +259,8 @@ class Run:
 def _delete_study(storage: Any, name: str) -> None:
     import optuna
 
-    try:
+    with contextlib.suppress(KeyError):  # no such study yet: nothing to delete
         optuna.delete_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
 
 
 def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = True,
