@@ -98,10 +98,9 @@ def pack_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
 # whatever the target's thread count; a band re-reads kh - 1 rows to fill its window (emit_row_bands).
 ROW_TASKS = (24, 12, 8, 6, 4, 2, 1)
 MIN_BAND_ROWS = 8
-# Most weight columns (input channel x tap) per straight-line chunk of the reduction (see _emit_tile):
-# measured on conv3x3 32->32 at 640x360 (2 threads, AVX-512), chunks of 4 channels (36 columns) ran
-# 11.4 ms, 8 channels 11.7, 16 channels 15.4 and all 32 (one chunk) 18.4: long code falls out of the
-# instruction cache.
+# Most weight columns (input channel x tap) per straight-line chunk of the reduction (see _emit_tile).
+# Shorter chunks move partial sums through memory more often; longer code falls out of the instruction
+# cache. Measured side by side by benchmarks/conv_chunks.py (docs/benchmarks.md `conv_chunks`).
 CHUNK_COLUMNS = 36
 
 
@@ -160,7 +159,7 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
             emit_row(ring, [T.Bind(ring_slot(spec, y, ky)) for ky in range(kh)], b, y)
 
 
-def conv2d_primfunc(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
+def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_COLUMNS) -> tirx.PrimFunc:
     """The PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv.
 
     Written with TVM's IR builder rather than TE + schedule primitives, because the zero padding is
@@ -176,12 +175,12 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
     if (spec.cout // spec.groups) % sched.oc_tile:
         raise CompilerError(f"oc_tile {sched.oc_tile} does not divide the {spec.cout // spec.groups} "
                             "output channels per group")
-    func = _build_dense(spec, sched)
+    func = _build_dense(spec, sched, chunk_columns)
     # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
     return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
+def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int) -> tirx.PrimFunc:
     """The kernel body: bands of rows in parallel, a rolling padded window, register-tiled tiles.
 
     Per output row: copy the newest input row into the ring, then for each output-channel tile and
@@ -210,7 +209,7 @@ def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
             alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
             resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
             out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
-            chunk = _reduction_chunk(spec)
+            chunk = _reduction_chunk(spec, chunk_columns)
             # partial sums between channel chunks (none when one chunk covers every input channel)
             acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local") if chunk < cin_g else None
 
@@ -224,10 +223,10 @@ def _build_dense(spec: ConvSpec, sched: Schedule) -> tirx.PrimFunc:
     return ib.get()
 
 
-def _reduction_chunk(spec: ConvSpec) -> int:
-    """Input channels per straight-line chunk: the most that divide the group and fit CHUNK_COLUMNS."""
+def _reduction_chunk(spec: ConvSpec, chunk_columns: int) -> int:
+    """Input channels per straight-line chunk: the most that divide the group and fit `chunk_columns`."""
     cin_g = spec.cin // spec.groups
-    return max(d for d in range(1, cin_g + 1) if cin_g % d == 0 and (d == 1 or d * spec.kh * spec.kw <= CHUNK_COLUMNS))
+    return max(d for d in range(1, cin_g + 1) if cin_g % d == 0 and (d == 1 or d * spec.kh * spec.kw <= chunk_columns))
 
 
 def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int, weight, bias, alpha, resid, out,  # noqa: N803

@@ -137,7 +137,7 @@ def set_runtime_threads(threads: int) -> None:
 
     Mode -3 (kSpecifyThreadShareAllCore) lets the workers share all of this process's cores instead of
     pinning worker k to core k (mode 1): with pinning, the calling thread (worker 0) could be scheduled
-    onto worker 1's core and both ran on one (measured: 21 ms vs 12.5 ms for one conv on 2 cores).
+    onto worker 1's core and both ran on one (a one-off check: 21 ms vs 12.5 ms for one conv on 2 cores).
     More threads than the pool holds (TVM_NUM_THREADS, see above) raise CompilerError.
     """
     pool = int(os.environ.get("TVM_NUM_THREADS", "0") or 0)

@@ -1,0 +1,96 @@
+"""The dense conv kernel's reduction chunk: weight columns of straight-line code per chunk, side by side.
+
+compiler.kernels keeps a tile's accumulators in registers within a chunk of input channels and passes them
+through memory between chunks (CHUNK_COLUMNS decides the chunk). This times the same conv3x3 32->32 + ReLU
+at 640x360 (2 threads by default) built with several chunk sizes, round-robin (one call of each per round),
+and reports each one's time relative to the default's per round (median [min, max]).
+
+Usage: python benchmarks/conv_chunks.py [--rounds R] [--threads N] [--json FILE] [--doc]
+(--doc rewrites the `conv_chunks` section of docs/benchmarks.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from compiler.kernels import CHUNK_COLUMNS, ConvSpec, choose_schedule, conv2d_primfunc  # noqa: E402
+from compiler.latency.measure import interleaved  # noqa: E402
+from compiler.targets import get_target, set_runtime_threads  # noqa: E402
+
+SPEC = ConvSpec(1, 32, 360, 640, 32, 3, 3, (1, 1, 1, 1), act="relu")
+COLUMNS = (9, 18, CHUNK_COLUMNS, 72, 144, 288)  # 1, 2, 4, 8, 16 and all 32 input channels of a 3x3 conv
+
+
+def run(rounds: int, threads: int | None) -> dict:
+    """Build one kernel per chunk size, time them interleaved, return stats and ratios to the default."""
+    import tvm
+
+    target = get_target("host", threads)
+    set_runtime_threads(target.threads)
+    sched = choose_schedule(SPEC, target.vec, target.registers)
+    rng = np.random.default_rng(0)
+    shapes = [(1, 32, 360, 640), (32 // sched.oc_tile, 32, 3, 3, sched.oc_tile), (32,), (1, 32, 360, 640)]
+    args = [tvm.runtime.tensor(rng.random(s, dtype=np.float32), tvm.cpu()) for s in shapes]
+    timers, compile_s = [], []
+    for cols in COLUMNS:
+        func = conv2d_primfunc(SPEC, sched, chunk_columns=cols).with_attr("global_symbol", "main")
+        t0 = time.perf_counter()
+        lib = tvm.compile(tvm.IRModule({"main": func}), target=target.tvm_target())
+        compile_s.append(time.perf_counter() - t0)
+        f = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=1)
+        f(*args)  # warm-up
+        timers.append(lambda _r, f=f: [x * 1e3 for x in f(*args).results])
+    samples = [np.asarray(s) for s in interleaved(timers, rounds)]
+    base = samples[COLUMNS.index(CHUNK_COLUMNS)]
+    rows = []
+    for cols, s, cs in zip(COLUMNS, samples, compile_s):
+        r = s / base
+        rows.append({"columns": cols, "channels": cols // 9, "median_ms": float(np.median(s)), "min_ms": float(s.min()),
+                     "max_ms": float(s.max()), "ratio_median": float(np.median(r)), "ratio_min": float(r.min()),
+                     "ratio_max": float(r.max()), "compile_s": cs,
+                     "gflops": 2 * SPEC.macs() / float(np.median(s)) / 1e6})
+    return {"machine": machine(), "threads": target.threads, "rounds": rounds, "oc_tile": sched.oc_tile,
+            "w_tile": sched.w_tile, "rows": rows}
+
+
+def to_markdown(res: dict) -> str:
+    lines = ["## Dense conv kernel: reduction chunk size", "",
+             f"Machine: {res['machine']}; {res['threads']} threads; {res['rounds']} interleaved rounds; conv3x3 32->32 "
+             f"+ ReLU, input 1x32x360x640, register tile {res['oc_tile']} channels x {res['w_tile']} pixels. "
+             f"`vs default` = per-round time ratio to the default chunk ({CHUNK_COLUMNS} columns). "
+             "Command: `python benchmarks/conv_chunks.py --doc`.", "",
+             "| columns per chunk | input channels | median ms | min ms | max ms | GFLOP/s | vs default | compile s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in res["rows"]:
+        lines.append(f"| {r['columns']} | {r['channels']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} "
+                     f"| {r['gflops']:.0f} | {r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
+                     f"| {r['compile_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--doc", action="store_true", help="rewrite the conv_chunks section of docs/benchmarks.md")
+    args = ap.parse_args()
+    res = run(args.rounds, args.threads)
+    text = to_markdown(res)
+    print(text)
+    if args.json:
+        write_json(args.json, res)
+    if args.doc:
+        update_section("conv_chunks", text)
+
+
+if __name__ == "__main__":
+    main()
