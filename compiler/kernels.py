@@ -166,7 +166,7 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_
     folded into a rolling window: each parallel task runs a band of output rows and keeps the last
     kh padded input rows (all channels) in a private ring buffer, copying one new input row per output
     row. A separate pad pass wrote and re-read a padded copy of the whole input through memory
-    (measured: 1.8-2.3 ms of a 22 ms conv3x3 32->32 at 640x360 on one core).
+    (a one-off check: 1.8-2.3 ms of a 22 ms conv3x3 32->32 at 640x360 on one core).
     """
     if spec.act not in ACTIVATIONS:
         raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
