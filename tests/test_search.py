@@ -415,3 +415,16 @@ def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
     r = cli("run", "-c", cfg, cache=base[1])  # a re-run measures nothing new
     assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 8
     assert json.loads((run / "search" / "feedback.json").read_text()) == feedback
+
+
+def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
+    """Optuna creates the schema on first open; simultaneous first opens used to fail ('table studies already
+    exists', a duplicate alembic_version row: 9 of 24 processes in 4 rounds of 6 before the lock)."""
+    for k in range(3):
+        url = f"sqlite:///{tmp_path / f'race{k}' / 'study.db'}"
+        code = f"from srprune.search.study import open_storage; open_storage({url!r})"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(6)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]

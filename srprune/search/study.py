@@ -12,6 +12,7 @@ Why a hand-written ask/tell loop and not `study.optimize`:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -52,17 +53,53 @@ def storage_url(run_dir: Path, url: str | None) -> str:
 
 
 def open_storage(url: str) -> Any:
-    """An RDB storage; SQLite waits for locks (several local processes) instead of failing."""
+    """An RDB storage; SQLite waits for locks (several local processes) instead of failing.
+
+    Optuna creates the schema of a new database on first open, and processes that open a new database at
+    the same moment race on it ("table studies already exists", a duplicate alembic_version row). Local
+    SQLite opens are serialised with a lock file beside the database; other URLs retry a few times (the
+    losing process then finds the schema complete).
+    """
     import optuna
 
     _quiet_optuna()
     kwargs: dict[str, Any] = {}
+    lock_path = None
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - any driver error is a bad URL or an unreachable server
-        raise InputError(f"search storage {url!r}: {str(exc).strip().splitlines()[0]}") from None
+        db = url.split(":///", 1)[-1]
+        lock_path = Path(db + ".lock") if db and db != ":memory:" else None
+    last: Exception | None = None
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            with _file_lock(lock_path):
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any driver error is a bad URL or an unreachable server
+            last = exc
+            if "already exists" not in str(exc) and "UNIQUE constraint" not in str(exc) and "duplicate" not in str(exc):
+                break
+            time.sleep(0.2 * (attempt + 1))
+    raise InputError(f"search storage {url!r}: {str(last).strip().splitlines()[0]}") from None
+
+
+SCHEMA_RETRIES = 5
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None):
+    """An exclusive advisory lock on `path` for the duration (no lock when path is None)."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def make_sampler(kind: str, seed: int, startup: int) -> Any:
