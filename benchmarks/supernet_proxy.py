@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -66,12 +67,17 @@ def val_psnr(model: torch.nn.Module, val: list, scale: int) -> float:
 
 
 def finetune(model: torch.nn.Module, sampler: PatchSampler, marks: list[int], lr: float, val: list,
-             scale: int) -> dict[int, float]:
-    """Adam at a constant lr on L1; validation PSNR-Y at every step count in `marks`."""
+             scale: int, schedule: str = "constant") -> dict[int, float]:
+    """Adam on L1 at a constant lr, or cosine-decayed to 0 at the last mark (the final weights then sit still
+    instead of jittering with the last batches); validation PSNR-Y at every step count in `marks`."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    total = max(marks)
     model.train()
     scores = {}
-    for step in range(1, max(marks) + 1):
+    for step in range(1, total + 1):
+        if schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / total))
         lr_b, hr_b = next(sampler)
         loss = F.l1_loss(model(lr_b), hr_b)
         opt.zero_grad(set_to_none=True)
@@ -127,6 +133,8 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=str, default="100,200,300",
                     help="comma-separated step counts at which the fine-tuned PSNR is measured")
     ap.add_argument("--finetune-lr", type=float, default=2e-4)
+    ap.add_argument("--finetune-schedule", choices=("constant", "cosine"), default="constant",
+                    help="fine-tuning lr: constant, or cosine decay to 0 at the last --finetune-steps mark")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--rate-genomes", type=int, default=20)
@@ -143,6 +151,8 @@ def main() -> None:
                     help="comma-separated: also score each genome after that many adaptation steps (the search's "
                     "search.adapt_steps) on WORK/results.json's genomes, whose fine-tuned PSNRs are reused")
     ap.add_argument("--adapt-lr", type=float, default=1e-4)
+    ap.add_argument("--summary", type=Path, nargs="*", default=[],
+                    help="more WORK folders (other supernets or genome seeds) whose Spearman figures the doc tabulates")
     args = ap.parse_args()
     if args.adapt_steps:
         res = json.loads((args.work / "results.json").read_text())
@@ -184,7 +194,7 @@ def main() -> None:
         proxy = proxy_psnr(net, g, val, metric=metric)
         model, _ = extract(net, g)
         sampler = PatchSampler(train_pairs, s, args.patch, args.batch, seed=args.seed + 7)
-        tuned = finetune(model, sampler, marks, args.finetune_lr, val, s)
+        tuned = finetune(model, sampler, marks, args.finetune_lr, val, s, args.finetune_schedule)
         rows.append({"genome": g.to_dict(), "proxy_psnr": proxy, "finetuned_psnr": {str(k): v for k, v in tuned.items()},
                      "macs_720p": genome_macs(g), "params": genome_params(g)})
     ft_minutes = (time.perf_counter() - started) / 60
@@ -197,9 +207,10 @@ def main() -> None:
                        "spearman_macs": rho(macs, tuned), "mean_gain_db": statistics.mean(np.subtract(tuned, proxies))}
         print(f"fine-tune {m} steps: Spearman(proxy, fine-tuned) {per_mark[m]['spearman_proxy']:.3f}, "
               f"Spearman(MACs, fine-tuned) {per_mark[m]['spearman_macs']:.3f}")
-    res = {"checkpoint": str(args.checkpoint), "supernet_step": int(state["step"]), "space": space.to_dict(),
+    res = {"checkpoint": str(args.checkpoint), "seed": args.seed, "supernet_step": int(state["step"]),
+           "space": space.to_dict(),
            "bicubic_psnr": bicubic, "proxy_rate": proxy_rate,
-           "finetune": {"lr": args.finetune_lr, "batch": args.batch, "patch": args.patch, "marks": marks,
+           "finetune": {"lr": args.finetune_lr, "schedule": args.finetune_schedule, "batch": args.batch, "patch": args.patch, "marks": marks,
                         "threads": 1, "minutes": ft_minutes},
            "correlation": {str(m): v for m, v in per_mark.items()}, "rows": rows}
     write_results(args.work, res)
@@ -237,6 +248,40 @@ def adapt_ablation(res: dict, steps_list: list[int], lr: float) -> dict:
     return out
 
 
+def _lr_text(ft: dict) -> str:
+    """The fine-tuning lr schedule in words."""
+    if ft.get("schedule", "constant") == "cosine":
+        return f"lr {ft['lr']:g} cosine-decayed to 0 at step {max(ft['marks'])}"
+    return f"constant lr {ft['lr']:g}"
+
+
+def summary_table(results: list[dict], works: list[Path]) -> list[str]:
+    """Markdown lines: Spearman(proxy, fine-tuned at the last mark) per run (supernet x genome set), raw and adapted."""
+    adapt = sorted({int(n) for r in results for n in r.get("adapted", {})})
+    lines = ["Every run of this benchmark behind these figures (each: 20 random genomes of the given seed, the same "
+             "fine-tuning budget; `training` is the supernet checkpoint's settings). Spearman(proxy, fine-tuned):", "",
+             "| WORK | supernet checkpoint | training | genome seed | raw proxy | "
+             + " | ".join(f"{n} adaptation steps" for n in adapt) + " |",
+             "| --- | --- | --- | ---: | ---: | " + " | ".join("---:" for _ in adapt) + " |"]
+    for r, work in zip(results, works):
+        last = str(max(r["finetune"]["marks"]))
+        state = load_checkpoint(r["checkpoint"])
+        t = state["settings"]
+        training = (f"{t['steps']} steps, {state['world_size']} x {_batch_of(state)} patches, sampling "
+                    f"{t.get('sampling', 'fixed')}")
+        cells = [f"{r['adapted'][str(n)]['spearman'][last]:.3f}" if str(n) in r.get("adapted", {}) else "-" for n in adapt]
+        lines.append(f"| `{work}` | `{r['checkpoint']}` | {training} | {r.get('seed', '?')} | "
+                     f"{r['correlation'][last]['spearman_proxy']:.3f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _batch_of(state: dict) -> str:
+    """LR patches per step and process, from the checkpoint's data-iterator state where it is recorded."""
+    data = (state.get("data") or [{}])[0]
+    batch = data.get("config", {}).get("batch_size") if isinstance(data, dict) else None
+    return str(batch) if batch else "?"
+
+
 def report(res: dict, args: argparse.Namespace) -> str:
     """The docs/benchmarks.md section."""
     ft, rate = res["finetune"], res["proxy_rate"]
@@ -251,7 +296,9 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"full images, project protocol; bicubic: {res['bicubic_psnr']:.2f} dB).",
         "",
         f"Machine: {machine()}. Command: `.venv/bin/python benchmarks/supernet_proxy.py --checkpoint "
-        f"{res['checkpoint']} --work {args.work}`.",
+        f"{res['checkpoint']} --work {args.work}"
+        f"{' --finetune-schedule cosine' if ft.get('schedule') == 'cosine' else ''}"
+        f"{' --finetune-steps ' + ','.join(map(str, ft['marks'])) if ft['marks'] != [100, 200, 300] else ''}`.",
         "",
         f"**Proxy rate:** {rate['genomes']} random genomes scored in {rate['seconds']:.1f} s wall with "
         f"{rate['threads']} torch threads = {rate['genomes_per_minute']:.0f} genomes/minute on the shared machine "
@@ -262,7 +309,7 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"(the estimate assumes the two cores do not slow each other).",
         "",
         f"**Proxy quality:** {len(res['rows'])} random genomes (uniform over blocks and widths, seed {args.seed}), each "
-        f"extracted and fine-tuned alone from its inherited weights: Adam, constant lr {ft['lr']:g}, L1, batch "
+        f"extracted and fine-tuned alone from its inherited weights: Adam, {_lr_text(ft)}, L1, batch "
         f"{ft['batch']} LR patches of {ft['patch']} px from the built-in training images (the same patch stream for "
         f"every genome), 1 thread; {ft['minutes']:.1f} min for all. PSNR-Y measured after each step count:",
         "",
@@ -307,6 +354,9 @@ def report(res: dict, args: argparse.Namespace) -> str:
                   + ("the same genomes" if same else "other genomes") + ", same fine-tuning budget): Spearman(proxy, "
                   "fine-tuned) " + ", ".join(f"{c['spearman_proxy']:.3f} at {m} steps"
                                              for m, c in other["correlation"].items()) + "."]
+    if getattr(args, "summary", None):
+        lines += ["", *summary_table([res] + [json.loads((w / "results.json").read_text()) for w in args.summary],
+                                     [args.work, *args.summary])]
     lines += ["",
               "| # | blocks (width/inner) | head | GMACs 720p | proxy (dB) | fine-tuned " + last + " (dB) |",
               "| ---: | --- | ---: | ---: | ---: | ---: |"]

@@ -94,13 +94,14 @@ def compare_report(args, settings: dict, rows: dict, history: list, other_state:
     diff = ", ".join(f"{k}: {settings.get(k)} vs {other.get(k)}" for k in sorted(set(settings) | set(other))
                      if settings.get(k) != other.get(k)) or "none"
     lines = [f"Ablation: this run vs `{args.compare}` (settings that differ: {diff}; wall time "
-             f"{other_summary['seconds_last_call'] / 60:.1f} min, run at the same time as this one). PSNR-Y (dB):", "",
+             f"{other_summary['seconds_last_call'] / 60:.1f} min; with other step counts the cosine lr schedules "
+             "differ, so equal steps are not equal stages of training). PSNR-Y (dB), - where a run has no such step:", "",
              "| step | largest | smallest | largest (other) | smallest (other) |", "| ---: | ---: | ---: | ---: | ---: |"]
     theirs = {h["step"]: h for h in other_history}
     for h in history:
         o = theirs.get(h["step"], {})
-        lines.append(f"| {h['step']} | {h['val_largest']:.3f} | {h['val_smallest']:.3f} | "
-                     f"{o.get('val_largest', float('nan')):.3f} | {o.get('val_smallest', float('nan')):.3f} |")
+        theirs_text = " | ".join(f"{o[k]:.3f}" if k in o else "-" for k in ("val_largest", "val_smallest"))
+        lines.append(f"| {h['step']} | {h['val_largest']:.3f} | {h['val_smallest']:.3f} | {theirs_text} |")
     lines.append(f"| final, deployed | {rows['largest'][0]:.3f} | {rows['smallest'][0]:.3f} | "
                  f"{other_rows['largest'][0]:.3f} | {other_rows['smallest'][0]:.3f} |")
     return "\n".join(lines)

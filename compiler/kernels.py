@@ -39,12 +39,31 @@ class ConvSpec:
     bias: bool = True
     act: str = "none"
     residual: bool = False
+    # The residual has cout / residual_repeat channels and conv channel oc adds residual channel
+    # oc // residual_repeat (torch's repeat_interleave over channels: ECBSR's nearest-neighbour skip,
+    # read from the input itself instead of a materialised copy).
+    residual_repeat: int = 1
+    # PixelShuffle(shuffle) fused into the write-back: conv channel c*s*s + i*s + j goes to output
+    # channel c, row y*s + i, column x*s + j (the tail conv of an SR network writes the image directly).
+    shuffle: int = 1
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        """Output height and width (stride 1, dilation 1)."""
+        """Conv output height and width (stride 1, dilation 1), before any fused PixelShuffle."""
         top, left, bottom, right = self.pad
         return self.h + top + bottom - self.kh + 1, self.w + left + right - self.kw + 1
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the kernel's output tensor (after the fused PixelShuffle, if any)."""
+        oh, ow, s = *self.out_hw, self.shuffle
+        return self.n, self.cout // (s * s), oh * s, ow * s
+
+    @property
+    def residual_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the residual argument (conv-output space, channels divided by residual_repeat)."""
+        oh, ow = self.out_hw
+        return self.n, self.cout // self.residual_repeat, oh, ow
 
     def macs(self) -> int:
         """Multiply-accumulates of one call."""
@@ -71,17 +90,24 @@ def choose_schedule(spec: ConvSpec, vec: int, registers: int = 32) -> Schedule:
 
     Accumulators (oc_tile * nvec) take at most about half the register file; the rest hold the
     input vectors and broadcast weights. oc_tile divides the per-group output channels so no
-    output-channel predicate is needed.
+    output-channel predicate is needed. With 32 registers (AVX-512, NEON) a wide row gets 4 vectors x 4
+    channels: per tap 4 vector loads + 4 weight broadcasts feed 16 multiply-adds (8 x 2 needs 2 + 8), and
+    the write-back streams 4 output rows instead of 8. Measured side by side by benchmarks/conv_tiles.py
+    (docs `conv_tiles`, x86 AVX-512): 4 x 4 is the fastest tile or within 4% of it on every benchmark layer
+    (head, 16- and 32-channel bodies, tails); NEON gets the same rule, not measured on a phone.
     """
     ow = spec.out_hw[1]
-    nvec = 2 if ow > vec else 1
+    nvec = 4 if registers >= 32 and ow >= 4 * vec else 2 if ow > vec else 1
     budget = max(1, registers // 2 // nvec)
     per_group = spec.cout // spec.groups
     if spec.groups > 1 and per_group == 1:
         nvec = 4 if ow > 3 * vec else nvec  # depthwise: no channel reuse, widen along the row instead
         return Schedule(vec=vec, nvec=nvec, oc_tile=1)
-    oc_tile = max(d for d in range(1, min(per_group, budget) + 1) if per_group % d == 0)
-    return Schedule(vec=vec, nvec=nvec, oc_tile=oc_tile)
+    step = spec.shuffle  # a fused PixelShuffle interleaves the `shuffle` channels of one output row per tile
+    fits = [d for d in range(step, max(step, min(per_group, budget)) + 1, step) if per_group % d == 0]
+    if not fits:
+        raise CompilerError(f"no output-channel tile of {per_group} channels is a multiple of the shuffle {step}")
+    return Schedule(vec=vec, nvec=nvec, oc_tile=max(fits))
 
 
 def pack_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
@@ -159,7 +185,8 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
             emit_row(ring, [T.Bind(ring_slot(spec, y, ky)) for ky in range(kh)], b, y)
 
 
-def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_COLUMNS) -> tirx.PrimFunc:
+def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_COLUMNS,
+                    prefetch: bool = True) -> tirx.PrimFunc:
     """The PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv.
 
     Written with TVM's IR builder rather than TE + schedule primitives, because the zero padding is
@@ -175,12 +202,17 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_
     if (spec.cout // spec.groups) % sched.oc_tile:
         raise CompilerError(f"oc_tile {sched.oc_tile} does not divide the {spec.cout // spec.groups} "
                             "output channels per group")
-    func = _build_dense(spec, sched, chunk_columns)
+    if spec.cout % spec.residual_repeat or (spec.residual_repeat > 1 and not spec.residual):
+        raise CompilerError(f"residual_repeat {spec.residual_repeat} needs a residual whose channels divide {spec.cout}")
+    if spec.shuffle > 1 and (spec.cout % (spec.shuffle ** 2) or sched.oc_tile % spec.shuffle or spec.groups > 1):
+        raise CompilerError(f"a fused PixelShuffle({spec.shuffle}) needs an ungrouped conv whose output channels "
+                            f"({spec.cout}) and tile ({sched.oc_tile}) are multiples of shuffle^2 and shuffle")
+    func = _build_dense(spec, sched, chunk_columns, prefetch)
     # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
     return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int) -> tirx.PrimFunc:
+def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: bool) -> tirx.PrimFunc:
     """The kernel body: bands of rows in parallel, a rolling padded window, register-tiled tiles.
 
     Per output row: copy the newest input row into the ring, then for each output-channel tile and
@@ -207,8 +239,8 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int) -> tirx.Pr
             weight = T.arg("weight", T.buffer((cout // ot, cin_g, kh, kw, ot), f32))
             bias = T.arg("bias", T.buffer((cout,), f32)) if spec.bias else None
             alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
-            resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
-            out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
+            resid = T.arg("residual", T.buffer(spec.residual_shape, f32)) if spec.residual else None
+            out = T.arg("out", T.buffer(spec.out_shape, f32))
             chunk = _reduction_chunk(spec, chunk_columns)
             # partial sums between channel chunks (none when one chunk covers every input channel)
             acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local") if chunk < cin_g else None
@@ -216,11 +248,39 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int) -> tirx.Pr
             def tiles(ring, slots, b, y) -> None:
                 with T.serial(0, cout // ot) as oco:
                     with T.serial(0, xtiles) as xo:
+                        if prefetch:
+                            _prefetch_next_row(T, spec, data, b, y, oco, xo, wt, ot)
                         _emit_tile(T, spec, sched, ring, slots, acc, chunk, weight, bias, alpha, resid, out, b, y,
                                    oco, xo)
 
             emit_row_bands(T, spec, data, pw, vec, tiles)
     return ib.get()
+
+
+LINE_FLOATS = 16  # floats per 64-byte cache line
+
+
+def _prefetch_next_row(T, spec: ConvSpec, data, b, y, oco, xo, wt: int, ot: int) -> None:  # noqa: N803
+    """Software-prefetch this tile's share of the input row that enters the window at output row y + 1.
+
+    The row copy at the start of each output row otherwise waits on memory for cin rows at once (the
+    hardware prefetcher sees only a few lines of each short channel row before it ends); spread over the
+    row's tiles (each tile prefetches its columns of cin / (cout / oc_tile) channels) the loads overlap with
+    the multiply-adds. Measured against no prefetch by benchmarks/conv_tiles.py (docs `conv_tiles`); in
+    one-off checks, prefetching two rows ahead, or the output rows for writing, did not help.
+    """
+    cin, h, w = spec.cin, spec.h, spec.w
+    per = -(-cin // (spec.cout // ot))  # channels per output-channel tile
+    row = y - spec.pad[0] + spec.kh
+    with T.If(row < h):
+        with T.Then():
+            for cl in range(per):
+                c = oco * per + cl
+                for line in range(0, wt, LINE_FLOATS):
+                    x = tirx.min(xo * wt + line, w - 1)
+                    addr = tirx.call_intrin("handle", "tirx.address_of",
+                                            tirx.BufferLoad(data, [b, tirx.min(c, cin - 1), row, x]))
+                    T.evaluate(tirx.call_intrin("void", "tirx.prefetch", addr, 0, 3, 1))
 
 
 def _reduction_chunk(spec: ConvSpec, chunk_columns: int) -> int:
@@ -276,13 +336,23 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
             for oi in range(ot):
                 for xv in range(nv):
                     T.buffer_store(acc, summed[oi][xv], [oi, tirx.Ramp(xv * vec, 1, vec)])
+    def result(oi: int, xv: int):
+        return final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
+
+    backs = []
     for oi in range(ot):
         oc = oco * ot + oi
-        wb = WriteBack(spec, out, resid, b, y, oc, None if bias is None else tirx.BufferLoad(bias, [oc]),
-                       None if alpha is None else tirx.BufferLoad(alpha, [oc]))
+        backs.append(WriteBack(spec, out, resid, b, y, oc, None if bias is None else tirx.BufferLoad(bias, [oc]),
+                               None if alpha is None else tirx.BufferLoad(alpha, [oc])))
+    s = spec.shuffle
+    for oi0 in range(0, ot, s):  # s = 1: each channel on its own; else the s channels of one output row
         for xv in range(nv):
-            v = final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
-            wb.store_vector(T, v, x0 + xv * vec, vec, whole=ow % wt == 0)
+            x = x0 + xv * vec
+            if s == 1:
+                backs[oi0].store_vector(T, result(oi0, xv), x, vec, whole=ow % wt == 0)
+            else:
+                store_shuffled(T, backs[oi0:oi0 + s], [result(oi0 + j, xv) for j in range(s)], x, vec,
+                               whole=ow % wt == 0)
 
 
 @dataclass
@@ -304,6 +374,11 @@ class WriteBack:
 
     def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
         """out[b, oc, y, x : x + lanes] = epilogue(v)."""
+        idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
+        T.buffer_store(self.out, self.epilogue(v, x, lanes), [self.b, self.oc, self.y, idx])
+
+    def epilogue(self, v, x, lanes: int):
+        """epilogue(v) of `lanes` conv outputs at column x: + bias, ReLU/PReLU, + residual."""
         def bcast(e):
             return tirx.Broadcast(e, lanes) if lanes > 1 else e
 
@@ -316,8 +391,10 @@ class WriteBack:
         elif self.spec.act == "prelu":
             v = tirx.Select(v > zero, v, v * bcast(self.alpha))
         if self.resid is not None:
-            v = v + tirx.BufferLoad(self.resid, [self.b, self.oc, self.y, idx])
-        T.buffer_store(self.out, v, [self.b, self.oc, self.y, idx])
+            repeat = self.spec.residual_repeat
+            channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
+            v = v + tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx])
+        return v
 
     def store_vector(self, T, v, x, vec: int, whole: bool) -> None:  # noqa: N803
         """Store one vector of outputs at column x; unless `whole` (row tiles divide the row), the last
@@ -334,3 +411,35 @@ class WriteBack:
                     with T.If(x + lane < ow):
                         with T.Then():
                             self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1)
+
+
+def store_shuffled(T, backs: list[WriteBack], vs: list, x, vec: int, whole: bool) -> None:  # noqa: N803
+    """The fused PixelShuffle write-back of one output row: `backs` / `vs` are conv channels c*s*s + i*s + j
+    for j = 0..s-1 (s = spec.shuffle) at columns x .. x + vec - 1.
+
+    Their epilogues are interleaved lane by lane (one vector shuffle) into s * vec contiguous outputs of
+    image row y*s + i from column x*s: a plain vector store instead of a strided scatter. Past the row's
+    end (`whole` False) the stores go lane by lane, as in WriteBack.store_vector.
+    """
+    first = backs[0]
+    s = first.spec.shuffle
+    ow = first.spec.out_hw[1]
+    values = [wb.epilogue(v, x, vec) for wb, v in zip(backs, vs)]
+    mixed = tirx.Shuffle(values, [(m % s) * vec + m // s for m in range(s * vec)])
+    channel, row = tirx.floordiv(first.oc, s * s), first.y * s + tirx.floormod(tirx.floordiv(first.oc, s), s)
+
+    def store_all() -> None:
+        T.buffer_store(first.out, mixed, [first.b, channel, row, tirx.Ramp(x * s, 1, s * vec)])
+
+    if whole:
+        store_all()
+        return
+    with T.If(x + vec <= ow):
+        with T.Then():
+            store_all()
+        with T.Else():
+            lanes = T.Bind(mixed)
+            for m in range(s * vec):
+                with T.If(x + m // s < ow):
+                    with T.Then():
+                        T.buffer_store(first.out, tirx.Shuffle([lanes], [m]), [first.b, channel, row, x * s + m])

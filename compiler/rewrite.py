@@ -1,10 +1,13 @@
-"""Relax pass: replace conv2d (+ bias + ReLU/PReLU + residual add) chains with calls to our kernels.
+"""Relax pass: replace conv2d (+ bias + ReLU/PReLU + residual add) (+ PixelShuffle) chains with calls to our kernels.
 
 Why a rewrite instead of a TIR schedule on the legalised conv: the legalised conv has no CPU
 schedule in TVM 0.27, and scheduling it after the fact cannot change the weight layout. Here each
 chain of `conv2d -> add(bias) -> relu|prelu -> add(residual)` whose intermediate results have no
 other use becomes one `call_tir` to a kernel from `compiler.kernels`, with its weights packed as
-constants at compile time. Anything the kernels do not cover (stride, dilation, dynamic shapes,
+constants at compile time. A PixelShuffle right after a chain (reshape -> permute_dims -> reshape, as
+torch.export gives it) is fused into the dense kernel's write-back, and a residual that is the input repeated
+over channels (torch's repeat_interleave: ECBSR's nearest-neighbour skip) is read from the input itself, so an
+SR network's tail writes the image directly. Anything the kernels do not cover (stride, dilation, dynamic shapes,
 non-constant weights) is left to TVM's default lowering, so the result is always correct.
 
 Per chain the rewrite picks the dense kernel (compiler.kernels) or a sparse one (compiler.sparse:
@@ -14,6 +17,8 @@ the zero pattern of the constant weight baked into the code) with `compiler.spar
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +26,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight
+from compiler.errors import CompilerError
+from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
 from compiler.relax_util import const_value, op_name, static_shape
 from compiler.sparse import DEFAULT_THRESHOLD, choose_kernel, pack_sparse_weight, sparse_conv2d_primfunc
 
@@ -41,6 +47,11 @@ class ConvChain:
     alpha: np.ndarray | None = None
     residual: relax.Expr | None = None
     members: list[relax.Var] = field(default_factory=list)
+    # the residual as `repeat_source` repeat_interleave'd `residual_repeat` times over channels, if it is that
+    repeat_source: relax.Expr | None = None
+    residual_repeat: int = 1
+    shuffle: int = 1  # PixelShuffle factor fused after the chain (1: none)
+    conv_end: relax.Var | None = None  # the chain's last binding before the fused PixelShuffle
 
 
 def _conv_head(call: relax.Call) -> tuple[np.ndarray, tuple[int, int, int, int], int] | None:
@@ -73,6 +84,7 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
         users = uses.get(var, [])
         return users[0] if len(users) == 1 and var not in outputs else None
 
+    values = {b.var: b.value for b in bindings}
     chains = []
     claimed: set[relax.Var] = set()  # bindings already inside an earlier chain
     for binding in bindings:
@@ -113,9 +125,66 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
                 break
             chain.end = user.var
             chain.members.append(user.var)
+        if chain.residual is not None:
+            chain.repeat_source, chain.residual_repeat = _channel_repeat(chain.residual, values)
+        chain.conv_end = chain.end
+        shuffle = _pixel_shuffle_after(chain.end, sole_user)
+        if shuffle is not None:
+            chain.shuffle, shuffle_vars = shuffle
+            chain.end = shuffle_vars[-1]
+            chain.members.extend(shuffle_vars)
         chains.append(chain)
         claimed.update(chain.members)
     return chains
+
+
+def _channel_repeat(expr: relax.Expr, values: dict) -> tuple[relax.Expr | None, int]:
+    """(s, r) if `expr` is s repeated r times per channel (repeat_interleave(s, r, dim=1) as torch.export gives
+    it: reshape(broadcast_to(expand_dims(s, axis=2), (n, c, r, h, w)), (n, c*r, h, w))), else (None, 1)."""
+    reshaped = values.get(expr)
+    if op_name(reshaped) != "relax.reshape":
+        return None, 1
+    broadcast = values.get(reshaped.args[0])
+    if op_name(broadcast) != "relax.broadcast_to":
+        return None, 1
+    expanded = values.get(broadcast.args[0])
+    if op_name(expanded) != "relax.expand_dims" or [int(a) for a in expanded.attrs.axis] != [2]:
+        return None, 1
+    source = expanded.args[0]
+    src, mid, out = static_shape(source), static_shape(reshaped.args[0]), static_shape(expr)
+    if src is None or mid is None or out is None or len(src) != 4 or len(mid) != 5:
+        return None, 1
+    n, c, h, w = src
+    r = mid[2]
+    if tuple(mid) != (n, c, r, h, w) or tuple(out) != (n, c * r, h, w):
+        return None, 1
+    return source, r
+
+
+def _pixel_shuffle_after(var: relax.Var, sole_user) -> tuple[int, list[relax.Var]] | None:
+    """(s, [the three bindings]) if `var` only feeds PixelShuffle(s) as torch.export gives it:
+    reshape (n, c, s, s, h, w) -> permute_dims (0, 1, 4, 2, 5, 3) -> reshape (n, c, h*s, w*s); else None."""
+    shape = static_shape(var)
+    if shape is None or len(shape) != 4:
+        return None
+    n, cs, h, w = shape
+    steps = []
+    for op in ("relax.reshape", "relax.permute_dims", "relax.reshape"):
+        user = sole_user(steps[-1].var if steps else var)
+        if user is None or op_name(user.value) != op:
+            return None
+        steps.append(user)
+    split, _, merged = (static_shape(b.var) for b in steps)
+    if split is None or merged is None or len(split) != 6:
+        return None
+    s = split[2]
+    axes = steps[1].value.attrs.axes
+    if s < 2 or axes is None or [int(a) for a in axes] != [0, 1, 4, 2, 5, 3]:
+        return None
+    c = cs // (s * s)
+    if tuple(split) != (n, c, s, s, h, w) or tuple(merged) != (n, c, h * s, w * s) or c * s * s != cs:
+        return None
+    return s, [b.var for b in steps]
 
 
 @mutator
@@ -148,14 +217,15 @@ class _ChainRewriter(PyExprMutator):
         plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold)
         kept = float(np.count_nonzero(chain.weight)) / max(1, chain.weight.size)
         if plan is not None:
-            return self._sparse_call(chain, spec, plan, kept)
-        sched = choose_schedule(spec, self.vec, self.registers)
+            return self._shuffled(chain, self._sparse_call(chain, spec, plan, kept))
+        fused, sched = self._fused_schedule(chain, spec)
         self.decisions.append({"kernel": "dense", "cin": cin, "cout": cout, "k": kh, "kept": kept,
-                               "oc_tile": sched.oc_tile})
-        key = (spec, sched)
+                               "oc_tile": sched.oc_tile, "shuffle": fused.shuffle})
+        key = (fused, sched)
         if key not in self.kernels:
-            name = f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{'_' + chain.act if chain.act != 'none' else ''}"
-            func = conv2d_primfunc(spec, sched).with_attr("global_symbol", name)
+            name = (f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{'_' + chain.act if chain.act != 'none' else ''}"
+                    f"{'_shuffle' + str(fused.shuffle) if fused.shuffle > 1 else ''}")
+            func = conv2d_primfunc(fused, sched).with_attr("global_symbol", name)
             self.kernels[key] = self.builder_.add_func(func, name)
         args = [self.visit_expr(chain.data), relax.const(pack_weight(chain.weight, sched.oc_tile))]
         if chain.bias is not None:
@@ -163,9 +233,30 @@ class _ChainRewriter(PyExprMutator):
         if chain.alpha is not None:
             args.append(relax.const(chain.alpha))
         if chain.residual is not None:
-            args.append(self.visit_expr(chain.residual))
-        oh, ow = spec.out_hw
-        return relax.call_tir(self.kernels[key], args, relax.TensorType((n, cout, oh, ow), "float32"))
+            repeated = fused.residual_repeat > 1
+            args.append(self.visit_expr(chain.repeat_source if repeated else chain.residual))
+        call = relax.call_tir(self.kernels[key], args, relax.TensorType(fused.out_shape, "float32"))
+        return call if fused.shuffle == chain.shuffle else self._shuffled(chain, call)
+
+    def _fused_schedule(self, chain: ConvChain, spec: ConvSpec) -> tuple[ConvSpec, Schedule]:
+        """The chain's spec with its PixelShuffle and repeated residual fused, and its tile; the plain spec where
+        they cannot be (grouped convs, or no register tile holding whole shuffled rows)."""
+        fused = dataclasses.replace(spec, shuffle=chain.shuffle, residual_repeat=chain.residual_repeat)
+        if chain.groups == 1 or chain.shuffle == 1:
+            with contextlib.suppress(CompilerError):  # no tile holds whole shuffled rows: keep them separate
+                return fused, choose_schedule(fused, self.vec, self.registers)
+        return spec, choose_schedule(spec, self.vec, self.registers)
+
+    def _shuffled(self, chain: ConvChain, conv: relax.Expr) -> relax.Expr:
+        """`conv` followed by the chain's PixelShuffle as separate Relax ops (kernels without a fused one)."""
+        s = chain.shuffle
+        if s == 1:
+            return conv
+        n, cs, h, w = static_shape(chain.conv_end)
+        c = cs // (s * s)
+        split = self.builder_.emit(relax.op.reshape(self.builder_.emit(conv), (n, c, s, s, h, w)))
+        moved = self.builder_.emit(relax.op.permute_dims(split, [0, 1, 4, 2, 5, 3]))
+        return relax.op.reshape(moved, (n, c, h * s, w * s))
 
 
     def _sparse_call(self, chain: ConvChain, spec: ConvSpec, plan, kept: float) -> relax.Expr:

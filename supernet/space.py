@@ -137,14 +137,20 @@ class SearchSpace:
             return Cell("skip", 0, [])
         return Cell(block, choose(self.widths), [choose(self.layer_choices(block, i)) for i in range(BLOCKS[block])])
 
-    def sample(self, rng: np.random.Generator, scale: int | None = None) -> Genome:
-        """A uniformly random genome (block and every width drawn independently), with >= min_depth cells."""
+    def sample(self, rng: np.random.Generator, scale: int | None = None, blocks: list[str] | None = None) -> Genome:
+        """A uniformly random genome (block and every width drawn independently), with >= min_depth cells.
+
+        `blocks`: the block of every cell, given (widths are still drawn); skips past min_depth are replaced.
+        """
         scale = self.check_scale(scale)
 
         def choose(options):
             return int(options[int(rng.integers(len(options)))])
 
-        blocks = [str(self.blocks[int(rng.integers(len(self.blocks)))]) for _ in range(self.num_cells)]
+        if blocks is None:
+            blocks = [str(self.blocks[int(rng.integers(len(self.blocks)))]) for _ in range(self.num_cells)]
+        else:
+            blocks = [str(b) for b in blocks]
         real = [b for b in self.blocks if b != "skip"]
         skipped = [i for i, b in enumerate(blocks) if b == "skip"]
         missing = self.min_depth - (self.num_cells - len(skipped))
@@ -153,28 +159,33 @@ class SearchSpace:
                 blocks[int(i)] = str(real[int(rng.integers(len(real)))])
         return Genome(scale, choose(self.widths), self.activation, [self._cell(b, choose) for b in blocks])
 
-    def largest(self, scale: int | None = None) -> Genome:
-        """Every cell the costliest block at the widest widths (the teacher of in-place distillation)."""
+    @property
+    def real_blocks(self) -> list[str]:
+        """The block types of the space other than skip."""
+        return [b for b in self.blocks if b != "skip"]
+
+    def largest(self, scale: int | None = None, block: str | None = None) -> Genome:
+        """Every cell the costliest block (or `block`) at the widest widths (the teacher of in-place distillation)."""
         from supernet.complexity import block_macs_per_pixel
 
         scale = self.check_scale(scale)
         w = self.max_width
-        real = [b for b in self.blocks if b != "skip"]
-        big = max(real, key=lambda b: block_macs_per_pixel(b, w, w, [max(self.layer_choices(b, i))
-                                                                       for i in range(BLOCKS[b])]))
+        real = self.real_blocks
+        big = block or max(real, key=lambda b: block_macs_per_pixel(b, w, w, [max(self.layer_choices(b, i))
+                                                                                for i in range(BLOCKS[b])]))
         cell = self._cell(big, max)
         return Genome(scale, w, self.activation, [Cell(cell.block, cell.width, list(cell.layers))
                                                   for _ in range(self.num_cells)])
 
-    def smallest(self, scale: int | None = None) -> Genome:
-        """The cheapest block at the narrowest widths in the first `min_depth` cells, the rest skipped."""
+    def smallest(self, scale: int | None = None, block: str | None = None) -> Genome:
+        """The cheapest block (or `block`) at the narrowest widths in the first `min_depth` cells, the rest skipped."""
         from supernet.complexity import block_macs_per_pixel
 
         scale = self.check_scale(scale)
         w = self.widths[0]
-        real = [b for b in self.blocks if b != "skip"]
-        small = min(real, key=lambda b: block_macs_per_pixel(b, w, w, [min(self.layer_choices(b, i))
-                                                                         for i in range(BLOCKS[b])]))
+        real = self.real_blocks
+        small = block or min(real, key=lambda b: block_macs_per_pixel(b, w, w, [min(self.layer_choices(b, i))
+                                                                                  for i in range(BLOCKS[b])]))
         depth = self.min_depth if "skip" in self.blocks else self.num_cells
         cells = [self._cell(small, min) if i < depth else Cell("skip", 0, []) for i in range(self.num_cells)]
         return Genome(scale, w, self.activation, cells)

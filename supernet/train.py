@@ -59,6 +59,11 @@ class TrainSettings:
     kd_weight: float = 0.5
     seed: int = 0
     sort_every: int = 0  # sort channels by importance every this many steps (0: never)
+    # "fixed": the sandwich's largest and smallest are the costliest / cheapest block everywhere, every step, and
+    # the random sub-networks draw blocks independently. "fair": the largest and smallest take each block type in
+    # turn (step by step) and the random sub-networks deal each cell's blocks from a shuffled deck, so every
+    # block type gets the same number of updates (with "fixed", the largest's block gets about 4x the others').
+    sampling: str = "fixed"
 
     def __post_init__(self) -> None:
         for key in ("steps", "scale", "num_random", "seed", "sort_every"):
@@ -67,6 +72,8 @@ class TrainSettings:
                 raise SpaceError(f"training setting {key} must be an integer >= {low}, got {v!r}")
         if not 0.0 <= float(self.kd_weight) <= 1.0:
             raise SpaceError(f"training setting kd_weight must be in [0, 1], got {self.kd_weight!r}")
+        if self.sampling not in ("fixed", "fair"):
+            raise SpaceError(f"training setting sampling must be 'fixed' or 'fair', got {self.sampling!r}")
         if not float(self.lr) > 0:
             raise SpaceError(f"training setting lr must be > 0, got {self.lr!r}")
 
@@ -137,7 +144,8 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
                    lr: float = 1e-3, min_lr_ratio: float = 0.01, num_random: int = 2, kd_weight: float = 0.5,
                    seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
                    resume: bool = False, validate: Validate | None = None, val_every: int = 0,
-                   stop_after: int | None = None, progress: bool = True, sort_every: int = 0) -> dict:
+                   stop_after: int | None = None, progress: bool = True, sort_every: int = 0,
+                   sampling: str = "fixed") -> dict:
     """Train `supernet` in place on (lr, hr) batches; return {"step", "done", "seconds", "history"}.
 
     `validate(supernet, genome) -> PSNR` is called for the largest and smallest sub-networks every
@@ -145,10 +153,11 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
     steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued exactly.
     `sort_every` > 0 sorts every channel group by importance (supernet.sorting) after every that many steps
     (weights and Adam moments together; the largest network's function is unchanged), not after the last.
+    `sampling`: which sub-networks each step trains ("fixed" or "fair", see TrainSettings).
     """
     space = supernet.space
     settings = TrainSettings(steps, scale if scale is not None else space.scales[0], lr, min_lr_ratio,
-                             num_random, kd_weight, seed, sort_every)
+                             num_random, kd_weight, seed, sort_every, sampling)
     if settings.scale not in space.scales:
         raise SpaceError(f"scale {settings.scale} is not a scale the supernet was built for "
                          f"({', '.join(map(str, space.scales))})")
@@ -195,7 +204,7 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
         if world > 1:
             dist.barrier()
 
-    largest, smallest = space.largest(settings.scale), space.smallest(settings.scale)
+    val_largest, val_smallest = space.largest(settings.scale), space.smallest(settings.scale)
     start, started = step, time.perf_counter()
     # live on a terminal; in a log file (nohup, CI) one redraw every 30 s instead of one per step
     bar = tqdm(total=steps, initial=step, desc="supernet", unit="step", disable=not progress or rank != 0,
@@ -207,11 +216,12 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
         ref = params[0]
         lr_b, hr_b = lr_b.to(ref.device), hr_b.to(ref.device)
         optimizer.zero_grad(set_to_none=True)
+        largest, smallest, random_blocks = _sandwich(space, settings, step)
         teacher = supernet(lr_b, largest)
         loss_big = F.l1_loss(teacher, hr_b)
         loss_big.backward()
         target = teacher.detach()
-        students = [smallest] + [space.sample(arch_rng, settings.scale) for _ in range(num_random)]
+        students = [smallest] + [space.sample(arch_rng, settings.scale, blocks) for blocks in random_blocks]
         loss_small = None
         for g in students:
             out = supernet(lr_b, g)
@@ -231,8 +241,8 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss_largest']:.4f}")
         if validate is not None and rank == 0 and ((val_every and step % val_every == 0) or step == steps):
-            record["val_largest"] = float(validate(supernet, largest))
-            record["val_smallest"] = float(validate(supernet, smallest))
+            record["val_largest"] = float(validate(supernet, val_largest))
+            record["val_smallest"] = float(validate(supernet, val_smallest))
             supernet.train()
             log.info("step %d loss %.5f val PSNR largest %.3f smallest %.3f", step, record["loss_largest"],
                      record["val_largest"], record["val_smallest"])
@@ -243,6 +253,26 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
             save()
     bar.close()
     return {"step": step, "done": step >= steps, "seconds": time.perf_counter() - started, "history": history}
+
+
+def _sandwich(space: SearchSpace, settings: TrainSettings, step: int) -> tuple[Genome, Genome, list]:
+    """(largest, smallest, blocks of each random sub-network or None to draw them) for 0-based `step`.
+
+    "fair" sampling is a function of the step alone (decks seeded by seed, cell and round), so a resumed
+    run deals exactly the blocks the uninterrupted run would have.
+    """
+    if settings.sampling == "fixed":
+        return (space.largest(settings.scale), space.smallest(settings.scale), [None] * settings.num_random)
+    real, kinds = space.real_blocks, len(space.blocks)
+    largest = space.largest(settings.scale, real[step % len(real)])
+    smallest = space.smallest(settings.scale, real[(step + len(real) // 2) % len(real)])
+    dealt = []
+    for j in range(settings.num_random):
+        deal = step * settings.num_random + j
+        rounds, pos = divmod(deal, kinds)
+        dealt.append([space.blocks[int(np.random.default_rng([settings.seed, cell, rounds]).permutation(kinds)[pos])]
+                      for cell in range(space.num_cells)])
+    return largest, smallest, dealt
 
 
 def _check_resumable(state: dict, space: SearchSpace, settings: TrainSettings, world: int, path: Path) -> None:

@@ -53,7 +53,8 @@ def run_cli(capsys):
 
 def torch_conv_reference(spec, x, w, b=None, alpha=None, res=None) -> torch.Tensor:
     """What a fused conv kernel of `spec` (compiler.kernels.ConvSpec) must compute, in PyTorch:
-    explicit padding, conv (groups), bias, ReLU/PReLU, residual add."""
+    explicit padding, conv (groups), bias, ReLU/PReLU, residual add (its channels repeat_interleave'd
+    `residual_repeat` times), PixelShuffle(`shuffle`)."""
     import torch.nn.functional as F
 
     top, left, bottom, right = spec.pad
@@ -64,7 +65,9 @@ def torch_conv_reference(spec, x, w, b=None, alpha=None, res=None) -> torch.Tens
     elif spec.act == "prelu":
         ref = F.prelu(ref, torch.from_numpy(alpha))
     if spec.residual:
-        ref = ref + torch.from_numpy(res)
+        ref = ref + torch.from_numpy(res).repeat_interleave(getattr(spec, "residual_repeat", 1), dim=1)
+    if getattr(spec, "shuffle", 1) > 1:
+        ref = F.pixel_shuffle(ref, spec.shuffle)
     return ref
 
 

@@ -96,6 +96,54 @@ def test_ecbsr_deployed_form() -> None:
     assert compiled.fused_convs == 3  # head, block, tail (+ the nearest-neighbour skip)
 
 
+def _main_ops(model: nn.Module, shape: tuple[int, int, int, int], sparse: str = "auto") -> tuple[str, list[str]]:
+    """(main's Relax text, kernel names) after the conv rewrite."""
+    from compiler.build import prepare_module
+    from compiler.targets import get_target
+
+    mod, _ = prepare_module(model, shape, get_target("host"), sparse)
+    return mod["main"].script(), [gv.name_hint for gv in mod.functions if gv.name_hint != "main"]
+
+
+def test_tail_writes_the_shuffled_image_and_reads_the_repeated_input_in_place() -> None:
+    """ECBSR x2/x3: the tail kernel applies PixelShuffle and the nearest-neighbour skip (the input repeated
+    over scale^2 channels) in its write-back: neither the shuffle nor the repeated copy is left in the graph."""
+    from srprune.models import build_model, deploy
+
+    for scale in (2, 3):
+        torch.manual_seed(scale)
+        plain = deploy(build_model("ecbsr", scale, blocks=1, width=8)).eval()
+        text, kernels = _main_ops(plain, (1, 3, 7, 19))
+        assert kernels[-1].endswith(f"_shuffle{scale}"), kernels
+        for op in ("permute_dims", "broadcast_to", "expand_dims", "reshape"):
+            assert op not in text, op
+        _check(plain, (1, 3, 7, 19), min_fused=3)
+
+
+def test_pixelshuffle_kept_separate_where_the_kernel_cannot_fuse_it() -> None:
+    """A sparse tail kernel and a grouped conv have no fused shuffle: PixelShuffle stays a Relax op, still exact."""
+    torch.manual_seed(7)
+    net = PlainSR(width=8, body=1).eval()
+    with torch.no_grad():
+        net.tail.weight[:, ::2] = 0  # half the input channels pruned: a sparse kernel candidate
+    text, kernels = _main_ops(net, (1, 3, 6, 21), sparse="sparse")
+    assert "permute_dims" in text and not any("shuffle" in k for k in kernels)
+    compiled = compile_model(net, (1, 3, 6, 21), "host", sparse="sparse")
+    x = np.random.default_rng(5).random((1, 3, 6, 21), dtype=np.float32)
+    np.testing.assert_allclose(compiled.run(x), reference_output(net, x), atol=TOL, rtol=0)
+
+    from srprune.models import build_model, deploy
+
+    ecb = deploy(build_model("ecbsr", 2, blocks=1, width=8)).eval()  # sparse tail: the repeated skip materialised
+    compiled = compile_model(ecb, (1, 3, 6, 21), "host", sparse="sparse")
+    np.testing.assert_allclose(compiled.run(x), reference_output(ecb, x), atol=TOL, rtol=0)
+
+    grouped = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1, groups=3), nn.PixelShuffle(2)).eval()
+    text, kernels = _main_ops(grouped, (1, 3, 6, 21))
+    assert "permute_dims" in text and not any("shuffle" in k for k in kernels)
+    _check(grouped, (1, 3, 6, 21), min_fused=1)
+
+
 def test_ecbsr_training_form() -> None:
     """Multi-branch ECBs (1x1 -> pad-with-bias -> 3x3, Sobel/Laplacian depthwise): correct, partly fused."""
     _check(_ecbsr(blocks=0, width=4), (1, 3, 6, 9), min_fused=1)
@@ -166,6 +214,8 @@ def test_tail_and_skip_convs_meeting_in_one_add_both_run_on_our_kernels() -> Non
     compiled = compile_model(net, (1, 3, 12, 16), "host")
     assert compiled.fused_convs == convs == 4
     assert compiled.check["max_abs_diff"] <= 1e-4
+    _, kernels = _main_ops(net, (1, 3, 12, 16))
+    assert sum(k.endswith("_shuffle2") for k in kernels) == 1  # the tail (with the skip as residual) writes the image
 
 
 def test_count_macs_includes_transposed_convs_like_srprune_complexity() -> None:

@@ -22,12 +22,11 @@ TOL = 1e-4
 def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(kernel output, PyTorch reference) for random data/weights/bias/alpha/residual."""
     rng = np.random.default_rng(seed)
-    oh, ow = spec.out_hw
     x = rng.random((spec.n, spec.cin, spec.h, spec.w), dtype=np.float32)
     w = (rng.standard_normal((spec.cout, spec.cin // spec.groups, spec.kh, spec.kw)) * 0.2).astype(np.float32)
     b = rng.standard_normal(spec.cout).astype(np.float32)
     alpha = rng.random(spec.cout, dtype=np.float32) * 0.5
-    res = rng.random((spec.n, spec.cout, oh, ow), dtype=np.float32)
+    res = rng.random(spec.residual_shape, dtype=np.float32)
     ref = torch_conv_reference(spec, x, w, b if spec.bias else None, alpha, res)
 
     sched = choose_schedule(spec, vec)
@@ -41,7 +40,7 @@ def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0) -> tuple[np.ndarray, np
         args.append(alpha)
     if spec.residual:
         args.append(res)
-    out = tvm.runtime.tensor(np.full((spec.n, spec.cout, oh, ow), np.nan, np.float32), dev)
+    out = tvm.runtime.tensor(np.full(spec.out_shape, np.nan, np.float32), dev)
     lib(*[tvm.runtime.tensor(a, dev) for a in args], out)
     return out.numpy(), ref.numpy()
 
@@ -59,11 +58,20 @@ CASES = [
     ConvSpec(2, 4, 6, 17, 6, 5, 5, (2, 1, 2, 3), groups=2),
     # valid (unpadded) conv3x3: output smaller than input
     ConvSpec(1, 3, 8, 20, 12, 3, 3, (0, 0, 0, 0)),
+    # ECBSR's x2 tail: the input repeated over 4 sub-pixels as residual, PixelShuffle(2) fused, odd width
+    ConvSpec(1, 16, 5, 21, 12, 3, 3, (1, 1, 1, 1), residual=True, residual_repeat=4, shuffle=2),
+    # x3 tail with an activation and no residual
+    ConvSpec(1, 8, 4, 32, 27, 3, 3, (1, 1, 1, 1), act="relu", shuffle=3),
+    # x4 tail with a full residual (the genome networks' bicubic skip), batch 2
+    ConvSpec(2, 6, 3, 19, 48, 3, 3, (1, 1, 1, 1), residual=True, shuffle=4),
+    # rows wide enough for the 4-vector tile at every width (an overhanging last tile), a head and a tail
+    ConvSpec(1, 3, 3, 70, 32, 3, 3, (1, 1, 1, 1), act="relu"),
+    ConvSpec(1, 8, 3, 70, 12, 3, 3, (1, 1, 1, 1), residual=True, residual_repeat=4, shuffle=2),
 ]
 
 
 @pytest.mark.parametrize("vec", [16, 8, 4])
-@pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.cin}x{s.cout}k{s.kh}g{s.groups}{s.act}{'r' if s.residual else ''}")
+@pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.cin}x{s.cout}k{s.kh}g{s.groups}{s.act}{'r' if s.residual else ''}s{s.shuffle}")
 def test_kernel_matches_torch(spec: ConvSpec, vec: int) -> None:
     got, want = _run_kernel(spec, vec)
     assert got.shape == want.shape
@@ -74,11 +82,13 @@ def test_kernel_matches_torch(spec: ConvSpec, vec: int) -> None:
 def test_schedule_respects_register_budget_and_divides_channels() -> None:
     spec = ConvSpec(1, 32, 8, 640, 32, 3, 3, (1, 1, 1, 1))
     s16 = choose_schedule(spec, 16, registers=32)
-    assert s16 == Schedule(vec=16, nvec=2, oc_tile=8)  # 16 accumulators of 32 zmm registers
+    assert s16 == Schedule(vec=16, nvec=4, oc_tile=4)  # 16 accumulators of 32 zmm registers, 4 x 4
     s8 = choose_schedule(spec, 8, registers=16)
-    assert s8.oc_tile * s8.nvec <= 8 and spec.cout % s8.oc_tile == 0
-    tail = ConvSpec(1, 32, 8, 640, 12, 3, 3, (1, 1, 1, 1))
-    assert choose_schedule(tail, 16).oc_tile == 6  # largest divisor of 12 within 8
+    assert s8 == Schedule(vec=8, nvec=2, oc_tile=4)  # AVX2: 8 of 16 ymm registers
+    tail = ConvSpec(1, 32, 8, 640, 10, 3, 3, (1, 1, 1, 1))
+    assert choose_schedule(tail, 16).oc_tile == 2  # largest divisor of 10 within the 4-channel budget
+    narrow = ConvSpec(1, 32, 8, 40, 32, 3, 3, (1, 1, 1, 1))
+    assert choose_schedule(narrow, 16) == Schedule(vec=16, nvec=2, oc_tile=8)  # a 40-pixel row: 2 vectors
 
 
 def test_pack_weight_layout() -> None:
@@ -97,3 +107,16 @@ def test_bad_kernel_specs_raise() -> None:
         conv2d_primfunc(ConvSpec(1, 4, 4, 4, 4, 3, 3, (1, 1, 1, 1), act="gelu"), Schedule(4, 1, 4))
     with pytest.raises(CompilerError, match="groups"):
         conv2d_primfunc(ConvSpec(1, 5, 4, 4, 4, 3, 3, (1, 1, 1, 1), groups=2), Schedule(4, 1, 1))
+    with pytest.raises(CompilerError, match="PixelShuffle"):  # 6 channels are not a multiple of 2^2
+        conv2d_primfunc(ConvSpec(1, 4, 4, 4, 6, 3, 3, (1, 1, 1, 1), shuffle=2), Schedule(4, 1, 2))
+    with pytest.raises(CompilerError, match="PixelShuffle"):  # a tile of 3 splits a row's 2 sub-pixels
+        conv2d_primfunc(ConvSpec(1, 4, 4, 4, 12, 3, 3, (1, 1, 1, 1), shuffle=2), Schedule(4, 1, 3))
+    with pytest.raises(CompilerError, match="residual_repeat"):
+        conv2d_primfunc(ConvSpec(1, 4, 4, 4, 8, 3, 3, (1, 1, 1, 1), residual_repeat=4), Schedule(4, 1, 4))
+
+
+def test_schedule_keeps_shuffle_rows_in_one_tile() -> None:
+    # 27 channels of a x3 tail: the tile must hold whole rows of 3 sub-pixels (3, 9, ...), not 1
+    tail = ConvSpec(1, 16, 8, 640, 27, 3, 3, (1, 1, 1, 1), shuffle=3)
+    assert choose_schedule(tail, 16).oc_tile % 3 == 0
+    assert choose_schedule(ConvSpec(1, 16, 8, 640, 48, 3, 3, (1, 1, 1, 1), shuffle=4), 16).oc_tile == 4

@@ -70,24 +70,24 @@ def test_sandwich_steps_decrease_loss():
     assert last_s < 0.7 * first_s, (first_s, last_s)
 
 
-@pytest.mark.parametrize("sort_every", [0, 2])
-def test_resume_after_kill_is_exact(tmp_path, sort_every):
+@pytest.mark.parametrize("sort_every,sampling", [(0, "fixed"), (2, "fixed"), (0, "fair")])
+def test_resume_after_kill_is_exact(tmp_path, sort_every, sampling):
     ckpt_a, ckpt_b = tmp_path / "a.pt", tmp_path / "b.pt"
     net_a = _net()
     full = train_supernet(net_a, Batches(3), 6, checkpoint=ckpt_a, checkpoint_every=2, progress=False,
-                          sort_every=sort_every)
+                          sort_every=sort_every, sampling=sampling)
     assert [("sorted_trunk_moved" in h) for h in full["history"]] == [False, bool(sort_every)] * 2 + [False] * 2
     # killed after step 3: the last checkpoint is step 2, so step 3 is redone after the restart
     net_b = _net()
     part = train_supernet(net_b, Batches(3), 6, checkpoint=ckpt_b, checkpoint_every=2, stop_after=3,
-                          progress=False, sort_every=sort_every)
+                          progress=False, sort_every=sort_every, sampling=sampling)
     assert part["step"] == 3 and not part["done"]
     assert load_checkpoint(ckpt_b)["step"] == 2
     with pytest.raises(SpaceError, match="exists"):
         train_supernet(_net(), Batches(3), 6, checkpoint=ckpt_b, progress=False)
     net_c = _net(seed=123)  # different init: everything must come from the checkpoint
     rest = train_supernet(net_c, Batches(99), 6, checkpoint=ckpt_b, checkpoint_every=2, resume=True,
-                          progress=False, sort_every=sort_every)
+                          progress=False, sort_every=sort_every, sampling=sampling)
     assert rest["done"]
     for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items()):
         assert torch.equal(a, c), k
@@ -95,6 +95,33 @@ def test_resume_after_kill_is_exact(tmp_path, sort_every):
     restored = supernet_from_checkpoint(ckpt_b)
     for (k, a), (_, c) in zip(net_a.state_dict().items(), restored.state_dict().items()):
         assert torch.equal(a, c), k
+
+
+def test_fair_sampling_trains_every_block_type_equally():
+    """"fair": over whole rounds every cell deals each block type equally often to the random sub-networks, and
+    the sandwich's largest and smallest take every real block in turn; "fixed" gives the largest one block."""
+    from supernet.train import TrainSettings, _sandwich
+
+    space = SearchSpace(num_cells=3, widths=(4, 8), scales=(2,))  # 6 block types, skip included
+    kinds = len(space.blocks)
+    settings = TrainSettings(steps=30, scale=2, num_random=2, sampling="fair")
+    steps = kinds * 5  # 60 deals per cell = 10 full rounds of the deck
+    deals = [_sandwich(space, settings, t) for t in range(steps)]
+    for cell in range(space.num_cells):
+        counts = {b: 0 for b in space.blocks}
+        for _, _, dealt in deals:
+            for blocks in dealt:
+                counts[blocks[cell]] += 1
+        assert set(counts.values()) == {steps * settings.num_random // kinds}, counts
+    real = space.real_blocks
+    teachers = [largest.cells[0].block for largest, _, _ in deals[:len(real)]]
+    smallest = [small.cells[0].block for _, small, _ in deals[:len(real)]]
+    assert sorted(teachers) == sorted(smallest) == sorted(real)
+    assert all(c.width == space.max_width for largest, _, _ in deals for c in largest.cells)
+    fixed = TrainSettings(steps=30, scale=2, num_random=2)
+    assert {_sandwich(space, fixed, t)[0].cells[0].block for t in range(steps)} == {space.largest(2).cells[0].block}
+    with pytest.raises(SpaceError, match="sampling"):
+        TrainSettings(steps=1, scale=2, sampling="round-robin")
 
 
 def test_resume_refuses_other_settings(tmp_path):

@@ -7,7 +7,7 @@ supernet/checkpoint.pt (resumable, also under torchrun), train.log and summary.j
       space: {num_cells: 4, widths: [8, 16, 32, 64], blocks: [conv, res, wide, ecb, dws, skip],
               activation: relu, scales: [2]}
       train: {steps: 1500, batch_size: 16, patch_size: 32, lr: 0.002, num_random: 2, kd_weight: 0.5,
-              seed: 0, val_every: 250, checkpoint_every: 100, sort_every: 0}
+              seed: 0, val_every: 250, checkpoint_every: 100, sort_every: 0, sampling: fixed}
       data: builtin
       val_data: builtin
 

@@ -18,7 +18,7 @@ SUMMARY = "summary.json"
 
 TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
               "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
-              "sort_every": 0}
+              "sort_every": 0, "sampling": "fixed"}
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -60,6 +60,10 @@ def check_train_settings(train: Any, where: str) -> dict[str, Any]:
 
 def _check_train_value(what: str, key: str, value: Any) -> None:
     """A training setting of the right type: integers for counts, numbers for rates."""
+    if key == "sampling":
+        if value not in ("fixed", "fair"):
+            raise InputError(f"{what} must be 'fixed' or 'fair', got {value!r}")
+        return
     if isinstance(TRAIN_KEYS[key], int):
         low = 1 if key in ("steps", "batch_size", "patch_size", "checkpoint_every") else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -138,7 +142,7 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
                                  checkpoint_every=int(t["checkpoint_every"]), resume=resume,
                                  validate=lambda n, g: proxy_psnr(n, g, val, metric=protocol_psnr),
                                  val_every=int(t["val_every"]), stop_after=stop_after,
-                                 sort_every=int(t["sort_every"]), progress=progress)
+                                 sort_every=int(t["sort_every"]), sampling=str(t["sampling"]), progress=progress)
     finally:
         if handler is not None:
             logger.removeHandler(handler)
