@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
 from compiler.kernels import CHUNK_COLUMNS, ConvSpec, choose_schedule, conv2d_primfunc  # noqa: E402
 from compiler.latency.measure import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
@@ -31,32 +30,19 @@ COLUMNS = (9, 18, CHUNK_COLUMNS, 72, 144, 288)  # 1, 2, 4, 8, 16 and all 32 inpu
 
 def run(rounds: int, threads: int | None) -> dict:
     """Build one kernel per chunk size, time them interleaved, return stats and ratios to the default."""
-    import tvm
-
     target = get_target("host", threads)
     set_runtime_threads(target.threads)
     sched = choose_schedule(SPEC, target.vec, target.registers)
     rng = np.random.default_rng(0)
     shapes = [(1, 32, 360, 640), (32 // sched.oc_tile, 32, 3, 3, sched.oc_tile), (32,), (1, 32, 360, 640)]
-    args = [tvm.runtime.tensor(rng.random(s, dtype=np.float32), tvm.cpu()) for s in shapes]
-    timers, compile_s = [], []
-    for cols in COLUMNS:
-        func = conv2d_primfunc(SPEC, sched, chunk_columns=cols).with_attr("global_symbol", "main")
-        t0 = time.perf_counter()
-        lib = tvm.compile(tvm.IRModule({"main": func}), target=target.tvm_target())
-        compile_s.append(time.perf_counter() - t0)
-        f = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=1)
-        f(*args)  # warm-up
-        timers.append(lambda _r, f=f: [x * 1e3 for x in f(*args).results])
-    samples = [np.asarray(s) for s in interleaved(timers, rounds)]
+    arrays = [rng.random(s, dtype=np.float32) for s in shapes]
+    timers, compile_s = zip(*(kernel_timer(conv2d_primfunc(SPEC, sched, chunk_columns=cols), arrays, target)
+                              for cols in COLUMNS))
+    samples = interleaved(list(timers), rounds)
     base = samples[COLUMNS.index(CHUNK_COLUMNS)]
-    rows = []
-    for cols, s, cs in zip(COLUMNS, samples, compile_s):
-        r = s / base
-        rows.append({"columns": cols, "channels": cols // 9, "median_ms": float(np.median(s)), "min_ms": float(s.min()),
-                     "max_ms": float(s.max()), "ratio_median": float(np.median(r)), "ratio_min": float(r.min()),
-                     "ratio_max": float(r.max()), "compile_s": cs,
-                     "gflops": 2 * SPEC.macs() / float(np.median(s)) / 1e6})
+    rows = [{"columns": cols, "channels": cols // 9, **vs_base(s, base), "compile_s": cs,
+             "gflops": 2 * SPEC.macs() / float(np.median(s)) / 1e6}
+            for cols, s, cs in zip(COLUMNS, samples, compile_s)]
     return {"machine": machine(), "threads": target.threads, "rounds": rounds, "oc_tile": sched.oc_tile,
             "w_tile": sched.w_tile, "rows": rows}
 
@@ -78,18 +64,10 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the conv_chunks section of docs/benchmarks.md")
+    add_timing_args(ap, "conv_chunks")
     args = ap.parse_args()
     res = run(args.rounds, args.threads)
-    text = to_markdown(res)
-    print(text)
-    if args.json:
-        write_json(args.json, res)
-    if args.doc:
-        update_section("conv_chunks", text)
+    publish(to_markdown(res), res, "conv_chunks", args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
 from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc  # noqa: E402
 from compiler.latency.measure import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
@@ -59,8 +58,6 @@ def _arrays(spec: ConvSpec, oc_tile: int, rng: np.random.Generator) -> list[np.n
 
 def run(rounds: int, threads: int | None) -> dict:
     """Per layer: build the default and the candidate tiles, time them interleaved, ratios to the default."""
-    import tvm
-
     target = get_target("host", threads)
     set_runtime_threads(target.threads)
     rng = np.random.default_rng(0)
@@ -71,23 +68,14 @@ def run(rounds: int, threads: int | None) -> dict:
             (*t, True) for t in candidates if t != (default.oc_tile, default.nvec)]
         timers, compile_s = [], []
         for oc_tile, nvec, prefetch in tiles:
-            func = conv2d_primfunc(spec, Schedule(target.vec, nvec, oc_tile), prefetch=prefetch).with_attr(
-                "global_symbol", "main")
-            t0 = time.perf_counter()
-            lib = tvm.compile(tvm.IRModule({"main": func}), target=target.tvm_target())
-            compile_s.append(time.perf_counter() - t0)
-            args = [tvm.runtime.tensor(a, tvm.cpu()) for a in _arrays(spec, oc_tile, rng)]
-            f = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=1)
-            f(*args)  # warm-up
-            timers.append(lambda _r, f=f, args=args: [x * 1e3 for x in f(*args).results])
-        samples = [np.asarray(s) for s in interleaved(timers, rounds)]
-        rows = []
-        for (oc_tile, nvec, prefetch), s, cs in zip(tiles, samples, compile_s):
-            r = s / samples[0]
-            rows.append({"oc_tile": oc_tile, "nvec": nvec, "prefetch": prefetch, "median_ms": float(np.median(s)), "min_ms": float(s.min()),
-                         "max_ms": float(s.max()), "ratio_median": float(np.median(r)), "ratio_min": float(r.min()),
-                         "ratio_max": float(r.max()), "compile_s": cs,
-                         "gflops": 2 * spec.macs() / float(np.median(s)) / 1e6})
+            func = conv2d_primfunc(spec, Schedule(target.vec, nvec, oc_tile), prefetch=prefetch)
+            timer, seconds = kernel_timer(func, _arrays(spec, oc_tile, rng), target)
+            timers.append(timer)
+            compile_s.append(seconds)
+        samples = interleaved(timers, rounds)
+        rows = [{"oc_tile": oc_tile, "nvec": nvec, "prefetch": prefetch, **vs_base(s, samples[0]), "compile_s": cs,
+                 "gflops": 2 * spec.macs() / float(np.median(s)) / 1e6}
+                for (oc_tile, nvec, prefetch), s, cs in zip(tiles, samples, compile_s)]
         layers.append({"layer": name, "rows": rows})
         print(f"{name}: " + ", ".join(f"{_tile(r)} {r['median_ms']:.2f} ms ({r['ratio_median']:.2f})"
                                       for r in rows), flush=True)
@@ -119,18 +107,10 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the conv_tiles section of docs/benchmarks.md")
+    add_timing_args(ap, "conv_tiles")
     args = ap.parse_args()
     res = run(args.rounds, args.threads)
-    text = to_markdown(res)
-    print(text)
-    if args.json:
-        write_json(args.json, res)
-    if args.doc:
-        update_section("conv_tiles", text)
+    publish(to_markdown(res), res, "conv_tiles", args.json, args.doc)
 
 
 if __name__ == "__main__":

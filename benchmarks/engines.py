@@ -20,7 +20,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import machine, publish  # noqa: E402
 from compiler.bench import ENGINES, PlainSR, bench_engines, format_table, peak_gflops  # noqa: E402
 
 INPUT = (1, 3, 360, 640)
@@ -77,12 +77,7 @@ def main() -> None:
         verdicts.append(f"- {name}: TVM / ONNX Runtime {ort:.2f} (target <= 1.0: {'met' if ort <= 1.0 else 'NOT met'}), "
                         f"TVM / PyTorch {pt:.2f} (target <= 0.5: {'met' if pt <= 0.5 else 'NOT met'}).")
     lines += ["", "Targets of the compiler issue, from this run:", *verdicts]
-    text = "\n".join(lines)
-    print(text)
-    if args.json:
-        write_json(args.json, results)
-    if args.doc:
-        update_section("engines", text)
+    publish("\n".join(lines), results, "engines", args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_timing_args, machine, publish, vs_base  # noqa: E402
 from compiler.bench import PlainSR  # noqa: E402
 from compiler.build import compile_model  # noqa: E402
 from compiler.importer import import_module  # noqa: E402
@@ -112,14 +112,11 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     result = {"machine": machine(), "threads": target.threads, "rounds": rounds, "variants": []}
     for v in variants:
         dense = next(d for d in variants if d["group"] == v["group"] and d["name"] == "dense")
-        ms = np.asarray(v["times"]) * 1e3
-        ratio = np.asarray(v["times"]) / np.asarray(dense["times"])
         result["variants"].append({
             "group": v["group"], "name": v["name"], "ratio": v["ratio"], "kept": v["kept"],
             "kernels": v["kernels"], "shape": list(v["shape"]), "compile_s": v["compile_s"],
             "max_abs_diff": v["max_abs_diff"],
-            "median_ms": float(np.median(ms)), "min_ms": float(ms.min()), "max_ms": float(ms.max()),
-            "ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
+            **vs_base(np.asarray(v["times"]) * 1e3, np.asarray(dense["times"]) * 1e3),
         })
     return result
 
@@ -160,19 +157,11 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the sparse_kernels section of docs/benchmarks.md")
+    add_timing_args(ap, "sparse_kernels")
     ap.add_argument("--quick", action="store_true", help="a small conv only (smoke test)")
     args = ap.parse_args()
     res = run(args.rounds, args.threads, args.quick)
-    text = to_markdown(res)
-    print(text)
-    if args.json:
-        write_json(args.json, res)
-    if args.doc and not args.quick:
-        update_section("sparse_kernels", text)
+    publish(to_markdown(res), res, "sparse_kernels", args.json, args.doc and not args.quick)
 
 
 if __name__ == "__main__":

@@ -224,10 +224,9 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
     from tvm.script.ir_builder import tirx as T  # noqa: N812
 
     n, cin, h, w, cout, kh, kw = spec.n, spec.cin, spec.h, spec.w, spec.cout, spec.kh, spec.kw
-    top, left, _, _ = spec.pad
-    oh, ow = spec.out_hw
-    ot, vec, nv, wt = sched.oc_tile, sched.vec, sched.nvec, sched.w_tile
-    cin_g, cout_g = cin // spec.groups, cout // spec.groups
+    ow = spec.out_hw[1]
+    ot, vec, wt = sched.oc_tile, sched.vec, sched.w_tile
+    cin_g = cin // spec.groups
     xtiles = -(-ow // wt)
     pw = xtiles * wt + kw - 1  # padded window width: whole tiles, zeros past the input
     f32 = "float32"

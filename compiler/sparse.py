@@ -343,6 +343,9 @@ def sparse_conv2d_primfunc(spec: ConvSpec, plan: SparsePlan, weight: np.ndarray,
         raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
     if spec.groups != 1:
         raise CompilerError("sparse kernels support ungrouped convs only")
+    if spec.shuffle != 1 or spec.residual_repeat != 1:
+        raise CompilerError("sparse kernels have no fused PixelShuffle or repeated residual (the rewrite keeps them "
+                            "as separate ops)")
     mat = weight_matrix(weight).astype("float32")
     if mat.shape != (spec.cout, spec.cin * spec.kh * spec.kw):
         raise CompilerError(f"weight of shape {np.shape(weight)} does not match the conv {spec.cin}->{spec.cout} "

@@ -8,6 +8,8 @@ masked weight plus the fused epilogue, and the tile structure is checked against
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -155,6 +157,9 @@ def test_bad_plans_raise() -> None:
     drops = SparsePlan(16, 1, 2, (Tile((0, 1), (5,)), Tile((2, 3), ())))
     with pytest.raises(CompilerError, match="drops nonzero weights"):
         sparse_conv2d_primfunc(spec, drops, w, bias)
+    whole = SparsePlan(16, 1, 2, (Tile((0, 1), (4,)), Tile((2, 3), ())))
+    with pytest.raises(CompilerError, match="PixelShuffle"):
+        sparse_conv2d_primfunc(dataclasses.replace(spec, shuffle=2), whole, w, bias)
     ok = SparsePlan(16, 1, 2, (Tile((0, 1), (4,)), Tile((2, 3), ())))
     with pytest.raises(CompilerError, match="bias"):
         sparse_conv2d_primfunc(spec, ok, w, None)
