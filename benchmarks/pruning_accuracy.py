@@ -16,7 +16,6 @@ With 500 fine-tuning steps 50% block 4x8 lost 0.21-0.28 dB against dense+FT (not
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from srprune.models.modelfile import load_model, save_model  # noqa: E402
 from srprune.models.registry import build_model, deploy  # noqa: E402
 from srprune.pruning import FinetuneConfig, prune_model  # noqa: E402
 from srprune.train import TrainConfig, train  # noqa: E402
+from srcommon.owned import OwnedFolder  # noqa: E402
 
 
 def specs(ratio: float, blocks: list[tuple[int, int]], schemes: list[str]) -> dict[str, dict]:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         tcfg = TrainConfig(steps=args.dense_steps, batch_size=args.batch_size, patch_size=args.patch_size,
                            lr=1e-3, seed=0, val_every=args.dense_steps, checkpoint_every=args.dense_steps,
                            threads=args.threads)
-        shutil.rmtree(args.work, ignore_errors=True)
+        # only what an earlier run of this benchmark wrote there is removed (args.work is the user's folder)
+        OwnedFolder.claim(args.work / "dense", "benchmarks/pruning_accuracy", force=True)
         train(net, sampler(0), val_pairs, args.scale, tcfg, args.work / "dense")
         if args.dense_model is not None:
             save_model(args.dense_model, net, meta={"train": {"steps": args.dense_steps}}, force=True)

@@ -25,6 +25,9 @@ import tvm
 from compiler.build import CompiledModel
 from compiler.errors import CompilerError
 from compiler.targets import TargetSpec
+from srcommon.errors import OutputConflict
+from srcommon.owned import check_replaceable
+from srcommon.owned import staged_folder as owned_staged_folder
 
 LIB_NAME = "model.so"
 MANIFEST = "manifest.json"
@@ -116,27 +119,36 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def artifact_files(out: Path) -> list[str]:
+    """The files an artifact folder's manifest lists as srprune's: written by versions before the record of
+    owned files (srcommon.owned), so that --force may still replace their folders."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("srprune"):
+        return []
+    return [MANIFEST, *[f for f in manifest.get("checksums", {}) if isinstance(f, str)]]
+
+
 def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse an existing output folder unless `force` (checked before any slow work)."""
-    if out.exists() and not force:
-        raise CompilerError(f"output folder {out} exists; choose another or pass --force")
+    """Refuse an existing output folder unless `force`, and even then when it holds files srprune did not write
+    (checked before any slow work)."""
+    try:
+        check_replaceable(out, force, artifact_files(out))
+    except OutputConflict as exc:
+        raise CompilerError(str(exc)) from None
 
 
 @contextmanager
 def staged_folder(out: Path, force: bool) -> Iterator[Path]:
-    """A temporary folder beside `out` that replaces `out` when the block succeeds and vanishes when it fails,
-    so an artifact folder appears complete or not at all."""
+    """A temporary folder that replaces `out` (only srprune's files of it) when the block succeeds."""
     check_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with owned_staged_folder(out, force, "compile", artifact_files(out)) as tmp:
+            yield tmp
+    except OutputConflict as exc:
+        raise CompilerError(str(exc)) from None
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

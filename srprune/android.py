@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from srprune.atomic import atomic_path, write_text
+from srcommon.atomic import atomic_path, write_text
 from srprune.errors import InputError
 
 APP_DIR = Path(__file__).resolve().parents[1] / "android_app"

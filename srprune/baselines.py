@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import yaml
 
-from srprune.atomic import write_text
+from srcommon.atomic import write_text
 from srprune.complexity import count_params, macs_for_output
 from srprune.data import load_dataset
 from srprune.evaluate import format_table, mean_score, score_pairs

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from srprune.progress import progress_bar
 
-from srprune.atomic import write_text
+from srcommon.atomic import write_text
 from srprune.errors import InputError
 from srprune.metrics import psnr, ssim
 

@@ -15,7 +15,8 @@ import click
 import cv2
 import numpy as np
 
-from srprune.atomic import atomic_path, check_writable
+from srcommon.atomic import atomic_path
+from srprune.atomic import check_writable
 from srprune.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -391,7 +391,7 @@ def scatter_plot(result: dict, path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from srprune.atomic import atomic_path
+    from srcommon.atomic import atomic_path
 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 

@@ -19,12 +19,14 @@ import torch
 from torch import nn
 from srprune.progress import progress_bar
 
-from srprune.atomic import atomic_path, write_text
+from srcommon.atomic import atomic_path, write_text
+from srcommon.owned import OwnedFolder
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "srprune-train-state"
+TRAIN_FILES = (CHECKPOINT, "train.log", "train_config.json")  # what `train` writes into its run folder
 
 
 @dataclass
@@ -83,6 +85,7 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
     test that an interrupted run resumes exactly).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    OwnedFolder(run_dir, "train").add(*TRAIN_FILES)  # what --force may replace later, recorded before writing
     log = setup_logger(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -154,17 +157,15 @@ def train_model_file(model_spec: str, scale: int | None, data: str, val_data: st
     model file, whose meta records the training budget and validation scores.
     Returns None (and writes no model file) when `stop_after` ended the run early.
     """
-    import shutil
-
     from srprune.data import PatchSampler, load_dataset
     from srprune.models import resolve_model
     from srprune.models.modelfile import save_model
 
     final = out_dir / "model.pt"
-    if force and out_dir.exists():
-        shutil.rmtree(out_dir)
-    elif final.exists():
+    if final.exists() and not force:
         raise InputError(f"{final} already exists (use --force to train again)")
+    # --force removes only what srprune wrote here; the user's own files stay (or stop us, named)
+    OwnedFolder.claim(out_dir, "train", force=force).add(final.name)
     torch.manual_seed(cfg.seed)  # untrained weights are part of the seeded run
     net, _ = resolve_model(model_spec, scale)
     scale = net.scale

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from srcommon.atomic import save_torch
 from supernet.errors import SpaceError
 from supernet.model import SuperNet
 from supernet.sorting import TRUNK, sort_channels
@@ -106,19 +106,6 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         n = p.grad.numel()
         p.grad.copy_(flat[offset: offset + n].view_as(p.grad))
         offset += n
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then os.replace: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -195,7 +182,7 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
             data_states = [None] * world
             dist.all_gather_object(data_states, data_state)
         if rank == 0 and path is not None:
-            save_atomic({"format": CHECKPOINT_FORMAT, "version": 1, "space": space.to_dict(),
+            save_torch({"format": CHECKPOINT_FORMAT, "version": 1, "space": space.to_dict(),
                          "settings": asdict(settings), "world_size": world, "step": step,
                          "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "arch_rng": arch_rng.bit_generator.state,

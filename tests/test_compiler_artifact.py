@@ -18,6 +18,7 @@ from compiler.artifact import LIB_NAME, MANIFEST, load_artifact, sha256, write_a
 from compiler.build import compile_model, reference_output
 from compiler.errors import CompilerError
 from compiler.targets import TARGET_NAMES, get_target
+from srcommon.owned import RECORD
 
 SHAPE = (1, 3, 6, 10)
 
@@ -42,7 +43,9 @@ def test_host_artifact_round_trip(tmp_path) -> None:
     assert on_disk["meta"] == {"scale": 2, "model": "tiny"}
     assert on_disk["checksums"][LIB_NAME] == sha256(tmp_path / "out" / LIB_NAME)
     assert on_disk["numerics"]["max_abs_diff"] <= 1e-4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([LIB_NAME, MANIFEST])  # no temp leftovers
+    # no temp leftovers; the record of srprune's own files (what --force may replace) lists both
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([LIB_NAME, MANIFEST, RECORD])
+    assert json.loads((tmp_path / "out" / RECORD).read_text())["files"] == sorted([LIB_NAME, MANIFEST])
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
     _, lib = load_artifact(tmp_path / "out")

@@ -215,6 +215,49 @@ def test_rerun_skips_every_stage_and_a_change_redoes_only_what_depends_on_it(ful
     assert "finetune" in json.dumps(meta.get("meta", {}))
 
 
+def test_rerunning_an_upstream_stage_invalidates_everything_downstream(full, base, tmp_path):
+    run, _, _ = full
+    copy = tmp_path / "changed"
+    shutil.copytree(run, copy)
+    cfg2 = write_config(tmp_path / "c2.yaml", copy, finetune__steps=10)
+    r = cli("run", "-c", cfg2, "--stage", "finetune", cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "invalidated finetune, deploy, evaluate, report" in r.stderr
+    states = json.loads((copy / "stages.json").read_text())
+    assert states["finetune"]["done"] and not {"deploy", "evaluate", "report"} & set(states)
+    # no compiled model, metric or report of the old model is left where a user would read it ...
+    assert not (copy / "compiled" / "host").exists() and not (copy / "eval").exists()
+    assert not (copy / "report.html").exists()
+    # ... and nothing was deleted: the old outputs were moved aside
+    (stale,) = list((copy / "stale").iterdir())
+    assert (stale / "compiled" / "host" / "model.so").is_file() and (stale / "final" / "model.pt").is_file()
+    assert (stale / "eval" / "metrics.json").is_file() and (stale / "report.html").is_file()
+    r = cli("report", copy, cache=base[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (copy / "report.html").read_text()
+    assert "Measured latency" not in text and "PSNR / SSIM" not in text
+
+
+def test_report_refuses_outputs_whose_inputs_changed(full, base, tmp_path):
+    run, _, _ = full
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    states = json.loads((copy / "stages.json").read_text())
+    states["deploy"]["hash"] = "0" * 16  # deployed under other inputs (as an older srprune could leave it)
+    (copy / "stages.json").write_text(json.dumps(states))
+    assert cli("report", copy, cache=base[1]).returncode == 0
+    text = (copy / "report.html").read_text()
+    assert "Not shown, stale" in text and "deploy (its inputs changed since it ran)" in text
+    assert "Measured latency" not in text and "PSNR / SSIM" in text
+    shutil.copy(run / "stages.json", copy / "stages.json")
+    with open(copy / "final" / "model.pt", "ab") as f:  # another final model than the one compiled and scored
+        f.write(b"\0")
+    assert cli("report", copy, cache=base[1]).returncode == 0
+    text = (copy / "report.html").read_text()
+    assert "deploy (final/model.pt changed since it ran)" in text and "evaluate (final/model.pt changed" in text
+    assert "Measured latency" not in text and "PSNR / SSIM" not in text
+
+
 # --- kill and resume; several processes on one study -----------------------------------------------
 
 

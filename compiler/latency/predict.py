@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from srcommon.atomic import write_json
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from compiler.latency.table import LatencyTable
@@ -76,17 +76,7 @@ def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
 def save_calibration(cal: Calibration, path: str | os.PathLike, header: dict[str, Any]) -> None:
     """Write the calibration beside its table (atomic), with the table's header to check against."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": CAL_FORMAT, "header": header, **asdict(cal)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictor.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_json(path, {"format": CAL_FORMAT, "header": header, **asdict(cal)})
 
 
 def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibration | None:

@@ -14,11 +14,11 @@ import json
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srcommon.atomic import write_json
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 
@@ -133,16 +133,7 @@ class LatencyTable:
 
     def save(self) -> None:
         """Write the table atomically (temp file beside it, then rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".table.", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json(self.path, self.to_dict())
 
 
 def load_table(path: str | os.PathLike) -> LatencyTable:

@@ -13,10 +13,11 @@ import click
 from compiler.errors import CompilerError
 from srprune import __version__
 from srprune.errors import InputError
+from srcommon.errors import OutputConflict
 from supernet.errors import SpaceError
 
 # Library errors that mean "bad input" and become one-line messages.
-USER_ERRORS = (InputError, SpaceError, CompilerError)
+USER_ERRORS = (InputError, SpaceError, CompilerError, OutputConflict)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (SpaceError, CompilerError) as e:
+    except (SpaceError, CompilerError, OutputConflict) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -83,7 +83,7 @@ def install_cmd(app, serial) -> None:
               help="Also write the measurements as JSON.")
 def bench_cmd(app, serial, threads, runs, warmup, json_out) -> None:
     """Time the staged model on the phone with srmodel_bench (median of RUNS after WARMUP, per thread count)."""
-    from srprune.atomic import write_text
+    from srcommon.atomic import write_text
 
     try:
         counts = [int(t) for t in threads.split(",") if t.strip()]

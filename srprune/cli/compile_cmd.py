@@ -63,13 +63,12 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
     The compiled output is checked against PyTorch on random input (max abs diff <= 1e-4) on the
     host before anything is written; arm64 targets are cross-compiled and linked here.
     """
-    from compiler.artifact import write_artifact
+    from compiler.artifact import check_out_dir, write_artifact
     from compiler.build import compile_checked
     from compiler.targets import get_target
     from srprune import __version__
 
-    if out.exists() and not force:
-        raise InputError(f"output folder {out} exists; choose another or pass --force")
+    check_out_dir(out, force)
     spec = get_target(target, threads)
     frame = parse_size(size)
     net, info, colors = _load(model, scale, seed)

@@ -66,15 +66,16 @@ def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_si
 def eval_cmd(model, scale, data, json_path, save_images, force) -> None:
     """PSNR-Y/SSIM-Y of MODEL (or `bicubic`) per image and mean, by the benchmark protocol."""
     from srprune.atomic import check_writable
+    from srcommon.owned import OwnedFolder
     from srprune.data import load_dataset
     from srprune.evaluate import format_table, score_pairs, write_json
 
     if json_path:
         check_writable(json_path, force)
-    if save_images and save_images.exists() and any(save_images.iterdir()) and not force:
-        raise InputError(f"{save_images} is not empty (use --force to overwrite)")
     net, _ = _model(model, scale)
     pairs = load_dataset(data, net.scale, split="val")
+    if save_images:
+        OwnedFolder.claim(save_images, "eval").reserve([f"{Path(p.name).stem}.png" for p in pairs], force)
     scores = score_pairs(net, pairs, net.scale, progress=True, save_dir=save_images)
     click.echo(format_table(scores, f"{model} x{net.scale} on {data}"))
     if json_path:
@@ -91,6 +92,8 @@ def eval_cmd(model, scale, data, json_path, save_images, force) -> None:
 @FORCE
 def upscale_cmd(model, src, dst, scale, tile, force) -> None:
     """Upscale an image (or every image in a folder) with MODEL."""
+    from srcommon.owned import OwnedFolder
+    from srprune.atomic import check_writable
     from srprune.evaluate import to_image, to_tensor
     from srprune.imageio import is_image_file, read_image, write_image
     from srprune.upscale import upscale_tensor
@@ -102,11 +105,9 @@ def upscale_cmd(model, src, dst, scale, tile, force) -> None:
         jobs = [(p, dst / f"{p.stem}.png") for p in sorted(src.iterdir()) if is_image_file(p)]
         if not jobs:
             raise InputError(f"{src}: no images found")
+        OwnedFolder.claim(dst, "upscale").reserve([out.name for _, out in jobs], force)
     else:
-        jobs = [(src, dst)]
-    for _, out in jobs:
-        if out.exists() and not force:
-            raise InputError(f"{out} already exists (use --force to overwrite)")
+        jobs = [(src, check_writable(dst, force))]
     for inp, out in jobs:
         lr = read_image(inp)
         sr = to_image(upscale_tensor(net, to_tensor(lr), net.scale, tile=tile))

@@ -173,7 +173,7 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> N
 def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n_cal, plot, rpc, timeout) -> None:
     """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json."""
     from compiler.latency.table import table_path
-    from srprune.atomic import write_text
+    from srcommon.atomic import write_text
     from srprune.latency import load_predictor, make_runner, scatter_plot, validate
 
     tspec = _target(target, threads)

@@ -9,6 +9,8 @@ import click
 from srprune.cli import cli
 from srprune.errors import InputError
 
+WAIT = click.option("--wait", is_flag=True, help="If another srprune process holds the run folder, wait for it "
+                    "instead of stopping.")
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEMO_CONFIG = REPO_CONFIGS / "demo.yaml"
 
@@ -43,7 +45,8 @@ def _stages(stage: str | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--stage", default=None, help="Run only this stage (its inputs must be done): latency, supernet, "
               "arch, ratios, finetune, deploy, evaluate, report.")
 @click.option("--force", is_flag=True, help="Redo the stage(s) even if done with the same inputs.")
-def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: bool) -> None:
+@WAIT
+def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: bool, wait: bool) -> None:
     """The whole job: latency model, supernet, search (stages 2-3), fine-tune, compile + measure, eval, report.
 
     A finished stage is skipped while its inputs are unchanged; a killed run resumes where it stopped.
@@ -51,7 +54,7 @@ def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: b
     from srprune.search.pipeline import STAGES, prepare, run_pipeline
 
     stages = _stages(stage, STAGES)
-    run = prepare(config_path, run_dir)
+    run = prepare(config_path, run_dir, wait=wait)
     run_pipeline(run, stages, force=force)
     _summary(run)
 
@@ -63,12 +66,14 @@ def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: b
               "(default: search.storage of the config, else sqlite:///RUN/search/study.db).")
 @click.option("--stage", type=click.Choice(["arch", "ratios"]), default=None, help="Only stage 2 or 3.")
 @click.option("--force", is_flag=True, help="Discard the stored trials and search again.")
-def search_cmd(config_path: Path, run_dir: Path | None, storage: str | None, stage: str | None, force: bool) -> None:
+@WAIT
+def search_cmd(config_path: Path, run_dir: Path | None, storage: str | None, stage: str | None, force: bool,
+               wait: bool) -> None:
     """Stages 2-3 alone (the latency and supernet stages must be done). Start it in several processes, on one
     machine or several, to share one study: together they run exactly the configured number of trials."""
     from srprune.search.pipeline import SEARCH_STAGES, prepare, run_pipeline
 
-    run = prepare(config_path, run_dir, storage=storage)
+    run = prepare(config_path, run_dir, storage=storage, shared=True, wait=wait)
     results = run_pipeline(run, _stages(stage, SEARCH_STAGES), force=force)
     chosen = results.get("ratios") or results.get("arch") or {}
     if chosen:
@@ -93,11 +98,12 @@ def report_cmd(run_dir: Path) -> None:
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), default=DEMO_CONFIG,
               show_default=True, help="The demo's config (built-in images, small space, budget for this machine).")
 @click.option("--force", is_flag=True, help="Redo every stage.")
-def demo_cmd(run_dir: Path, config_path: Path, force: bool) -> None:
+@WAIT
+def demo_cmd(run_dir: Path, config_path: Path, force: bool, wait: bool) -> None:
     """The pipeline on scikit-image's bundled photographs (no download), about 15 minutes on 2 cores."""
     from srprune.search.pipeline import STAGES, prepare, run_pipeline
 
-    run = prepare(config_path, run_dir)
+    run = prepare(config_path, run_dir, wait=wait)
     run_pipeline(run, STAGES, force=force)
     _summary(run)
 

@@ -179,7 +179,8 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
     """
     import torch
 
-    from srprune.atomic import check_writable, write_text
+    from srcommon.atomic import write_text
+    from srprune.atomic import check_writable
     from srprune.progress import progress_bar
     from srprune.search.supernet_stage import protocol_psnr, val_tensors
     from supernet.complexity import genome_macs, genome_params

@@ -5,16 +5,22 @@ images made on the fly are kept. They go under the user's cache folder, never
 into the dataset folder (we do not write into users' data unless asked: that is
 what `srprune data prepare` is for). The key is a hash of the decoded HR pixels,
 so renaming or re-encoding a file does not matter and editing it does.
+
+A cache entry is trusted only when its sidecar `.json` names the same source (the HR hash, shape, scale and
+protocol version) and the decoded LR pixels hash to the checksum recorded when it was written: a damaged,
+replaced or hand-edited entry is recomputed, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from srcommon.atomic import write_json
 from srprune.errors import InputError
 from srprune.imageio import read_image, write_image
 from srprune.data.pairs import expected_lr_shape, protocol_lr
@@ -36,13 +42,43 @@ def tuning_dir() -> Path:
     return cache_dir() / "tuning"
 
 
-def lr_cache_path(hr: np.ndarray, scale: int) -> Path:
-    """Where the LR image of this (mod-cropped) HR image at this scale is cached."""
+def _hr_key(hr: np.ndarray) -> str:
     h = hashlib.sha256(PROTOCOL_VERSION)
     h.update(repr(hr.shape).encode())
     h.update(np.ascontiguousarray(hr).data)
-    key = h.hexdigest()
+    return h.hexdigest()
+
+
+def pixels_sha256(img: np.ndarray) -> str:
+    """Checksum of decoded pixels (shape included), independent of how the PNG was encoded."""
+    h = hashlib.sha256(repr(img.shape).encode())
+    h.update(np.ascontiguousarray(img).data)
+    return h.hexdigest()
+
+
+def lr_cache_path(hr: np.ndarray, scale: int) -> Path:
+    """Where the LR image of this (mod-cropped) HR image at this scale is cached."""
+    key = _hr_key(hr)
     return cache_dir() / "lr" / key[:2] / f"{key}_x{scale}.png"
+
+
+def _source(hr: np.ndarray, scale: int) -> dict:
+    return {"protocol": PROTOCOL_VERSION.decode(), "hr_sha256": _hr_key(hr), "hr_shape": list(hr.shape),
+            "scale": scale}
+
+
+def _read_entry(path: Path, hr: np.ndarray, scale: int) -> np.ndarray | None:
+    """The cached LR image if the entry is intact and of this source, else None."""
+    try:
+        record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        if record.get("source") != _source(hr, scale):
+            return None
+        lr = read_image(path, quiet=True)
+    except (InputError, OSError, ValueError, AttributeError):
+        return None  # missing or damaged entry: recompute and replace it
+    if lr.shape[:2] != expected_lr_shape(hr.shape, scale) or pixels_sha256(lr) != record.get("lr_sha256"):
+        return None
+    return lr
 
 
 def cached_protocol_lr(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -52,17 +88,13 @@ def cached_protocol_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     simply recomputed (the cache is an optimisation, never a source of truth).
     """
     path = lr_cache_path(hr, scale)
-    want = expected_lr_shape(hr.shape, scale)
-    if path.is_file():
-        try:
-            lr = read_image(path, quiet=True)
-            if lr.shape[:2] == want:
-                return lr
-        except (InputError, OSError):
-            pass  # damaged cache entry: recompute and replace it
+    lr = _read_entry(path, hr, scale)
+    if lr is not None:
+        return lr
     lr = protocol_lr(hr, scale)
     try:
-        write_image(path, lr)
+        write_image(path, lr, force=True)
+        write_json(path.with_suffix(".json"), {"source": _source(hr, scale), "lr_sha256": pixels_sha256(lr)})
     except (InputError, OSError):
         pass  # the cache is best effort: a read-only or full cache dir just means recomputing next time
     return lr

@@ -1,13 +1,16 @@
 """`srprune data prepare`: check DIV2K and the benchmark sets on disk and build missing LR sets.
 
-The check runs over every file before anything is written, so a bad HR image
-stops the command with nothing changed. LR files are written one by one,
-atomically; an existing LR file is never replaced without `force`.
+The check reads every header before anything is written; the LR images are then written under temporary
+names beside their targets and renamed into place only when every one of them succeeded, so an HR image that
+fails to decode half way stops the command with nothing changed (temporary files and folders it made are
+removed). An existing LR file is never replaced without `force`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from srprune.data.layout import (
     lr_output_path,
 )
 from srprune.data.pairs import check_scale, expected_lr_shape, prepare_hr, protocol_lr
+from srcommon.atomic import default_mode, temp_name_prefix
 from srprune.errors import InputError
 from srprune.imageio import write_image
 
@@ -185,12 +189,38 @@ def build(statuses: list[DatasetStatus], force: bool = False) -> BuildResult:
             for ss in st.scales.values():
                 result.kept_wrong += ss.wrong_size
     n_files = sum(len(t) for _, t in jobs)
-    with tqdm(total=n_files, desc="building LR", unit="img", disable=None if n_files else True) as bar:
-        for hr_path, targets in jobs:
-            hr_full = read_rgb(hr_path)
-            for scale, target in targets:
-                hr = prepare_hr(hr_full, scale, str(hr_path))
-                write_image(target, protocol_lr(hr, scale), force=True)
-                result.written += 1
-                bar.update(1)
+    staged: list[tuple[Path, Path]] = []  # (temporary file, target)
+    made_dirs: list[Path] = []
+    try:
+        with tqdm(total=n_files, desc="building LR", unit="img", disable=None if n_files else True) as bar:
+            for hr_path, targets in jobs:
+                hr_full = read_rgb(hr_path)
+                for scale, target in targets:
+                    hr = prepare_hr(hr_full, scale, str(hr_path))
+                    made_dirs += _make_dirs(target.parent)
+                    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_name_prefix(target.name),
+                                               suffix=".tmp" + target.suffix)
+                    os.close(fd)
+                    staged.append((Path(tmp), target))
+                    write_image(tmp, protocol_lr(hr, scale), force=True)
+                    os.chmod(tmp, default_mode(target))  # mkstemp's 0600 would otherwise stick
+                    bar.update(1)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+            result.written += 1
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        for d in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     return result
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created (outermost first) so a failed build can remove them."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
+    for p in missing:
+        p.mkdir()
+    return missing

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from srprune.atomic import atomic_path, check_writable
+from srcommon.atomic import atomic_path
+from srprune.atomic import check_writable
 from srprune.errors import InputError
 from srprune.models.registry import build_model, check_plain, is_registered, list_models
 

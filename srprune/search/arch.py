@@ -140,7 +140,7 @@ def run_stage(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool
     """Run (or resume, or join) the stage-2 study, then write trials.csv, pareto.json and arch.json."""
     import optuna
 
-    from srprune.atomic import write_text
+    from srcommon.atomic import write_text
     from srprune.errors import InputError
     from srprune.search.study import (complete_trials, make_sampler, pareto_front, run_trials, trials_csv)
 

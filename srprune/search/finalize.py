@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from srprune.atomic import write_text
+from srcommon.atomic import write_text
+from srcommon.owned import OwnedFolder
 from srprune.search.candidate import Candidate, extract_deployed, layer_breakdown, pruning_spec
 
 
@@ -128,7 +129,7 @@ def deploy_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[
               "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
               "budget_fill": measured / budget, "max_abs_diff": compiled.check["max_abs_diff"],
               "fused_convs": compiled.fused_convs, "library": manifest["library"], "layers": breakdown}
-    write_text(out / "latency.json", json.dumps(result, indent=1) + "\n")
+    write_text(OwnedFolder(out, "deploy").path("latency.json"), json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -5,17 +5,18 @@ hash is stored in RUN/stages.json when the stage starts and marked done when it 
 done with the same hash -> skipped; started with the same hash -> resumed (the supernet from its
 checkpoint, the latency table from its last chunk, the studies from their stored trials; the other
 stages are short and start over, deterministically); another hash or --force -> its old outputs are
-removed and it runs anew (and so does every stage after it, whose hashes include its hash).
+moved aside and it runs anew, and every stage after it is invalidated in the same step (its outputs moved
+to RUN/stale/ and its state dropped), so no report, compiled folder or metric of an older model survives a
+re-run of the stages it came from. The run folder is held by one `srprune run` at a time (srcommon.lock);
+`srprune search` workers share it.
 """
 
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import json
 import logging
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Any, Callable
 
 import click
 
-from srprune.atomic import write_text
+from srcommon.atomic import write_text
+from srcommon.lock import FolderLock
 from srprune.errors import InputError
 from srprune.frame import parse_size
 from srprune.search import config as config_mod
+from srprune.search.layout import RunLayout
 
 STAGES = ("latency", "supernet", "arch", "ratios", "finetune", "deploy", "evaluate", "report")
 SEARCH_STAGES = ("arch", "ratios")
@@ -52,8 +55,19 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "finetune": ("ratios",), "deploy": ("finetune", "latency"), "evaluate": ("finetune",),
     "report": ("deploy", "evaluate"),
 }
+# Stages that read final/model.pt: they record its checksum, and the report checks it is still that model.
+MODEL_READERS = ("deploy", "evaluate")
 STATE_FILE = "stages.json"
 log = logging.getLogger("srprune.run")
+
+
+def downstream(stage: str) -> list[str]:
+    """Every stage that reads `stage`'s results, directly or through others (in pipeline order)."""
+    out: set[str] = set()
+    for s in STAGES:
+        if any(d == stage or d in out for d in DEPENDS[s]):
+            out.add(s)
+    return [s for s in STAGES if s in out]
 
 
 def _value(cfg: dict[str, Any], key: str) -> Any:
@@ -78,6 +92,17 @@ def stage_hashes(cfg: dict[str, Any], files: dict[str, str] | None = None) -> di
     return hashes
 
 
+def model_checksum(path: Path) -> str | None:
+    """SHA-256 of a model file (None when absent): what the deploy and evaluate stages record having used."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class Run:
     """One run folder: its resolved config, stage states and the objects the stages share."""
 
@@ -90,6 +115,8 @@ class Run:
         self.hashes = stage_hashes(cfg)
         self.refresh_hashes()
         self.target = get_target(str(cfg["target"]), cfg["threads"])
+        self.layout = RunLayout(self.dir, self.target.name)
+        self.lock: FolderLock | None = None  # taken by prepare()
         w, h = parse_size(cfg["output_size"], "config: output_size")
         self.out_hw = (h, w)
 
@@ -132,38 +159,58 @@ class Run:
             raise InputError(f"stage {stage} needs stage {missing[0]} done first (srprune run -c CONFIG "
                              f"--stage {missing[0]}, or run every stage)")
         fresh = force or state.get("hash") != self.hashes[stage]
-        if fresh and state:
-            self._clean(stage)
+        if fresh:
+            self.invalidate(stage)
         click.echo(f"[run] {stage}: {'starting' if fresh else 'resuming'}", err=True)
         log.info("stage %s %s (inputs %s)", stage, "start" if fresh else "resume", self.hashes[stage])
         self._set_state(stage, hash=self.hashes[stage], done=False,
                         started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
         started = time.perf_counter()
+        used = {"model_sha256": model_checksum(self.layout.final_model)} if stage in MODEL_READERS else {}
         result = getattr(self, f"_stage_{stage}")(fresh)
         if stage in SEARCH_STAGES:
             self.refresh_hashes()  # chosen.json is written now
         seconds = time.perf_counter() - started + (0.0 if fresh else float(state.get("seconds", 0.0)))
-        self._set_state(stage, done=True, seconds=seconds, result=result,
+        self._set_state(stage, done=True, seconds=seconds, result=result, **used,
                         finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
         log.info("stage %s done in %.1f s: %s", stage, seconds, json.dumps(result, default=str)[:500])
         click.echo(f"[run] {stage}: done in {seconds:.0f} s", err=True)
         return result
 
-    def _clean(self, stage: str) -> None:
-        """Remove what an older version of `stage` left, so nothing of it is resumed."""
-        d = self.dir
-        if stage == "latency":
-            from compiler.latency.table import table_path
+    def invalidate(self, stage: str) -> None:
+        """Before `stage` starts anew: move the outputs of every stage downstream of it aside (RUN/stale/TIME/...;
+        nothing is deleted, the folder may hold the user's files), drop their states and delete their Optuna
+        studies, all in this one step; the same for `stage`'s own outputs when an earlier run of it left any
+        (outputs that no run of the stage recorded, e.g. a table from `srprune latency build`, are resumed)."""
+        states = self.states()
+        stages = [stage, *downstream(stage)]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        moved = []
+        for s in stages:
+            if s == stage and stage not in states:
+                continue
+            for path in self.layout.outputs(s):
+                if path.exists() or path.is_symlink():
+                    dest = self.layout.stale / stamp / path.relative_to(self.dir)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    path.rename(dest)
+                    moved.append(s)
+            if s in SEARCH_STAGES and s in states:
+                from srprune.search.arch import STUDY_ARCH
+                from srprune.search.ratios import STUDY_RATIOS
 
-            shutil.rmtree(table_path(d, self.target.name).parent, ignore_errors=True)
-        elif stage == "supernet":
-            (d / "supernet" / "checkpoint.pt").unlink(missing_ok=True)
-        elif stage in SEARCH_STAGES:
-            from srprune.search.arch import STUDY_ARCH
-            from srprune.search.ratios import STUDY_RATIOS
-
-            for name in ((STUDY_ARCH, STUDY_RATIOS) if stage == "arch" else (STUDY_RATIOS,)):
-                _delete_study(self.storage(), name)
+                _delete_study(self.storage(), STUDY_ARCH if s == "arch" else STUDY_RATIOS)
+        dropped = [s for s in stages[1:] if s in states]
+        if dropped or stage in states:
+            for s in dropped:
+                del states[s]
+            states.pop(stage, None)
+            write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
+        if moved or dropped:
+            where = f"; old outputs moved to {self.layout.stale / stamp}" if moved else ""
+            click.echo(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}",
+                       err=True)
+            log.info("invalidated %s (moved: %s)", [stage, *dropped], sorted(set(moved)))
 
     def storage(self) -> Any:
         """The Optuna storage of the searches."""
@@ -264,13 +311,17 @@ def _delete_study(storage: Any, name: str) -> None:
 
 
 def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = True,
-            storage: str | None = None) -> Run:
-    """Load and check the config (one-line errors before any work), write RUN/config.yaml, set up the log."""
+            storage: str | None = None, shared: bool = False, wait: bool = False) -> Run:
+    """Load and check the config (one-line errors before any work), take the run folder (exclusively, or
+    `shared` by search workers; `wait` for a holder instead of stopping), write RUN/config.yaml, set up the log."""
     cfg = config_mod.load(config_path, run_dir)
     if storage:
         cfg["search"]["storage"] = storage
     run = Run(cfg, progress)
     run.dir.mkdir(parents=True, exist_ok=True)
+    command = "srprune search" if shared else "srprune run"
+    run.lock = FolderLock(run.dir, command, shared=shared).acquire(
+        wait=wait, on_wait=lambda msg: click.echo(f"[run] {msg}", err=True))
     early_budget_check(run)
     write_text(run.dir / "config.yaml", config_mod.dump(cfg))
     handler = logging.FileHandler(run.dir / "run.log")

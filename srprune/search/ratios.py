@@ -48,7 +48,7 @@ def run_stage(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: P
     """Run (or resume, or join) the stage-3 study; write ratios.csv and chosen.json (the search's result)."""
     import optuna
 
-    from srprune.atomic import write_text
+    from srcommon.atomic import write_text
     from srprune.search.study import complete_trials, make_sampler, run_trials, trials_csv
 
     s = ctx.search

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import json
@@ -93,23 +94,51 @@ def _block_of(layer: str, genome: dict) -> tuple[str, str]:
     return parts[0], str(genome["head"]) if parts[0] == "head" else "-"
 
 
+def stale_stages(run_dir: Path, cfg: dict, stages: dict) -> dict[str, str]:
+    """Stages whose outputs must not be presented, with the reason: not finished, finished with other inputs
+    than the run's config now names, or made from another final/model.pt than the one in the folder."""
+    from srprune.search.pipeline import STAGES, model_checksum, stage_hashes
+
+    chosen = run_dir / "search" / "chosen.json"
+    files = {"finetune": hashlib.sha256(chosen.read_bytes()).hexdigest()[:16]} if chosen.exists() else {}
+    current = stage_hashes(cfg, files)
+    model = model_checksum(run_dir / "final" / "model.pt")
+    out = {}
+    for name in STAGES:
+        st = stages.get(name) or {}
+        used = st.get("model_sha256")
+        if not st.get("done"):
+            out[name] = "not finished"
+        elif st.get("hash") != current[name]:
+            out[name] = "its inputs changed since it ran"
+        elif used and used != model:
+            out[name] = "final/model.pt changed since it ran"
+    return out
+
+
 def build_report(run_dir: Path) -> str:
-    """The report's HTML text."""
+    """The report's HTML text (outputs of stale stages are left out, with a note saying why)."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
     if cfg is None:
         raise InputError(f"{run_dir}: not a run folder (no config.yaml)")
     stages = _read_json(run_dir / "stages.json") or {}
-    stage2 = _read_csv(run_dir / "search" / "trials.csv")
-    stage3 = _read_csv(run_dir / "search" / "ratios.csv")
-    chosen = _read_json(run_dir / "search" / "chosen.json")
-    lat = _read_json(run_dir / "compiled" / str(cfg["target"]) / "latency.json")
-    metrics = _read_json(run_dir / "eval" / "metrics.json")
+    stale = stale_stages(run_dir, cfg, stages)
+    fresh = {name: name not in stale for name in ("arch", "ratios", "deploy", "evaluate")}
+    stage2 = _read_csv(run_dir / "search" / "trials.csv") if fresh["arch"] else []
+    stage3 = _read_csv(run_dir / "search" / "ratios.csv") if fresh["ratios"] else []
+    chosen = _read_json(run_dir / "search" / "chosen.json") if fresh["ratios"] else None
+    lat = _read_json(run_dir / "compiled" / str(cfg["target"]) / "latency.json") if fresh["deploy"] else None
+    metrics = _read_json(run_dir / "eval" / "metrics.json") if fresh["evaluate"] else None
     budget = float(cfg["budget_ms"])
     parts = [f"<h1>srprune run: {html.escape(run_dir.name)}</h1>",
              f"<p>x{cfg['scale']} super-resolution, target <b>{html.escape(str(cfg['target']))}</b> "
              f"({cfg['threads']} threads), budget <b>{budget:g} ms</b> per {html.escape(str(cfg['output_size']))} "
              f"output frame; training data {html.escape(str(cfg['data']))}.</p>"]
     summary = []
+    left_out = [f"{name} ({why})" for name, why in stale.items() if name != "report" and name in stages]
+    if left_out:
+        summary.append("<b>Not shown, stale:</b> " + html.escape("; ".join(left_out)) + ". Re-run the pipeline "
+                       "(srprune run -c RUN/config.yaml) to bring them up to date.")
     if lat:
         verdict = "within" if lat["within_budget"] else "OVER"
         summary.append(f"Measured latency of the compiled model: <b>{lat['measured_ms']:.1f} ms</b> (median of "
@@ -183,7 +212,7 @@ def build_report(run_dir: Path) -> str:
 
 def write_report(run_dir: Path) -> Path:
     """Write RUN/report.html (atomically)."""
-    from srprune.atomic import write_text
+    from srcommon.atomic import write_text
 
     path = run_dir / "report.html"
     write_text(path, build_report(run_dir))

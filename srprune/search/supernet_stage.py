@@ -151,7 +151,7 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
         return None
     last = next((h for h in reversed(summary["history"]) if "val_largest" in h), {})
     if summary["done"]:
-        from srprune.atomic import write_text
+        from srcommon.atomic import write_text
 
         write_text(out / SUMMARY, json.dumps({"steps": summary["step"], "scale": scale, "world_size": world,
                                               "seconds_last_call": summary["seconds"], "val": last,

@@ -1,0 +1,91 @@
+"""RunLayout: the one place that names the paths of a run folder (DESIGN.md's `runs/NAME/` tree).
+
+Each stage's outputs are listed here too, so that invalidating a stage (its inputs changed, or --force)
+moves exactly those aside, never anything else in the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.latency.table import safe_name
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run folder for one target."""
+
+    root: Path
+    target: str
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def stale(self) -> Path:
+        """Where outputs of invalidated stages are moved (never deleted: the folder may hold user files)."""
+        return self.root / "stale"
+
+    @property
+    def latency(self) -> Path:
+        return self.root / "latency" / safe_name(self.target)
+
+    @property
+    def supernet(self) -> Path:
+        return self.root / "supernet"
+
+    @property
+    def search(self) -> Path:
+        return self.root / "search"
+
+    @property
+    def chosen(self) -> Path:
+        return self.search / "chosen.json"
+
+    @property
+    def feedback(self) -> Path:
+        return self.search / "feedback.json"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def final_model(self) -> Path:
+        return self.final / "model.pt"
+
+    @property
+    def compiled(self) -> Path:
+        return self.root / "compiled" / self.target
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """What `stage` writes (files or whole folders); the search stages also own their Optuna studies."""
+        s = self.search
+        return {
+            "latency": [self.latency],
+            "supernet": [self.supernet],
+            "arch": [s / "trials.csv", s / "pareto.json", s / "arch.json"],
+            "ratios": [s / "ratios.csv", self.chosen, self.feedback],
+            "finetune": [self.final],
+            "deploy": [self.compiled],
+            "evaluate": [self.eval],
+            "report": [self.report],
+        }[stage]
