@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages srprune needs (cross toolchains for arm64, qemu
-# to run arm64 code here). Installs only what is missing; needs root or sudo.
+# to run arm64 code here, clang's fuzzer runtime). Installs only what is missing; needs root or sudo.
 set -euo pipefail
 
 # command -> Debian package
@@ -17,6 +17,16 @@ declare -A NEED_FILES=(
   [/usr/aarch64-linux-gnu/lib/libc.so.6]=libc6-arm64-cross  # glibc for arm64: c-lib links and qemu runs
 )
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+updated=""
+install() {
+  echo "installing Debian packages: $*"
+  [ -n "$updated" ] || { $SUDO apt-get update -qq; updated=1; }
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
@@ -24,11 +34,12 @@ done
 for file in "${!NEED_FILES[@]}"; do
   [ -e "$file" ] || missing+=("${NEED_FILES[$file]}")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] || install "${missing[@]}"
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "installing Debian packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# libFuzzer + ASan/UBSan runtimes of the installed clang (tests/fuzz, scripts/fuzz.py): Debian ships them per
+# clang version as libclang-rt-N-dev, so the package name comes from clang itself.
+fuzzer_rt=$(clang -print-file-name="libclang_rt.fuzzer-$(uname -m).a")
+if [ ! -e "$fuzzer_rt" ]; then
+  clang_major=$(clang -dumpversion | cut -d. -f1)
+  install "libclang-rt-${clang_major}-dev"
+fi

@@ -175,6 +175,48 @@ def test_malformed_calls_return_codes_and_messages(libs):
     L.srmodel_destroy(None)
 
 
+DESTROYED_CALLS = ("run", "run_rgb8", "set_threads", "get_threads", "input_shape", "output_shape", "destroy")
+
+
+def test_destroyed_handles_are_refused_not_used(libs):
+    """Use after destroy and a double destroy: the poisoned handle is refused with ERR_ARG and a message."""
+    import ctypes
+
+    folder, _ = libs["fsrcnn"]
+    lib = CLib(folder / "libsrmodel.so")
+    L, h = lib.lib, lib.handle
+    x, y = aligned_empty(lib.input_shape), aligned_empty(lib.output_shape)
+    x[:] = 0.5
+    rgb, out_rgb = np.zeros((11, 17, 3), np.uint8), np.zeros((22, 34, 3), np.uint8)
+    shape = (ctypes.c_int64 * 4)(-7, -7, -7, -7)
+    L.srmodel_destroy(h)
+    lib.handle = None  # destroyed here: close() must not destroy it again (its memory may be a new model's)
+    calls = {"run": lambda: L.srmodel_run(h, x.ctypes.data, x.size, y.ctypes.data, y.size),
+             "run_rgb8": lambda: L.srmodel_run_rgb8(h, rgb.ctypes.data, rgb.size, out_rgb.ctypes.data, out_rgb.size),
+             "set_threads": lambda: L.srmodel_set_threads(h, 2),
+             "get_threads": lambda: L.srmodel_get_threads(h),
+             "input_shape": lambda: L.srmodel_input_shape(h, shape),
+             "output_shape": lambda: L.srmodel_output_shape(h, shape),
+             "destroy": lambda: L.srmodel_destroy(h)}  # a double destroy
+    assert set(calls) == set(DESTROYED_CALLS)
+    y[:] = -1.0
+    for name, call in calls.items():
+        rc = call()
+        want = {"get_threads": -1, "destroy": None}.get(name, 1)  # SRMODEL_ERR_ARG; destroy returns void
+        assert rc == want, name
+        assert lib.last_error(None) == f"srmodel_{name}: the model was destroyed"
+        assert lib.last_error(h) == lib.last_error(None)  # a destroyed model's own message is not read
+    assert list(shape) == [-7] * 4 and (y == -1.0).all() and not out_rgb.any()  # nothing written
+    # a pointer to memory that never was a model (readable, no magic number)
+    junk = np.zeros(4096, np.uint8)
+    assert L.srmodel_set_threads(junk.ctypes.data, 2) == 1
+    assert lib.last_error(None) == "srmodel_set_threads: not a model handle (bad magic number)"
+    assert not junk.any()
+    # the library still works: a new model (which may reuse the destroyed handle's memory) runs
+    with CLib(folder / "libsrmodel.so") as again:
+        assert np.isfinite(again.run(x)).all()
+
+
 def test_bench_executable_loads_runs_and_times(libs, tmp_path):
     folder, model = libs["espcn"]
     x = np.random.default_rng(9).random(SHAPE, dtype=np.float32)
@@ -192,6 +234,44 @@ def test_bench_executable_loads_runs_and_times(libs, tmp_path):
     bad = subprocess.run([str(folder / "srmodel_bench"), str(tmp_path / "missing.so")], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode == 1 and "cannot load" in bad.stdout
+
+
+BENCH_BAD_ARGS = [
+    (["-n", "2305843009213693955"], "-n takes a whole number in 1..1000000, got '2305843009213693955'"),
+    (["-n", "0"], "-n takes a whole number in 1..1000000, got '0'"),
+    (["-n", "-1"], "got '-1'"),
+    (["-n", "12abc"], "got '12abc'"),
+    (["-n", ""], "got ''"),
+    (["-n", " 5"], "got ' 5'"),
+    (["-n", "99999999999999999999999"], "got '99999999999999999999999'"),
+    (["-w", "-1"], "-w takes a whole number in 0..1000000, got '-1'"),
+    (["-w", "1e3"], "got '1e3'"),
+    (["-t", "0"], "-t takes a whole number in 1..256, got '0'"),
+    (["-t", "-3"], "-t takes a whole number in 1..256, got '-3'"),
+    (["-t", "4294967297"], "-t takes a whole number in 1..256, got '4294967297'"),
+    (["-t", "257"], "got '257'"),
+    (["-t", "2.5"], "got '2.5'"),
+    (["-t"], "-t needs a value"),
+    (["-i"], "-i needs a value"),
+    (["--bogus"], "unknown argument --bogus"),
+    (["second.so"], "unknown argument second.so"),
+]
+
+
+@pytest.mark.parametrize("args,message", BENCH_BAD_ARGS)
+def test_bench_rejects_bad_arguments_with_one_line(libs, args, message):
+    folder, _ = libs["espcn"]
+    proc = subprocess.run([str(folder / "srmodel_bench"), str(folder / "libsrmodel.so"), *args], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("error: ") and proc.stdout.count("\n") == 1 and not proc.stderr
+    assert message in proc.stdout
+
+
+def test_bench_without_a_library_prints_usage(libs):
+    folder, _ = libs["espcn"]
+    proc = subprocess.run([str(folder / "srmodel_bench"), "-n", "3"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout.startswith("usage: ") and proc.stdout.count("\n") == 1
 
 
 def test_library_exports_only_the_api(libs):

@@ -2,6 +2,7 @@
  *
  *   srmodel_bench LIB [-n RUNS] [-w WARMUP] [-t THREADS] [-i IN.f32] [-o OUT.f32]
  *
+ * A bad argument (not a whole number, out of range, unknown) is one line "error: ..." and exit 2.
  * Prints one line: "median_ms=M min_ms=A max_ms=B runs=N threads=T" after the model's description.
  * -i feeds a raw float32 NCHW file (else a fixed ramp), -o writes the last output as raw float32.
  * For adb shell (Android) and qemu-aarch64 (linux-arm64). Freestanding like the runtime: no libc
@@ -58,20 +59,49 @@ static void* sym(void* lib, const char* name) {
   return p;
 }
 
+/* A whole decimal argument in lo..hi (hi < LONG_MAX, so strtol's overflow value LONG_MAX/LONG_MIN is out of
+ * range: no errno needed); else a one-line error and 0. */
+static int parse_long(const char* opt, const char* s, long lo, long hi, long* out) {
+  char* end = 0;
+  long v = strtol(s, &end, 10);
+  if (!(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) || end == s || *end || v < lo || v > hi) {
+    printf("error: %s takes a whole number in %ld..%ld, got '%s'\n", opt, lo, hi, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* a * b * ... of the model's shape as a count of floats whose byte size fits size_t; 0 if it does not. */
+static size_t shape_floats(const int64_t* s) {
+  size_t n = 1;
+  for (int i = 0; i < 4; ++i)
+    if (s[i] < 1 || __builtin_mul_overflow(n, (size_t)s[i], &n)) return 0;
+  size_t bytes;
+  return __builtin_mul_overflow(n, sizeof(float), &bytes) ? 0 : n;
+}
+
+#define MAX_RUNS 1000000L /* the timings array: 8 MB at most */
+#define MAX_THREADS 256L  /* as srmodel_set_threads */
+
 int main(int argc, char** argv) {
   const char *path = 0, *in_path = 0, *out_path = 0;
   long runs = 20, warmup = 3, threads = 0;
   for (int i = 1; i < argc; ++i) {
-    if (i + 1 < argc && !strcmp(argv[i], "-n")) runs = strtol(argv[++i], 0, 10);
-    else if (i + 1 < argc && !strcmp(argv[i], "-w")) warmup = strtol(argv[++i], 0, 10);
-    else if (i + 1 < argc && !strcmp(argv[i], "-t")) threads = strtol(argv[++i], 0, 10);
-    else if (i + 1 < argc && !strcmp(argv[i], "-i")) in_path = argv[++i];
-    else if (i + 1 < argc && !strcmp(argv[i], "-o")) out_path = argv[++i];
-    else if (!path && argv[i][0] != '-') path = argv[i];
-    else { printf("error: unknown argument %s\n", argv[i]); return 2; }
+    const char* a = argv[i];
+    int value = !strcmp(a, "-n") || !strcmp(a, "-w") || !strcmp(a, "-t") || !strcmp(a, "-i") || !strcmp(a, "-o");
+    if (value && i + 1 >= argc) { printf("error: %s needs a value\n", a); return 2; }
+    if (!strcmp(a, "-n")) { if (!parse_long(a, argv[++i], 1, MAX_RUNS, &runs)) return 2; }
+    else if (!strcmp(a, "-w")) { if (!parse_long(a, argv[++i], 0, MAX_RUNS, &warmup)) return 2; }
+    else if (!strcmp(a, "-t")) { if (!parse_long(a, argv[++i], 1, MAX_THREADS, &threads)) return 2; }
+    else if (!strcmp(a, "-i")) in_path = argv[++i];
+    else if (!strcmp(a, "-o")) out_path = argv[++i];
+    else if (!path && a[0] != '-' && a[0]) path = a;
+    else { printf("error: unknown argument %s\n", a); return 2; }
   }
-  if (!path || runs < 1 || warmup < 0) {
-    printf("usage: srmodel_bench LIB [-n RUNS>=1] [-w WARMUP] [-t THREADS] [-i IN.f32] [-o OUT.f32]\n");
+  if (!path) {
+    printf("usage: srmodel_bench LIB [-n RUNS 1..%ld] [-w WARMUP 0..%ld] [-t THREADS 1..%ld] [-i IN.f32] "
+           "[-o OUT.f32]\n", MAX_RUNS, MAX_RUNS, MAX_THREADS);
     return 2;
   }
   void* lib = dlopen(path, RTLD_NOW_);
@@ -91,9 +121,9 @@ int main(int argc, char** argv) {
   if (create(&m)) { printf("error: %s\n", last_error(0)); return 1; }
   if (threads > 0 && set_threads(m, (int)threads)) { printf("error: %s\n", last_error(m)); return 1; }
   int64_t si[4], so[4];
-  in_shape(m, si);
-  out_shape(m, so);
-  size_t nin = (size_t)(si[0] * si[1] * si[2] * si[3]), nout = (size_t)(so[0] * so[1] * so[2] * so[3]);
+  size_t nin = 0, nout = 0;
+  if (!in_shape(m, si) && !out_shape(m, so)) nin = shape_floats(si), nout = shape_floats(so);
+  if (!nin || !nout) { printf("error: the library reports an invalid shape\n"); return 1; }
   void *pin = 0, *pout = 0;
   double* times = (double*)malloc(sizeof(double) * (size_t)runs);
   if (posix_memalign(&pin, 64, nin * 4) || posix_memalign(&pout, 64, nout * 4) || !times) {

@@ -289,7 +289,15 @@ void* __TVMFFIErrorSetRaisedFromCStr = (void*)TVMFFIErrorSetRaisedFromCStr;
 void* __TVMFFIErrorSetRaisedFromCStrParts = (void*)TVMFFIErrorSetRaisedFromCStrParts;
 
 /* ---- the model ---------------------------------------------------------------------------------- */
+/* A live handle starts with SRM_LIVE; destroy overwrites it with SRM_DEAD. The struct itself is never given
+ * back to malloc but kept on a list for the next create, so a destroyed handle still points at readable,
+ * poisoned memory: every call checks the magic and the common misuse (use after destroy, double destroy)
+ * returns SRMODEL_ERR_ARG instead of touching freed memory. */
+#define SRM_LIVE 0x314d5253u /* "SRM1" */
+#define SRM_DEAD 0x44414544u /* "DEAD" */
+
 struct srmodel {
+  uint32_t magic;
   int threads;
   unsigned char* arena;
   srm_dltensor* tensors;
@@ -297,9 +305,11 @@ struct srmodel {
   float* in_stage;  /* aligned copies for callers' unaligned buffers, and the rgb8 conversions */
   float* out_stage;
   char err[512];
+  srmodel* next_dead; /* the list of destroyed handles waiting for reuse */
 };
 
 static int live_models;
+static srmodel* g_dead; /* destroyed handles, reused by create; guarded by g_run_mu */
 
 static int fail(srmodel* m, int code, const char* f, ...) {
   va_list ap;
@@ -314,6 +324,15 @@ static int fail(srmodel* m, int code, const char* f, ...) {
   return code;
 }
 
+/* Nonzero when m is not a live model: the message goes to the global error (m's own may be stale). */
+static int not_live(const srmodel* m, const char* fn) {
+  if (!m) return fail(NULL, SRMODEL_ERR_ARG, "%s: model is NULL", fn);
+  uint32_t magic = LOAD(&((srmodel*)m)->magic);
+  if (magic == SRM_LIVE) return 0;
+  return fail(NULL, SRMODEL_ERR_ARG, "%s: %s", fn,
+              magic == SRM_DEAD ? "the model was destroyed" : "not a model handle (bad magic number)");
+}
+
 static uint64_t numel(const int64_t* s) { return (uint64_t)(s[0] * s[1] * s[2] * s[3]); }
 
 int srmodel_abi_version(void) { return SRMODEL_ABI_VERSION; }
@@ -322,13 +341,20 @@ const char* srmodel_describe(void) { return srm_model_plan.describe; }
 
 void srmodel_destroy(srmodel* m) {
   if (!m) return;
-  pthread_mutex_lock(&g_run_mu);
+  pthread_mutex_lock(&g_run_mu); /* checked under the lock: two racing destroys free once */
+  if (not_live(m, "srmodel_destroy")) {
+    pthread_mutex_unlock(&g_run_mu);
+    return;
+  }
   free(m->arena);
   free(m->tensors);
   free(m->args);
   free(m->in_stage);
   free(m->out_stage);
-  free(m);
+  memset(m, 0, sizeof(*m));
+  STORE(&m->magic, SRM_DEAD);
+  m->next_dead = g_dead;
+  g_dead = m;
   if (--live_models == 0) { /* no threads or kept memory left behind when the last model goes */
     pool_stop();
     workspace_release();
@@ -336,19 +362,38 @@ void srmodel_destroy(srmodel* m) {
   pthread_mutex_unlock(&g_run_mu);
 }
 
+/* The kept handles go when the library is unloaded (dlclose): after that no handle can be used anyway. */
+__attribute__((destructor)) static void release_dead(void) {
+  while (g_dead) {
+    srmodel* m = g_dead;
+    g_dead = m->next_dead;
+    free(m);
+  }
+}
+
 int srmodel_create(srmodel** out) {
   const srm_plan* p = &srm_model_plan;
   if (!out) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_create: out is NULL");
   *out = NULL;
-  srmodel* m = (srmodel*)malloc(sizeof(srmodel));
+  pthread_mutex_lock(&g_run_mu);
+  srmodel* m = g_dead;
+  if (m) g_dead = m->next_dead;
+  pthread_mutex_unlock(&g_run_mu);
+  if (!m) m = (srmodel*)malloc(sizeof(srmodel));
   if (!m) return fail(NULL, SRMODEL_ERR_NOMEM, "srmodel_create: out of memory");
   memset(m, 0, sizeof(*m));
+  STORE(&m->magic, SRM_DEAD); /* not usable until fully built */
   m->threads = p->default_threads > 0 ? p->default_threads : 1;
   m->arena = (unsigned char*)aligned_alloc64((size_t)p->arena_bytes);
   m->tensors = (srm_dltensor*)malloc(sizeof(srm_dltensor) * (p->num_tensors ? p->num_tensors : 1));
   m->args = (srm_any*)malloc(sizeof(srm_any) * (p->max_args ? p->max_args : 1));
   if (!m->arena || !m->tensors || !m->args) {
-    free(m->arena), free(m->tensors), free(m->args), free(m);
+    free(m->arena), free(m->tensors), free(m->args);
+    memset(m, 0, sizeof(*m));
+    STORE(&m->magic, SRM_DEAD);
+    pthread_mutex_lock(&g_run_mu);
+    m->next_dead = g_dead, g_dead = m;
+    pthread_mutex_unlock(&g_run_mu);
     return fail(NULL, SRMODEL_ERR_NOMEM, "srmodel_create: out of memory for %llu arena bytes",
                 (unsigned long long)p->arena_bytes);
   }
@@ -370,27 +415,28 @@ int srmodel_create(srmodel** out) {
   }
   pthread_mutex_lock(&g_run_mu);
   ++live_models;
+  STORE(&m->magic, SRM_LIVE);
   pthread_mutex_unlock(&g_run_mu);
   *out = m;
   return SRMODEL_OK;
 }
 
 int srmodel_input_shape(const srmodel* m, int64_t shape[4]) {
-  if (!m || !shape)
-    return fail((srmodel*)m, SRMODEL_ERR_ARG, "srmodel_input_shape: %s is NULL", m ? "shape" : "model");
+  if (not_live(m, "srmodel_input_shape")) return SRMODEL_ERR_ARG;
+  if (!shape) return fail((srmodel*)m, SRMODEL_ERR_ARG, "srmodel_input_shape: shape is NULL");
   for (int i = 0; i < 4; ++i) shape[i] = srm_model_plan.input_shape[i];
   return SRMODEL_OK;
 }
 
 int srmodel_output_shape(const srmodel* m, int64_t shape[4]) {
-  if (!m || !shape)
-    return fail((srmodel*)m, SRMODEL_ERR_ARG, "srmodel_output_shape: %s is NULL", m ? "shape" : "model");
+  if (not_live(m, "srmodel_output_shape")) return SRMODEL_ERR_ARG;
+  if (!shape) return fail((srmodel*)m, SRMODEL_ERR_ARG, "srmodel_output_shape: shape is NULL");
   for (int i = 0; i < 4; ++i) shape[i] = srm_model_plan.output_shape[i];
   return SRMODEL_OK;
 }
 
 int srmodel_set_threads(srmodel* m, int threads) {
-  if (!m) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_set_threads: model is NULL");
+  if (not_live(m, "srmodel_set_threads")) return SRMODEL_ERR_ARG;
   if (threads < 1 || threads > SRM_MAX_THREADS)
     return fail(m, SRMODEL_ERR_ARG, "srmodel_set_threads: threads must be 1..%d, got %d", SRM_MAX_THREADS, threads);
   m->threads = threads;
@@ -398,11 +444,13 @@ int srmodel_set_threads(srmodel* m, int threads) {
 }
 
 int srmodel_get_threads(const srmodel* m) {
-  if (!m) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_get_threads: model is NULL"), -1;
+  if (not_live(m, "srmodel_get_threads")) return -1;
   return m->threads;
 }
 
-const char* srmodel_last_error(const srmodel* m) { return m ? m->err : g_global_err; }
+const char* srmodel_last_error(const srmodel* m) {
+  return m && LOAD(&((srmodel*)m)->magic) == SRM_LIVE ? m->err : g_global_err;
+}
 
 static int is_aligned(const void* p) { return ((uintptr_t)p % SRM_ALIGN) == 0; }
 
@@ -447,7 +495,7 @@ static int run_plan(srmodel* m, const float* in, float* out) {
 
 int srmodel_run(srmodel* m, const float* input, size_t input_len, float* output, size_t output_len) {
   const srm_plan* p = &srm_model_plan;
-  if (!m) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_run: model is NULL");
+  if (not_live(m, "srmodel_run")) return SRMODEL_ERR_ARG;
   if (!input || !output) return fail(m, SRMODEL_ERR_ARG, "srmodel_run: %s is NULL", input ? "output" : "input");
   uint64_t nin = numel(p->input_shape), nout = numel(p->output_shape);
   if (input_len != nin)
@@ -456,9 +504,14 @@ int srmodel_run(srmodel* m, const float* input, size_t input_len, float* output,
   if (output_len != nout)
     return fail(m, SRMODEL_ERR_SIZE, "srmodel_run: output has %llu floats, the model writes %llu",
                 (unsigned long long)output_len, (unsigned long long)nout);
-  if ((const void*)input < (const void*)(output + nout) && (const void*)output < (const void*)(input + nin))
+  uintptr_t in0 = (uintptr_t)input, out0 = (uintptr_t)output; /* integers: no pointer arithmetic past objects */
+  if (in0 < out0 + nout * sizeof(float) && out0 < in0 + nin * sizeof(float))
     return fail(m, SRMODEL_ERR_ARG, "srmodel_run: input and output overlap");
   pthread_mutex_lock(&g_run_mu);
+  if (not_live(m, "srmodel_run")) { /* destroyed by another thread since the check above */
+    pthread_mutex_unlock(&g_run_mu);
+    return SRMODEL_ERR_ARG;
+  }
   int rc = SRMODEL_OK;
   const float* in = input;
   float* out = output;
@@ -478,7 +531,7 @@ int srmodel_run(srmodel* m, const float* input, size_t input_len, float* output,
 
 int srmodel_run_rgb8(srmodel* m, const uint8_t* rgb, size_t rgb_len, uint8_t* out_rgb, size_t out_len) {
   const srm_plan* p = &srm_model_plan;
-  if (!m) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_run_rgb8: model is NULL");
+  if (not_live(m, "srmodel_run_rgb8")) return SRMODEL_ERR_ARG;
   if (!rgb || !out_rgb) return fail(m, SRMODEL_ERR_ARG, "srmodel_run_rgb8: %s is NULL", rgb ? "out_rgb" : "rgb");
   if (p->input_shape[0] != 1 || p->input_shape[1] != 3 || p->output_shape[1] != 3)
     return fail(m, SRMODEL_ERR_ARG, "srmodel_run_rgb8: the model is not 1x3xHxW -> 1x3xH'xW'");
@@ -492,6 +545,10 @@ int srmodel_run_rgb8(srmodel* m, const uint8_t* rgb, size_t rgb_len, uint8_t* ou
                 (unsigned long long)out_len, (long long)p->output_shape[2], (long long)p->output_shape[3],
                 (unsigned long long)nout);
   pthread_mutex_lock(&g_run_mu);
+  if (not_live(m, "srmodel_run_rgb8")) {
+    pthread_mutex_unlock(&g_run_mu);
+    return SRMODEL_ERR_ARG;
+  }
   int rc = SRMODEL_OK;
   if (!stage(&m->in_stage, nin) || !stage(&m->out_stage, nout)) {
     rc = fail(m, SRMODEL_ERR_NOMEM, "srmodel_run_rgb8: out of memory");

@@ -60,11 +60,16 @@ static void axis_table(int n_in, int scale, int* idx, double* wt) {
 }
 
 int src_bicubic_up(const uint8_t* rgb, int w, int h, int scale, uint8_t* out) {
-  if (!rgb || !out || w < 1 || h < 1 || scale < 1) return SRC_ERR_ARG;
+  /* sizes in size_t before any int arithmetic: w * scale must not wrap */
+  if (!rgb || !out || w < 1 || h < 1 || scale < 1 || (size_t)w * (size_t)scale > SRC_MAX_SIDE ||
+      (size_t)h * (size_t)scale > SRC_MAX_SIDE)
+    return SRC_ERR_ARG;
   int ow = w * scale, oh = h * scale;
+  size_t n_rows;
+  if (!src_size3((size_t)h, (size_t)ow, 3 * sizeof(double), &n_rows)) return SRC_ERR_NOMEM;
   int *ix = malloc(sizeof(int) * TAPS * (size_t)ow), *iy = malloc(sizeof(int) * TAPS * (size_t)oh);
   double *wx = malloc(sizeof(double) * TAPS * (size_t)ow), *wy = malloc(sizeof(double) * TAPS * (size_t)oh);
-  double* rows = malloc(sizeof(double) * (size_t)h * (size_t)ow * 3); /* columns resized first */
+  double* rows = malloc(n_rows); /* columns resized first */
   int rc = SRC_OK;
   if (!ix || !iy || !wx || !wy || !rows) {
     rc = SRC_ERR_NOMEM;
@@ -97,7 +102,10 @@ static double luma(const uint8_t* p) {
 }
 
 int src_quality_y(const uint8_t* a, const uint8_t* b, int w, int h, int crop, double* psnr, double* ssim) {
-  if (!a || !b || !psnr || !ssim || crop < 0 || w - 2 * crop < 11 || h - 2 * crop < 11) return SRC_ERR_ARG;
+  /* crop <= (side - 11) / 2 written without 2 * crop, which wraps for a huge crop */
+  if (!a || !b || !psnr || !ssim || w < 11 || h < 11 || w > SRC_MAX_SIDE || h > SRC_MAX_SIDE || crop < 0 ||
+      crop > (w - 11) / 2 || crop > (h - 11) / 2)
+    return SRC_ERR_ARG;
   int cw = w - 2 * crop, ch = h - 2 * crop, vw = cw - 10, vh = ch - 10;
   double* ya = malloc(sizeof(double) * (size_t)cw * ch);
   double* yb = malloc(sizeof(double) * (size_t)cw * ch);

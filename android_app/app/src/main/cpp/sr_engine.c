@@ -91,8 +91,10 @@ sre_engine* sre_open(const char* path, int threads, char* err, size_t err_len) {
   int64_t si[4], so[4];
   e->in_shape(e->model, si);
   e->out_shape(e->model, so);
-  if (si[0] != 1 || si[1] != 3 || so[0] != 1 || so[1] != 3) {
-    if (err) snprintf(err, err_len, "the model is not an RGB single-frame model (input %lldx%lldx%lldx%lld)",
+  if (si[0] != 1 || si[1] != 3 || so[0] != 1 || so[1] != 3 || si[2] < 1 || si[3] < 1 || so[2] < 1 || so[3] < 1 ||
+      si[2] > SRC_MAX_SIDE || si[3] > SRC_MAX_SIDE || so[2] > SRC_MAX_SIDE || so[3] > SRC_MAX_SIDE) {
+    if (err) snprintf(err, err_len, "the model is not an RGB single-frame model of at most %d pixels a side "
+                      "(input %lldx%lldx%lldx%lld)", SRC_MAX_SIDE,
                       (long long)si[0], (long long)si[1], (long long)si[2], (long long)si[3]);
     sre_close(e);
     return 0;
@@ -120,22 +122,27 @@ void sre_close(sre_engine* e) {
   free(e->in_rgb), free(e->out_rgb), free(e);
 }
 
+/* A NULL engine (closed) is refused by every call below, never dereferenced. */
+static const char closed_msg[] = "the engine is closed";
+
 void sre_sizes(const sre_engine* e, int* in_w, int* in_h, int* out_w, int* out_h) {
-  *in_w = e->in_w, *in_h = e->in_h, *out_w = e->out_w, *out_h = e->out_h;
+  *in_w = e ? e->in_w : 0, *in_h = e ? e->in_h : 0, *out_w = e ? e->out_w : 0, *out_h = e ? e->out_h : 0;
 }
 
-const char* sre_describe(const sre_engine* e) { return e->describe(); }
+const char* sre_describe(const sre_engine* e) { return e ? e->describe() : closed_msg; }
 
 int sre_set_threads(sre_engine* e, int threads) {
+  if (!e) return SRMODEL_ERR_ARG;
   int rc = e->set_threads(e->model, threads);
   if (rc) snprintf(e->error, sizeof e->error, "%s", e->last_error(e->model));
   return rc;
 }
 
-int sre_get_threads(const sre_engine* e) { return e->get_threads(e->model); }
+int sre_get_threads(const sre_engine* e) { return e ? e->get_threads(e->model) : -1; }
 
 int sre_run_rgba(sre_engine* e, const uint8_t* in, size_t in_stride, uint8_t* out, size_t out_stride,
                  double* model_ms) {
+  if (!e) return SRMODEL_ERR_ARG;
   if (!in || !out || in_stride < (size_t)e->in_w * 4 || out_stride < (size_t)e->out_w * 4) {
     snprintf(e->error, sizeof e->error, "frame buffers are NULL or have rows shorter than the model's frames");
     return SRMODEL_ERR_ARG;
@@ -153,4 +160,4 @@ int sre_run_rgba(sre_engine* e, const uint8_t* in, size_t in_stride, uint8_t* ou
   return SRMODEL_OK;
 }
 
-const char* sre_error(const sre_engine* e) { return e->error; }
+const char* sre_error(const sre_engine* e) { return e ? e->error : closed_msg; }

@@ -15,6 +15,8 @@ typedef struct sre_engine sre_engine;
 /* Open the model library at `path`; NULL on failure with the reason in `err` (err_len bytes). */
 sre_engine* sre_open(const char* path, int threads, char* err, size_t err_len);
 void sre_close(sre_engine* e);
+/* Every call below accepts a NULL engine (closed): sizes 0, describe/error "the engine is closed", the rest
+ * SRMODEL_ERR_ARG or -1. */
 /* Input and output frame sizes in pixels (the model's fixed shape). */
 void sre_sizes(const sre_engine* e, int* in_w, int* in_h, int* out_w, int* out_h);
 const char* sre_describe(const sre_engine* e);

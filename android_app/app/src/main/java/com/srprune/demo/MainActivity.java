@@ -96,7 +96,7 @@ public final class MainActivity extends Activity implements FrameProcessor.Liste
         return b;
     }
 
-    /** Errors the user can meet (no model, wrong ABI/scale, OOM) end here as a message. */
+    /** Errors the user can meet (no model, wrong ABI/scale, a bad argument, OOM) end here as a message. */
     private void openModel(int threads) {
         NativeEngine engine = null;
         try {
@@ -106,7 +106,7 @@ public final class MainActivity extends Activity implements FrameProcessor.Liste
             processor = new FrameProcessor(engine, this);
             status.setText(engine.describe() + String.format(Locale.US, "  (%dx%d -> %dx%d)", info.inWidth,
                     info.inHeight, info.outWidth, info.outHeight));
-        } catch (IllegalStateException | OutOfMemoryError e) {
+        } catch (RuntimeException | OutOfMemoryError e) {
             if (engine != null) engine.close();
             processor = null;
             onError(e.getMessage());

@@ -5,8 +5,9 @@ import java.nio.ByteBuffer;
 
 /**
  * The staged model (libsrmodel.so, opened by the JNI layer with dlopen) plus the C pixel helpers.
- * Why a thin wrapper: every native failure arrives as an exception with a message (never a crash),
- * and frames cross as direct RGBA buffers so no NDK bitmap API is needed.
+ * Why a thin wrapper: every native failure arrives as an exception with a message (never a crash):
+ * IllegalArgumentException for bad sizes, buffers or thread counts, IllegalStateException after close()
+ * or when the model fails, OutOfMemoryError. Frames cross as direct RGBA buffers so no NDK bitmap API is needed.
  * Not thread-safe: one FrameProcessor thread owns it.
  */
 public final class NativeEngine implements AutoCloseable {
@@ -47,17 +48,26 @@ public final class NativeEngine implements AutoCloseable {
         return new NativeEngine(nativeOpen(lib.getAbsolutePath(), threads));
     }
 
-    public String describe() {
-        return nativeDescribe(handle);
+    /** The handle, or IllegalStateException after close() (the native side refuses handle 0 as well). */
+    private long live() {
+        if (handle == 0) {
+            throw new IllegalStateException("the NativeEngine is closed");
+        }
+        return handle;
     }
 
+    public String describe() {
+        return nativeDescribe(live());
+    }
+
+    /** 1..256; IllegalArgumentException otherwise. */
     public void setThreads(int threads) {
-        nativeSetThreads(handle, threads);
+        nativeSetThreads(live(), threads);
     }
 
     /** Model time in ms; in holds inWidth x inHeight RGBA, out gets outWidth x outHeight RGBA. */
     public double upscale(ByteBuffer in, ByteBuffer out) {
-        return nativeUpscale(handle, in, out);
+        return nativeUpscale(live(), in, out);
     }
 
     public static void bicubic(ByteBuffer in, int w, int h, int scale, ByteBuffer out) {
