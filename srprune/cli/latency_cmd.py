@@ -105,12 +105,14 @@ def latency() -> None:
 def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, timeout, force) -> None:
     """Measure every layer configuration of the search space on TARGET (resumes a killed build)."""
     from compiler.latency.table import table_path
+    from srcommon.lock import FolderLock
     from srprune.latency import build_table, calibrate, calibration_path, make_runner
 
     spec = _target(target, threads)
     space = _space(config_path)
     out_hw = _frame(size)
     runner = make_runner(spec, rpc, timeout)
+    FolderLock(run_dir, "srprune latency build").acquire()
     tpath, cpath = table_path(run_dir, spec.name), calibration_path(run_dir, spec.name)
     if force:
         for p in (tpath, cpath):

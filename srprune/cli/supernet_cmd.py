@@ -17,6 +17,7 @@ supernet/checkpoint.pt (resumable, also under torchrun), train.log and summary.j
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,15 @@ def supernet() -> None:
 @click.option("--stop-after", type=click.IntRange(1), default=None, hidden=True)
 def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -> None:
     """Train the shared weights (sandwich rule + in-place distillation). Runs under torchrun too."""
+    from srcommon.lock import FolderLock
     from srprune.search.supernet_stage import train_supernet_run
 
     cfg = read_config(config_path)
     run_dir = run_dir or (Path(cfg["run_dir"]) if cfg["run_dir"] else None)
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
+    if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks write nothing of their own
+        FolderLock(run_dir, "srprune supernet train").acquire()
     result = train_supernet_run(cfg, run_dir, scale, resume=resume, force=force, threads=threads,
                                 stop_after=stop_after)
     if result is None:  # not rank 0 of a distributed run
