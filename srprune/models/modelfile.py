@@ -136,7 +136,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model = build_model(arch["name"], arch["scale"], **arch["config"])
     except InputError as exc:
-        raise InputError(f"{path}: {exc.format_message()}") from None
+        raise InputError(f"{path}: {exc}") from None
     _check_weights(path, model, obj["state_dict"], label)
     model.load_state_dict(obj["state_dict"])
     model.eval()
