@@ -144,7 +144,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     for key, kind in CHECKPOINT_FIELDS.items():
         if isinstance(state.get(key), bool) or not isinstance(state.get(key), kind):
             got = "missing" if key not in state else f"a {type(state[key]).__name__}"
-            raise CheckpointError(f"{path}: damaged supernet checkpoint: {key!r} must be a {kind.__name__}, is {got}")
+            raise CheckpointError(f"{path}: damaged supernet checkpoint: {key!r} must be of type {kind.__name__}, "
+                                  f"is {got}")
     if state["step"] < 0:
         raise CheckpointError(f"{path}: damaged supernet checkpoint: step {state['step']} is negative")
     try:
