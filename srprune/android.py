@@ -18,6 +18,7 @@ from pathlib import Path
 
 from srcommon.atomic import atomic_path, write_text
 from srprune.errors import InputError
+from srprune.frame import default_frame, input_size
 
 APP_DIR = Path(__file__).resolve().parents[1] / "android_app"
 ABI = "arm64-v8a"
@@ -81,7 +82,7 @@ def read_clib(folder: Path) -> dict:
     return manifest
 
 
-def compile_clib(model: str, scale: int | None, size: tuple[int, int], threads: int | None, seed: int,
+def compile_clib(model: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,
                  out: Path) -> dict:
     """Compile MODEL (file or name) for android-arm64 as a c-lib into `out` (as `srprune compile` does)."""
     from compiler.clib.export import build_clib
@@ -91,9 +92,8 @@ def compile_clib(model: str, scale: int | None, size: tuple[int, int], threads: 
 
     net, info = resolve_model(model, scale, seed=seed)
     net = deploy(net).eval()
-    w, h = size
-    if w < info.scale or h < info.scale:
-        raise InputError(f"--size {w}x{h} is smaller than one input pixel at x{info.scale}")
+    size = size or default_frame(info.scale)
+    (w, h), (in_w, in_h) = size, input_size(size, info.scale)
     colors = int((info.config or {}).get("colors", 3))
     if colors != 3:
         raise InputError(f"{model} has {colors} colour channels; the app runs RGB models only")
@@ -102,11 +102,11 @@ def compile_clib(model: str, scale: int | None, size: tuple[int, int], threads: 
             "output_size": [w, h], "srprune": __version__}
     if (info.meta or {}).get("candidate"):  # a searched model: its genome and pruning, for the latency model
         meta["candidate"] = info.meta["candidate"]
-    return build_clib(net, (1, 3, h // info.scale, w // info.scale), spec, out, meta=meta, force=True,
+    return build_clib(net, (1, 3, in_h, in_w), spec, out, meta=meta, force=True,
                       name=f"{info.name} x{info.scale}")
 
 
-def resolve_clib(spec: str, scale: int | None, size: tuple[int, int], threads: int | None, seed: int,
+def resolve_clib(spec: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,
                  work: Path) -> tuple[Path, str]:
     """A c-lib folder for SPEC: itself; a run's compiled/android-arm64 (compiled there from final/model.pt
     when absent, so the next stage skips compiling); or a model file/name compiled now into `work`."""
@@ -177,7 +177,7 @@ def bundled_test_image(out_wh: tuple[int, int], scale: int) -> tuple[str, "np.nd
     return what, to_uint8(imresize(hr, scale=1 / scale)), hr
 
 
-def stage(spec: str, app: Path = APP_DIR, *, scale: int | None = None, size: tuple[int, int] = (1280, 720),
+def stage(spec: str, app: Path = APP_DIR, *, scale: int | None = None, size: tuple[int, int] | None = None,
           threads: int | None = None, seed: int = 0) -> Staged:
     """Put a model for android-arm64 into the app: library, header, bench, manifest, test image."""
     import tempfile

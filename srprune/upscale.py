@@ -5,6 +5,9 @@ receptive-field radius; each tile's output keeps only its own (non-overlap)
 region. Since every kept output pixel then sees exactly the input it would see
 untiled (zero padding at the image border is the same in both cases), the
 result equals untiled inference up to float rounding.
+
+`check_memory` refuses, from the image header and before any work, an upscale whose output is
+over the pixel limit or whose untiled feature maps would not fit (then it suggests --tile).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import math
 
 import torch
 from torch import nn
+
+from srprune.errors import InputError
+from srprune.imageio import BYTES_PER_PIXEL, MAX_PIXELS_ENV, check_pixels, pixels_text
 
 
 def receptive_radius(model: nn.Module, scale: int) -> int:
@@ -34,6 +40,27 @@ def receptive_radius(model: nn.Module, scale: int) -> int:
             reach = m.dilation[0] * (m.kernel_size[0] - 1) / 2
             radius += reach / scale if getattr(m, "_after_upsample", False) else reach
     return int(math.ceil(radius))
+
+
+def widest_layer(model: nn.Module) -> int:
+    """The most channels any conv of `model` outputs (its feature maps dominate untiled memory)."""
+    return max((m.out_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))),
+               default=3)
+
+
+def untiled_bytes(model: nn.Module, height: int, width: int) -> int:
+    """Rough memory of the feature maps of one untiled pass: two float32 maps of the widest layer."""
+    return 2 * 4 * widest_layer(model) * height * width
+
+
+def check_memory(what: str, model: nn.Module, height: int, width: int, scale: int, tile: int, limit: int) -> None:
+    """Refuse an upscale of a `width` x `height` input that would not fit: output over `limit` pixels, or
+    untiled (`tile` 0) feature maps over the memory the limit stands for."""
+    check_pixels(f"{what}: output", width * scale, height * scale, limit, f"--max-pixels or {MAX_PIXELS_ENV}")
+    if tile <= 0 and untiled_bytes(model, height, width) > limit * BYTES_PER_PIXEL:
+        need = untiled_bytes(model, height, width) / 2**20
+        raise InputError(f"{what}: {width}x{height} untiled needs about {need:,.0f} MiB of feature maps, more than "
+                         f"the pixel limit allows ({pixels_text(limit)}); use --tile 256")
 
 
 @torch.no_grad()

@@ -13,11 +13,11 @@ Must not import `srprune` or `compiler` (dependencies point one way, see DESIGN.
 """
 
 from supernet.complexity import genome_macs, genome_params
-from supernet.errors import SpaceError
+from supernet.errors import CheckpointError, SpaceError
 from supernet.model import SuperNet
 from supernet.sorting import sort_channels
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 from supernet.standalone import GenomeNet, build_genome_net, extract
 
-__all__ = ["BLOCKS", "Cell", "Genome", "GenomeNet", "SearchSpace", "SpaceError", "SuperNet", "build_genome_net",
-           "extract", "genome_macs", "genome_params", "sort_channels"]
+__all__ = ["BLOCKS", "Cell", "CheckpointError", "Genome", "GenomeNet", "SearchSpace", "SpaceError", "SuperNet",
+           "build_genome_net", "extract", "genome_macs", "genome_params", "sort_channels"]

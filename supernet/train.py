@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from srcommon.atomic import save_torch
-from supernet.errors import SpaceError
+from supernet.errors import CheckpointError, SpaceError
 from supernet.model import SuperNet
 from supernet.sorting import TRUNK, sort_channels
 from supernet.space import Genome, SearchSpace
@@ -108,21 +109,67 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
+# Fields every checkpoint holds, with their types (what `save` below writes).
+CHECKPOINT_FIELDS = {"space": dict, "step": int, "model": dict, "settings": dict, "world_size": int,
+                     "optimizer": dict, "scheduler": dict, "history": str}
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a supernet training checkpoint (weights_only: plain data and tensors)."""
+    """Read and validate a supernet training checkpoint (weights_only: plain data and tensors).
+
+    Every way a file can be wrong (unreadable, foreign, missing or mistyped fields, a space that
+    does not parse) is one CheckpointError naming the file, as for srprune's model files.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise SpaceError(f"{path}: not a readable supernet checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{path}: not a readable supernet checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise SpaceError(f"{path}: not a supernet training checkpoint")
+        raise CheckpointError(f"{path}: not a supernet training checkpoint")
+    for key, kind in CHECKPOINT_FIELDS.items():
+        if isinstance(state.get(key), bool) or not isinstance(state.get(key), kind):
+            got = "missing" if key not in state else f"a {type(state[key]).__name__}"
+            raise CheckpointError(f"{path}: damaged supernet checkpoint: {key!r} must be of type {kind.__name__}, "
+                                  f"is {got}")
+    if state["step"] < 0:
+        raise CheckpointError(f"{path}: damaged supernet checkpoint: step {state['step']} is negative")
+    try:
+        SearchSpace.from_dict(state["space"])
+    except SpaceError as e:
+        raise CheckpointError(f"{path}: damaged supernet checkpoint: its space is invalid ({e})") from None
     return state
+
+
+def check_weights(path: str | os.PathLike, net: torch.nn.Module, weights: dict) -> None:
+    """Refuse weights that do not fit `net`: missing, unexpected or wrongly shaped tensors, in one line."""
+    expected = net.state_dict()
+    bad = [k for k in expected if not isinstance(weights.get(k), torch.Tensor) or weights[k].shape != expected[k].shape]
+    extra = [k for k in weights if k not in expected]
+    if bad or extra:
+        first = bad[0] if bad else extra[0]
+        detail = (f"{first} {tuple(weights[first].shape)} vs {tuple(expected[first].shape)}"
+                  if first in expected and isinstance(weights.get(first), torch.Tensor) else first)
+        raise CheckpointError(f"{path}: supernet weights do not match its space ({len(bad)} missing or "
+                              f"mis-shaped, {len(extra)} unexpected; e.g. {detail})")
+
+
+def _check_optimizer(path: str | os.PathLike, optimizer: torch.optim.Optimizer) -> None:
+    """Adam's moments must have their parameter's shape (a mismatch would only fail at the next step)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise CheckpointError(f"{path}: damaged supernet checkpoint: optimizer {name} has shape "
+                                          f"{tuple(value.shape)} for a parameter of shape {tuple(p.shape)}")
 
 
 def supernet_from_checkpoint(path: str | os.PathLike) -> SuperNet:
     """Rebuild the trained supernet (space + weights) from a checkpoint."""
     state = load_checkpoint(path)
     net = SuperNet(SearchSpace.from_dict(state["space"]))
+    check_weights(path, net, state["model"])
     net.load_state_dict(state["model"])
     return net
 
@@ -164,15 +211,22 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
             raise SpaceError(f"{path} exists: resume it or remove it to start over")
         state = load_checkpoint(path)
         _check_resumable(state, space, settings, world, path)
+        check_weights(path, supernet, state["model"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            arch_rng.bit_generator.state = state["arch_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            data_state = state["data"][rank]
+            history = json.loads(state["history"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: damaged supernet checkpoint: its training state cannot be restored "
+                                  f"({type(e).__name__})") from None
+        _check_optimizer(path, optimizer)
         supernet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        arch_rng.bit_generator.state = state["arch_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        data_state = state["data"][rank]
         if data_state is not None and hasattr(batches, "load_state_dict"):
             batches.load_state_dict(data_state)
-        step, history = int(state["step"]), json.loads(state["history"])
+        step = int(state["step"])
         log.info("resumed at step %d", step)
 
     def save() -> None:

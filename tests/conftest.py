@@ -14,8 +14,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class CliResult:
-    def __init__(self, code: int, out: str, err: str) -> None:
+    def __init__(self, code: int, out: str, err: str, output: str | None = None) -> None:
         self.code, self.out, self.err = code, out, err
+        self.exit_code, self.output = code, out + err if output is None else output
+
+
+def _exit_code(e: SystemExit) -> int:
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def invoke_main(*args: str) -> CliResult:
+    """Run `srprune ARGS...` in-process through `main` (the real error mapping) without pytest's capsys.
+
+    `output` holds stdout and stderr interleaved, as a user sees them.
+    """
+    from click.testing import CliRunner
+
+    from srprune.cli import main
+
+    with CliRunner().isolation() as (out, err, both):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = _exit_code(e)
+    return CliResult(code, out.getvalue().decode(), err.getvalue().decode(), both.getvalue().decode())
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +67,7 @@ def run_cli(capsys):
             main([str(a) for a in args])
             code = 0
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            code = _exit_code(e)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 
@@ -78,13 +101,18 @@ def srprune_subprocess(*args: str, timeout: float = 120, **kw) -> subprocess.Com
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit code 2, a single `error:` line naming the problem, and no traceback."""
+def assert_one_line_error(result, *fragments: str, alone: bool = False) -> None:
+    """Exit code 2, a single `error:` line naming the problem, and no traceback.
+
+    `alone`: stderr holds nothing but that line (no warning or note before it), as for input refused before any work.
+    """
     code = getattr(result, "code", getattr(result, "returncode", None))
     err = getattr(result, "err", getattr(result, "stderr", ""))
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
     assert code == 2, (code, err)
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
+    if alone:
+        assert err.strip().splitlines() == lines, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])

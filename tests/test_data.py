@@ -15,15 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from skimage import data as skdata
 
-import srprune.cli.data_cmd  # noqa: F401  (registers `srprune data`)
-from srprune.cli import cli
 from srprune.data import ImagePair, PatchSampler, builtin_names, load_dataset
 from srprune.data.cache import lr_cache_path
 from srprune.errors import InputError
 from srprune.imresize import imresize, mod_crop, to_uint8
+from tests.conftest import invoke_main
 
 
 @pytest.fixture(autouse=True)
@@ -369,7 +367,7 @@ def test_resume_from_state_dict_continues_exactly(train_pairs, tmp_path):
 
 
 def run_cli(*args: str):
-    return CliRunner().invoke(cli, ["data", "prepare", *args])
+    return invoke_main("data", "prepare", *args)
 
 
 def make_raw_tree(root: Path) -> None:

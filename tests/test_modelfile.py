@@ -99,7 +99,7 @@ def _good(tmp_path) -> dict:
 def _assert_bad(path, *needles):
     with pytest.raises(InputError) as err:
         load_model(path)
-    msg = err.value.format_message()
+    msg = str(err.value)
     assert "\n" not in msg and str(path) in msg, msg
     for needle in needles:
         assert needle in msg, msg

@@ -181,7 +181,7 @@ def test_deploy_keeps_mode():
 def test_bad_build_arguments(call, needle):
     with pytest.raises(InputError) as err:
         call()
-    msg = err.value.format_message()
+    msg = str(err.value)
     assert needle in msg and "\n" not in msg
 
 
@@ -232,4 +232,4 @@ def test_resolve_errors_and_files(tmp_path):
     assert resolve_model(str(path), 2)[1].name == "espcn"
     with pytest.raises(InputError) as err:
         resolve_model(str(path), 3)
-    assert f"model {path} is for x2, not x3" == err.value.format_message()
+    assert f"model {path} is for x2, not x3" == str(err.value)

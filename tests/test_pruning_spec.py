@@ -21,7 +21,7 @@ def _ecbsr():
 def _error(spec, model=None) -> str:
     with pytest.raises(InputError) as exc:
         Pruner(model if model is not None else _ecbsr(), spec)
-    msg = exc.value.format_message()
+    msg = str(exc.value)
     assert "\n" not in msg
     return msg
 

@@ -342,11 +342,64 @@ def test_two_processes_share_one_study(base, tmp_path):
     ({"target": "gameboy"}, "target:"),
     ({"supernet__space__blocks": ["conv", "mystery"]}, "unknown block type 'mystery'"),
     ({"search__schemes": ["dense", "unstructured"]}, "no fast kernel"),
+    # wrong types, anywhere: every value is checked by its rule (srprune/search/schema.py)
+    ({"rpc": 12345}, "rpc must be a non-empty string, got 12345"),
+    ({"rpc": ["rpc://a:1"]}, "rpc must be a non-empty string"),
+    ({"rpc": "http://phone"}, "rpc: RPC address must look like rpc://HOST:PORT"),
+    ({"threads": "four"}, "threads must be an integer"),
+    ({"latency__repeat": 2.5}, "latency.repeat must be an integer"),
+    ({"search__blocks": [[4, "8"]]}, "search.blocks[0][1] must be an integer"),
+    ({"supernet__train__sampling": 3}, "supernet.train.sampling must be one of fixed, fair"),
+    ({"supernet": [1, 2]}, "supernet must be a mapping"),
+    # NaN, infinities and out-of-range numbers, named by key
+    ({"finetune__lr": float("nan")}, "finetune.lr must be a number in (0, 1], got nan"),
+    ({"budget_ms": float("inf")}, "budget_ms must be a number"),
+    ({"search__margin": float("-inf")}, "search.margin must be a number in [0, 0.5]"),
+    ({"supernet__train__lr": float("nan")}, "supernet.train.lr must be a number"),
+    ({"supernet__train__kd_weight": 7}, "supernet.train.kd_weight must be a number in [0, 1]"),
+    ({"search__seed": 2**40}, "search.seed must be an integer in [0, "),
+    ({"search__ratios": [0.5, 1.0]}, "search.ratios[1] must be a number in (0, 1)"),
+    # sizes the scale does not divide
+    ({"output_size": "255x191"}, "output_size 255x191 is not a multiple of the scale x2"),
 ])
 def test_bad_config_is_one_line_before_any_work(run_cli, tmp_path, changes, fragment):
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", **changes)
-    assert_one_line_error(run_cli("run", "-c", cfg), fragment)
+    assert_one_line_error(run_cli("run", "-c", cfg), fragment, alone=True)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a UTF-8 text file"),        # a binary file
+    ("budget_ms: 10\nrun_dir: caf\xe9\n".encode("latin-1"), "not a UTF-8 text file"),  # latin-1 text
+    (b"budget_ms: 10\n\x00\x00", "binary file"),
+    (b"search: 5\nbudget_ms: 10\nsearch: {trials: 3}\n", "duplicate key 'search' on line 3 (first on line 1)"),
+    (b"search:\n  trials: 3\n  trials: 4\nbudget_ms: 10\n", "duplicate key 'trials' on line 3"),
+    (b"budget_ms: [10\n", "not valid YAML"),
+    (b"- 1\n- 2\n", "must be a mapping"),
+])
+def test_unreadable_config_files_are_one_line(run_cli, tmp_path, content, fragment):
+    """Config files that are not UTF-8 YAML mappings with unique keys, for `run` and `supernet train` alike."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(content)
+    assert_one_line_error(run_cli("run", "-c", cfg, "-o", tmp_path / "run"), fragment, alone=True)
+    assert_one_line_error(run_cli("supernet", "train", "-c", cfg, "-o", tmp_path / "run"), fragment, alone=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_config_key_has_a_rule():
+    """RUN_RULES covers every key of DEFAULTS (supernet.space/train have their own parsers), and TRAIN_RULES
+    every supernet training setting: no value reaches a stage unchecked."""
+    from srprune.search.config import DEFAULTS, RUN_RULES
+    from srprune.search.supernet_stage import TRAIN_KEYS, TRAIN_RULES
+
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in d.items():
+            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {prefix + k}
+        return out
+
+    assert keys(DEFAULTS) - {"supernet.space", "supernet.train"} == keys(RUN_RULES)
+    assert set(TRAIN_RULES) == set(TRAIN_KEYS)
 
 
 def test_impossible_budget_is_refused_before_any_work(base, tmp_path, run_cli):

@@ -193,9 +193,9 @@ def test_proxy_bad_input_is_one_line(run_cli, trained, tmp_path, text, fragment)
 
 
 @pytest.mark.parametrize("train, fragment", [
-    ("{steps: ten}", "supernet.train.steps must be an integer >= 1, got 'ten'"),
-    ("{sort_every: -1}", "supernet.train.sort_every must be an integer >= 0"),
-    ("{sampling: greedy}", "supernet.train.sampling must be 'fixed' or 'fair', got 'greedy'"),
+    ("{steps: ten}", "supernet.train.steps must be an integer in [1, 1e+09], got 'ten'"),
+    ("{sort_every: -1}", "supernet.train.sort_every must be an integer in [0, "),
+    ("{sampling: greedy}", "supernet.train.sampling must be one of fixed, fair, got 'greedy'"),
     ("{lr: fast}", "supernet.train.lr must be a number"),
 ])
 def test_bad_train_values_are_one_line(run_cli, tmp_path, train, fragment):
@@ -220,3 +220,63 @@ def test_demo_config_is_valid():
     space = SearchSpace.from_dict(cfg["space"])
     assert space.scales == (2,) and space.max_width == 64 and "skip" in space.blocks
     assert set(cfg["train"]) == set(TRAIN_KEYS) and cfg["data"] == "builtin" and cfg["run_dir"]
+
+
+def _damaged(state: dict, how: str) -> dict:
+    """A copy of a checkpoint's state damaged one way."""
+    state = dict(state)
+    if how in ("space", "step", "model"):
+        del state[how]
+    elif how == "weights":
+        state["model"] = {k: (v[:1] if v.dim() else v) for k, v in state["model"].items()}
+    elif how == "extra":
+        state["model"] = {**state["model"], "stranger.weight": torch.zeros(3)}
+    elif how == "bad-space":
+        state["space"] = {**state["space"], "widths": "many"}
+    elif how == "step-type":
+        state["step"] = "three"
+    elif how == "moments":
+        opt = json.loads(json.dumps({"param_groups": state["optimizer"]["param_groups"]}))
+        moments = {i: {k: (v[:1] if isinstance(v, torch.Tensor) and v.dim() else v) for k, v in st.items()}
+                   for i, st in state["optimizer"]["state"].items()}
+        state["optimizer"] = {**opt, "state": moments}
+    return state
+
+
+@pytest.mark.parametrize("how, fragment", [
+    ("space", "'space' must be of type dict, is missing"),
+    ("step", "'step' must be of type int, is missing"),
+    ("model", "'model' must be of type dict, is missing"),
+    ("step-type", "'step' must be of type int, is a str"),
+    ("bad-space", "its space is invalid"),
+    ("weights", "supernet weights do not match its space"),
+    ("extra", "1 unexpected"),
+])
+def test_damaged_checkpoints_are_one_line_in_every_command(run_cli, trained, tmp_path, how, fragment):
+    """sample, extract, proxy and train --resume all validate a checkpoint on load, as model files are."""
+    cfg, ckpt = trained
+    bad = tmp_path / "run" / "supernet" / "checkpoint.pt"
+    bad.parent.mkdir(parents=True)
+    torch.save(_damaged(load_checkpoint(ckpt), how), bad)
+    genome = json.dumps(SearchSpace.from_dict(json.loads(json.dumps(load_checkpoint(ckpt)["space"]))).largest(2)
+                        .to_dict())
+    gfile = tmp_path / "g.jsonl"
+    gfile.write_text(genome + "\n")
+    structural = how in ("space", "step", "model", "step-type", "bad-space")
+    commands = [("supernet", "extract", genome, "--checkpoint", bad, "-o", tmp_path / "x.pt"),
+                ("supernet", "proxy", gfile, "--checkpoint", bad),
+                ("supernet", "train", "-c", cfg, "-o", tmp_path / "run", "--resume")]
+    if structural:
+        commands.append(("supernet", "sample", "--checkpoint", bad))
+    for args in commands:
+        assert_one_line_error(run_cli(*args), fragment, alone=True)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_wrongly_shaped_optimizer_moments_are_refused_on_resume(run_cli, trained, tmp_path):
+    cfg, ckpt = trained
+    bad = tmp_path / "run" / "supernet" / "checkpoint.pt"
+    bad.parent.mkdir(parents=True)
+    torch.save(_damaged(load_checkpoint(ckpt), "moments"), bad)
+    assert_one_line_error(run_cli("supernet", "train", "-c", cfg, "-o", tmp_path / "run", "--resume"),
+                          "optimizer exp_avg has shape", alone=True)

@@ -29,7 +29,8 @@ def android_group() -> None:
 @click.argument("model")
 @_APP
 @click.option("--scale", "-s", type=click.IntRange(2, 4), default=None, help="Upscaling factor (with a name).")
-@click.option("--size", default="1280x720", show_default=True, help="Output frame WIDTHxHEIGHT (when compiling).")
+@click.option("--size", default=None, help="Output frame WIDTHxHEIGHT when compiling, a multiple of the scale "
+              "[default: 1280x720, rounded down to one].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
 def stage_cmd(model, app, scale, size, threads, seed) -> None:
@@ -37,7 +38,7 @@ def stage_cmd(model, app, scale, size, threads, seed) -> None:
     (compiled for android-arm64 first). Writes the library, its header, the bench, the manifest and the test image."""
     from srprune.frame import parse_size
 
-    staged = android.stage(model, app, scale=scale, size=parse_size(size), threads=threads, seed=seed)
+    staged = android.stage(model, app, scale=scale, size=None if size is None else parse_size(size), threads=threads, seed=seed)
     click.echo(f"staged {staged.model} x{staged.scale} ({staged.input_wh[0]}x{staged.input_wh[1]} -> "
                f"{staged.output_wh[0]}x{staged.output_wh[1]}) from {staged.source} into {staged.app}")
     for f in staged.files:

@@ -1,7 +1,8 @@
 """`srprune compile MODEL --target T -o DIR` and `srprune bench MODEL --target host --size WxH`.
 
 Both compile the model's deployed form for one fixed frame size: `--size` is the OUTPUT frame
-(default 1280x720), the input is floor(size / scale), as for MACs (DESIGN.md).
+(default 1280x720 rounded down to a multiple of the scale), the input is size / scale; a size that
+is not a multiple of the scale is refused before any work (srprune.frame).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import click
 
 from srprune.cli import cli
 from srprune.errors import InputError
-from srprune.frame import parse_size
+from srprune.frame import default_frame, input_size, parse_size
+
+SIZE_HELP = "Output frame size WIDTHxHEIGHT, a multiple of the scale  [default: 1280x720, rounded down to one]"
 
 
-def _input_shape(size: tuple[int, int], scale: int, colors: int) -> tuple[int, int, int, int]:
-    w, h = size
-    if w < scale or h < scale:
-        raise InputError(f"--size {w}x{h} is smaller than one input pixel at x{scale}")
-    return 1, colors, h // scale, w // scale
+def _frame(size: tuple[int, int] | None, scale: int, colors: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """(output frame, input shape NCHW) of a parsed --size (None: the default frame of `scale`)."""
+    frame = size or default_frame(scale)
+    w, h = input_size(frame, scale)
+    return frame, (1, colors, h, w)
 
 
 def tuning_root() -> Path:
@@ -46,7 +49,7 @@ def _load(model: str, scale: int | None, seed: int):
               help="Folder to write (model.so + manifest.json); must not exist unless --force.")
 @click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
               help="Upscaling factor (needed with an architecture name).")
-@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--size", default=None, help=SIZE_HELP)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads at run time (default: all cores "
               "for host, 4 for arm64).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
@@ -68,11 +71,14 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
     from compiler.targets import get_target
     from srprune import __version__
 
+    from srprune.outputs import check_output_folder
+
+    check_output_folder(out)
     check_out_dir(out, force)
     spec = get_target(target, threads)
-    frame = parse_size(size)
+    wanted = None if size is None else parse_size(size)
     net, info, colors = _load(model, scale, seed)
-    shape = _input_shape(frame, info.scale, colors)
+    frame, shape = _frame(wanted, info.scale, colors)
     click.echo(f"compiling {info.name} x{info.scale} for {spec.name} ({spec.threads} threads), "
                f"input {'x'.join(map(str, shape))}", err=True)
     meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
@@ -103,7 +109,7 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
               help="Only host: the engines run on this machine.")
 @click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
               help="Upscaling factor (needed with an architecture name).")
-@click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
+@click.option("--size", default=None, help=SIZE_HELP)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads for every engine (default: all).")
 @click.option("--repeat", type=click.IntRange(1), default=10, show_default=True, help="Timed rounds per engine.")
 @click.option("--engines", default="tvm,torch,onnxruntime", show_default=True, help="Comma-separated engines.")
@@ -118,10 +124,10 @@ def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> Non
 
     if get_target(target).cross:
         raise InputError(f"bench runs engines on this machine; target {target} is cross-compiled (use host)")
-    frame = parse_size(size)
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
+    wanted = None if size is None else parse_size(size)
     net, info, colors = _load(model, scale, seed)
-    shape = _input_shape(frame, info.scale, colors)
+    frame, shape = _frame(wanted, info.scale, colors)
     result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_root()))
     click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
     click.echo(format_table(result))

@@ -46,8 +46,10 @@ def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_si
     import json
 
     from srprune.models.modelfile import load_model
+    from srprune.outputs import check_output_folder
     from srprune.train import TrainConfig, train_model_file
 
+    check_output_folder(out_dir)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=learning_rate, seed=seed,
                       val_every=val_every, checkpoint_every=checkpoint_every, threads=threads)
     final = train_model_file(model, scale, data, val_data, out_dir, cfg, resume=resume, force=force)
@@ -65,13 +67,15 @@ def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_si
 @FORCE
 def eval_cmd(model, scale, data, json_path, save_images, force) -> None:
     """PSNR-Y/SSIM-Y of MODEL (or `bicubic`) per image and mean, by the benchmark protocol."""
-    from srprune.atomic import check_writable
     from srcommon.owned import OwnedFolder
     from srprune.data import load_dataset
     from srprune.evaluate import format_table, score_pairs, write_json
+    from srprune.outputs import check_output_file, check_output_folder
 
     if json_path:
-        check_writable(json_path, force)
+        check_output_file(json_path, force)
+    if save_images:
+        check_output_folder(save_images)
     net, _ = _model(model, scale)
     pairs = load_dataset(data, net.scale, split="val")
     if save_images:
@@ -89,27 +93,42 @@ def eval_cmd(model, scale, data, json_path, save_images, force) -> None:
 @SCALE
 @click.option("--tile", type=click.IntRange(0), default=256, show_default=True,
               help="LR tile side for bounded memory (0: whole image at once).")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Largest output image in pixels [default: from this machine's memory, or $SRPRUNE_MAX_PIXELS].")
 @FORCE
-def upscale_cmd(model, src, dst, scale, tile, force) -> None:
-    """Upscale an image (or every image in a folder) with MODEL."""
+def upscale_cmd(model, src, dst, scale, tile, max_pixels, force) -> None:
+    """Upscale an image (or every image in a folder) with MODEL.
+
+    Every input's size is checked from its header before any work: an output over the pixel limit is
+    refused, and so is --tile 0 where the untiled feature maps would not fit.
+    """
     from srcommon.owned import OwnedFolder
-    from srprune.atomic import check_writable
     from srprune.evaluate import to_image, to_tensor
-    from srprune.imageio import is_image_file, read_image, write_image
-    from srprune.upscale import upscale_tensor
+    from srprune.imageio import image_size, is_image_file, pixel_limit, read_image, write_image
+    from srprune.outputs import check_output_file, check_output_folder
+    from srprune.upscale import check_memory, upscale_tensor
 
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
+    if src.is_dir():
+        check_output_folder(dst)
+    else:
+        check_output_file(dst, force)
     net, _ = _model(model, scale)
     if src.is_dir():
         jobs = [(p, dst / f"{p.stem}.png") for p in sorted(src.iterdir()) if is_image_file(p)]
         if not jobs:
             raise InputError(f"{src}: no images found")
-        OwnedFolder.claim(dst, "upscale").reserve([out.name for _, out in jobs], force)
     else:
-        jobs = [(src, check_writable(dst, force))]
+        jobs = [(src, dst)]
+    limit = max_pixels or pixel_limit()
+    for inp, _ in jobs:
+        h, w = image_size(inp)
+        check_memory(str(inp), net, h, w, net.scale, tile, limit)
+    if src.is_dir():  # outputs among other files: only srprune's own may be replaced
+        OwnedFolder.claim(dst, "upscale").reserve([out.name for _, out in jobs], force)
     for inp, out in jobs:
-        lr = read_image(inp)
+        lr = read_image(inp, max_pixels=limit)
         sr = to_image(upscale_tensor(net, to_tensor(lr), net.scale, tile=tile))
         write_image(out, sr, force=True)
         click.echo(f"{inp} ({lr.shape[1]}x{lr.shape[0]}) -> {out} ({sr.shape[1]}x{sr.shape[0]})")

@@ -47,6 +47,7 @@ def prune_cmd(model, spec_text, out, list_layers, scale, steps, prune_steps, dis
     """
     from srprune.models.registry import deploy
     from srprune.models.resolve import resolve_model
+    from srprune.outputs import check_output_file
     from srprune.pruning import FinetuneConfig, format_layers, load_spec, prunable_layers, prune_model_file
 
     if list_layers:
@@ -57,6 +58,7 @@ def prune_cmd(model, spec_text, out, list_layers, scale, steps, prune_steps, dis
         raise InputError("--spec is required (or use --list to see the layers)")
     if out is None:
         raise InputError("--out is required")
+    check_output_file(out, force)
     spec = load_spec(spec_text)
     cfg = FinetuneConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=learning_rate,
                          prune_steps=prune_steps, distill=distill, group_lasso=group_lasso, seed=seed,

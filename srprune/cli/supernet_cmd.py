@@ -51,12 +51,14 @@ def supernet() -> None:
 def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -> None:
     """Train the shared weights (sandwich rule + in-place distillation). Runs under torchrun too."""
     from srcommon.lock import FolderLock
+    from srprune.outputs import check_output_folder
     from srprune.search.supernet_stage import train_supernet_run
 
     cfg = read_config(config_path)
     run_dir = run_dir or (Path(cfg["run_dir"]) if cfg["run_dir"] else None)
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
+    check_output_folder(run_dir)
     if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks write nothing of their own
         FolderLock(run_dir, "srprune supernet train").acquire()
     result = train_supernet_run(cfg, run_dir, scale, resume=resume, force=force, threads=threads,
@@ -128,10 +130,12 @@ def extract_cmd(genome, checkpoint, out_path, force) -> None:
     import torch
 
     from srprune.models.modelfile import save_model
+    from srprune.outputs import check_output_file
     from supernet.space import Genome
     from supernet.standalone import extract
     from supernet.train import load_checkpoint, supernet_from_checkpoint
 
+    check_output_file(out_path, force)
     net = supernet_from_checkpoint(checkpoint).eval()
     g = net.check(Genome.from_dict(_read_genome(genome)))
     model, _ = extract(net, g)
@@ -184,7 +188,7 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
     import torch
 
     from srcommon.atomic import write_text
-    from srprune.atomic import check_writable
+    from srprune.outputs import check_output_file
     from srprune.progress import progress_bar
     from srprune.search.supernet_stage import protocol_psnr, val_tensors
     from supernet.complexity import genome_macs, genome_params
@@ -193,7 +197,7 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
     from supernet.train import supernet_from_checkpoint
 
     if out_path is not None:
-        check_writable(out_path, force)
+        check_output_file(out_path, force)
     text = click.get_text_stream("stdin").read() if str(genomes) == "-" else _read_text(genomes)
     items = _genome_lines(text)
     if not items:

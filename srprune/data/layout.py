@@ -17,15 +17,11 @@ LR files are found as `<stem>x<scale>.<ext>` or, failing that, `<stem>.<ext>`.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from srprune.errors import InputError
-from srprune.imageio import IMAGE_SUFFIXES, is_image_file
+from srprune.imageio import IMAGE_SUFFIXES, image_size, is_image_file  # noqa: F401 (image_size: for prepare)
 
 BENCHMARK_SETS: tuple[tuple[str, ...], ...] = (
     ("Set5",),
@@ -143,20 +139,3 @@ def find_lr_file(lr_dir: Path, hr_path: Path, scale: int, present: set[str] | No
 def lr_output_path(layout: DatasetLayout, hr_path: Path, scale: int) -> Path:
     """Where `srprune data prepare` writes the LR file: <stem>x<scale>.png, as DIV2K and EDSR do."""
     return layout.lr_dir(scale) / f"{hr_path.stem}x{scale}.png"
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file; PNG sizes come from the header without decoding."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                w, h = struct.unpack(">II", head[16:24])
-                return int(h), int(w)
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from e
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(f"{path}: not a readable image")
-    return int(img.shape[0]), int(img.shape[1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,20 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"model file {path} is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" ({found.group(1)})" if found else ""
         raise InputError(f"{path} is not an srprune model file: it holds pickled Python objects{what} "
                          "that a safe load refuses") from None
     except Exception:  # torch raises RuntimeError/EOFError/KeyError/... for bytes it cannot read
-        with open(path, "rb") as f:
-            is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        try:
+            with open(path, "rb") as f:
+                is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        except OSError as exc:  # unreadable at all (permissions, I/O): say so, not "damaged"
+            raise InputError(f"model file {path} cannot be read ({exc.strerror or exc})") from None
         problem = "damaged (corrupt or truncated)" if is_zip else "not a torch file"
         raise InputError(f"{path} is {problem}: it cannot be read as a model file") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -137,7 +143,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model = build_model(arch["name"], arch["scale"], **arch["config"])
     except InputError as exc:
-        raise InputError(f"{path}: {exc.format_message()}") from None
+        raise InputError(f"{path}: {exc}") from None
     _check_weights(path, model, obj["state_dict"], label)
     model.load_state_dict(obj["state_dict"])
     model.eval()

@@ -110,7 +110,7 @@ def channel_graph(model: nn.Module, strict: bool = False) -> ChannelGraph:
     except InputError as exc:
         if strict:
             raise
-        return _untraceable(model, f"not traceable by torch.fx: {exc.format_message()}")
+        return _untraceable(model, f"not traceable by torch.fx: {exc}")
     modules = dict(gm.named_modules())
     uf = _UnionFind()
     space: dict[fx.Node, int] = {}

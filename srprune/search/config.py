@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from srprune.errors import InputError
-from srprune.frame import parse_size
+from srprune.frame import input_size, parse_size
+from srprune.search.schema import COUNT, SEED, ListOf, Num, Rules, Text, check_values, read_yaml
 
 # Every key with its default; a nested dict is a section. `None` means "no default / optional".
 DEFAULTS: dict[str, Any] = {
@@ -67,6 +68,48 @@ DEFAULTS: dict[str, Any] = {
 SAMPLERS = ("tpe", "gp", "random")
 SEARCH_SCHEMES = ("dense", "block", "pattern")
 
+# The rule of every key of DEFAULTS (supernet.space and supernet.train have their own parsers:
+# supernet.space.SearchSpace and supernet_stage.TRAIN_RULES). Cross-key checks follow in `resolve`.
+RUN_RULES: Rules = {
+    "run_dir": Text(optional=True),
+    "scale": Num(2, 4, integer=True),
+    "data": Text(),
+    "val_data": Text(),
+    "eval_data": ListOf(Text(), single=True),
+    "target": Text(),
+    "threads": Num(1, 1024, integer=True, optional=True),
+    "rpc": Text(optional=True),
+    "output_size": Text(),
+    "budget_ms": Num(0, 1e6, above=True),
+    "latency": {"repeat": Num(1, 1000, integer=True), "calibrate": Num(1, 1000, integer=True)},
+    "search": {
+        "sampler": Text(SAMPLERS),
+        "trials": Num(1, COUNT, integer=True),
+        "startup_trials": Num(0, COUNT, integer=True),
+        "schemes": ListOf(Text(SEARCH_SCHEMES, why="channel pruning is the width search, unstructured has no "
+                                                    "fast kernel")),
+        "blocks": ListOf(ListOf(Num(1, 1024, integer=True), length=2)),
+        "scheme_ratio": Num(0, 0.95),
+        "ratio_trials": Num(1, COUNT, integer=True),
+        "ratios": ListOf(Num(0, 1, above=True, below=True)),
+        "margin": Num(0, 0.5),
+        "min_fill": Num(0, 1),
+        "replans": Num(0, 100, integer=True),
+        "adapt_steps": Num(0, COUNT, integer=True),
+        "adapt_lr": Num(0, 1, above=True),
+        "seed": SEED,
+        "storage": Text(optional=True),
+    },
+    "finetune": {
+        "steps": Num(0, COUNT, integer=True),
+        "batch_size": Num(1, 4096, integer=True),
+        "patch_size": Num(4, 4096, integer=True),
+        "lr": Num(0, 1, above=True),
+        "distill": Num(0, 100),
+        "seed": SEED,
+    },
+}
+
 
 def _merge(defaults: dict, given: Any, where: str) -> dict:
     """Defaults overlaid with `given`; an unknown key is an error naming its full path."""
@@ -87,19 +130,6 @@ def _merge(defaults: dict, given: Any, where: str) -> dict:
     return out
 
 
-def _number(cfg: dict, path: str, low: float, high: float | None = None, integer: bool = False) -> None:
-    section, _, key = path.rpartition(".")
-    holder = cfg
-    for part in filter(None, section.split(".")):
-        holder = holder[part]
-    v = holder[key]
-    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
-    if not ok or v < low or (high is not None and v > high):
-        kind = "an integer" if integer else "a number"
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise InputError(f"config: {path} must be {kind} {rng}, got {v!r}")
-
-
 def check_dataset(spec: Any, what: str) -> None:
     """A dataset spec that exists ('builtin' or a folder of images / a DIV2K root / a benchmark set)."""
     if spec == "builtin":
@@ -109,9 +139,9 @@ def check_dataset(spec: Any, what: str) -> None:
         raise InputError(f"config: {what}: dataset {spec!r} not found (a dataset is 'builtin' or a folder)")
 
 
-def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
-    """The full configuration: defaults filled in, every value checked (InputError naming the key)."""
-    cfg = _merge(DEFAULTS, raw, "")
+def _check_supernet(cfg: dict[str, Any]) -> None:
+    """The supernet section, by the supernet's own parsers; the run's scale must be one of the space's."""
+    from srprune.search.supernet_stage import check_train_settings
     from supernet.errors import SpaceError
     from supernet.space import SearchSpace
 
@@ -120,92 +150,74 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
     except SpaceError as e:
         raise InputError(f"config: supernet.space: {e}") from None
     cfg["supernet"]["space"] = space.to_dict()
-    from srprune.search.supernet_stage import check_train_settings
-
     cfg["supernet"]["train"] = check_train_settings(cfg["supernet"]["train"], "config: supernet.train")
     if cfg["scale"] not in space.scales:
         raise InputError(f"config: scale {cfg['scale']!r} is not one the search space is built for "
                          f"(supernet.space.scales: {space.scales})")
-    if cfg["budget_ms"] is None:
-        raise InputError("config: budget_ms (latency budget per frame on the target, in ms) is required")
-    _number(cfg, "budget_ms", 1e-3)
-    parse_size(cfg["output_size"], "config: output_size")
-    if cfg["threads"] is not None:
-        _number(cfg, "threads", 1, integer=True)
+
+
+def _check_target(cfg: dict[str, Any]) -> None:
+    """A known target; an RPC address that parses; a cross-compiled target needs one."""
     from compiler.errors import CompilerError
+    from compiler.latency.measure import parse_rpc_url
     from compiler.targets import get_target
 
     try:
         target = get_target(str(cfg["target"]), cfg["threads"])
+        if cfg["rpc"] is not None:
+            parse_rpc_url(cfg["rpc"])
     except CompilerError as e:
-        raise InputError(f"config: target: {e}") from None
+        raise InputError(f"config: {'rpc' if 'RPC' in str(e) else 'target'}: {e}") from None
     cfg["threads"] = target.threads
     if target.cross and not cfg["rpc"]:
         raise InputError(f"config: target {target.name} is cross-compiled; set rpc: rpc://HOST:PORT (a TVM RPC "
                          "server on the device) to measure it")
+
+
+def _check_search(s: dict[str, Any]) -> None:
+    """What the per-key rules cannot say: the schemes and ratios must fit together."""
+    if s["min_fill"] > 1.0 - s["margin"]:
+        raise InputError(f"config: search.min_fill must be <= 1 - search.margin ({1.0 - s['margin']:g}), "
+                         f"got {s['min_fill']!r}")
+    if "dense" not in s["schemes"]:
+        raise InputError("config: search.schemes must be a list that includes 'dense'")
+    s["ratios"] = sorted(float(r) for r in s["ratios"])
+    if "pattern" in s["schemes"] and max(s["ratios"]) < 5 / 9:
+        raise InputError("config: search.ratios: the pattern scheme needs a ratio >= 0.5556 (4 of 9 taps kept)")
+
+
+def _check_run_dir(cfg: dict[str, Any], source: str) -> None:
+    if cfg["run_dir"] is None:
+        raise InputError(f"{source}: run_dir is required (or pass --out)")
+    cfg["run_dir"] = str(cfg["run_dir"])
+    path = Path(cfg["run_dir"])
+    if path.exists() and not path.is_dir():
+        raise InputError(f"config: run_dir {path} is a file, not a folder")
+
+
+def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
+    """The full configuration: defaults filled in, every value checked (InputError naming the key)."""
+    cfg = _merge(DEFAULTS, raw, "")
+    if cfg["budget_ms"] is None:
+        raise InputError("config: budget_ms (latency budget per frame on the target, in ms) is required")
+    check_values(cfg, RUN_RULES, "config: ")
+    _check_supernet(cfg)
+    input_size(parse_size(cfg["output_size"], "config: output_size"), cfg["scale"], "config: output_size")
+    _check_target(cfg)
     for key in ("data", "val_data"):
         check_dataset(cfg[key], key)
     if isinstance(cfg["eval_data"], str):
         cfg["eval_data"] = [cfg["eval_data"]]
-    if not isinstance(cfg["eval_data"], list) or not cfg["eval_data"]:
-        raise InputError("config: eval_data must be a dataset or a non-empty list of datasets")
     for i, spec in enumerate(cfg["eval_data"]):
         check_dataset(spec, f"eval_data[{i}]")
-    _number(cfg, "latency.repeat", 1, integer=True)
-    _number(cfg, "latency.calibrate", 1, integer=True)
-    s = cfg["search"]
-    if s["sampler"] not in SAMPLERS:
-        raise InputError(f"config: search.sampler must be one of {', '.join(SAMPLERS)}, got {s['sampler']!r}")
-    for key in ("trials", "ratio_trials"):
-        _number(cfg, f"search.{key}", 1, integer=True)
-    _number(cfg, "search.startup_trials", 0, integer=True)
-    _number(cfg, "search.seed", 0, integer=True)
-    _number(cfg, "search.adapt_steps", 0, integer=True)
-    _number(cfg, "search.replans", 0, integer=True)
-    _number(cfg, "search.adapt_lr", 1e-9)
-    _number(cfg, "search.margin", 0.0, 0.5)
-    _number(cfg, "search.min_fill", 0.0, 1.0 - float(cfg["search"]["margin"]))
-    _number(cfg, "search.scheme_ratio", 0.0, 0.95)
-    if not isinstance(s["schemes"], list) or not s["schemes"] or "dense" not in s["schemes"]:
-        raise InputError("config: search.schemes must be a list that includes 'dense'")
-    for scheme in s["schemes"]:
-        if scheme not in SEARCH_SCHEMES:
-            raise InputError(f"config: search.schemes: {scheme!r} is not a searchable scheme "
-                             f"({', '.join(SEARCH_SCHEMES)}; channel pruning is the width search, "
-                             "unstructured has no fast kernel)")
-    if not isinstance(s["blocks"], list) or not s["blocks"] or not all(
-            isinstance(b, list) and len(b) == 2 and all(isinstance(v, int) and v > 0 for v in b) for b in s["blocks"]):
-        raise InputError(f"config: search.blocks must be a list of [rows, cols] pairs, got {s['blocks']!r}")
-    if not isinstance(s["ratios"], list) or not s["ratios"] or not all(
-            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1 for r in s["ratios"]):
-        raise InputError(f"config: search.ratios must be a list of numbers in (0, 1), got {s['ratios']!r}")
-    s["ratios"] = sorted(float(r) for r in s["ratios"])
-    if "pattern" in s["schemes"] and max(s["ratios"]) < 5 / 9:
-        raise InputError("config: search.ratios: the pattern scheme needs a ratio >= 0.5556 (4 of 9 taps kept)")
-    for key, low in (("steps", 0), ("batch_size", 1), ("patch_size", 4), ("seed", 0)):
-        _number(cfg, f"finetune.{key}", low, integer=True)
-    _number(cfg, "finetune.lr", 1e-9)
-    _number(cfg, "finetune.distill", 0.0)
-    if cfg["run_dir"] is None:
-        raise InputError(f"{source}: run_dir is required (or pass --out)")
-    cfg["run_dir"] = str(cfg["run_dir"])
+    _check_search(cfg["search"])
+    _check_run_dir(cfg, source)
     return cfg
 
 
 def load(path: Path, run_dir: Path | None = None) -> dict[str, Any]:
     """Read and resolve a YAML config file; `run_dir` overrides the file's."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a config file") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: the config must be a mapping")
+    raw = read_yaml(path)
     if run_dir is not None:
         raw = {**raw, "run_dir": str(run_dir)}
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from srprune.errors import InputError
+from srprune.search.schema import COUNT, SEED, Num, Rules, Text, check_values, read_yaml
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -19,30 +20,34 @@ SUMMARY = "summary.json"
 TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
               "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
               "sort_every": 0, "sampling": "fixed"}
+# The rule of every training setting (srprune.search.schema), checked before any work.
+TRAIN_RULES: Rules = {
+    "steps": Num(1, COUNT, integer=True), "batch_size": Num(1, 4096, integer=True),
+    "patch_size": Num(4, 4096, integer=True), "lr": Num(0, 1, above=True), "min_lr_ratio": Num(0, 1),
+    "num_random": Num(0, 64, integer=True), "kd_weight": Num(0, 1), "seed": SEED,
+    "val_every": Num(0, COUNT, integer=True), "checkpoint_every": Num(1, COUNT, integer=True),
+    "sort_every": Num(0, COUNT, integer=True), "sampling": Text(("fixed", "fair")),
+}
+SECTION_KEYS = ("space", "train", "data", "val_data", "run_dir")
+SECTION_RULES: Rules = {"data": Text(), "val_data": Text(), "run_dir": Text(optional=True)}
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """The `supernet` section of a YAML config (or the whole file if it has none), with defaults filled in."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: the config must be a mapping")
+    data = read_yaml(path)
     section = data.get("supernet", data)
     if not isinstance(section, dict):
         raise InputError(f"{path}: 'supernet' must be a mapping")
-    unknown = sorted(set(section) - {"space", "train", "data", "val_data", "run_dir"})
+    unknown = sorted(set(section) - set(SECTION_KEYS))
     if unknown:
         raise InputError(f"{path}: unknown supernet setting {unknown[0]!r} (settings: space, train, data, val_data)")
-    train = check_train_settings(section.get("train"), f"{path}: supernet.train")
-    return {"space": section.get("space") or {}, "train": train,
-            "data": section.get("data", "builtin"), "val_data": section.get("val_data", "builtin"),
-            "run_dir": section.get("run_dir", data.get("run_dir"))}
+    out = {"space": section.get("space") or {}, "data": section.get("data", "builtin"),
+           "val_data": section.get("val_data", "builtin"), "run_dir": section.get("run_dir", data.get("run_dir"))}
+    check_values(out, SECTION_RULES, f"{path}: supernet.")
+    out["train"] = check_train_settings(section.get("train"), f"{path}: supernet.train")
+    if not isinstance(out["space"], dict):
+        raise InputError(f"{path}: supernet.space must be a mapping, got {type(out['space']).__name__}")
+    return out
 
 
 def check_train_settings(train: Any, where: str) -> dict[str, Any]:
@@ -53,23 +58,8 @@ def check_train_settings(train: Any, where: str) -> dict[str, Any]:
     bad = sorted(set(train) - set(TRAIN_KEYS))
     if bad:
         raise InputError(f"{where}: unknown setting {bad[0]!r} (settings: {', '.join(TRAIN_KEYS)})")
-    for key, value in train.items():
-        _check_train_value(f"{where}.{key}", key, value)
+    check_values(train, TRAIN_RULES, f"{where}.")
     return {**TRAIN_KEYS, **train}
-
-
-def _check_train_value(what: str, key: str, value: Any) -> None:
-    """A training setting of the right type: integers for counts, numbers for rates."""
-    if key == "sampling":
-        if value not in ("fixed", "fair"):
-            raise InputError(f"{what} must be 'fixed' or 'fair', got {value!r}")
-        return
-    if isinstance(TRAIN_KEYS[key], int):
-        low = 1 if key in ("steps", "batch_size", "patch_size", "checkpoint_every") else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{what} must be an integer >= {low}, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InputError(f"{what} must be a number >= 0, got {value!r}")
 
 
 def protocol_psnr(sr, hr, crop: int) -> float:
