@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +21,7 @@ from torch import nn
 from srprune.progress import progress_bar
 
 from srcommon.atomic import atomic_path, write_text
-from srcommon.owned import OwnedFolder
+from srcommon.owned import OwnedFolder, check_replaceable
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
 
@@ -61,14 +62,27 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps, eta_min=cfg.lr * cfg.min_lr_ratio)
 
 
+def one_line_reason(e: Exception) -> str:
+    """The first line of an exception's text (torch's shape errors run over many lines)."""
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
 def _load_state(path: Path, cfg: TrainConfig) -> dict:
     """Read a training checkpoint and check it belongs to this configuration."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not an srprune training checkpoint")
+    missing = [k for k in ("config", "step", "model", "optimizer", "scheduler", "sampler", "torch_rng",
+                                        "history")
+               if k not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise InputError(f"{path}: damaged training checkpoint (missing {', '.join(missing) or 'config'})")
     if state["config"] != asdict(cfg):
         changed = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
         raise InputError(f"{path}: was written with a different configuration ({', '.join(changed)} differ); "
@@ -97,14 +111,17 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
         state = _load_state(ckpt, cfg)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
-        prior_seconds = float(state.get("seconds", 0.0))
-        history = json.loads(state["history"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            prior_seconds = float(state.get("seconds", 0.0))
+            history = json.loads(state["history"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # mis-shaped weights, damaged fields
+            raise InputError(f"{ckpt}: damaged training checkpoint ({one_line_reason(e)})") from None
         log.info("resumed at step %d", step)
     elif ckpt.exists():
         raise InputError(f"{ckpt} exists: pass --resume to continue it or --force to start over")
@@ -164,13 +181,14 @@ def train_model_file(model_spec: str, scale: int | None, data: str, val_data: st
     final = out_dir / "model.pt"
     if final.exists() and not force:
         raise InputError(f"{final} already exists (use --force to train again)")
-    # --force removes only what srprune wrote here; the user's own files stay (or stop us, named)
-    OwnedFolder.claim(out_dir, "train", force=force).add(final.name)
+    if force:  # --force removes only what srprune wrote here: refuse now, before any work, if more is there
+        check_replaceable(out_dir, True)
     torch.manual_seed(cfg.seed)  # untrained weights are part of the seeded run
     net, _ = resolve_model(model_spec, scale)
     scale = net.scale
     train_pairs = load_dataset(data, scale, split="train")
     val_pairs = load_dataset(val_data, scale, split="val")
+    OwnedFolder.claim(out_dir, "train", force=force).add(final.name)  # the inputs are good: now write
     cfg.extra = {"model": model_spec, "scale": scale, "data": data, "val_data": val_data}
     sampler = PatchSampler(train_pairs, scale, cfg.patch_size, cfg.batch_size, seed=cfg.seed)
     summary = train(net, sampler, val_pairs, scale, cfg, out_dir, resume=resume, progress=progress,

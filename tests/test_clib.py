@@ -331,9 +331,16 @@ def test_system_symbols_are_checked_against_the_allowed_lists():
 
 def test_out_folder_is_refused_unless_forced(libs):
     folder, model = libs["espcn"]
-    with pytest.raises(CompilerError, match="exists; choose another or pass --force"):
+    with pytest.raises(CompilerError, match=r"exists \(use --force"):
         build_clib(model, SHAPE, "host", folder)
     assert (folder / "libsrmodel.so").exists()  # the existing library is untouched
+    (folder / "notes.txt").write_text("the user's")  # --force replaces only srprune's files: refused before work
+    try:
+        with pytest.raises(CompilerError, match=r"did not write \(notes.txt\)"):
+            build_clib(model, SHAPE, "host", folder, force=True)
+        assert (folder / "libsrmodel.so").exists() and (folder / "notes.txt").read_text() == "the user's"
+    finally:
+        (folder / "notes.txt").unlink()
 
 
 class _Reshaper(torch.nn.Module):

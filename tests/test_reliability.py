@@ -289,3 +289,32 @@ def test_outputs_follow_the_umask(run_cli, tmp_path):
         assert stat.S_IMODE((tmp_path / "c" / "manifest.json").stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+# --- a damaged training checkpoint is one line on --resume --------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["drop_history", "drop_config", "misshape_weight", "not_a_dict"])
+def test_damaged_training_checkpoint_is_one_line_on_resume(run_cli, tmp_path, damage):
+    import torch
+
+    out = tmp_path / "run"
+    args = ["train", "espcn", "--data", "builtin", "-o", out, "--scale", "2", "--steps", "4", "--batch-size", "2",
+            "--patch-size", "12", "--val-every", "4", "--checkpoint-every", "2", "--threads", "1"]
+    assert run_cli(*args).code == 0
+    (out / "model.pt").unlink()  # as if killed after the checkpoint
+    ckpt = out / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    if damage == "drop_history":
+        del state["history"]
+    elif damage == "drop_config":
+        del state["config"]
+    elif damage == "misshape_weight":
+        name = next(iter(state["model"]))
+        state["model"][name] = torch.zeros(3, 1, 1, 1)
+    else:
+        state = [1, 2, 3]
+    torch.save(state, ckpt)
+    r = run_cli(*args, "--resume")
+    assert_one_line_error(r, "checkpoint")
+    assert not (out / "model.pt").exists()
