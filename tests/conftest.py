@@ -48,6 +48,18 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def model_x2(tmp_path):
+    """An untrained ESPCN x2 model file (seeded): a real model file for the CLI tests."""
+    from srprune.models import build_model
+    from srprune.models.modelfile import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "espcn_x2.pt"
+    save_model(path, build_model("espcn", 2))
+    return path
+
+
+@pytest.fixture
 def one_torch_thread():
     """One torch thread for the test: the CI box has 2 shared cores, and tiny convs lose to OpenMP spin contention."""
     old = torch.get_num_threads()

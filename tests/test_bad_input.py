@@ -14,11 +14,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
-from srprune.models import build_model
-from srprune.models.modelfile import save_model
 from tests.conftest import assert_one_line_error
 
 
@@ -31,14 +28,6 @@ def huge_png(path, width: int, height: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
-
-
-@pytest.fixture
-def model_x2(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "espcn_x2.pt"
-    save_model(path, build_model("espcn", 2))
-    return path
 
 
 @pytest.fixture

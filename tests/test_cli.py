@@ -13,16 +13,7 @@ from skimage import data
 from srprune.imresize import imresize, mod_crop, to_uint8
 from srprune.metrics import psnr
 from srprune.models import build_model
-from srprune.models.modelfile import save_model
 from tests.conftest import assert_one_line_error, srprune_subprocess
-
-
-@pytest.fixture
-def model_x2(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "espcn_x2.pt"
-    save_model(path, build_model("espcn", 2))
-    return path
 
 
 @pytest.fixture
