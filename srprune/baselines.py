@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import click
 import yaml
 
 from srcommon.atomic import write_text
@@ -24,6 +23,7 @@ from srprune.evaluate import format_table, mean_score, score_pairs
 from srprune.models import deploy, resolve_model
 from srprune.models.modelfile import load_model
 from srprune.train import CHECKPOINT, TrainConfig, train_model_file
+from srprune.progress import note
 
 DEMO_MODELS = ("fsrcnn", "ecbsr")
 # FSRCNN has no skip connection and needs about 3000 steps to pass bicubic here (docs/benchmarks.md).
@@ -43,7 +43,7 @@ def run_demo(out_dir: Path, steps: int = DEMO_STEPS, scale: int = 2, seed: int =
     config = demo_config(steps, scale, seed, models)
     config_path = out_dir / "config.yaml"
     if config_path.exists() and not force and yaml.safe_load(config_path.read_text()) != config:
-        click.echo(f"note: {config_path} differs from this demo's settings; retraining (old results replaced)", err=True)
+        note(f"note: {config_path} differs from this demo's settings; retraining (old results replaced)")
         force = True
     write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     val_pairs = load_dataset("builtin", scale, split="val")
@@ -54,7 +54,7 @@ def run_demo(out_dir: Path, steps: int = DEMO_STEPS, scale: int = 2, seed: int =
         if run is not None:
             done = (run / "model.pt").exists() and not force
             if not done:
-                click.echo(f"[demo] training {name} x{scale} for {steps} steps in {run}")
+                note(f"[demo] training {name} x{scale} for {steps} steps in {run}", stdout=True)
                 cfg = TrainConfig(**{k: v for k, v in config["train"].items() if k != "extra"})
                 train_model_file(name, scale, "builtin", "builtin", run, cfg,
                                  resume=(run / CHECKPOINT).exists() and not force, force=force)
@@ -70,7 +70,7 @@ def run_demo(out_dir: Path, steps: int = DEMO_STEPS, scale: int = 2, seed: int =
                          "params": count_params(deployed), "macs_720p": macs_for_output(deployed, scale),
                          "train_steps": 0 if run is None else steps, "train_seconds": train_seconds,
                          "eval_seconds": time.perf_counter() - started}
-        click.echo(f"[demo] {name:8s} PSNR-Y {mean.psnr:.4f} dB  SSIM-Y {mean.ssim:.4f}")
+        note(f"[demo] {name:8s} PSNR-Y {mean.psnr:.4f} dB  SSIM-Y {mean.ssim:.4f}", stdout=True)
     doc = {"scale": scale, "data": "builtin (val split)", "config": config, "models": results}
     eval_dir = out_dir / "eval"
     eval_dir.mkdir(exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 from PIL import Image
@@ -24,6 +23,7 @@ from PIL import Image
 from srcommon.atomic import atomic_path
 from srprune.atomic import check_writable
 from srprune.errors import InputError
+from srprune.progress import note
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -128,11 +128,11 @@ def read_image(path: str | os.PathLike, quiet: bool = False, max_pixels: int | N
         raise InputError(f"{path}: unsupported pixel type {img.dtype}")
     if img.ndim == 2 or img.shape[2] == 1:
         if not quiet:
-            click.echo(f"note: {path.name} is grayscale; converted to RGB", err=True)
+            note(f"note: {path.name} is grayscale; converted to RGB")
         return np.ascontiguousarray(np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2))
     if img.shape[2] == 4:
         if not quiet:
-            click.echo(f"note: {path.name} has an alpha channel; dropped it", err=True)
+            note(f"note: {path.name} has an alpha channel; dropped it")
         img = img[..., :3]
     return np.ascontiguousarray(img[..., ::-1])
 

@@ -1,4 +1,6 @@
-"""Progress bars that stay readable in logs: live on a terminal, a line every 30 s otherwise."""
+"""What long work tells the user while it runs: progress bars that stay readable in logs (live on a terminal, a
+line every 30 s otherwise) and one-line status notes. Library code reports through here, never through click
+(only srprune/cli knows about the command line)."""
 
 from __future__ import annotations
 
@@ -22,3 +24,9 @@ def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
         kwargs.setdefault("mininterval", 30.0)
         return _LogBar(*args, **kwargs)
     return tqdm(*args, **kwargs)
+
+
+def note(message: str, stdout: bool = False) -> None:
+    """One status line for the user: stderr (notes, stage progress) or stdout (a command's results)."""
+    stream = sys.stdout if stdout else sys.stderr
+    print(message, file=stream, flush=True)

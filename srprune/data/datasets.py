@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import click
 import numpy as np
 from tqdm import tqdm
 
@@ -39,6 +38,7 @@ from srprune.data.layout import (
 from srprune.data.pairs import ImagePair, check_pair, check_scale, prepare_hr
 from srprune.errors import InputError
 from srprune.imageio import read_image
+from srprune.progress import note
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -61,7 +61,7 @@ def _image_files(folder: Path) -> list[Path]:
     listing = list_images(folder)
     if listing.skipped:
         names = ", ".join(p.name for p in listing.skipped[:3]) + (", ..." if len(listing.skipped) > 3 else "")
-        click.echo(f"note: {folder}: skipped {len(listing.skipped)} non-image file(s): {names}", err=True)
+        note(f"note: {folder}: skipped {len(listing.skipped)} non-image file(s): {names}")
     if not listing.images:
         raise InputError(f"{folder}: no image files found (looked for png, jpg, bmp, tif, webp, ppm)")
     seen: dict[str, Path] = {}
@@ -95,7 +95,7 @@ def load_paired(layout: DatasetLayout, scale: int) -> list[ImagePair]:
     files = _image_files(layout.hr_dir)
     lr_dir = layout.lr_dir(scale)
     if not lr_dir.is_dir():
-        click.echo(f"note: {layout.name}: no {lr_dir}; making x{scale} LR images by the protocol", err=True)
+        note(f"note: {layout.name}: no {lr_dir}; making x{scale} LR images by the protocol")
         return load_hr_folder(layout.hr_dir, scale)
     try:
         present = set(os.listdir(lr_dir))

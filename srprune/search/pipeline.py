@@ -22,12 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import click
 
 from srcommon.atomic import write_text
 from srcommon.lock import FolderLock
 from srprune.errors import InputError
 from srprune.frame import parse_size
+from srprune.progress import note
 from srprune.search import config as config_mod
 from srprune.search.layout import RunLayout
 
@@ -152,7 +152,7 @@ class Run:
         """Run one stage unless it is done with the same inputs (then return its stored result)."""
         state = self.states().get(stage, {})
         if not force and self.is_done(stage):
-            click.echo(f"[run] {stage}: up to date, skipped", err=True)
+            note(f"[run] {stage}: up to date, skipped")
             return state.get("result")
         missing = [d for d in DEPENDS[stage] if not self.is_done(d)]
         if missing:
@@ -161,7 +161,7 @@ class Run:
         fresh = force or state.get("hash") != self.hashes[stage]
         if fresh:
             self.invalidate(stage)
-        click.echo(f"[run] {stage}: {'starting' if fresh else 'resuming'}", err=True)
+        note(f"[run] {stage}: {'starting' if fresh else 'resuming'}")
         log.info("stage %s %s (inputs %s)", stage, "start" if fresh else "resume", self.hashes[stage])
         self._set_state(stage, hash=self.hashes[stage], done=False,
                         started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
@@ -174,7 +174,7 @@ class Run:
         self._set_state(stage, done=True, seconds=seconds, result=result, **used,
                         finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
         log.info("stage %s done in %.1f s: %s", stage, seconds, json.dumps(result, default=str)[:500])
-        click.echo(f"[run] {stage}: done in {seconds:.0f} s", err=True)
+        note(f"[run] {stage}: done in {seconds:.0f} s")
         return result
 
     def invalidate(self, stage: str) -> None:
@@ -208,8 +208,8 @@ class Run:
             write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
         if moved or dropped:
             where = f"; old outputs moved to {self.layout.stale / stamp}" if moved else ""
-            click.echo(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}",
-                       err=True)
+            note(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}",
+                       err=True, stdout=True)
             log.info("invalidated %s (moved: %s)", [stage, *dropped], sorted(set(moved)))
 
     def storage(self) -> Any:
@@ -321,7 +321,7 @@ def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = Tru
     run.dir.mkdir(parents=True, exist_ok=True)
     command = "srprune search" if shared else "srprune run"
     run.lock = FolderLock(run.dir, command, shared=shared).acquire(
-        wait=wait, on_wait=lambda msg: click.echo(f"[run] {msg}", err=True))
+        wait=wait, on_wait=lambda msg: note(f"[run] {msg}"))
     early_budget_check(run)
     write_text(run.dir / "config.yaml", config_mod.dump(cfg))
     handler = logging.FileHandler(run.dir / "run.log")
@@ -413,15 +413,15 @@ def replan(run: Run) -> bool:
             best = max(ok, key=lambda f: f["proxy_psnr"])
             new = {**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
                    "stage": "replan", "restored": True}
-            click.echo(f"[run] {what}; no other candidate fits: restoring the earlier deployment that measured "
-                       f"{best['measured_ms']:.1f} ms", err=True)
+            note(f"[run] {what}; no other candidate fits: restoring the earlier deployment that measured "
+                       f"{best['measured_ms']:.1f} ms")
         else:
-            click.echo(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
-                       f"measurement, or search.replans ({run.cfg['search']['replans']}) are used up", err=True)
+            note(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
+                       f"measurement, or search.replans ({run.cfg['search']['replans']}) are used up")
             return False
     else:
-        click.echo(f"[run] {what} (predicted {dep['predicted_ms']:.1f}): replanning with predictions "
-                   f"x{new['correction']:.3f}", err=True)
+        note(f"[run] {what} (predicted {dep['predicted_ms']:.1f}): replanning with predictions "
+                   f"x{new['correction']:.3f}")
     write_text(run.dir / "search" / "chosen.json", json.dumps(new, indent=1) + "\n")
     run.refresh_hashes()
     log.info("replan %d: %s", len(feedback), json.dumps({k: v for k, v in new.items() if k != "genome"}))
