@@ -18,7 +18,6 @@ from pathlib import Path
 
 from srcommon.atomic import atomic_path, write_text
 from srprune.errors import InputError
-from srprune.frame import default_frame, input_size
 
 APP_DIR = Path(__file__).resolve().parents[1] / "android_app"
 ABI = "arm64-v8a"
@@ -85,25 +84,11 @@ def read_clib(folder: Path) -> dict:
 def compile_clib(model: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,
                  out: Path) -> dict:
     """Compile MODEL (file or name) for android-arm64 as a c-lib into `out` (as `srprune compile` does)."""
-    from compiler.clib.export import build_clib
     from compiler.targets import get_target
-    from srprune import __version__
-    from srprune.models import deploy, resolve_model
+    from srprune.export import ExportRequest, export
 
-    net, info = resolve_model(model, scale, seed=seed)
-    net = deploy(net).eval()
-    size = size or default_frame(info.scale)
-    (w, h), (in_w, in_h) = size, input_size(size, info.scale)
-    colors = int((info.config or {}).get("colors", 3))
-    if colors != 3:
-        raise InputError(f"{model} has {colors} colour channels; the app runs RGB models only")
-    spec = get_target(TARGET, threads)
-    meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
-            "output_size": [w, h], "srprune": __version__}
-    if (info.meta or {}).get("candidate"):  # a searched model: its genome and pruning, for the latency model
-        meta["candidate"] = info.meta["candidate"]
-    return build_clib(net, (1, 3, in_h, in_w), spec, out, meta=meta, force=True,
-                      name=f"{info.name} x{info.scale}")
+    return export(ExportRequest(model, get_target(TARGET, threads), out, fmt="c-lib", scale=scale, size=size,
+                                seed=seed, force=True, rgb_only=True)).manifest
 
 
 def resolve_clib(spec: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,

@@ -13,32 +13,9 @@ import click
 
 from srprune.cli import cli
 from srprune.errors import InputError
-from srprune.frame import default_frame, input_size, parse_size
+from srprune.frame import parse_size
 
 SIZE_HELP = "Output frame size WIDTHxHEIGHT, a multiple of the scale  [default: 1280x720, rounded down to one]"
-
-
-def _frame(size: tuple[int, int] | None, scale: int, colors: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    """(output frame, input shape NCHW) of a parsed --size (None: the default frame of `scale`)."""
-    frame = size or default_frame(scale)
-    w, h = input_size(frame, scale)
-    return frame, (1, colors, h, w)
-
-
-def tuning_root() -> Path:
-    """Where MetaSchedule databases live: the srprune cache, shared by every run and model."""
-    from srprune.data.cache import tuning_dir
-
-    return tuning_dir()
-
-
-def _load(model: str, scale: int | None, seed: int):
-    from srprune.models import deploy, resolve_model
-
-    net, info = resolve_model(model, scale, seed=seed)
-    net = deploy(net).eval()
-    colors = int((info.config or {}).get("colors", 3))
-    return net, info, colors
 
 
 @cli.command("compile")
@@ -66,41 +43,26 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
     The compiled output is checked against PyTorch on random input (max abs diff <= 1e-4) on the
     host before anything is written; arm64 targets are cross-compiled and linked here.
     """
-    from compiler.artifact import check_out_dir, write_artifact
-    from compiler.build import compile_checked
     from compiler.targets import get_target
-    from srprune import __version__
-
+    from srprune.export import ExportRequest, export
     from srprune.outputs import check_output_folder
 
     check_output_folder(out)
-    check_out_dir(out, force)
-    spec = get_target(target, threads)
     wanted = None if size is None else parse_size(size)
-    net, info, colors = _load(model, scale, seed)
-    frame, shape = _frame(wanted, info.scale, colors)
-    click.echo(f"compiling {info.name} x{info.scale} for {spec.name} ({spec.threads} threads), "
-               f"input {'x'.join(map(str, shape))}", err=True)
-    meta = {"model": info.name, "scale": info.scale, "config": info.config, "source": info.source,
-            "output_size": list(frame), "srprune": __version__}
+    done = export(ExportRequest(model, get_target(target, threads), out, fmt=fmt, scale=scale, size=wanted, seed=seed,
+                                force=force, tune_minutes=tune_minutes))
+    m, spec = done.manifest, done.manifest["target"]
+    if done.tuned:
+        r = done.tuned
+        click.echo(f"tuned {len(r.tasks)} operators for {r.seconds / 60:.1f} min: {r.trials} trials, "
+                   f"{r.measured} measured schedules in {r.db_dir}", err=True)
     if fmt == "c-lib":
-        from compiler.clib.export import build_clib
-
-        manifest = build_clib(net, shape, spec, out, meta=meta, force=force, name=f"{info.name} x{info.scale}")
-        click.echo(f"wrote {out}/{manifest['library']} + {manifest['header']} ({spec.triple}), max |diff| vs "
-                   f"PyTorch {manifest['numerics']['max_abs_diff']:.2e}, {manifest['steps']} kernel calls, "
-                   f"arena {manifest['arena_bytes'] / 2**20:.1f} MiB")
-        return
-    if tune_minutes:
-        from compiler.tune import tune
-
-        report = tune(net, shape, spec, tune_minutes, tuning_root())
-        click.echo(f"tuned {len(report.tasks)} operators for {report.seconds / 60:.1f} min: {report.trials} trials, "
-                   f"{report.measured} measured schedules in {report.db_dir}", err=True)
-    compiled = compile_checked(net, shape, spec, tuning_root=str(tuning_root()))
-    manifest = write_artifact(compiled, out, meta=meta, force=force)
-    click.echo(f"wrote {out}/{manifest['library']} ({spec.triple}), max |diff| vs PyTorch "
-               f"{compiled.check['max_abs_diff']:.2e}, {compiled.fused_convs} convs on our kernels")
+        click.echo(f"wrote {out}/{m['library']} + {m['header']} ({spec['triple']}), max |diff| vs "
+                   f"PyTorch {m['numerics']['max_abs_diff']:.2e}, {m['steps']} kernel calls, "
+                   f"arena {m['arena_bytes'] / 2**20:.1f} MiB")
+    else:
+        click.echo(f"wrote {out}/{m['library']} ({spec['triple']}), max |diff| vs PyTorch "
+                   f"{done.compiled.check['max_abs_diff']:.2e}, {done.compiled.fused_convs} convs on our kernels")
 
 
 @cli.command("bench")
@@ -121,13 +83,15 @@ def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> Non
     """
     from compiler.bench import bench_engines, format_table
     from compiler.targets import get_target
+    from srprune.data.cache import tuning_dir
+    from srprune.export import deployable, frame_and_shape
 
     if get_target(target).cross:
         raise InputError(f"bench runs engines on this machine; target {target} is cross-compiled (use host)")
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     wanted = None if size is None else parse_size(size)
-    net, info, colors = _load(model, scale, seed)
-    frame, shape = _frame(wanted, info.scale, colors)
-    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_root()))
+    net, info, colors = deployable(model, scale, seed)
+    frame, shape = frame_and_shape(wanted, info.scale, colors)
+    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_dir()))
     click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
     click.echo(format_table(result))

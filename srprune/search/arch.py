@@ -22,6 +22,7 @@ from typing import Any
 
 from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, prunable_layers,
                                       proxy_psnr, scheme_name)
+from srprune.search.config import SearchSettings
 from srprune.search.study import feasible
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 
@@ -39,18 +40,18 @@ class SearchContext:
     out_hw: tuple[int, int]  # (H, W) of the output frame
     scale: int
     budget_ms: float
-    search: dict[str, Any]
+    search: SearchSettings
     adapt_batches: list = field(default_factory=list)  # (lr, hr) batches of the short adaptation, same for all
 
     @property
     def upper_ms(self) -> float:
         """The latency bound the search honours (budget minus the margin for prediction error)."""
-        return self.budget_ms * (1.0 - float(self.search["margin"]))
+        return self.budget_ms * (1.0 - self.search.margin)
 
     @property
     def lower_ms(self) -> float:
         """Candidates faster than this leave budget unused and are not chosen."""
-        return self.budget_ms * float(self.search.get("min_fill", 0.0))
+        return self.budget_ms * self.search.min_fill
 
     def constraints(self, ms: float) -> list[float]:
         """<= 0 when feasible."""
@@ -58,7 +59,7 @@ class SearchContext:
 
     def score(self, cand: Candidate) -> tuple[float, float]:
         """(proxy PSNR-Y dB, predicted ms)."""
-        psnr = proxy_psnr(self.supernet, cand, self.val, self.adapt_batches, float(self.search["adapt_lr"]))
+        psnr = proxy_psnr(self.supernet, cand, self.val, self.adapt_batches, self.search.adapt_lr)
         return psnr, latency_ms(self.predictor, cand, self.out_hw)
 
     def evaluate(self, trial: Any, cand: Candidate) -> tuple[list[float], list[float]] | None:
@@ -78,12 +79,12 @@ class SearchContext:
                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def scheme_choices(search: dict[str, Any], k: int) -> list[str]:
+def scheme_choices(search: SearchSettings, k: int) -> list[str]:
     """The scheme labels a k x k layer's parameter offers."""
     out = []
-    for scheme in search["schemes"]:
+    for scheme in search.schemes:
         if scheme == "block":
-            out += [scheme_name("block", b) for b in search["blocks"]]
+            out += [scheme_name("block", b) for b in search.blocks]
         elif scheme != "pattern" or k == 3:
             out.append(scheme)
     return out
@@ -115,7 +116,7 @@ def suggest_schemes(trial: Any, genome: Genome, ctx: SearchContext) -> dict[str,
         label = trial.suggest_categorical(f"cells.{cell}.{block}.{local}.scheme", scheme_choices(ctx.search, cfg.k))
         scheme, bsize = parse_scheme(label)
         if scheme != "dense" and fits(cfg, scheme, bsize):
-            prune[name] = layer_prune(scheme, bsize, float(ctx.search["scheme_ratio"]))
+            prune[name] = layer_prune(scheme, bsize, ctx.search.scheme_ratio)
     return prune
 
 
@@ -135,7 +136,7 @@ def best_feasible(trials: list[Any]) -> Any | None:
     return max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number)) if ok else None
 
 
-def run_stage(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool = True,
+def search_architectures(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool = True,
               log: logging.Logger | None = None) -> dict[str, Any]:
     """Run (or resume, or join) the stage-2 study, then write trials.csv, pareto.json and arch.json."""
     import optuna
@@ -149,9 +150,9 @@ def run_stage(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool
                                 load_if_exists=True)
 
     def sampler(k: int):
-        return make_sampler(s["sampler"], int(s["seed"]) * 1_000_003 + k, int(s["startup_trials"]))
+        return make_sampler(s.sampler, s.seed * 1_000_003 + k, s.startup_trials)
 
-    run_trials(study, int(s["trials"]), objective(ctx), sampler, progress=progress, desc="stage 2 (arch)", log=log)
+    run_trials(study, s.trials, objective(ctx), sampler, progress=progress, desc="stage 2 (arch)", log=log)
     trials = complete_trials(study)
     place = {t.number: i for i, t in enumerate(trials)}
     best = best_feasible(trials)

@@ -1,5 +1,10 @@
 """The run configuration of `srprune run`: one YAML file, every default written out, checked before any work.
 
+Each section is a frozen dataclass whose fields carry their default, their rule and their meaning (one home:
+DEFAULTS and RUN_RULES are derived from them); `resolve` checks a YAML document against them and returns the
+resolved dict (hashed per stage and written to RUN/config.yaml), `RunConfig.from_dict` its typed view, which
+the stages read.
+
 Why one checked document: every stage reads its own section, and a stage is skipped when the
 sections it depends on (and the results of the stages before it) are unchanged, so the resolved
 config (RUN/config.yaml) is what decides what must be redone. configs/demo.yaml documents every key.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,99 +22,139 @@ import yaml
 
 from srprune.errors import InputError
 from srprune.frame import input_size, parse_size
-from srprune.search.schema import COUNT, SEED, ListOf, Num, Rules, Text, check_values, read_yaml
+from srprune.search.schema import COUNT, SEED, ListOf, Num, Rule, Rules, Text, check_values, read_yaml
 
-# Every key with its default; a nested dict is a section. `None` means "no default / optional".
-DEFAULTS: dict[str, Any] = {
-    "run_dir": None,
-    "scale": 2,
-    "data": "builtin",            # training images
-    "val_data": "builtin",        # validation images: proxy PSNR and the checks during fine-tuning
-    "eval_data": ["builtin"],     # datasets of the final PSNR/SSIM table
-    "target": "host",
-    "threads": None,              # None: all cores of the host, 4 on arm64 targets
-    "rpc": None,                  # rpc://HOST:PORT[/KEY] to measure a cross-compiled target on the device
-    "output_size": "1280x720",    # the frame the budget is for (output size)
-    "budget_ms": None,            # latency budget per frame on the target (required)
-    "supernet": {
-        "space": {},              # supernet.space.SearchSpace fields
-        "train": {},              # `srprune supernet train` settings (steps, batch_size, ...)
-    },
-    "latency": {
-        "repeat": 5,              # timed runs per layer (median)
-        "calibrate": 4,           # whole networks measured to calibrate the layer sum
-    },
-    "search": {
-        "sampler": "tpe",         # tpe | gp | random (Optuna); stage 2 and stage 3
-        "trials": 60,             # stage 2: architecture + pruning scheme per layer
-        "startup_trials": 15,     # random trials before the sampler's model takes over
-        "schemes": ["dense", "block", "pattern"],
-        "blocks": [[4, 8]],       # block sizes (rows, cols) the block scheme may use
-        "scheme_ratio": 0.5,      # the ratio stage 2 scores a pruned layer at (pattern: at least 0.5556)
-        "ratio_trials": 40,       # stage 3: per-layer pruning ratio
-        "ratios": [0.25, 0.5, 0.6, 0.75],   # ratio choices of a pruned layer in stage 3
-        "margin": 0.05,           # search under budget * (1 - margin): room for the prediction error
-        "min_fill": 0.85,         # ... and above budget * min_fill: a network far under budget wastes quality
-        "replans": 2,             # a deployed model measured outside [min_fill, 1] x budget: next candidate, this often
-        "adapt_steps": 0,         # Adam steps on fixed batches before a candidate is scored (0: raw shared weights)
-        "adapt_lr": 0.0001,
-        "seed": 0,
-        "storage": None,          # Optuna storage URL; default sqlite:///RUN/search/study.db
-    },
-    "finetune": {
-        "steps": 600,
-        "batch_size": 16,
-        "patch_size": 32,
-        "lr": 0.0005,
-        "distill": 0.5,           # L1 to the supernet's largest network, added to L1 to HR
-        "seed": 0,
-    },
-}
+def setting(default: Any, rule: Rule, doc: str = "") -> Any:
+    """A config field: its default, its rule (type, range, finiteness) and what it means, in one place."""
+    meta = {"rule": rule, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 SAMPLERS = ("tpe", "gp", "random")
 SEARCH_SCHEMES = ("dense", "block", "pattern")
 
-# The rule of every key of DEFAULTS (supernet.space and supernet.train have their own parsers:
-# supernet.space.SearchSpace and supernet_stage.TRAIN_RULES). Cross-key checks follow in `resolve`.
-RUN_RULES: Rules = {
-    "run_dir": Text(optional=True),
-    "scale": Num(2, 4, integer=True),
-    "data": Text(),
-    "val_data": Text(),
-    "eval_data": ListOf(Text(), single=True),
-    "target": Text(),
-    "threads": Num(1, 1024, integer=True, optional=True),
-    "rpc": Text(optional=True),
-    "output_size": Text(),
-    "budget_ms": Num(0, 1e6, above=True),
-    "latency": {"repeat": Num(1, 1000, integer=True), "calibrate": Num(1, 1000, integer=True)},
-    "search": {
-        "sampler": Text(SAMPLERS),
-        "trials": Num(1, COUNT, integer=True),
-        "startup_trials": Num(0, COUNT, integer=True),
-        "schemes": ListOf(Text(SEARCH_SCHEMES, why="channel pruning is the width search, unstructured has no "
-                                                    "fast kernel")),
-        "blocks": ListOf(ListOf(Num(1, 1024, integer=True), length=2)),
-        "scheme_ratio": Num(0, 0.95),
-        "ratio_trials": Num(1, COUNT, integer=True),
-        "ratios": ListOf(Num(0, 1, above=True, below=True)),
-        "margin": Num(0, 0.5),
-        "min_fill": Num(0, 1),
-        "replans": Num(0, 100, integer=True),
-        "adapt_steps": Num(0, COUNT, integer=True),
-        "adapt_lr": Num(0, 1, above=True),
-        "seed": SEED,
-        "storage": Text(optional=True),
-    },
-    "finetune": {
-        "steps": Num(0, COUNT, integer=True),
-        "batch_size": Num(1, 4096, integer=True),
-        "patch_size": Num(4, 4096, integer=True),
-        "lr": Num(0, 1, above=True),
-        "distill": Num(0, 100),
-        "seed": SEED,
-    },
-}
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """`latency:` how the layer table of the target is measured."""
+
+    repeat: int = setting(5, Num(1, 1000, integer=True), "timed runs per layer (median)")
+    calibrate: int = setting(4, Num(1, 1000, integer=True), "whole networks measured to calibrate the layer sum")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """`search:` stages 2 and 3 (Optuna), the budget window and replanning."""
+
+    sampler: str = setting("tpe", Text(SAMPLERS), "tpe | gp | random (Optuna); stage 2 and stage 3")
+    trials: int = setting(60, Num(1, COUNT, integer=True), "stage 2: architecture + pruning scheme per layer")
+    startup_trials: int = setting(15, Num(0, COUNT, integer=True), "random trials before the sampler's model")
+    schemes: list[str] = setting(["dense", "block", "pattern"], ListOf(Text(
+        SEARCH_SCHEMES, why="channel pruning is the width search, unstructured has no fast kernel")))
+    blocks: list[list[int]] = setting([[4, 8]], ListOf(ListOf(Num(1, 1024, integer=True), length=2)),
+                                      "block sizes (rows, cols) the block scheme may use")
+    scheme_ratio: float = setting(0.5, Num(0, 0.95), "the ratio stage 2 scores a pruned layer at (pattern: >= 0.5556)")
+    ratio_trials: int = setting(40, Num(1, COUNT, integer=True), "stage 3: per-layer pruning ratio")
+    ratios: list[float] = setting([0.25, 0.5, 0.6, 0.75], ListOf(Num(0, 1, above=True, below=True)),
+                                  "ratio choices of a pruned layer in stage 3")
+    margin: float = setting(0.05, Num(0, 0.5), "search under budget * (1 - margin): room for the prediction error")
+    min_fill: float = setting(0.85, Num(0, 1), "... and above budget * min_fill: far under budget wastes quality")
+    replans: int = setting(2, Num(0, 100, integer=True), "a deployed model measured outside [min_fill, 1] x budget: "
+                           "next candidate, this often")
+    adapt_steps: int = setting(0, Num(0, COUNT, integer=True), "Adam steps on fixed batches before a candidate is "
+                               "scored (0: raw shared weights)")
+    adapt_lr: float = setting(0.0001, Num(0, 1, above=True))
+    seed: int = setting(0, SEED)
+    storage: str | None = setting(None, Text(optional=True), "Optuna storage URL; default sqlite:///RUN/search/study.db")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """`finetune:` pruning + fine-tuning of the chosen candidate."""
+
+    steps: int = setting(600, Num(0, COUNT, integer=True))
+    batch_size: int = setting(16, Num(1, 4096, integer=True))
+    patch_size: int = setting(32, Num(4, 4096, integer=True))
+    lr: float = setting(0.0005, Num(0, 1, above=True))
+    distill: float = setting(0.5, Num(0, 100), "L1 to the supernet's largest network, added to L1 to HR")
+    seed: int = setting(0, SEED)
+
+
+@dataclass(frozen=True)
+class SupernetSection:
+    """`supernet:` the search space and the supernet's training; checked by the supernet's own parsers
+    (supernet.space.SearchSpace, srprune.search.supernet_stage.TRAIN_RULES)."""
+
+    space: dict[str, Any] = setting({}, None, "supernet.space.SearchSpace fields")
+    train: dict[str, Any] = setting({}, None, "`srprune supernet train` settings (steps, batch_size, ...)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole `srprune run` configuration, typed; built once from the resolved (checked) YAML."""
+
+    run_dir: str | None = setting(None, Text(optional=True))
+    scale: int = setting(2, Num(2, 4, integer=True))
+    data: str = setting("builtin", Text(), "training images")
+    val_data: str = setting("builtin", Text(), "validation images: proxy PSNR and the checks during fine-tuning")
+    eval_data: list[str] = setting(["builtin"], ListOf(Text(), single=True), "datasets of the final PSNR/SSIM table")
+    target: str = setting("host", Text())
+    threads: int | None = setting(None, Num(1, 1024, integer=True, optional=True),
+                                  "None: all cores of the host, 4 on arm64 targets")
+    rpc: str | None = setting(None, Text(optional=True), "rpc://HOST:PORT[/KEY] to measure a cross-compiled target")
+    output_size: str = setting("1280x720", Text(), "the frame the budget is for (output size)")
+    budget_ms: float | None = setting(None, Num(0, 1e6, above=True), "latency budget per frame (required)")
+    supernet: SupernetSection = field(default_factory=SupernetSection)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> "RunConfig":
+        """The typed view of a resolved config dict (resolve() has checked every value)."""
+        return _build(cls, cfg)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """(height, width) of the output frame."""
+        w, h = parse_size(self.output_size, "config: output_size")
+        return h, w
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        v = values[f.name]
+        kwargs[f.name] = _build(f.default_factory, v) if is_dataclass(f.default_factory) else v
+    return cls(**kwargs)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if is_dataclass(f.default_factory):
+            out[f.name] = _defaults(f.default_factory)
+        else:
+            out[f.name] = f.default_factory() if f.default is MISSING else f.default
+    return out
+
+
+def _rules(cls: type) -> Rules:
+    out: Rules = {}
+    for f in fields(cls):
+        if is_dataclass(f.default_factory):
+            if f.name != "supernet":  # checked by the supernet's own parsers
+                out[f.name] = _rules(f.default_factory)
+        else:
+            out[f.name] = f.metadata["rule"]
+    return out
+
+
+# Every key with its default (a nested dict is a section) and its rule, derived from the dataclasses above.
+DEFAULTS: dict[str, Any] = _defaults(RunConfig)
+RUN_RULES: Rules = _rules(RunConfig)
 
 
 def _merge(defaults: dict, given: Any, where: str) -> dict:

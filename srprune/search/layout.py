@@ -1,7 +1,7 @@
 """RunLayout: the one place that names the paths of a run folder (DESIGN.md's `runs/NAME/` tree).
 
-Each stage's outputs are listed here too, so that invalidating a stage (its inputs changed, or --force)
-moves exactly those aside, never anything else in the folder.
+Each stage declares which of these it writes (srprune/search/stages), so that invalidating a stage (its inputs
+changed, or --force) moves exactly those aside, never anything else in the folder.
 """
 
 from __future__ import annotations
@@ -45,11 +45,21 @@ class RunLayout:
         return self.root / "supernet"
 
     @property
+    def supernet_checkpoint(self) -> Path:
+        return self.supernet / "checkpoint.pt"
+
+    @property
     def search(self) -> Path:
         return self.root / "search"
 
     @property
+    def arch(self) -> Path:
+        """Stage 2's result: the chosen architecture and schemes."""
+        return self.search / "arch.json"
+
+    @property
     def chosen(self) -> Path:
+        """The search's result (stage 3, or a replan): the candidate that is fine-tuned."""
         return self.search / "chosen.json"
 
     @property
@@ -75,17 +85,3 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
-
-    def outputs(self, stage: str) -> list[Path]:
-        """What `stage` writes (files or whole folders); the search stages also own their Optuna studies."""
-        s = self.search
-        return {
-            "latency": [self.latency],
-            "supernet": [self.supernet],
-            "arch": [s / "trials.csv", s / "pareto.json", s / "arch.json"],
-            "ratios": [s / "ratios.csv", self.chosen, self.feedback],
-            "finetune": [self.final],
-            "deploy": [self.compiled],
-            "evaluate": [self.eval],
-            "report": [self.report],
-        }[stage]

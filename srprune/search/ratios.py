@@ -33,7 +33,7 @@ def objective(ctx: SearchContext, base: Candidate):
     def run(trial: Any):
         prune = {}
         for name, p in base.prune.items():
-            ratio = trial.suggest_categorical(f"{name}.ratio", ratio_choices(p["scheme"], ctx.search["ratios"]))
+            ratio = trial.suggest_categorical(f"{name}.ratio", ratio_choices(p["scheme"], ctx.search.ratios))
             prune[name] = {**p, "ratio": float(ratio)}
         return ctx.evaluate(trial, Candidate(base.genome, prune))
     return run
@@ -43,7 +43,7 @@ def _nearest(value: float, choices: list[float]) -> float:
     return min(choices, key=lambda c: abs(c - value))
 
 
-def run_stage(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: Path, *, progress: bool = True,
+def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: Path, *, progress: bool = True,
               log: logging.Logger | None = None) -> dict[str, Any]:
     """Run (or resume, or join) the stage-3 study; write ratios.csv and chosen.json (the search's result)."""
     import optuna
@@ -61,14 +61,14 @@ def run_stage(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: P
     study = optuna.create_study(study_name=STUDY_RATIOS, storage=storage, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if not study.get_trials(deepcopy=False):  # start from stage 2's own choice
-        study.enqueue_trial({f"{n}.ratio": _nearest(p["ratio"], ratio_choices(p["scheme"], s["ratios"]))
+        study.enqueue_trial({f"{n}.ratio": _nearest(p["ratio"], ratio_choices(p["scheme"], s.ratios))
                              for n, p in base.prune.items()})
 
     def sampler(k: int):
-        return make_sampler(s["sampler"], int(s["seed"]) * 1_000_003 + 500_009 + k, int(s["startup_trials"]))
+        return make_sampler(s.sampler, s.seed * 1_000_003 + 500_009 + k, s.startup_trials)
 
-    combos = math.prod(len(ratio_choices(p["scheme"], s["ratios"])) for p in base.prune.values())
-    run_trials(study, min(int(s["ratio_trials"]), combos), objective(ctx, base), sampler, progress=progress,
+    combos = math.prod(len(ratio_choices(p["scheme"], s.ratios)) for p in base.prune.values())
+    run_trials(study, min(s.ratio_trials, combos), objective(ctx, base), sampler, progress=progress,
                desc="stage 3 (ratios)", log=log)
     trials = complete_trials(study)
     best = best_feasible(trials)

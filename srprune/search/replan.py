@@ -8,10 +8,15 @@ corrected time lies in the search window wins (ties: the faster one).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from srcommon.atomic import write_text
+from srprune.progress import note
 from srprune.search.arch import STUDY_ARCH, SearchContext
 from srprune.search.ratios import STUDY_RATIOS
+
+if TYPE_CHECKING:
+    from srprune.search.pipeline import Run
 
 
 def _key(candidate: dict) -> str:
@@ -57,3 +62,55 @@ def next_choice(ctx: SearchContext, storage: Any, feedback: list[dict]) -> dict 
     if best is None:
         return None
     return {**best, "stage": "replan", "replan": len(feedback)}
+
+
+def replan(run: "Run") -> bool:
+    """After a measurement outside the window: pick another candidate for finetune and after; False to stop.
+
+    Why: the latency model is a prediction; the compiled network's measured time is the truth. When the
+    deployed network measures over the budget, or under budget x min_fill, its measured/predicted ratio
+    corrects the predictions of every scored trial (network-level error is mostly a common factor), and
+    the best trial not deployed before whose corrected time lies in the search window becomes
+    search/chosen.json. At most search.replans times. If the last one is over budget and nothing else
+    fits, the best earlier deployment that was within budget is restored (fine-tuning is deterministic,
+    so it comes back the same). Every measurement is kept in search/feedback.json.
+    """
+    dep = (run.states().get("deploy") or {}).get("result") or {}
+    if not dep:
+        return False
+    budget = float(dep["budget_ms"])
+    over = dep["measured_ms"] > budget
+    under = dep["measured_ms"] < budget * run.config.search.min_fill
+    if not (over or under):
+        return False
+    feedback_path = run.layout.feedback
+    feedback = json.loads(feedback_path.read_text()) if feedback_path.exists() else []
+    chosen = json.loads(run.layout.chosen.read_text())
+    entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]}, "proxy_psnr": chosen["proxy_psnr"],
+             "predicted_ms": dep["predicted_ms"], "measured_ms": dep["measured_ms"], "within_budget": not over}
+    if feedback and feedback[-1]["candidate"] == entry["candidate"]:
+        return False  # this deployment was handled already (a re-run of a finished run, or a restored one)
+    feedback.append(entry)
+    write_text(feedback_path, json.dumps(feedback, indent=1) + "\n")
+    what = f"measured {dep['measured_ms']:.1f} ms, {'over' if over else 'under'} the window of the {budget:g} ms budget"
+    new = next_choice(run.search_context(), run.storage(), feedback) if len(feedback) <= run.config.search.replans \
+        else None
+    if new is None:
+        ok = [f for f in feedback[:-1] if f.get("within_budget")]
+        if over and ok and not chosen.get("restored"):  # restore once: a restored model measured over stays
+            best = max(ok, key=lambda f: f["proxy_psnr"])
+            new = {**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
+                   "stage": "replan", "restored": True}
+            note(f"[run] {what}; no other candidate fits: restoring the earlier deployment that measured "
+                       f"{best['measured_ms']:.1f} ms")
+        else:
+            note(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
+                       f"measurement, or search.replans ({run.config.search.replans}) are used up")
+            return False
+    else:
+        note(f"[run] {what} (predicted {dep['predicted_ms']:.1f}): replanning with predictions "
+                   f"x{new['correction']:.3f}")
+    write_text(run.layout.chosen, json.dumps(new, indent=1) + "\n")
+    run.refresh_hashes()
+    run.log.info("replan %d: %s", len(feedback), json.dumps({k: v for k, v in new.items() if k != "genome"}))
+    return True

@@ -1,0 +1,11 @@
+"""The stages of `srprune run`, in order: one module per stage, named after it (base.Stage says the shape)."""
+
+from __future__ import annotations
+
+from srprune.search.stages import arch, deploy, evaluate, finetune, latency, ratios, report, supernet
+from srprune.search.stages.base import Stage
+
+STAGES: tuple[Stage, ...] = tuple(m.STAGE for m in (latency, supernet, arch, ratios, finetune, deploy, evaluate,
+                                                   report))
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+NAMES: tuple[str, ...] = tuple(BY_NAME)

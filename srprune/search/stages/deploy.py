@@ -1,0 +1,74 @@
+"""Stage `deploy`: compile final/model.pt for the target, check numerics, measure its real latency.
+
+The numerics check is <= 1e-4 against PyTorch; writes RUN/compiled/TARGET/ and times the whole network (median
+of interleaved runs) and each layer alone, recording predicted vs measured in RUN/compiled/TARGET/latency.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import TYPE_CHECKING, Any
+
+from srcommon.atomic import write_text
+from srcommon.owned import OwnedFolder
+from srprune.search.candidate import Candidate, layer_breakdown
+from srprune.search.config import RunConfig
+from srprune.search.layout import RunLayout
+from srprune.search.stages.base import Stage
+
+if TYPE_CHECKING:
+    from srprune.search.pipeline import Run
+
+
+def run(run: "Run", fresh: bool) -> dict[str, Any]:
+    """Compile and measure; the summary is what the replanning and the run's headline read."""
+    r = deploy_final(run.config, run.layout, run.target, progress=run.progress)
+    return {k: r[k] for k in ("predicted_ms", "measured_ms", "budget_ms", "within_budget", "budget_fill",
+                              "max_abs_diff")}
+
+
+def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
+    """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
+    from compiler.latency.measure import build_layer, built_network, interleaved
+    from srprune.export import ExportRequest, export
+    from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers
+    from srprune.progress import progress_bar
+    from srprune.search.candidate import latency_ms
+
+    out_hw = cfg.out_hw
+    done = export(ExportRequest(str(layout.final_model), target, layout.compiled, size=(out_hw[1], out_hw[0]),
+                                force=True))
+    compiled, manifest, shape = done.compiled, done.manifest, done.shape
+    cand = Candidate.from_dict(done.info.meta["candidate"])
+    runner = make_runner(target, cfg.rpc)
+    predictor = load_predictor(layout.root, target.name, target.threads)
+    net_timer = runner.timer(built_network(compiled))
+    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
+    layer_timers = []
+    for _, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
+        layer_timers.append(runner.timer(build_layer(c, target)))
+    samples = interleaved([net_timer] + layer_timers, rounds)
+    measured = statistics.median(samples[0])
+    breakdown = layer_breakdown(predictor, cand, out_hw)
+    for row, s in zip(breakdown, samples[1:]):
+        row["measured_ms"] = statistics.median(s)
+    budget = float(cfg.budget_ms)
+    result = {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
+              "input_shape": list(shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
+              "measured_ms": measured, "min_ms": min(samples[0]), "max_ms": max(samples[0]),
+              "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
+              "budget_fill": measured / budget, "max_abs_diff": compiled.check["max_abs_diff"],
+              "fused_convs": compiled.fused_convs, "library": manifest["library"], "layers": breakdown}
+    write_text(OwnedFolder(layout.compiled, "deploy").path("latency.json"), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+STAGE = Stage(
+    name="deploy",
+    reads=("target", "threads", "rpc", "output_size", "budget_ms"),
+    after=("finetune", "latency"),
+    writes=lambda layout: [layout.compiled],
+    run=run,
+    reads_model=True,
+)

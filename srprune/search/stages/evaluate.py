@@ -1,0 +1,97 @@
+"""Stage `evaluate`: PSNR-Y/SSIM-Y (the project's protocol) of the final model and of bicubic.
+
+On every eval dataset; writes RUN/eval/metrics.{json,md} plus crops for the report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from srcommon.atomic import write_text
+from srprune.search.config import RunConfig
+from srprune.search.layout import RunLayout
+from srprune.search.stages.base import Stage
+
+if TYPE_CHECKING:
+    from srprune.search.pipeline import Run
+
+
+def run(run: "Run", fresh: bool) -> dict[str, Any]:
+    """Evaluate final/model.pt; the summary is {dataset: {bicubic, final}} PSNR-Y."""
+    return evaluate_final(run.config, run.layout, progress=run.progress)
+
+
+def evaluate_final(cfg: RunConfig, layout: RunLayout, *, progress: bool = True) -> dict:
+    """PSNR/SSIM of the final model and bicubic on every eval dataset; eval/metrics.{json,md} and crops."""
+    from srprune.data import load_dataset
+    from srprune.evaluate import format_table, mean_score, score_pairs, super_resolve
+    from srprune.imageio import write_image
+    from srprune.models import resolve_model
+    from srprune.models.modelfile import load_model
+
+    model, info = load_model(layout.final_model)
+    model.eval()
+    scale = int(model.arch["scale"])
+    bicubic, _ = resolve_model("bicubic", scale)
+    out = layout.eval
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"scale": scale, "datasets": {}}
+    md = [f"# Final model x{scale}: PSNR-Y / SSIM-Y (crop border {scale}, BT.601 Y, uint8 rounding)", "",
+          "| dataset | images | bicubic PSNR | bicubic SSIM | final PSNR | final SSIM | gain dB |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    tables = []
+    for spec in cfg.eval_data:
+        pairs = load_dataset(spec, scale, split="val")  # builtin: the val split; a DIV2K root: its val set
+        res = {}
+        for name, net in (("bicubic", bicubic), ("final", model)):
+            scores = score_pairs(net, pairs, scale, progress=progress)
+            mean = mean_score(scores)
+            res[name] = {"psnr": mean.psnr, "ssim": mean.ssim, "images": [asdict(s) for s in scores]}
+            tables.append(format_table(scores, f"{name} on {spec}"))
+        doc["datasets"][str(spec)] = res
+        b, f = res["bicubic"], res["final"]
+        md.append(f"| {spec} | {len(pairs)} | {b['psnr']:.4f} | {b['ssim']:.4f} | {f['psnr']:.4f} | {f['ssim']:.4f} "
+                  f"| {f['psnr'] - b['psnr']:+.3f} |")
+    pairs = load_dataset(cfg.eval_data[0], scale, split="val")
+    doc["crops"] = _write_crops(pairs[0], model, bicubic, scale, out / "crops", super_resolve, write_image)
+    write_text(out / "metrics.json", json.dumps(doc, indent=1) + "\n")
+    write_text(out / "metrics.md", "\n".join(md) + "\n\n" + "\n\n".join(tables) + "\n")
+    return {k: {"bicubic": v["bicubic"]["psnr"], "final": v["final"]["psnr"]} for k, v in doc["datasets"].items()}
+
+
+def _write_crops(pair: Any, model: torch.nn.Module, bicubic: torch.nn.Module, scale: int, folder: Path,
+                 super_resolve, write_image, size: int = 128) -> dict[str, str]:
+    """Same crop (the most textured window of the HR image) of bicubic, final and ground truth, as PNGs."""
+    hr = pair.hr
+    gray = hr.astype(np.float32).mean(axis=2)
+    best, where = -1.0, (0, 0)
+    step = max(size // 2, 8)
+    for y in range(0, max(hr.shape[0] - size, 0) + 1, step):
+        for x in range(0, max(hr.shape[1] - size, 0) + 1, step):
+            v = float(gray[y:y + size, x:x + size].var())
+            if v > best:
+                best, where = v, (y, x)
+    y, x = where
+    files = {}
+    for name, img in (("bicubic", super_resolve(bicubic, pair.lr)), ("final", super_resolve(model, pair.lr)),
+                      ("ground truth", hr)):
+        path = folder / f"{name.replace(' ', '_')}.png"
+        write_image(path, np.ascontiguousarray(img[y:y + size, x:x + size]))
+        files[name] = str(path.name)
+    return {"image": pair.name, "y": y, "x": x, "size": size, "files": files}
+
+
+STAGE = Stage(
+    name="evaluate",
+    reads=("eval_data",),
+    after=("finetune",),
+    writes=lambda layout: [layout.eval],
+    run=run,
+    reads_model=True,
+)

@@ -1,0 +1,95 @@
+"""Stage `finetune`: prune the chosen candidate gradually to its per-layer schemes and ratios while fine-tuning.
+
+The chosen genome is extracted from the supernet (deployed form) and distilled from the supernet's largest
+network; writes RUN/final/model.pt (an ordinary model file) and RUN/final/arch.json.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from srcommon.atomic import write_text
+from srprune.search.candidate import Candidate, extract_deployed, pruning_spec
+from srprune.search.config import RunConfig
+from srprune.search.layout import RunLayout
+from srprune.search.stages.base import Stage
+
+if TYPE_CHECKING:
+    from srprune.search.pipeline import Run
+
+
+def run(run: "Run", fresh: bool) -> dict[str, Any]:
+    """Fine-tune search/chosen.json's candidate into final/."""
+    chosen = json.loads(run.layout.chosen.read_text())
+    return finetune_chosen(run.config, run.layout, chosen, progress=run.progress)
+
+
+def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *, progress: bool = True) -> dict:
+    """Prune + fine-tune the chosen candidate; write final/model.pt and final/arch.json."""
+    from srprune.data import PatchSampler, load_dataset
+    from srprune.evaluate import mean_score, score_pairs
+    from srprune.models.modelfile import save_model
+    from srprune.pruning.finetune import FinetuneConfig, config_dict, finetune
+    from srprune.pruning.pruner import Pruner
+    from supernet.space import SearchSpace
+    from supernet.train import supernet_from_checkpoint
+
+    cand = Candidate.from_dict(chosen)
+    scale = cand.genome.scale
+    ckpt = layout.supernet_checkpoint
+    supernet = supernet_from_checkpoint(ckpt).eval()
+    model = extract_deployed(supernet, cand.genome)
+    teacher = extract_deployed(supernet, SearchSpace.from_dict(cfg.supernet.space).largest(scale))
+    spec = pruning_spec({k: v for k, v in cand.prune.items() if v["ratio"] > 0})
+    if not spec["layers"]:
+        # A dense winner: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning.
+        first = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "head")
+        spec = {"layers": {first: {"scheme": "unstructured", "ratio": 0.0}}}
+    f = cfg.finetune
+    fcfg = FinetuneConfig(steps=f.steps, batch_size=f.batch_size, patch_size=f.patch_size, lr=float(f.lr),
+                          distill=float(f.distill), seed=f.seed)
+    sampler = PatchSampler(load_dataset(cfg.data, scale, split="train"), scale, fcfg.patch_size,
+                           fcfg.batch_size, seed=fcfg.seed)
+    val_pairs = load_dataset(cfg.val_data, scale, split="val")
+    before = mean_score(score_pairs(_masked(model, spec), val_pairs, scale))
+    pruner = Pruner(model, spec)
+    summary = finetune(pruner, sampler, fcfg, teacher=teacher if fcfg.distill > 0 else None, val_pairs=val_pairs,
+                       scale=scale, progress=progress)
+    pruned, pmeta = pruner.finalize()
+    pruned.eval()
+    val = summary["val"] or {}
+    meta = {"search": {k: chosen[k] for k in ("proxy_psnr", "predicted_ms", "stage") if k in chosen},
+            "candidate": cand.to_dict(), "pruning": pmeta,
+            "finetune": {**config_dict(fcfg), "seconds": summary["seconds"], "final_loss": summary["loss"],
+                         "teacher": "supernet largest"},
+            "supernet": {"checkpoint": str(ckpt)},
+            "val": {"data": cfg.val_data, "before_finetune_psnr": before.psnr, "val_psnr": val.get("psnr"),
+                    "val_ssim": val.get("ssim")}}
+    layout.final.mkdir(parents=True, exist_ok=True)
+    save_model(layout.final_model, pruned, meta=meta, force=True)
+    write_text(layout.final / "arch.json", json.dumps(cand.to_dict(), indent=1) + "\n")
+    return {"val_psnr": val.get("psnr"), "val_ssim": val.get("ssim"), "before_finetune_psnr": before.psnr,
+            "seconds": summary["seconds"]}
+
+
+def _masked(model: torch.nn.Module, spec: dict) -> torch.nn.Module:
+    """A copy with the final masks applied at once (what fine-tuning starts from, for the record)."""
+    from srprune.pruning.pruner import copy_model
+    from srprune.search.candidate import apply_masks
+
+    m = copy_model(model)
+    apply_masks(m, spec)
+    return m.eval()
+
+
+STAGE = Stage(
+    name="finetune",
+    reads=("data", "val_data", "finetune"),
+    after=("ratios",),
+    writes=lambda layout: [layout.final],
+    run=run,
+    reads_files=lambda layout: [layout.chosen],
+)

@@ -1,0 +1,28 @@
+"""Stage `latency`: measure the layer table of the search space on the target and fit the predictor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from srprune.search.stages.base import Stage
+
+if TYPE_CHECKING:
+    from srprune.search.pipeline import Run
+
+
+def run(run: "Run", fresh: bool) -> dict[str, Any]:
+    """Build (or complete) RUN/latency/TARGET: table, pruned-kernel entries, calibration; check the budget."""
+    from srprune.search.latency_stage import run_stage
+
+    return run_stage(run.cfg, run.dir, run.target, run.out_hw, progress=run.progress)
+
+
+STAGE = Stage(
+    name="latency",
+    reads=("target", "threads", "rpc", "output_size", "latency", "supernet.space", "search.schemes",
+           "search.blocks", "search.ratios", "search.scheme_ratio"),
+    after=(),
+    writes=lambda layout: [layout.latency],
+    run=run,
+    resumable="the table's last measured chunk",
+)
