@@ -205,3 +205,40 @@ def bicubic_kernel(scale: int) -> torch.Tensor:
 def bicubic_skip(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The global skip before PixelShuffle: edge-replicated input through the fixed bicubic conv."""
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
+
+
+# --- cost of one cell (per block type; supernet.complexity sums them over a genome) -----------------------
+
+
+def block_macs_per_pixel(block: str, cin: int, width: int, layers: list[int], deployed: bool = True) -> int:
+    """MACs per LR pixel of one cell."""
+    if block == "skip":
+        return 0
+    if block in ("conv", "plain") or (block == "ecb" and deployed):
+        return cin * width * 9
+    if block == "res":
+        return cin * layers[0] * 9 + layers[0] * width * 9
+    if block == "wide":
+        return cin * layers[0] + layers[0] * layers[1] + layers[1] * width * 9
+    if block == "dws":
+        return cin * 9 + cin * width
+    if block == "ecb":  # training form: main 3x3, 1x1->3x3, three 1x1 -> depthwise 3x3
+        m = layers[0]
+        return cin * width * 9 + cin * m + m * width * 9 + 3 * (cin * width + width * 9)
+    raise ValueError(f"unknown block {block!r}")
+
+
+def block_params(block: str, cin: int, width: int, layers: list[int], activation: str, deployed: bool = True) -> int:
+    """Learnable values of one cell."""
+    if block == "skip":
+        return 0
+    if block == "ecb" and deployed:
+        block, layers = "plain", []
+    sizes = block_sizes(cin, width, layers)
+    total = 0
+    for name in param_names(block, activation):
+        n = 1
+        for d in shape_of(PARAM_ROLES[block][name], sizes):
+            n *= d
+        total += n
+    return total

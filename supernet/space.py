@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from supernet.blocks import block_macs_per_pixel
 from supernet.errors import SpaceError
 
 # Block types and the number of inner layers whose width each one searches.
@@ -166,8 +167,6 @@ class SearchSpace:
 
     def largest(self, scale: int | None = None, block: str | None = None) -> Genome:
         """Every cell the costliest block (or `block`) at the widest widths (the teacher of in-place distillation)."""
-        from supernet.complexity import block_macs_per_pixel
-
         scale = self.check_scale(scale)
         w = self.max_width
         real = self.real_blocks
@@ -179,8 +178,6 @@ class SearchSpace:
 
     def smallest(self, scale: int | None = None, block: str | None = None) -> Genome:
         """The cheapest block (or `block`) at the narrowest widths in the first `min_depth` cells, the rest skipped."""
-        from supernet.complexity import block_macs_per_pixel
-
         scale = self.check_scale(scale)
         w = self.widths[0]
         real = self.real_blocks

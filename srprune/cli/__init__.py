@@ -13,7 +13,7 @@ import sys
 import click
 
 from compiler.errors import CompilerError
-from srprune import __version__
+from srprune.cli.group import cli
 from srprune.errors import InputError
 from srcommon.errors import OutputConflict
 from supernet.errors import CheckpointError, SpaceError
@@ -23,14 +23,8 @@ USER_ERRORS = (InputError, SpaceError, CheckpointError, CompilerError, OutputCon
 USAGE_EXIT = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="srprune")
-def cli() -> None:
-    """Find, prune, compile and ship real-time super-resolution networks."""
-
-
 def _register() -> None:
-    """Import the command modules; each adds its commands to `cli`."""
+    """Import the command modules; each adds its commands to the group (srprune.cli.group)."""
     from srprune.cli import commands  # noqa: F401
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from srprune import android
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
 
 _APP = click.option("--app", "app", type=click.Path(file_okay=False, path_type=Path), default=android.APP_DIR,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
 from srprune.frame import parse_size
 

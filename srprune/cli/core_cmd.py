@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
 
 SCALE = click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 
 
 @cli.group("data")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.frame import parse_size
 from srprune.errors import InputError
 

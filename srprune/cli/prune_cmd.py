@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
-from srprune.pruning import compact as _compact  # noqa: F401  (registers "channel_pruned" for every command)
 
 
 @cli.command("prune")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
 
 WAIT = click.option("--wait", is_flag=True, help="If another srprune process holds the run folder, wait for it "
@@ -85,11 +85,12 @@ def search_cmd(config_path: Path, run_dir: Path | None, storage: str | None, sta
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report_cmd(run_dir: Path) -> None:
     """Write RUN/report.html (single file, opens offline) from the run folder's results."""
+    from srprune.search.hashes import stale_stages
     from srprune.search.report import write_report
 
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
-    click.echo(f"wrote {write_report(run_dir)}")
+    click.echo(f"wrote {write_report(run_dir, stale_stages(run_dir))}")
 
 
 @cli.command("demo")

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from srprune.cli import cli
+from srprune.cli.group import cli
 from srprune.errors import InputError
 from srprune.search.supernet_stage import TRAIN_KEYS, read_config  # noqa: F401 (TRAIN_KEYS: re-exported)
 from supernet.errors import SpaceError

@@ -19,6 +19,6 @@ __all__ = [
     "read_model_file", "register", "resolve_model", "save_model",
 ]
 
-# Channel pruning registers the compacted architecture `channel_pruned`; importing it here lets every
-# load_model() user read pruned model files.
-from srprune.pruning import compact as _channel_pruned  # noqa: E402,F401
+# The compacted architecture that channel pruning produces (srprune.pruning): registered here so that every
+# load_model() user can read pruned model files.
+from srprune.models import channel_pruned as _channel_pruned  # noqa: E402,F401

@@ -6,13 +6,11 @@
 - `pruner.Pruner`: masks of one model under one spec; `finalize()` compacts pruned channels.
 - `finetune`: gradual pruning + fine-tuning with masks re-applied after every step.
 - `run.prune_model` / `prune_model_file`: the whole flow behind `srprune prune`.
-- `compact`: registers the "channel_pruned" architecture so channel-pruned files reload.
 
-Submodules import `srprune.models` submodules directly (never the package), so that
-`srprune.models` may import `srprune.pruning.compact` to register "channel_pruned".
+The "channel_pruned" architecture that `Pruner.finalize()` produces lives with the other architectures
+(srprune.models.channel_pruned): pruning depends on models, never the reverse.
 """
 
-from srprune.pruning import compact  # noqa: F401  (registers "channel_pruned")
 from srprune.pruning.finetune import FinetuneConfig, finetune
 from srprune.pruning.layers import LayerInfo, format_layers, prunable_layers
 from srprune.pruning.pruner import Pruner

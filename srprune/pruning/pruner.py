@@ -19,7 +19,7 @@ from torch import nn
 
 from srprune.errors import InputError
 from srprune.models.registry import build_model
-from srprune.pruning import compact
+from srprune.models import channel_pruned
 from srprune.pruning.graph import ChannelGroup, channel_graph
 from srprune.pruning.layers import LayerInfo, prunable_layers
 from srprune.pruning.schemes import (block_mask, block_structure, check_block, pattern_mask, unit_norms,
@@ -262,7 +262,7 @@ class Pruner:
             return self.model
         if not isinstance(arch, dict):
             raise InputError("channel pruning needs a model built by srprune.models.build_model (it has no .arch)")
-        shapes: dict[str, list[int]] = dict(arch["config"].get("shapes", {})) if arch["name"] == compact.NAME else {}
+        shapes: dict[str, list[int]] = dict(arch["config"].get("shapes", {})) if arch["name"] == channel_pruned.NAME else {}
         state = {k: v.clone() for k, v in self.model.state_dict().items()}
         for gid, keep in self.channel_keep.items():
             plan = self.groups[gid]
@@ -285,9 +285,9 @@ class Pruner:
                 out_c, in_c = (w.shape[0], w.shape[1]) if isinstance(mod, nn.Conv2d) else (w.shape[1], w.shape[0])
                 if (out_c, in_c) != (mod.out_channels, mod.in_channels):
                     shapes[name] = [int(out_c), int(in_c)]
-        base = compact.base_arch(arch)
+        base = channel_pruned.base_arch(arch)
         with torch.random.fork_rng(devices=[]):
-            small = build_model(compact.NAME, arch["scale"], base=base, shapes=shapes)
+            small = build_model(channel_pruned.NAME, arch["scale"], base=base, shapes=shapes)
         small.load_state_dict(state)
         small.train(self.model.training)
         return small

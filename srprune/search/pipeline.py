@@ -14,7 +14,6 @@ re-run of the stages it came from. The run folder is held by one `srprune run` a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from srcommon.lock import FolderLock
 from srprune.errors import InputError
 from srprune.progress import note
 from srprune.search import config as config_mod
+from srprune.search.hashes import file_hashes, model_checksum, stale_stages, stage_hashes
 from srprune.search.layout import RunLayout
 from srprune.search.stages import BY_NAME, NAMES
 from srprune.search.stages import STAGES as STAGE_LIST
@@ -45,52 +45,6 @@ def downstream(stage: str) -> list[str]:
         if any(d == stage or d in out for d in s.after):
             out.add(s.name)
     return [s for s in STAGES if s in out]
-
-
-def _value(cfg: dict[str, Any], key: str) -> Any:
-    out: Any = cfg
-    for part in key.split("."):
-        out = out[part]
-    return out
-
-
-def stage_hashes(cfg: dict[str, Any], files: dict[str, str] | None = None) -> dict[str, str]:
-    """Input hash of every stage (config keys it reads + hashes of the stages it depends on).
-
-    `files` ({stage: content hash}) adds the content of input files a stage reads besides its dependencies'
-    results (`Stage.reads_files`: the finetune stage reads search/chosen.json, which a replan rewrites).
-    """
-    hashes: dict[str, str] = {}
-    for stage in STAGE_LIST:
-        doc = {"inputs": {k: _value(cfg, k) for k in stage.reads}, "after": [hashes[d] for d in stage.after]}
-        if files and stage.name in files:
-            doc["file"] = files[stage.name]
-        hashes[stage.name] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-    return hashes
-
-
-def file_hashes(layout: RunLayout) -> dict[str, str]:
-    """{stage: hash of the content of the input files it declares} for the files that exist now."""
-    out = {}
-    for stage in STAGE_LIST:
-        files = [p for p in stage.reads_files(layout) if p.is_file()]
-        if files:
-            h = hashlib.sha256()
-            for p in files:
-                h.update(p.read_bytes())
-            out[stage.name] = h.hexdigest()[:16]
-    return out
-
-
-def model_checksum(path: Path) -> str | None:
-    """SHA-256 of a model file (None when absent): what the deploy and evaluate stages record having used."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Run:
@@ -129,6 +83,10 @@ class Run:
         states = self.states()
         states[stage] = {**states.get(stage, {}), **fields}
         write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
+
+    def stale_stages(self) -> dict[str, str]:
+        """{stage: why} for the stages whose outputs the report must not present (srprune.search.hashes)."""
+        return stale_stages(self.dir)
 
     def is_done(self, stage: str) -> bool:
         """Finished with the current inputs."""
@@ -193,8 +151,7 @@ class Run:
             write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
         if moved or dropped:
             where = f"; old outputs moved to {self.layout.stale / stamp}" if moved else ""
-            note(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}",
-                       err=True, stdout=True)
+            note(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}")
             log.info("invalidated %s (moved: %s)", [stage, *dropped], sorted(set(moved)))
 
     def storage(self) -> Any:
@@ -307,6 +264,6 @@ def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False
         if "report" in stages and feedback.exists() and feedback.read_text() != seen:
             from srprune.search.report import write_report
 
-            write_report(run.dir)  # the last measurement is news for the report
+            write_report(run.dir, run.stale_stages())  # the last measurement is news for the report
         break
     return results

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import html
 import io
 import json
@@ -94,35 +93,13 @@ def _block_of(layer: str, genome: dict) -> tuple[str, str]:
     return parts[0], str(genome["head"]) if parts[0] == "head" else "-"
 
 
-def stale_stages(run_dir: Path, cfg: dict, stages: dict) -> dict[str, str]:
-    """Stages whose outputs must not be presented, with the reason: not finished, finished with other inputs
-    than the run's config now names, or made from another final/model.pt than the one in the folder."""
-    from srprune.search.pipeline import STAGES, model_checksum, stage_hashes
-
-    chosen = run_dir / "search" / "chosen.json"
-    files = {"finetune": hashlib.sha256(chosen.read_bytes()).hexdigest()[:16]} if chosen.exists() else {}
-    current = stage_hashes(cfg, files)
-    model = model_checksum(run_dir / "final" / "model.pt")
-    out = {}
-    for name in STAGES:
-        st = stages.get(name) or {}
-        used = st.get("model_sha256")
-        if not st.get("done"):
-            out[name] = "not finished"
-        elif st.get("hash") != current[name]:
-            out[name] = "its inputs changed since it ran"
-        elif used and used != model:
-            out[name] = "final/model.pt changed since it ran"
-    return out
-
-
-def build_report(run_dir: Path) -> str:
-    """The report's HTML text (outputs of stale stages are left out, with a note saying why)."""
+def build_report(run_dir: Path, stale: dict[str, str]) -> str:
+    """The report's HTML text; outputs of the `stale` stages ({stage: why}, srprune.search.hashes.stale_stages)
+    are left out, with a note saying why."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
     if cfg is None:
         raise InputError(f"{run_dir}: not a run folder (no config.yaml)")
     stages = _read_json(run_dir / "stages.json") or {}
-    stale = stale_stages(run_dir, cfg, stages)
     fresh = {name: name not in stale for name in ("arch", "ratios", "deploy", "evaluate")}
     stage2 = _read_csv(run_dir / "search" / "trials.csv") if fresh["arch"] else []
     stage3 = _read_csv(run_dir / "search" / "ratios.csv") if fresh["ratios"] else []
@@ -210,10 +187,10 @@ def build_report(run_dir: Path) -> str:
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_report(run_dir: Path) -> Path:
+def write_report(run_dir: Path, stale: dict[str, str]) -> Path:
     """Write RUN/report.html (atomically)."""
     from srcommon.atomic import write_text
 
     path = run_dir / "report.html"
-    write_text(path, build_report(run_dir))
+    write_text(path, build_report(run_dir, stale))
     return path

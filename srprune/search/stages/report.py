@@ -14,7 +14,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
     """Write the report (also `srprune report RUN`)."""
     from srprune.search.report import write_report
 
-    return {"path": str(write_report(run.dir))}
+    return {"path": str(write_report(run.dir, run.stale_stages()))}
 
 
 STAGE = Stage(
