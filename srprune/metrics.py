@@ -3,26 +3,21 @@
 Both compare uint8 RGB images (the SR output rounded to uint8 first), crop
 `crop_border` pixels (= the scale) from every side, and by default work on the
 Y channel of ITU-R BT.601 YCbCr computed in float:
-Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 with RGB in [0, 255].
+Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 with RGB in [0, 255]. The PSNR-Y formula itself lives in
+srcommon.metrics (shared with supernet's proxy); this module adds the input checks and SSIM.
 SSIM uses an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, L = 255,
 and averages only over positions where the window fits (`valid` filtering).
 """
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
+from srcommon.metrics import planes, psnr_planes, rgb_to_y
 from srprune.errors import InputError
 
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
-
-
-def rgb_to_y(img: np.ndarray) -> np.ndarray:
-    """BT.601 luma (16..235 range) of an RGB image with values in [0, 255], as float64."""
-    return img.astype(np.float64) @ _Y_WEIGHTS + 16.0
+__all__ = ["psnr", "rgb_to_y", "ssim"]
 
 
 def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -33,19 +28,12 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool) 
         raise InputError(f"expected HxWx3 RGB images, got shape {sr.shape}")
     if crop_border < 0 or 2 * crop_border >= min(sr.shape[:2]):
         raise InputError(f"crop_border {crop_border} leaves nothing of a {sr.shape[1]}x{sr.shape[0]} image")
-    if crop_border:
-        sr = sr[crop_border:-crop_border, crop_border:-crop_border]
-        hr = hr[crop_border:-crop_border, crop_border:-crop_border]
-    if y_channel:
-        return rgb_to_y(sr)[..., None], rgb_to_y(hr)[..., None]
-    return sr.astype(np.float64), hr.astype(np.float64)
+    return planes(sr, hr, crop_border, y_channel)
 
 
 def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """Peak signal-to-noise ratio in dB (peak 255); inf for identical images."""
-    a, b = _prepare(sr, hr, crop_border, y_channel)
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return psnr_planes(*_prepare(sr, hr, crop_border, y_channel))
 
 
 def _gaussian_window() -> np.ndarray:

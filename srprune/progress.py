@@ -1,29 +1,15 @@
 """What long work tells the user while it runs: progress bars that stay readable in logs (live on a terminal, a
-line every 30 s otherwise) and one-line status notes. Library code reports through here, never through click
+line every 30 s otherwise) and one-line status notes (the bars themselves live in srcommon.progress, which supernet
+training shares). Library code reports through here, never through click
 (only srprune/cli knows about the command line)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from tqdm import tqdm
+from srcommon.progress import progress_bar
 
-
-class _LogBar(tqdm):
-    """A bar for logs: postfix updates (loss, PSNR) wait for the next timed redraw instead of forcing one."""
-
-    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs: Any) -> None:  # noqa: D102
-        super().set_postfix(ordered_dict, refresh=False, **kwargs)
-
-
-def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
-    """A tqdm bar (rate and ETA included); redraws rarely when stderr is not a terminal (CI, nohup)."""
-    kwargs.setdefault("dynamic_ncols", True)
-    if not sys.stderr.isatty():
-        kwargs.setdefault("mininterval", 30.0)
-        return _LogBar(*args, **kwargs)
-    return tqdm(*args, **kwargs)
+__all__ = ["note", "progress_bar"]
 
 
 def note(message: str, stdout: bool = False) -> None:

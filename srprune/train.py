@@ -1,4 +1,4 @@
-"""Training of a single SR network: L1 loss, Adam, cosine schedule, exact resume.
+"""Training of a single SR network: L1 loss, Adam, cosine schedule, exact resume (srcommon.training's loop).
 
 The training state (weights, optimizer, schedule, sampler and RNG states, step)
 is checkpointed atomically every `checkpoint_every` steps, so a run killed at
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from srprune.progress import progress_bar
 
-from srcommon.atomic import atomic_path, write_text
+from srcommon.atomic import save_torch, write_text
 from srcommon.owned import OwnedFolder, check_replaceable
+from srcommon.training import Hooks, LoopSettings, TrainLoop
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
 
@@ -58,10 +57,6 @@ def setup_logger(run_dir: Path, name: str = "srprune.train") -> logging.Logger:
     return logger
 
 
-def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps, eta_min=cfg.lr * cfg.min_lr_ratio)
-
-
 def one_line_reason(e: Exception) -> str:
     """The first line of an exception's text (torch's shape errors run over many lines)."""
     text = str(e).strip().splitlines()
@@ -90,79 +85,52 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict:
     return state
 
 
+def loop_settings(cfg: TrainConfig) -> LoopSettings:
+    """The shared loop's settings for a training configuration."""
+    return LoopSettings(steps=cfg.steps, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, seed=cfg.seed,
+                        val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every)
+
+
 def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: TrainConfig, run_dir: Path,
           resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
     """Train `model` in place on batches from `sampler`; return a summary dict.
 
     `sampler` yields (lr, hr) float NCHW batches and has state_dict()/load_state_dict().
     `stop_after` ends the run early after that many steps of this call (used to
-    test that an interrupted run resumes exactly).
+    test that an interrupted run resumes exactly). The loop is srcommon.training's.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     OwnedFolder(run_dir, "train").add(*TRAIN_FILES)  # what --force may replace later, recorded before writing
     log = setup_logger(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = _make_scheduler(optimizer, cfg)
-    history: list[dict] = []
-    step, prior_seconds = 0, 0.0  # training time of earlier (killed) processes of this run
+    loop = TrainLoop(model, loop_settings(cfg))
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
         state = _load_state(ckpt, cfg)
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            loop.load_state_dict(state)
             sampler.load_state_dict(state["sampler"])
-            torch.set_rng_state(state["torch_rng"])
-            step = int(state["step"])
-            prior_seconds = float(state.get("seconds", 0.0))
-            history = json.loads(state["history"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:  # mis-shaped weights, damaged fields
             raise InputError(f"{ckpt}: damaged training checkpoint ({one_line_reason(e)})") from None
-        log.info("resumed at step %d", step)
+        log.info("resumed at step %d", loop.step)
     elif ckpt.exists():
         raise InputError(f"{ckpt} exists: pass --resume to continue it or --force to start over")
     write_text(run_dir / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
     def save_state() -> None:
-        state = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(cfg), "step": step,
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
-                 "seconds": prior_seconds + time.perf_counter() - started}
-        with atomic_path(ckpt) as tmp:
-            torch.save(state, tmp)
+        save_torch({"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(cfg), **loop.state_dict(),
+                    "sampler": sampler.state_dict()}, ckpt)
 
-    loss_fn = nn.L1Loss()
-    start_step, started = step, time.perf_counter()
-    bar = progress_bar(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
-    batches = iter(sampler)
-    model.train()
-    while step < cfg.steps and (stop_after is None or step - start_step < stop_after):
-        lr_batch, hr_batch = next(batches)
-        loss = loss_fn(model(lr_batch), hr_batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            val = mean_score(score_pairs(model, val_pairs, scale))
-            model.train()
-            history.append({"step": step, "loss": loss.item(), "val_psnr": val.psnr, "val_ssim": val.ssim})
-            bar.set_postfix(loss=f"{loss.item():.4f}", val_psnr=f"{val.psnr:.2f}")
-            log.info("step %d loss %.5f val PSNR-Y %.4f SSIM-Y %.4f", step, loss.item(), val.psnr, val.ssim)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_state()
-    bar.close()
-    elapsed = prior_seconds + time.perf_counter() - started
-    log.info("stopped at step %d after %.1f s of training in all", step, elapsed)
-    return {"step": step, "done": step >= cfg.steps, "seconds": elapsed, "history": history}
+    def validate(record: dict) -> dict:
+        val = mean_score(score_pairs(model, val_pairs, scale))
+        log.info("step %d loss %.5f val PSNR-Y %.4f SSIM-Y %.4f", record["step"], record["loss"], val.psnr, val.ssim)
+        return {"val_psnr": val.psnr, "val_ssim": val.ssim}
+
+    out = loop.run(sampler, Hooks(validate=validate, checkpoint=save_state), stop_after=stop_after,
+                   progress=progress)
+    log.info("stopped at step %d after %.1f s of training in all", out["step"], out["total_seconds"])
+    return {"step": out["step"], "done": out["done"], "seconds": out["total_seconds"], "history": out["history"]}
 
 
 def train_model_file(model_spec: str, scale: int | None, data: str, val_data: str, out_dir: Path,

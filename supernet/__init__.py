@@ -7,9 +7,10 @@ Must not import `srprune` or `compiler` (dependencies point one way, see DESIGN.
 - `model`: `SuperNet` (shared weights, `forward(x, genome)`, `export_state`)
 - `standalone`: `GenomeNet` (plain layers, `deploy()`), `build_genome_net`, `extract`
 - `complexity`: `genome_params`, `genome_macs` (analytic)
-- `proxy`: `proxy_psnr`, `psnr_y`
+- `proxy`: `proxy_psnr`, `psnr_y` (srcommon's protocol PSNR-Y)
+- `settings`: `TrainSettings` (the one typed, self-validating shape of the training settings)
 - `sorting`: `sort_channels` (channels ordered by importance; the widest network's function unchanged)
-- `train`: `train_supernet` (sandwich rule, in-place distillation, exact resume, torchrun)
+- `train`: `train_supernet` (sandwich rule, in-place distillation, exact resume, torchrun; srcommon's loop)
 """
 
 from supernet.complexity import genome_macs, genome_params

@@ -12,20 +12,19 @@ used because several sub-networks with different unused parameters run per step.
 the checkpoint, which holds every rank's data-iterator state, so the format is the same for one
 process or many.
 
-The checkpoint (model, optimizer, schedule, generator states, data states, step, history) is
-written atomically (temp file + os.replace) and a resumed run is bit-identical on CPU to an
+The loop (Adam, cosine schedule, progress bar, checkpoint timing, exact resume) is srcommon.training's,
+shared with srprune's training; this module adds the sandwich step, the all-reduce and the checkpoint's
+supernet fields. The checkpoint (model, optimizer, schedule, generator states, data states, step,
+history) is written atomically (temp file + os.replace) and a resumed run is bit-identical on CPU to an
 uninterrupted one, provided the batch iterator has state_dict()/load_state_dict().
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
-import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,11 +32,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from srcommon.atomic import save_torch
+from srcommon.training import Hooks, LoopSettings, TrainLoop
 from supernet.errors import CheckpointError, SpaceError
 from supernet.model import SuperNet
+from supernet.settings import TrainSettings
 from supernet.sorting import TRUNK, sort_channels
 from supernet.space import Genome, SearchSpace
 
@@ -46,37 +46,6 @@ log = logging.getLogger("supernet.train")
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 Validate = Callable[[SuperNet, Genome], float]
-
-
-@dataclass
-class TrainSettings:
-    """Everything besides data that determines a training run (recorded and checked on resume)."""
-
-    steps: int
-    scale: int
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.01  # cosine schedule ends at lr * min_lr_ratio
-    num_random: int = 2
-    kd_weight: float = 0.5
-    seed: int = 0
-    sort_every: int = 0  # sort channels by importance every this many steps (0: never)
-    # "fixed": the sandwich's largest and smallest are the costliest / cheapest block everywhere, every step, and
-    # the random sub-networks draw blocks independently. "fair": the largest and smallest take each block type in
-    # turn (step by step) and the random sub-networks deal each cell's blocks from a shuffled deck, so every
-    # block type gets the same number of updates (with "fixed", the largest's block gets about 4x the others').
-    sampling: str = "fixed"
-
-    def __post_init__(self) -> None:
-        for key in ("steps", "scale", "num_random", "seed", "sort_every"):
-            v, low = getattr(self, key), (1 if key in ("steps", "scale") else 0)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise SpaceError(f"training setting {key} must be an integer >= {low}, got {v!r}")
-        if not 0.0 <= float(self.kd_weight) <= 1.0:
-            raise SpaceError(f"training setting kd_weight must be in [0, 1], got {self.kd_weight!r}")
-        if self.sampling not in ("fixed", "fair"):
-            raise SpaceError(f"training setting sampling must be 'fixed' or 'fair', got {self.sampling!r}")
-        if not float(self.lr) > 0:
-            raise SpaceError(f"training setting lr must be > 0, got {self.lr!r}")
 
 
 def init_distributed() -> tuple[int, int]:
@@ -174,24 +143,22 @@ def supernet_from_checkpoint(path: str | os.PathLike) -> SuperNet:
     return net
 
 
-def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: int | None = None,
-                   lr: float = 1e-3, min_lr_ratio: float = 0.01, num_random: int = 2, kd_weight: float = 0.5,
-                   seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
-                   resume: bool = False, validate: Validate | None = None, val_every: int = 0,
-                   stop_after: int | None = None, progress: bool = True, sort_every: int = 0,
-                   sampling: str = "fixed") -> dict:
+def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings, *,
+                   checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                   validate: Validate | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
     """Train `supernet` in place on (lr, hr) batches; return {"step", "done", "seconds", "history"}.
 
     `validate(supernet, genome) -> PSNR` is called for the largest and smallest sub-networks every
-    `val_every` steps (0: only at the end) on rank 0. `stop_after` ends this call after that many
-    steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued exactly.
-    `sort_every` > 0 sorts every channel group by importance (supernet.sorting) after every that many steps
-    (weights and Adam moments together; the largest network's function is unchanged), not after the last.
-    `sampling`: which sub-networks each step trains ("fixed" or "fair", see TrainSettings).
+    `settings.val_every` steps (0: only at the end) on rank 0. `stop_after` ends this call after that many
+    steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued
+    exactly. `settings.sort_every` > 0 sorts every channel group by importance (supernet.sorting) after every
+    that many steps (weights and Adam moments together; the largest network's function is unchanged), not
+    after the last. The loop is srcommon.training's; this function adds the sandwich step, the all-reduce,
+    the sorting and the checkpoint's supernet fields.
     """
     space = supernet.space
-    settings = TrainSettings(steps, scale if scale is not None else space.scales[0], lr, min_lr_ratio,
-                             num_random, kd_weight, seed, sort_every, sampling)
+    if settings.scale is None:
+        settings = replace(settings, scale=space.scales[0])
     if settings.scale not in space.scales:
         raise SpaceError(f"scale {settings.scale} is not a scale the supernet was built for "
                          f"({', '.join(map(str, space.scales))})")
@@ -200,34 +167,17 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
     if world > 1:
         for p in params:  # identical start on every rank
             dist.broadcast(p.data, src=0)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * min_lr_ratio)
-    arch_rng = np.random.Generator(np.random.PCG64(seed))
-    torch.manual_seed(seed)
-    step, history = 0, []
+    loop = TrainLoop(supernet, LoopSettings(steps=settings.steps, lr=float(settings.lr),
+                                            min_lr_ratio=float(settings.min_lr_ratio), seed=settings.seed,
+                                            val_every=settings.val_every,
+                                            checkpoint_every=settings.checkpoint_every, history_every_step=True),
+                     params)
+    arch_rng = np.random.Generator(np.random.PCG64(settings.seed))
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         if not resume:
             raise SpaceError(f"{path} exists: resume it or remove it to start over")
-        state = load_checkpoint(path)
-        _check_resumable(state, space, settings, world, path)
-        check_weights(path, supernet, state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            arch_rng.bit_generator.state = state["arch_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            data_state = state["data"][rank]
-            history = json.loads(state["history"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: damaged supernet checkpoint: its training state cannot be restored "
-                                  f"({type(e).__name__})") from None
-        _check_optimizer(path, optimizer)
-        supernet.load_state_dict(state["model"])
-        if data_state is not None and hasattr(batches, "load_state_dict"):
-            batches.load_state_dict(data_state)
-        step = int(state["step"])
-        log.info("resumed at step %d", step)
+        _resume(path, loop, arch_rng, batches, space, settings, rank, world)
 
     def save() -> None:
         data_state = batches.state_dict() if hasattr(batches, "state_dict") else None
@@ -237,26 +187,15 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
             dist.all_gather_object(data_states, data_state)
         if rank == 0 and path is not None:
             save_torch({"format": CHECKPOINT_FORMAT, "version": 1, "space": space.to_dict(),
-                         "settings": asdict(settings), "world_size": world, "step": step,
-                         "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "arch_rng": arch_rng.bit_generator.state,
-                         "torch_rng": torch.get_rng_state(), "data": data_states,
-                         "history": json.dumps(history)}, path)
+                        "settings": settings.to_dict(), "world_size": world, **loop.state_dict(),
+                        "arch_rng": arch_rng.bit_generator.state, "data": data_states}, path)
         if world > 1:
             dist.barrier()
 
-    val_largest, val_smallest = space.largest(settings.scale), space.smallest(settings.scale)
-    start, started = step, time.perf_counter()
-    # live on a terminal; in a log file (nohup, CI) one redraw every 30 s instead of one per step
-    bar = tqdm(total=steps, initial=step, desc="supernet", unit="step", disable=not progress or rank != 0,
-               dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    supernet.train()
-    it = iter(batches)
-    while step < steps and (stop_after is None or step - start < stop_after):
-        lr_b, hr_b = next(it)
-        ref = params[0]
-        lr_b, hr_b = lr_b.to(ref.device), hr_b.to(ref.device)
-        optimizer.zero_grad(set_to_none=True)
+    kd = float(settings.kd_weight)
+
+    def sandwich(batch, step: int) -> dict[str, float]:
+        lr_b, hr_b = batch
         largest, smallest, random_blocks = _sandwich(space, settings, step)
         teacher = supernet(lr_b, largest)
         loss_big = F.l1_loss(teacher, hr_b)
@@ -266,34 +205,50 @@ def train_supernet(supernet: SuperNet, batches: Batches, steps: int, *, scale: i
         loss_small = None
         for g in students:
             out = supernet(lr_b, g)
-            loss = (1 - kd_weight) * F.l1_loss(out, hr_b) + kd_weight * F.l1_loss(out, target)
+            loss = (1 - kd) * F.l1_loss(out, hr_b) + kd * F.l1_loss(out, target)
             loss.backward()
             loss_small = loss if loss_small is None else loss_small
-        _average_gradients(params, world)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        record = {"step": step, "loss_largest": loss_big.item(),
-                  "loss_smallest": loss_small.item() if loss_small is not None else None}
-        if sort_every and step % sort_every == 0 and step < steps:
-            moved = int((sort_channels(supernet, optimizer)[TRUNK] != torch.arange(space.max_width)).sum())
-            record["sorted_trunk_moved"] = moved
-            log.info("step %d: sorted channels by importance (%d trunk channels moved)", step, moved)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss_largest']:.4f}")
-        if validate is not None and rank == 0 and ((val_every and step % val_every == 0) or step == steps):
-            record["val_largest"] = float(validate(supernet, val_largest))
-            record["val_smallest"] = float(validate(supernet, val_smallest))
-            supernet.train()
-            log.info("step %d loss %.5f val PSNR largest %.3f smallest %.3f", step, record["loss_largest"],
-                     record["val_largest"], record["val_smallest"])
-            bar.set_postfix(loss=f"{record['loss_largest']:.4f}", big=f"{record['val_largest']:.2f}",
-                            small=f"{record['val_smallest']:.2f}")
-        history.append(record)
-        if step % checkpoint_every == 0 or step == steps:
-            save()
-    bar.close()
-    return {"step": step, "done": step >= steps, "seconds": time.perf_counter() - started, "history": history}
+        return {"loss_largest": loss_big.item(), "loss_smallest": loss_small.item() if loss_small is not None else None}
+
+    def sort(step: int) -> dict | None:
+        if not (settings.sort_every and step % settings.sort_every == 0 and step < settings.steps):
+            return None
+        moved = int((sort_channels(supernet, loop.optimizer)[TRUNK] != torch.arange(space.max_width)).sum())
+        log.info("step %d: sorted channels by importance (%d trunk channels moved)", step, moved)
+        return {"sorted_trunk_moved": moved}
+
+    val_largest, val_smallest = space.largest(settings.scale), space.smallest(settings.scale)
+
+    def validation(record: dict) -> dict:
+        scores = {"val_largest": float(validate(supernet, val_largest)),
+                  "val_smallest": float(validate(supernet, val_smallest))}
+        log.info("step %d loss %.5f val PSNR largest %.3f smallest %.3f", record["step"], record["loss_largest"],
+                 scores["val_largest"], scores["val_smallest"])
+        return scores
+
+    hooks = Hooks(backward=sandwich, after_backward=lambda: _average_gradients(params, world), after_step=sort,
+                  validate=validation if validate is not None and rank == 0 else None, checkpoint=save)
+    out = loop.run(batches, hooks, stop_after=stop_after, progress=progress and rank == 0, desc="supernet")
+    return {"step": out["step"], "done": out["done"], "seconds": out["seconds"], "history": out["history"]}
+
+
+def _resume(path: Path, loop: TrainLoop, arch_rng: np.random.Generator, batches: Batches, space: SearchSpace,
+            settings: TrainSettings, rank: int, world: int) -> None:
+    """Continue from a checkpoint: every way it can be wrong or foreign is one line naming the file."""
+    state = load_checkpoint(path)
+    _check_resumable(state, space, settings, world, path)
+    check_weights(path, loop.model, state["model"])
+    try:
+        loop.load_state_dict(state)
+        arch_rng.bit_generator.state = state["arch_rng"]
+        data_state = state["data"][rank]
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: damaged supernet checkpoint: its training state cannot be restored "
+                              f"({type(e).__name__})") from None
+    _check_optimizer(path, loop.optimizer)
+    if data_state is not None and hasattr(batches, "load_state_dict"):
+        batches.load_state_dict(data_state)
+    log.info("resumed at step %d", loop.step)
 
 
 def _sandwich(space: SearchSpace, settings: TrainSettings, step: int) -> tuple[Genome, Genome, list]:
@@ -321,7 +276,7 @@ def _check_resumable(state: dict, space: SearchSpace, settings: TrainSettings, w
     if state["space"] != space.to_dict():
         changed = sorted(k for k, v in space.to_dict().items() if state["space"].get(k) != v)
         raise SpaceError(f"{path}: written for another search space ({', '.join(changed)} differ)")
-    mine, defaults = asdict(settings), asdict(TrainSettings(steps=1, scale=2))
+    mine, defaults = settings.resume_view(), TrainSettings(scale=settings.scale).resume_view()
     changed = sorted(k for k in mine if state["settings"].get(k, defaults[k]) != mine[k])
     if changed:
         raise SpaceError(f"{path}: written with other training settings ({', '.join(changed)} differ)")

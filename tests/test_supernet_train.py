@@ -17,7 +17,7 @@ from supernet.errors import SpaceError
 from supernet.model import SuperNet
 from supernet.proxy import proxy_psnr, psnr_y
 from supernet.space import SearchSpace
-from supernet.train import load_checkpoint, supernet_from_checkpoint, train_supernet
+from supernet.train import TrainSettings, load_checkpoint, supernet_from_checkpoint, train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(num_cells=2, widths=(4, 8), scales=(2,), activation="prelu", min_depth=0)
@@ -60,7 +60,7 @@ def _net(seed: int = 0) -> SuperNet:
 
 def test_sandwich_steps_decrease_loss():
     net = _net()
-    out = train_supernet(net, Batches(0, n=4), 40, lr=3e-3, progress=False)
+    out = train_supernet(net, Batches(0, n=4), TrainSettings(steps=40, lr=3e-3), progress=False)
     hist = out["history"]
     first = np.mean([h["loss_largest"] for h in hist[:3]])
     last = np.mean([h["loss_largest"] for h in hist[-5:]])
@@ -74,20 +74,18 @@ def test_sandwich_steps_decrease_loss():
 def test_resume_after_kill_is_exact(tmp_path, sort_every, sampling):
     ckpt_a, ckpt_b = tmp_path / "a.pt", tmp_path / "b.pt"
     net_a = _net()
-    full = train_supernet(net_a, Batches(3), 6, checkpoint=ckpt_a, checkpoint_every=2, progress=False,
-                          sort_every=sort_every, sampling=sampling)
+    settings = TrainSettings(steps=6, checkpoint_every=2, sort_every=sort_every, sampling=sampling)
+    full = train_supernet(net_a, Batches(3), settings, checkpoint=ckpt_a, progress=False)
     assert [("sorted_trunk_moved" in h) for h in full["history"]] == [False, bool(sort_every)] * 2 + [False] * 2
     # killed after step 3: the last checkpoint is step 2, so step 3 is redone after the restart
     net_b = _net()
-    part = train_supernet(net_b, Batches(3), 6, checkpoint=ckpt_b, checkpoint_every=2, stop_after=3,
-                          progress=False, sort_every=sort_every, sampling=sampling)
+    part = train_supernet(net_b, Batches(3), settings, checkpoint=ckpt_b, stop_after=3, progress=False)
     assert part["step"] == 3 and not part["done"]
     assert load_checkpoint(ckpt_b)["step"] == 2
     with pytest.raises(SpaceError, match="exists"):
-        train_supernet(_net(), Batches(3), 6, checkpoint=ckpt_b, progress=False)
+        train_supernet(_net(), Batches(3), settings, checkpoint=ckpt_b, progress=False)
     net_c = _net(seed=123)  # different init: everything must come from the checkpoint
-    rest = train_supernet(net_c, Batches(99), 6, checkpoint=ckpt_b, checkpoint_every=2, resume=True,
-                          progress=False, sort_every=sort_every, sampling=sampling)
+    rest = train_supernet(net_c, Batches(99), settings, checkpoint=ckpt_b, resume=True, progress=False)
     assert rest["done"]
     for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items()):
         assert torch.equal(a, c), k
@@ -100,7 +98,7 @@ def test_resume_after_kill_is_exact(tmp_path, sort_every, sampling):
 def test_fair_sampling_trains_every_block_type_equally():
     """"fair": over whole rounds every cell deals each block type equally often to the random sub-networks, and
     the sandwich's largest and smallest take every real block in turn; "fixed" gives the largest one block."""
-    from supernet.train import TrainSettings, _sandwich
+    from supernet.train import _sandwich
 
     space = SearchSpace(num_cells=3, widths=(4, 8), scales=(2,))  # 6 block types, skip included
     kinds = len(space.blocks)
@@ -126,13 +124,19 @@ def test_fair_sampling_trains_every_block_type_equally():
 
 def test_resume_refuses_other_settings(tmp_path):
     ckpt = tmp_path / "c.pt"
-    train_supernet(_net(), Batches(0), 2, checkpoint=ckpt, progress=False)
+    train_supernet(_net(), Batches(0), TrainSettings(steps=2), checkpoint=ckpt, progress=False)
     with pytest.raises(SpaceError, match="lr"):
-        train_supernet(_net(), Batches(0), 2, lr=0.1, checkpoint=ckpt, resume=True, progress=False)
+        train_supernet(_net(), Batches(0), TrainSettings(steps=2, lr=0.1), checkpoint=ckpt, resume=True,
+                       progress=False)
     with pytest.raises(SpaceError, match="sort_every"):
-        train_supernet(_net(), Batches(0), 2, sort_every=1, checkpoint=ckpt, resume=True, progress=False)
+        train_supernet(_net(), Batches(0), TrainSettings(steps=2, sort_every=1), checkpoint=ckpt, resume=True,
+                       progress=False)
     with pytest.raises(SpaceError, match="scale 3"):
-        train_supernet(_net(), Batches(0), 2, scale=3, progress=False)
+        train_supernet(_net(), Batches(0), TrainSettings(steps=2, scale=3), progress=False)
+    # val_every and checkpoint_every change no weight: a resume may change them
+    out = train_supernet(_net(), Batches(0), TrainSettings(steps=2, val_every=1, checkpoint_every=7),
+                         checkpoint=ckpt, resume=True, progress=False)
+    assert out["done"] and out["step"] == 2
 
 
 def test_validation_is_logged_for_largest_and_smallest():
@@ -142,7 +146,7 @@ def test_validation_is_logged_for_largest_and_smallest():
         calls.append(genome.to_json())
         return 30.0 + len(calls)
 
-    out = train_supernet(_net(), Batches(0), 4, val_every=2, validate=validate, progress=False)
+    out = train_supernet(_net(), Batches(0), TrainSettings(steps=4, val_every=2), validate=validate, progress=False)
     assert [("val_largest" in h, "val_smallest" in h) for h in out["history"]] == [(False, False), (True, True)] * 2
     assert calls[0] == SPACE.largest(2).to_json() and calls[1] == SPACE.smallest(2).to_json()
 
@@ -153,13 +157,14 @@ torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from supernet.model import SuperNet
 from supernet.space import SearchSpace
-from supernet.train import init_distributed, train_supernet
+from supernet.train import TrainSettings, init_distributed, train_supernet
 sys.path.insert(0, {tests!r})
 from test_supernet_train import Batches, SPACE
 rank, world = init_distributed()
 torch.manual_seed(0)
 net = SuperNet(SPACE)
-train_supernet(net, Batches(10 + rank), 3, checkpoint={ckpt!r}, checkpoint_every=2, progress=False)
+train_supernet(net, Batches(10 + rank), TrainSettings(steps=3, checkpoint_every=2), checkpoint={ckpt!r},
+               progress=False)
 torch.save(net.state_dict(), {out!r} + f"/rank{{rank}}.pt")
 """
 
@@ -192,7 +197,7 @@ def test_two_process_data_parallel_matches_one_process_on_the_joint_batch(tmp_pa
             return torch.cat([la, lb]), torch.cat([ha, hb])
 
     ref = _net()
-    train_supernet(ref, Joint(), 3, progress=False)
+    train_supernet(ref, Joint(), TrainSettings(steps=3), progress=False)
     for k, v in ref.state_dict().items():
         assert torch.allclose(r0[k], v, atol=1e-5, rtol=0), (k, (r0[k] - v).abs().max())
     assert any(not torch.equal(v, _net().state_dict()[k]) for k, v in r0.items())  # it did train

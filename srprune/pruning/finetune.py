@@ -1,8 +1,8 @@
 """Gradual pruning then fine-tuning with fixed masks, optionally distilling from the dense model.
 
-Own loop rather than srprune.train.train because masks must be re-applied between
-`optimizer.step()` and the next forward (train.py has no hook there); it reuses the same
-pieces: L1 loss, Adam, the cosine schedule, the patch sampler and score_pairs.
+The loop is srcommon.training's (the one training loop) with hooks: the mask schedule before a step,
+distillation and group lasso in the loss, pruned weights' gradients zeroed after backward and the
+masks re-applied after every optimizer step. No checkpoint: a run is short and starts over.
 
 Schedule (Zhu & Gupta 2017): `updates` mask updates spread over the first `prune_steps` steps,
 the k-th at ratio * (1 - (1 - k/updates)^3); the last one reaches the target ratio and the
@@ -13,16 +13,16 @@ pruning units (block columns, kernels, channels), the regularised route to struc
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from srcommon.training import Hooks, LoopSettings, TrainLoop
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
-from srprune.progress import progress_bar
 from srprune.pruning.pruner import Pruner
 
 
@@ -81,49 +81,42 @@ def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | 
         torch.set_num_threads(cfg.threads)
     schedule = cfg.schedule()
     last_update = max(schedule)
-    torch.manual_seed(cfg.seed)
     if cfg.steps == 0:
+        torch.manual_seed(cfg.seed)  # as a run with steps seeds before its first mask update
         pruner.update(1.0)
         return {"steps": 0, "seconds": 0.0, "loss": None, "val": None}
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps,
-                                                           eta_min=cfg.lr * cfg.min_lr_ratio)
-    loss_fn = nn.L1Loss()
-    batches = iter(sampler)
-    started = time.perf_counter()
-    loss_value = float("nan")
-    model.train()
-    bar = progress_bar(total=cfg.steps, desc="prune+finetune", unit="step", disable=not progress)
-    for step in range(cfg.steps):
+    loop = TrainLoop(model, LoopSettings(steps=cfg.steps, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
+                                         seed=cfg.seed))
+
+    def before_step(step: int) -> None:
         if step in schedule:
             pruner.update(schedule[step])
-        lr_batch, hr_batch = next(batches)
+
+    def loss(batch, step: int) -> torch.Tensor:
+        lr_batch, hr_batch = batch
         out = model(lr_batch)
-        loss = loss_fn(out, hr_batch)
+        value = F.l1_loss(out, hr_batch)
         if teacher is not None and cfg.distill > 0:
             with torch.no_grad():
                 target = teacher(lr_batch)
-            loss = loss + cfg.distill * loss_fn(out, target)
+            value = value + cfg.distill * F.l1_loss(out, target)
         if cfg.group_lasso > 0 and step < last_update:
-            loss = loss + cfg.group_lasso * pruner.group_lasso()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        pruner.mask_grads()
-        optimizer.step()
+            value = value + cfg.group_lasso * pruner.group_lasso()
+        return value
+
+    def after_step(step: int) -> None:
         pruner.apply()
-        scheduler.step()
-        loss_value = loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
         if on_step is not None:
-            on_step(step + 1, model)
-    bar.close()
+            on_step(step, model)
+
+    out = loop.run(sampler, Hooks(loss=loss, before_step=before_step, after_backward=pruner.mask_grads,
+                                  after_step=after_step), progress=progress, desc="prune+finetune")
     model.eval()
-    summary = {"steps": cfg.steps, "seconds": time.perf_counter() - started, "loss": loss_value, "val": None}
+    summary = {"steps": cfg.steps, "seconds": out["seconds"], "loss": out["loss"], "val": None}
     if val_pairs:
         val = mean_score(score_pairs(model, val_pairs, scale or model.scale))
         summary["val"] = {"psnr": val.psnr, "ssim": val.ssim}

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from compiler.latency.config import LayerConfig
+from srcommon.training import Hooks, LoopSettings, TrainLoop
 from srprune.latency import latency_prune, named_genome_layers
 from supernet.space import Genome
 
@@ -140,17 +141,10 @@ def adapt(model: torch.nn.Module, pruner: Any, batches: Sequence, lr: float) -> 
     without repair, so the raw proxy under-rates pruned layers and some block mixes; a handful of
     steps (the same batches for every candidate, seeded) recovers most of what fine-tuning would.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for lr_batch, hr_batch in batches:
-        loss = torch.nn.functional.l1_loss(model(lr_batch), hr_batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if pruner:
-            pruner.mask_grads()
-        opt.step()
-        if pruner:
-            pruner.apply()
+    # the shared loop at a constant rate, without reseeding the global RNG (the search's state is its own)
+    loop = TrainLoop(model, LoopSettings(steps=len(batches), lr=lr, cosine=False, seed=None))
+    masks = Hooks(after_backward=pruner.mask_grads, after_step=lambda step: pruner.apply()) if pruner else Hooks()
+    loop.run(batches, masks, progress=False)
     model.eval()
 
 

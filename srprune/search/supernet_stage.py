@@ -11,23 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from srprune.errors import InputError
-from srprune.search.schema import COUNT, SEED, Num, Rules, Text, check_values, read_yaml
+from srprune.search.schema import Num, Rules, Text, check_values, read_yaml
+from supernet.settings import RULES as SETTING_RULES
+from supernet.settings import Bound, Choice, TrainSettings
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
 
-TRAIN_KEYS = {"steps": 1500, "batch_size": 16, "patch_size": 32, "lr": 2e-3, "min_lr_ratio": 0.01,
-              "num_random": 2, "kd_weight": 0.5, "seed": 0, "val_every": 250, "checkpoint_every": 100,
-              "sort_every": 0, "sampling": "fixed"}
-# The rule of every training setting (srprune.search.schema), checked before any work.
-TRAIN_RULES: Rules = {
-    "steps": Num(1, COUNT, integer=True), "batch_size": Num(1, 4096, integer=True),
-    "patch_size": Num(4, 4096, integer=True), "lr": Num(0, 1, above=True), "min_lr_ratio": Num(0, 1),
-    "num_random": Num(0, 64, integer=True), "kd_weight": Num(0, 1), "seed": SEED,
-    "val_every": Num(0, COUNT, integer=True), "checkpoint_every": Num(1, COUNT, integer=True),
-    "sort_every": Num(0, COUNT, integer=True), "sampling": Text(("fixed", "fair")),
-}
+# The section's keys with their defaults, and each key's rule in the config reader's terms (srprune.search.schema):
+# both derived from supernet.settings (TrainSettings and its RULES), the one home of the training settings.
+TRAIN_KEYS: dict[str, Any] = TrainSettings.defaults()
+
+
+def _rule(rule: Bound | Choice) -> Num | Text:
+    """A supernet.settings rule as a schema rule (same bounds, the config reader's messages)."""
+    if isinstance(rule, Choice):
+        return Text(rule.options)
+    return Num(rule.low, rule.high, integer=rule.integer, above=rule.above)
+
+
+TRAIN_RULES: Rules = {key: _rule(rule) for key, rule in SETTING_RULES.items()}
 SECTION_KEYS = ("space", "train", "data", "val_data", "run_dir")
 SECTION_RULES: Rules = {"data": Text(), "val_data": Text(), "run_dir": Text(optional=True)}
 
@@ -51,7 +55,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def check_train_settings(train: Any, where: str) -> dict[str, Any]:
-    """The supernet training settings with defaults filled in; a bad key or value raises InputError."""
+    """The supernet training settings with defaults filled in, as plain data (the run's config document);
+    a bad key or value raises InputError naming it. TrainSettings.from_dict turns the result into the typed
+    settings (train_supernet_run does, once)."""
     train = train or {}
     if not isinstance(train, dict):
         raise InputError(f"{where} must be a mapping")
@@ -63,13 +69,10 @@ def check_train_settings(train: Any, where: str) -> dict[str, Any]:
 
 
 def protocol_psnr(sr, hr, crop: int) -> float:
-    """srprune's PSNR-Y (uint8 rounding, BT.601 Y, crop = scale) of two 3xHxW tensors in [0, 1]."""
-    from srprune.metrics import psnr
+    """The protocol's PSNR-Y (uint8 rounding, BT.601 Y, crop = scale) of two 3xHxW tensors in [0, 1] (srcommon.metrics)."""
+    from srcommon.metrics import psnr_y
 
-    def u8(x):
-        return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-    return psnr(u8(sr), u8(hr), crop_border=crop)
+    return psnr_y(sr, hr, crop)
 
 
 def val_tensors(spec: str, scale: int) -> list:
@@ -93,12 +96,16 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
     from srprune.data import PatchSampler, load_dataset
     from supernet.model import SuperNet
     from supernet.proxy import proxy_psnr
+    from supernet.errors import SpaceError
     from supernet.space import SearchSpace
     from supernet.train import init_distributed, train_supernet
 
     space = SearchSpace.from_dict(cfg["space"])
     scale = space.check_scale(scale)  # a scale the space was not built for is refused before any work
-    t = cfg["train"]
+    try:
+        settings = TrainSettings.from_dict(cfg["train"], scale=scale)
+    except SpaceError as e:
+        raise InputError(f"supernet.train: {e}") from None
     out = run_dir / "supernet"
     ckpt = out / CHECKPOINT
     rank, world = init_distributed()
@@ -121,18 +128,14 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
     try:
         train_pairs = load_dataset(cfg["data"], scale, split="train")
         val = val_tensors(cfg["val_data"], scale)
-        torch.manual_seed(int(t["seed"]))
+        torch.manual_seed(settings.seed)
         net = SuperNet(space)
         if torch.cuda.is_available():
             net = net.to(torch.device("cuda", torch.cuda.current_device()))
-        sampler = PatchSampler(train_pairs, scale, t["patch_size"], t["batch_size"], seed=int(t["seed"]) + rank)
-        summary = train_supernet(net, sampler, int(t["steps"]), scale=scale, lr=float(t["lr"]),
-                                 min_lr_ratio=float(t["min_lr_ratio"]), num_random=int(t["num_random"]),
-                                 kd_weight=float(t["kd_weight"]), seed=int(t["seed"]), checkpoint=ckpt,
-                                 checkpoint_every=int(t["checkpoint_every"]), resume=resume,
+        sampler = PatchSampler(train_pairs, scale, settings.patch_size, settings.batch_size, seed=settings.seed + rank)
+        summary = train_supernet(net, sampler, settings, checkpoint=ckpt, resume=resume,
                                  validate=lambda n, g: proxy_psnr(n, g, val, metric=protocol_psnr),
-                                 val_every=int(t["val_every"]), stop_after=stop_after,
-                                 sort_every=int(t["sort_every"]), sampling=str(t["sampling"]), progress=progress)
+                                 stop_after=stop_after, progress=progress)
     finally:
         if handler is not None:
             logger.removeHandler(handler)
