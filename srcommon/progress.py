@@ -1,7 +1,9 @@
-"""Progress bars that stay readable in logs: live on a terminal, one redraw every 30 s otherwise (CI, nohup).
+"""What long work tells the user while it runs: progress bars that stay readable in logs (live on a terminal,
+one redraw every 30 s otherwise: CI, nohup) and one-line status notes.
 
-Here rather than in srprune because the one training loop (srcommon.training) draws them for supernet
-training too, and supernet must not import srprune. srprune.progress re-exports `progress_bar`.
+Library code reports through here, never through click (only srprune/cli knows the command line). Here rather
+than in srprune because the one training loop (srcommon.training) draws bars for supernet training too, and
+supernet must not import srprune.
 """
 
 from __future__ import annotations
@@ -26,3 +28,9 @@ def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
         kwargs.setdefault("mininterval", 30.0)
         return _LogBar(*args, **kwargs)
     return tqdm(*args, **kwargs)
+
+
+def note(message: str, stdout: bool = False) -> None:
+    """One status line for the user: stderr (notes, stage progress) or stdout (a command's results)."""
+    stream = sys.stdout if stdout else sys.stderr
+    print(message, file=stream, flush=True)

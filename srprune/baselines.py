@@ -23,7 +23,7 @@ from srprune.evaluate import format_table, mean_score, score_pairs
 from srprune.models import deploy, resolve_model
 from srprune.models.modelfile import load_model
 from srprune.train import CHECKPOINT, TrainConfig, train_model_file
-from srprune.progress import note
+from srcommon.progress import note
 
 DEMO_MODELS = ("fsrcnn", "ecbsr")
 # FSRCNN has no skip connection and needs about 3000 steps to pass bicubic here (docs/benchmarks.md).

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from srprune.progress import progress_bar
+from srcommon.progress import progress_bar
 
 from srcommon.atomic import write_text
 from srprune.errors import InputError

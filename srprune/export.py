@@ -14,7 +14,7 @@ from typing import Any
 
 from srprune.errors import InputError
 from srprune.frame import default_frame, input_size
-from srprune.progress import note
+from srcommon.progress import note
 
 FORMATS = ("tvm", "c-lib")
 

@@ -23,7 +23,7 @@ from PIL import Image
 from srcommon.atomic import atomic_path
 from srprune.atomic import check_writable
 from srprune.errors import InputError
-from srprune.progress import note
+from srcommon.progress import note
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

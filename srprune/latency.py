@@ -172,7 +172,7 @@ def measure_genomes(genomes: list[Genome], target: Any, runner: Any, out_hw: tup
     import torch
 
     from compiler.latency.measure import build_model, interleaved
-    from srprune.progress import progress_bar
+    from srcommon.progress import progress_bar
     from supernet.standalone import GenomeNet
 
     results: list[dict] = []

@@ -37,7 +37,7 @@ def test_dependencies_point_one_way(package):
 
 
 def test_click_only_in_the_cli():
-    """Library code raises plain errors and reports through srprune.progress; only srprune/cli knows click."""
+    """Library code raises plain errors and reports through srcommon.progress; only srprune/cli knows click."""
     users = [p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in _modules(pkg) if "click" in _imports(p)]
     assert users and all(u.startswith("srprune/cli/") for u in users), users
 

@@ -189,7 +189,7 @@ def proxy_cmd(genomes, checkpoint, val_data, out_path, force, threads) -> None:
 
     from srcommon.atomic import write_text
     from srprune.outputs import check_output_file
-    from srprune.progress import progress_bar
+    from srcommon.progress import progress_bar
     from srprune.search.supernet_stage import protocol_psnr, val_tensors
     from supernet.complexity import genome_macs, genome_params
     from supernet.proxy import proxy_psnr

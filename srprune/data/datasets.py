@@ -38,7 +38,7 @@ from srprune.data.layout import (
 from srprune.data.pairs import ImagePair, check_pair, check_scale, prepare_hr
 from srprune.errors import InputError
 from srprune.imageio import read_image
-from srprune.progress import note
+from srcommon.progress import note
 
 
 def read_rgb(path: Path) -> np.ndarray:

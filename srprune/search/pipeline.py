@@ -25,7 +25,7 @@ from typing import Any, Callable
 from srcommon.atomic import write_text
 from srcommon.lock import FolderLock
 from srprune.errors import InputError
-from srprune.progress import note
+from srcommon.progress import note
 from srprune.search import config as config_mod
 from srprune.search.hashes import file_hashes, model_checksum, stale_stages, stage_hashes
 from srprune.search.layout import RunLayout

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from srcommon.atomic import write_text
-from srprune.progress import note
+from srcommon.progress import note
 from srprune.search.arch import STUDY_ARCH, SearchContext
 from srprune.search.ratios import STUDY_RATIOS
 

@@ -162,7 +162,7 @@ def run_trials(study: Any, n_trials: int, objective: Callable[[Any], tuple[list[
     """
     from optuna.trial import TrialState
 
-    from srprune.progress import progress_bar
+    from srcommon.progress import progress_bar
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     me = f"{socket.gethostname()}:{os.getpid()}"

@@ -33,7 +33,7 @@ def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int 
     from compiler.latency.measure import build_layer, built_network, interleaved
     from srprune.export import ExportRequest, export
     from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers
-    from srprune.progress import progress_bar
+    from srcommon.progress import progress_bar
     from srprune.search.candidate import latency_ms
 
     out_hw = cfg.out_hw
