@@ -19,6 +19,7 @@ from torch import nn
 from srcommon.progress import progress_bar
 
 from srcommon.atomic import write_text
+from srcommon.metrics import to_uint8_image
 from srprune.errors import InputError
 from srprune.metrics import psnr, ssim
 
@@ -38,9 +39,9 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
-    """float 1x3xHxW in [0, 1] -> RGB uint8 HxWx3, rounded as the protocol stores SR results."""
-    arr = x.detach()[0].clamp(0, 1).mul(255.0).permute(1, 2, 0).cpu().numpy()
-    return np.round(arr).astype(np.uint8)
+    """float 1x3xHxW in [0, 1] -> RGB uint8 HxWx3, rounded as the protocol stores SR results (the rounding's one
+    home is srcommon.metrics, which the supernet's proxy PSNR uses too)."""
+    return to_uint8_image(x[0])
 
 
 @torch.no_grad()
