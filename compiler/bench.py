@@ -44,8 +44,9 @@ class PlainSR(nn.Module):
         return self.shuffle(self.tail(b + h))
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
-    """Multiply-accumulates of all conv2d and conv2d_transpose ops in the imported graph."""
+def graph_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
+    """Multiply-accumulates of all conv2d and conv2d_transpose ops in the imported graph: what is compiled, counted
+    from the Relax graph (srprune.complexity.count_macs counts a PyTorch module; a test holds them equal)."""
     from tvm import relax
 
     mod = import_module(model, input_shape)
@@ -186,7 +187,7 @@ def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, t
                     times[name].append(_time(fn))
     finally:
         torch.set_num_threads(old_threads)
-    result: dict = {"macs": count_macs(model, input_shape), "threads": threads, "input_shape": list(input_shape)}
+    result: dict = {"macs": graph_macs(model, input_shape), "threads": threads, "input_shape": list(input_shape)}
     for name, ts in times.items():
         arr = np.asarray(ts) * 1e3
         result[name] = {"median_ms": float(np.median(arr)), "min_ms": float(arr.min()), "max_ms": float(arr.max())}

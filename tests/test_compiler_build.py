@@ -175,15 +175,15 @@ def test_bad_input_raises_one_line_errors() -> None:
         arm.run(np.zeros((1, 3, 4, 4), np.float32))
 
 
-def test_count_macs_matches_formula() -> None:
-    from compiler.bench import count_macs
+def test_graph_macs_matches_formula() -> None:
+    from compiler.bench import graph_macs
 
     h, w = 10, 14
     # head 3->8, two 8->8 body convs, tail 8->12: H*W*(Cin*Cout*9) summed
     want = h * w * 9 * (3 * 8 + 2 * 8 * 8 + 8 * 12)
-    assert count_macs(PlainSR(width=8, body=2).eval(), (1, 3, h, w)) == want
+    assert graph_macs(PlainSR(width=8, body=2).eval(), (1, 3, h, w)) == want
     depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
-    assert count_macs(depthwise, (2, 6, h, w)) == 2 * h * w * 6 * 9
+    assert graph_macs(depthwise, (2, 6, h, w)) == 2 * h * w * 6 * 9
 
 
 def test_supernet_subnetwork_with_depthwise_and_residual_cells() -> None:
@@ -218,10 +218,10 @@ def test_tail_and_skip_convs_meeting_in_one_add_both_run_on_our_kernels() -> Non
     assert sum(k.endswith("_shuffle2") for k in kernels) == 1  # the tail (with the skip as residual) writes the image
 
 
-def test_count_macs_includes_transposed_convs_like_srprune_complexity() -> None:
-    from compiler.bench import count_macs
+def test_graph_macs_include_transposed_convs_like_srprune_complexity() -> None:
+    from compiler.bench import graph_macs
     from srprune.complexity import macs_for_output
     from srprune.models import build_model, deploy
 
     model = deploy(build_model("fsrcnn", 2)).eval()
-    assert count_macs(model, (1, 3, 360, 640)) == macs_for_output(model, 2, (720, 1280))
+    assert graph_macs(model, (1, 3, 360, 640)) == macs_for_output(model, 2, (720, 1280))
