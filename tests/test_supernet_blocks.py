@@ -30,6 +30,7 @@ from supernet.blocks import (
     block_params,
     block_type,
     deployed_convs,
+    deployed_kernel_sizes,
 )
 from supernet.complexity import genome_macs, genome_params
 from supernet.errors import SpaceError
@@ -152,6 +153,14 @@ def test_deployed_convs_match_the_latency_model(block):
         convs = deployed_convs(block, cin, width, layers, act)
         assert all(isinstance(c, DeployedConv) for c in convs)
         assert sum(c.macs_per_pixel for c in convs) == block_macs_per_pixel(block, cin, width, layers)
+
+
+def test_kernel_sizes_as_the_latency_stage_lists_them():
+    """srprune/search/latency_stage.py times 3x3 and, when wide or dws is in the space, 1x1 convs."""
+    real = [b for b in BLOCKS if b != SKIP]
+    for n in range(1, len(real) + 1):
+        for blocks in itertools.combinations(real, n):
+            assert deployed_kernel_sizes(blocks + (SKIP,)) == [3] + ([1] if {"wide", "dws"} & set(blocks) else [])
 
 
 def test_deployed_convs_name_the_deployed_modules():

@@ -11,6 +11,8 @@ The functions below are the block-type-indexed API the rest of supernet uses.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from supernet.blocks.base import (
@@ -43,7 +45,8 @@ PARAM_ROLES: dict[str, dict[str, tuple[Role, ...]]] = {n: dict(b.params) for n, 
 
 __all__ = ["BLOCKS", "BLOCK_TYPES", "BlockType", "DEFAULT_BLOCKS", "DeployedConv", "ECB_MASKS", "HEAD_ROLES",
            "PARAM_ROLES", "SKIP", "activate", "bicubic_kernel", "bicubic_skip", "block_forward",
-           "block_macs_per_pixel", "block_params", "block_sizes", "block_type", "deployed_convs", "ecb_linear",
+           "block_macs_per_pixel", "block_params", "block_sizes", "block_type", "deployed_convs",
+           "deployed_kernel_sizes", "ecb_linear",
            "fuse_ecb", "init_param", "keys_cubic", "param_names", "shape_of", "skip_add"]
 
 
@@ -82,3 +85,10 @@ def deployed_convs(block: str, cin: int, width: int, layers: list[int], activati
     channel pad/slice across a width change (named "skip", no module, no MACs).
     """
     return block_type(block).deployed_convs(cin, width, layers, activation)
+
+
+def deployed_kernel_sizes(blocks: Iterable[str]) -> list[int]:
+    """Kernel sizes of the convs these block types deploy to, largest first (which conv shapes to time)."""
+    sizes = {c.k for b in blocks for c in block_type(b).deployed_convs(8, 8, [8] * block_type(b).inner, "relu")
+             if c.kind == "conv"}
+    return sorted(sizes, reverse=True)
