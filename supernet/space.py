@@ -11,6 +11,7 @@ activation and the inner widths included), so a genome alone rebuilds a standalo
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -101,6 +102,10 @@ class SearchSpace:
     def layer_choices(self, block: str, layer: int) -> tuple[int, ...]:
         """Width choices of inner layer `layer` of `block` (the block's entry decides, reading this space)."""
         return block_type(block).layer_choices(self, layer)
+
+    def inner_choices(self, block: str) -> list[list[int]]:
+        """Every combination of inner layer widths of `block` (one empty list for a block without inner layers)."""
+        return [list(c) for c in itertools.product(*(self.layer_choices(block, i) for i in range(BLOCKS[block])))]
 
     @classmethod
     def from_dict(cls, data: Any) -> SearchSpace:

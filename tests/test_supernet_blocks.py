@@ -155,6 +155,16 @@ def test_deployed_convs_match_the_latency_model(block):
         assert sum(c.macs_per_pixel for c in convs) == block_macs_per_pixel(block, cin, width, layers)
 
 
+def test_inner_choices_as_the_latency_model_enumerates_them():
+    """srprune.latency.space_layers' hand enumeration of 0, 1 or 2 inner layers, in its order."""
+    space = SearchSpace(widths=(8, 16, 24), wide_expand=2)
+    for block in BLOCKS:
+        choices = [space.layer_choices(block, i) for i in range(BLOCKS[block])]
+        inner = [[]] if not choices else ([[a] for a in choices[0]] if len(choices) == 1
+                                           else [[a, b] for a in choices[0] for b in choices[1]])
+        assert space.inner_choices(block) == inner
+
+
 def test_kernel_sizes_as_the_latency_stage_lists_them():
     """srprune/search/latency_stage.py times 3x3 and, when wide or dws is in the space, 1x1 convs."""
     real = [b for b in BLOCKS if b != SKIP]
