@@ -12,7 +12,7 @@ block's one `forward`, so an extracted network computes what the supernet sub-ne
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,6 @@ from torch import nn
 
 Role = str | int
 Roles = dict[str, tuple[Role, ...]]
-
-
-class SpaceLike(Protocol):
-    """What a block reads of a search space to list its inner layers' width choices (duck-typed: no import cycle)."""
-
-    widths: tuple[int, ...]
 
 
 class DeployedConv(NamedTuple):
@@ -77,7 +71,7 @@ class BlockType:
     # --- the search space ---------------------------------------------------------------------------
 
     def layer_choices(self, space: Any, layer: int) -> tuple[int, ...]:
-        """Width choices of inner layer `layer` in `space` (a SearchSpace)."""
+        """Width choices of inner layer `layer` in `space` (a SearchSpace, duck-typed: space imports blocks)."""
         return tuple(space.widths)
 
     # --- parameters ---------------------------------------------------------------------------------
