@@ -3,7 +3,8 @@
 Must not import `srprune` or `compiler` (dependencies point one way, see DESIGN.md).
 
 - `space`: `SearchSpace`, `Genome` (plain data, JSON round trip, validation, sampling)
-- `blocks`: the block types as functions of their weights; ECB fusion; the bicubic skip kernel
+- `blocks`: the block-type registry (`BLOCK_TYPES`: one module per type knows its layers, forward, folding, costs
+  and deployed convs); the bicubic skip kernel
 - `model`: `SuperNet` (shared weights, `forward(x, genome)`, `export_state`)
 - `standalone`: `GenomeNet` (plain layers, `deploy()`), `build_genome_net`, `extract`
 - `complexity`: `genome_params`, `genome_macs` (analytic)

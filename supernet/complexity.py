@@ -11,7 +11,7 @@ Params are the learnable weights (GenomeNet.parameters()); the fixed bicubic ski
 
 from __future__ import annotations
 
-from supernet.blocks import block_macs_per_pixel, block_params
+from supernet.blocks import block_type
 from supernet.space import Genome
 
 HD_720P = (720, 1280)
@@ -23,7 +23,7 @@ def genome_macs_per_pixel(genome: Genome | dict, deployed: bool = True) -> int:
     s2 = g.scale * g.scale
     total = 3 * g.head * 9
     for cin, c in zip(g.widths_in(), g.cells):
-        total += block_macs_per_pixel(c.block, cin, c.width, c.layers, deployed)
+        total += block_type(c.block).macs_per_pixel(cin, c.width, c.layers, deployed)
     total += g.out_width * 3 * s2 * 9  # tail
     total += 3 * s2 * 25  # fixed bicubic skip (grouped 5x5, one input channel per group)
     return total
@@ -32,8 +32,8 @@ def genome_macs_per_pixel(genome: Genome | dict, deployed: bool = True) -> int:
 def genome_macs(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P, deployed: bool = True) -> int:
     """MACs per frame for an output of `out_hw` = (H, W) pixels (rounded to an integer).
 
-    The training-form ECB runs its 1x1 convs on the 1-pixel padded input (see blocks.ecb_linear),
-    so its count includes that border; the deployed form has no such term.
+    The training-form ECB runs its 1x1 convs on the 1-pixel padded input (see blocks.ecb.ecb_linear),
+    so its count includes that border (its entry's `border_macs`); the deployed form has no such term.
     """
     g = Genome.coerce(genome)
     h, w = out_hw[0] / g.scale, out_hw[1] / g.scale
@@ -41,8 +41,9 @@ def genome_macs(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P, deploy
     if not deployed:
         border = (h + 2) * (w + 2) - h * w
         for cin, c in zip(g.widths_in(), g.cells):
-            if c.block == "ecb":
-                total += (cin * c.layers[0] + 3 * cin * c.width) * border
+            extra = block_type(c.block).border_macs(cin, c.width, c.layers)
+            if extra:
+                total += extra * border
     return round(total)
 
 
@@ -51,6 +52,6 @@ def genome_params(genome: Genome | dict, deployed: bool = True) -> int:
     g = Genome.coerce(genome)
     total = 3 * g.head * 9 + g.head
     for cin, c in zip(g.widths_in(), g.cells):
-        total += block_params(c.block, cin, c.width, c.layers, g.activation, deployed)
+        total += block_type(c.block).param_count(cin, c.width, c.layers, g.activation, deployed)
     out = 3 * g.scale * g.scale
     return total + out * g.out_width * 9 + out

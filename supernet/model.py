@@ -2,9 +2,11 @@
 
 Elastic width: each tensor is allocated at its widest shape and a sub-network uses the leading
 channels of every dimension (weight[:out, :in]), so narrow networks are nested in wide ones.
-Elastic block choice: with `share_weights`, the `conv` block and the ECB's main 3x3 branch are
-the same tensors (both are "conv3x3 -> act" to the trunk), so the ECB learns only its extra
-branches. Depth: a `skip` cell runs nothing. One tail per supported scale.
+Elastic block choice: with `share_weights`, a block type that declares `shares` takes those tensors
+from the named block of the same cell (the ECB's main 3x3 branch is the `conv` block's weight: both
+are "conv3x3 -> act" to the trunk), so the ECB learns only its extra branches. Depth: a `skip` cell
+runs nothing. One tail per supported scale. What a block computes and which tensors it has is its
+registry entry's (supernet.blocks).
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ from torch import nn
 
 from supernet.blocks import (
     HEAD_ROLES,
-    PARAM_ROLES,
+    SKIP,
     bicubic_kernel,
     bicubic_skip,
-    block_forward,
     block_sizes,
+    block_type,
     init_param,
-    param_names,
     shape_of,
 )
 from supernet.errors import SpaceError
-from supernet.space import BLOCKS, Genome, SearchSpace
-
-_SHARED = ("conv_w", "conv_b", "act_w")  # names the ECB shares with the conv block
+from supernet.space import Genome, SearchSpace
 
 
 def _slice(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -43,16 +42,18 @@ class ElasticCell(nn.Module):
         self.activation = space.activation
         self.blocks = nn.ModuleDict()
         for block in space.blocks:
-            if block == "skip":
+            if block == SKIP:
                 continue
-            layers = [max(space.layer_choices(block, i)) for i in range(BLOCKS[block])]
+            kind = block_type(block)
+            layers = [max(space.layer_choices(block, i)) for i in range(kind.inner)]
             sizes = block_sizes(space.max_width, space.max_width, layers)
+            owner, shared = kind.shares or ("", ())
             holder = nn.Module()
-            for name in param_names(block, space.activation):
-                if block == "ecb" and name in _SHARED and space.share_weights and "conv" in self.blocks:
-                    holder.register_parameter(name, self.blocks["conv"]._parameters[name])
+            for name in kind.param_names(space.activation):
+                if name in shared and space.share_weights and owner in self.blocks:
+                    holder.register_parameter(name, self.blocks[owner]._parameters[name])
                     continue
-                value = init_param(name, shape_of(PARAM_ROLES[block][name], sizes))
+                value = init_param(name, shape_of(kind.params[name], sizes))
                 holder.register_parameter(name, nn.Parameter(value))
             self.blocks[block] = holder
 
@@ -60,13 +61,14 @@ class ElasticCell(nn.Module):
         """The block's tensors cut to one genome's widths (views, so gradients reach the shared weights)."""
         sizes = block_sizes(cin, width, layers)
         params = self.blocks[block]._parameters
-        return {name: _slice(params[name], shape_of(PARAM_ROLES[block][name], sizes))
-                for name in param_names(block, self.activation)}
+        kind = block_type(block)
+        return {name: _slice(params[name], shape_of(kind.params[name], sizes))
+                for name in kind.param_names(self.activation)}
 
     def forward(self, x: torch.Tensor, block: str, width: int, layers: list[int]) -> torch.Tensor:  # noqa: D102
-        if block == "skip":
+        if block == SKIP:
             return x
-        return block_forward(block, x, self.sliced(block, x.shape[1], width, layers), self.activation)
+        return block_type(block).forward(x, self.sliced(block, x.shape[1], width, layers), self.activation)
 
 
 class SuperNet(nn.Module):
@@ -113,7 +115,7 @@ class SuperNet(nn.Module):
         g = self.check(genome)
         state = {"head_w": self.head_w[: g.head], "head_b": self.head_b[: g.head]}
         for i, (cell, cin, c) in enumerate(zip(self.cells, g.widths_in(), g.cells)):
-            if c.block != "skip":
+            if c.block != SKIP:
                 for name, t in cell.sliced(c.block, cin, c.width, c.layers).items():
                     state[f"cells.{i}.{name}"] = t
         s = g.scale

@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from supernet.blocks import HEAD_ROLES, PARAM_ROLES
+from supernet.blocks import HEAD_ROLES, block_type
 
 TRUNK = "trunk"
 Perms = dict[str, torch.Tensor]
@@ -55,7 +55,7 @@ def _tensors(supernet: nn.Module) -> Iterator[tuple[nn.Parameter, list[str | Non
     for i, cell in enumerate(supernet.cells):
         for block, holder in cell.blocks.items():
             for name, p in holder._parameters.items():
-                item = once(p, [_group(r, i, block) for r in PARAM_ROLES[block][name]])
+                item = once(p, [_group(r, i, block) for r in block_type(block).params[name]])
                 if item:
                     yield item
     for s in supernet.space.scales:

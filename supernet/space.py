@@ -11,24 +11,17 @@ activation and the inner widths included), so a genome alone rebuilds a standalo
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from supernet.blocks import block_macs_per_pixel
+from supernet.blocks import BLOCKS, DEFAULT_BLOCKS, SKIP, block_macs_per_pixel, block_type
 from supernet.errors import SpaceError
 
-# Block types and the number of inner layers whose width each one searches.
-BLOCKS: dict[str, int] = {
-    "conv": 0,  # conv3x3 -> act (kernel = W + identity in training, one plain conv3x3 deployed)
-    "res": 1,  # conv3x3 (-> mid) -> act -> conv3x3, + skip
-    "wide": 2,  # WDSR-B: conv1x1 (-> expand) -> act -> conv1x1 (-> reduce) -> conv3x3, + skip
-    "ecb": 1,  # ECBSR edge-oriented multi-branch block (1x1->3x3 branch width), collapses to one conv3x3
-    "dws": 0,  # depthwise conv3x3 -> pointwise conv1x1 -> act, + skip
-    "skip": 0,  # the cell is absent
-}
+# BLOCKS (block type -> number of inner layers whose width it searches) is the registry's, supernet.blocks.
 ACTIVATIONS: tuple[str, ...] = ("relu", "prelu")
 
 
@@ -65,7 +58,7 @@ class SearchSpace:
 
     num_cells: int = 4
     widths: tuple[int, ...] = (8, 16, 24, 32, 48, 64)
-    blocks: tuple[str, ...] = ("conv", "res", "wide", "ecb", "dws", "skip")
+    blocks: tuple[str, ...] = DEFAULT_BLOCKS
     activation: str = "relu"
     scales: tuple[int, ...] = (2,)
     wide_expand: int = 4
@@ -86,7 +79,7 @@ class SearchSpace:
                 raise SpaceError(f"blocks: unknown block type {b!r} (known: {', '.join(BLOCKS)})")
         if len(set(self.blocks)) != len(self.blocks):
             raise SpaceError(f"blocks has duplicates: {list(self.blocks)}")
-        if all(b == "skip" for b in self.blocks):
+        if all(b == SKIP for b in self.blocks):
             raise SpaceError("blocks must contain at least one block type other than 'skip'")
         object.__setattr__(self, "blocks", tuple(self.blocks))
         if self.activation not in ACTIVATIONS:
@@ -107,12 +100,12 @@ class SearchSpace:
         return self.widths[-1]
 
     def layer_choices(self, block: str, layer: int) -> tuple[int, ...]:
-        """Width choices of inner layer `layer` of `block`."""
-        if block == "wide" and layer == 0:
-            return tuple(w * self.wide_expand for w in self.widths)
-        if block == "ecb":
-            return tuple(w * self.ecb_expand for w in self.widths)
-        return self.widths
+        """Width choices of inner layer `layer` of `block` (the block's entry decides, reading this space)."""
+        return block_type(block).layer_choices(self, layer)
+
+    def inner_choices(self, block: str) -> list[list[int]]:
+        """Every combination of inner layer widths of `block` (one empty list for a block without inner layers)."""
+        return [list(c) for c in itertools.product(*(self.layer_choices(block, i) for i in range(BLOCKS[block])))]
 
     @classmethod
     def from_dict(cls, data: Any) -> SearchSpace:
@@ -134,8 +127,8 @@ class SearchSpace:
     # --- sampling -------------------------------------------------------------------------------
 
     def _cell(self, block: str, choose) -> Cell:
-        if block == "skip":
-            return Cell("skip", 0, [])
+        if block == SKIP:
+            return Cell(SKIP, 0, [])
         return Cell(block, choose(self.widths), [choose(self.layer_choices(block, i)) for i in range(BLOCKS[block])])
 
     def sample(self, rng: np.random.Generator, scale: int | None = None, blocks: list[str] | None = None) -> Genome:
@@ -152,8 +145,8 @@ class SearchSpace:
             blocks = [str(self.blocks[int(rng.integers(len(self.blocks)))]) for _ in range(self.num_cells)]
         else:
             blocks = [str(b) for b in blocks]
-        real = [b for b in self.blocks if b != "skip"]
-        skipped = [i for i, b in enumerate(blocks) if b == "skip"]
+        real = [b for b in self.blocks if b != SKIP]
+        skipped = [i for i, b in enumerate(blocks) if b == SKIP]
         missing = self.min_depth - (self.num_cells - len(skipped))
         if missing > 0:
             for i in rng.permutation(skipped)[:missing]:
@@ -163,7 +156,7 @@ class SearchSpace:
     @property
     def real_blocks(self) -> list[str]:
         """The block types of the space other than skip."""
-        return [b for b in self.blocks if b != "skip"]
+        return [b for b in self.blocks if b != SKIP]
 
     def largest(self, scale: int | None = None, block: str | None = None) -> Genome:
         """Every cell the costliest block (or `block`) at the widest widths (the teacher of in-place distillation)."""
@@ -183,8 +176,8 @@ class SearchSpace:
         real = self.real_blocks
         small = block or min(real, key=lambda b: block_macs_per_pixel(b, w, w, [min(self.layer_choices(b, i))
                                                                                   for i in range(BLOCKS[b])]))
-        depth = self.min_depth if "skip" in self.blocks else self.num_cells
-        cells = [self._cell(small, min) if i < depth else Cell("skip", 0, []) for i in range(self.num_cells)]
+        depth = self.min_depth if SKIP in self.blocks else self.num_cells
+        cells = [self._cell(small, min) if i < depth else Cell(SKIP, 0, []) for i in range(self.num_cells)]
         return Genome(scale, w, self.activation, cells)
 
     def check_scale(self, scale: int | None) -> int:
@@ -250,10 +243,10 @@ class Genome:
             if len(layers) != BLOCKS[block]:
                 raise SpaceError(f"{what}.layers: block {block!r} has {BLOCKS[block]} inner layer width(s), "
                                  f"got {len(layers)}")
-            if block == "skip":
+            if block == SKIP:
                 if c.get("width", 0) != 0:
                     raise SpaceError(f"{what}.width: a skip cell has width 0, got {c.get('width')!r}")
-                cells.append(Cell("skip", 0, []))
+                cells.append(Cell(SKIP, 0, []))
                 continue
             if "width" not in c:
                 raise SpaceError(f"{what}: missing field 'width'")
@@ -271,7 +264,7 @@ class Genome:
         out, w = [], self.head
         for c in self.cells:
             out.append(w)
-            if c.block != "skip":
+            if c.block != SKIP:
                 w = c.width
         return out
 
@@ -280,14 +273,14 @@ class Genome:
         """Trunk width entering the tail."""
         w = self.head
         for c in self.cells:
-            if c.block != "skip":
+            if c.block != SKIP:
                 w = c.width
         return w
 
     @property
     def depth(self) -> int:
         """Number of non-skip cells."""
-        return sum(c.block != "skip" for c in self.cells)
+        return sum(c.block != SKIP for c in self.cells)
 
     def validate(self, space: SearchSpace) -> Genome:
         """Check that this genome is a point of `space`; raise SpaceError naming the first bad field."""
@@ -303,7 +296,7 @@ class Genome:
             what = f"genome.cells[{i}]"
             if c.block not in space.blocks:
                 raise SpaceError(f"{what}.block: {c.block!r} is not in the space (blocks: {', '.join(space.blocks)})")
-            if c.block == "skip":
+            if c.block == SKIP:
                 continue
             _check_width(c.width, space.widths, f"{what}.width")
             for j, w in enumerate(c.layers):

@@ -2,7 +2,7 @@
 
 `GenomeNet(genome)` is what a model file stores (arch {"name": "genome", "config": {"genome": ...}}
 plus its state_dict), so running a searched network needs no supernet. `deploy()` returns the
-re-parameterised form (ECB blocks collapsed to one conv3x3 each). `extract(supernet, genome)`
+re-parameterised form (ECB and conv blocks collapsed to one conv3x3 each). `extract(supernet, genome)`
 slices the supernet's shared weights into a GenomeNet.
 """
 
@@ -14,18 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import (
-    PARAM_ROLES,
-    bicubic_kernel,
-    block_sizes,
-    ecb_linear,
-    fuse_conv,
-    fuse_ecb,
-    init_param,
-    param_names,
-    shape_of,
-    skip_add,
-)
+from supernet.blocks import SKIP, bicubic_kernel, block_sizes, block_type, init_param, shape_of
 from supernet.errors import SpaceError
 from supernet.space import Genome
 
@@ -46,25 +35,27 @@ def _act(activation: str, channels: int) -> nn.Module:
 class PlainBlock(nn.Module):
     """One cell as ordinary layers (nn.Conv2d, nn.ReLU/PReLU) of exactly the genome's shapes.
 
-    Real nn.Conv2d modules, so module hooks (MAC counters, pruning) see every conv. The ECB in
-    training form keeps its edge filters' scales and biases as parameters `sx_s`, `sx_t`, ...
+    Real nn.Conv2d modules, so module hooks (MAC counters, pruning) see every conv: each weight "NAME_w"
+    of the block's entry is a module NAME, laid out as the entry's `conv_layout` says, and the entry's
+    `module_forward` runs them. The ECB in training form keeps its edge filters' scales and biases as
+    parameters `sx_s`, `sx_t`, ...
     """
 
     def __init__(self, block: str, cin: int, width: int, layers: list[int], activation: str) -> None:
         super().__init__()
         self.block = block
+        kind = block_type(block)
         sizes = block_sizes(cin, width, layers)
-        roles = PARAM_ROLES[block]
-        for name in param_names(block, activation):
+        roles = kind.params
+        for name in kind.param_names(activation):
             if name == "act_w" or not name.endswith("_w"):
                 continue
             out_c, in_c, k, _ = shape_of(roles[name], sizes)
-            groups = cin if name == "dw_w" else 1
-            pad = 0 if (block == "ecb" and name != "conv_w") else k // 2  # ECB 1x1s see a padded input
+            groups, pad = kind.conv_layout(name, sizes)
             conv = nn.Conv2d(in_c * groups, out_c, k, padding=pad, groups=groups)
             self.add_module(name[:-2], conv)
         self.act = _act(activation, shape_of(roles["act_w"], sizes)[0]) if "act_w" in roles else None
-        for name in param_names(block, activation):  # values from the shared initialiser
+        for name in kind.param_names(activation):  # values from the shared initialiser
             value = init_param(name, shape_of(roles[name], sizes))
             if name.endswith("_s") or name.endswith("_t"):
                 self.register_parameter(name, nn.Parameter(value))
@@ -72,31 +63,19 @@ class PlainBlock(nn.Module):
                 self.get_parameter(module_key(name)).data.copy_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        b = self.block
-        if b == "plain":
-            return self.act(self.conv(x))
-        if b == "conv":
-            return self.act(skip_add(self.conv(x), x))
-        if b == "res":
-            return skip_add(self.c2(self.act(self.c1(x))), x)
-        if b == "wide":
-            return skip_add(self.c3(self.rd(self.act(self.ex(x)))), x)
-        if b == "dws":
-            return skip_add(self.act(self.pw(self.dw(x))), x)
-        if b == "ecb":
-            return self.act(ecb_linear(x, self.tensors()))
-        raise ValueError(f"unknown block {b!r}")
+        return block_type(self.block).module_forward(self, x)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The block's weights under the functional names of supernet.blocks."""
-        return {n: self.get_parameter(module_key(n)) for n in PARAM_ROLES[self.block]
+        return {n: self.get_parameter(module_key(n)) for n in block_type(self.block).params
                 if n != "act_w" or isinstance(self.act, nn.PReLU)}
 
 
 class GenomeNet(nn.Module):
     """head conv3x3 -> cells -> tail conv3x3 (+ fixed bicubic skip) -> PixelShuffle, as the genome says.
 
-    `deployed=True` builds conv and ECB cells as single plain conv3x3 cells (their inference form). The skip is
+    `deployed=True` builds each cell whose block has a `deploys_to` form in that form (conv and ECB cells as
+    single plain conv3x3 cells). The skip is
     an ordinary grouped 5x5 nn.Conv2d (`up`) whose weight is a buffer, on the edge-padded input.
     """
 
@@ -112,11 +91,11 @@ class GenomeNet(nn.Module):
             self.head.bias.zero_()
         cells: list[nn.Module] = []
         for cin, c in zip(g.widths_in(), g.cells):
-            if c.block == "skip":
+            if c.block == SKIP:
                 cells.append(nn.Identity())
             else:
-                block = "plain" if (deployed and c.block in ("conv", "ecb")) else c.block
-                layers = [] if block != c.block else c.layers
+                target = block_type(c.block).deploys_to if deployed else None
+                block, layers = (target.name, []) if target is not None else (c.block, c.layers)
                 cells.append(PlainBlock(block, cin, c.width, layers, g.activation))
         self.cells = nn.ModuleList(cells)
         out = 3 * g.scale**2
@@ -136,7 +115,10 @@ class GenomeNet(nn.Module):
         return F.pixel_shuffle(y, self.scale)
 
     def deploy(self) -> GenomeNet:
-        """The inference form: conv (W + identity) and ECB cells as one plain conv3x3 each (equal up to rounding)."""
+        """The inference form: each block's `fuse` (conv: W + identity, ECB: all branches -> one plain conv3x3).
+
+        Equal to the training form up to rounding.
+        """
         if self.deployed:
             return self
         out = GenomeNet(self.genome, deployed=True)
@@ -149,10 +131,9 @@ class GenomeNet(nn.Module):
                 if isinstance(cell, nn.Identity):
                     continue
                 params = {k: v.detach() for k, v in cell.tensors().items()}
-                if cell.block == "ecb":
-                    params = fuse_ecb(params)
-                elif cell.block == "conv":
-                    params = fuse_conv(params)
+                kind = block_type(cell.block)
+                if kind.deploys_to is not None:
+                    params = kind.fuse(params)
                 state.update({f"cells.{i}.{module_key(k)}": v.clone() for k, v in params.items()})
         out.load_state_dict(state)
         ref = self.head.weight
