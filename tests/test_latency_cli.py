@@ -132,6 +132,10 @@ def test_errors_are_one_line(built_run, run_cli, tmp_path):
     assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r", *COMMON, "--rpc", "rpc://127.0.0.1:1",
                                   "--timeout", "2"), "RPC server rpc://127.0.0.1:1")
     assert_one_line_error(run_cli("latency", "predict", "{oops", "--run", run, *COMMON), "not valid JSON")
+    cfg = tmp_path / "bad-search.yaml"
+    cfg.write_text(json.dumps({"supernet": {"space": SPACE}, "search": {**SEARCH, "ratios": [2]}}))
+    assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r2", "--config", cfg, *COMMON),
+                          "search.ratios[0] must be a number in (0, 1), got 2")
 
 
 # --- calibration from phone measurements (`srprune android bench --json`) ---------------------------

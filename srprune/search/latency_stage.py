@@ -76,10 +76,12 @@ def pruned_weight(cfg: LayerConfig, seed: int = 0) -> np.ndarray:
     Why the real pruner: a sparse kernel's code follows the zeros (block pruning drops the same
     columns in every block, balanced across blocks; pattern pruning learns a library of patterns per
     layer), so the table must time that structure, not a look-alike. The spec is the one the search
-    gives its candidates (`pruning_spec`), and `apply_masks` is the call that prunes them. Magnitude
-    masks of random weights have the structure of trained ones; the values do not change the time.
+    gives its candidates (`pruning_spec`), and `apply_masks` is the call that prunes them. A random
+    weight gives the structure's form (balanced columns, at most 8 four-tap patterns); which columns and
+    patterns a trained layer keeps depends on its values, which the table cannot know in advance.
     """
-    model = _OneConv(cfg)
+    with torch.random.fork_rng(devices=[]):  # the conv's default init must not move the caller's torch RNG
+        model = _OneConv(cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.conv.weight.copy_(torch.randn(model.conv.weight.shape, generator=gen))
