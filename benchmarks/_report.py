@@ -50,7 +50,7 @@ def vs_base(samples_ms, base_ms) -> dict[str, float]:
 
 def kernel_timer(func, arrays: list, target) -> tuple:
     """(f(repeat) -> per-run ms, compile seconds) of one PrimFunc built for `target` on fixed numpy arguments
-    (one warm-up run done); the shape compiler.latency.measure.interleaved takes."""
+    (one warm-up run done); the shape compiler.latency.runners.interleaved takes."""
     import time
 
     import tvm

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
 from compiler.kernels import CHUNK_COLUMNS, ConvSpec, choose_schedule, conv2d_primfunc  # noqa: E402
-from compiler.latency.measure import interleaved  # noqa: E402
+from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
 
 SPEC = ConvSpec(1, 32, 360, 640, 32, 3, 3, (1, 1, 1, 1), act="relu")

@@ -85,7 +85,8 @@ def _replans(run: Path) -> list[dict]:
 def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     """Train the reference models for `steps`, compile each for the host and time them interleaved."""
     from compiler.build import compile_checked
-    from compiler.latency.measure import LocalRunner, built_network, interleaved
+    from compiler.latency.measure import built_network
+    from compiler.latency.runners import LocalRunner, interleaved
     from compiler.targets import get_target
     from srprune.baselines import run_demo
     from srprune.models import deploy

@@ -41,6 +41,7 @@ class Exported:
     """The written artifact: its manifest, what was compiled, and (tvm format) the compiled module."""
 
     manifest: dict[str, Any]
+    model: Any                                # the deployed nn.Module that was compiled
     info: Any                                 # srprune.models.ModelInfo of what was compiled
     frame: tuple[int, int]                    # output (W, H)
     shape: tuple[int, int, int, int]          # input NCHW
@@ -84,7 +85,7 @@ def export(req: ExportRequest) -> Exported:
         meta["candidate"] = info.meta["candidate"]
     note(f"compiling {info.name} x{info.scale} for {req.target.name} ({req.target.threads} threads), "
          f"input {'x'.join(map(str, shape))}")
-    done = Exported({}, info, frame, shape)
+    done = Exported({}, net, info, frame, shape)
     if req.fmt == "c-lib":
         from compiler.clib.export import build_clib
 

@@ -248,3 +248,30 @@ def test_mape_and_spearman_against_definitions():
 
     a, b = [1, 5, 2, 8, 8, 3], [2, 6, 1, 9, 7, 4]
     assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+
+
+# --- the weights pruned layers are timed on ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 1])
+def test_pruned_weight_is_the_pruners_block_structure(k):
+    """Block 4x8: every (4 x 8) block drops the same columns in all its rows, the same number in every block."""
+    from srprune.search.latency_stage import pruned_weight
+
+    cfg = _conv(24, 24, k=k, pad=k // 2, act="relu", scheme="block", ratio=0.75, block=(4, 8))
+    w = pruned_weight(cfg)
+    assert w.shape == (24, 24, k, k) and np.array_equal(w, pruned_weight(cfg))  # seeded
+    nz = (w.reshape(24, -1) != 0).reshape(6, 4, -1, 8)  # (row-blocks, rows, column-blocks, cols)
+    assert np.all(nz == nz[:, :1])  # the same columns in every row of a block
+    assert set(nz[:, 0].sum(axis=-1).flatten()) == {2}  # 8 x (1 - 0.75) columns kept in every block
+
+
+def test_pruned_weight_is_the_pruners_pattern_structure():
+    """Pattern: kept kernels keep 4 taps, from a library of at most 8 patterns, kernels removed to reach the ratio."""
+    from srprune.search.latency_stage import pruned_weight
+
+    w = pruned_weight(_conv(24, 24, scheme="pattern", ratio=0.75))
+    taps = (w != 0).reshape(-1, 9)
+    kept = taps[taps.any(axis=1)]
+    assert set(kept.sum(axis=1)) == {4} and len({tuple(t) for t in kept}) <= 8
+    assert 1 - taps.mean() == pytest.approx(0.75, abs=0.01)

@@ -11,6 +11,7 @@ from supernet.space import SearchSpace
 from tests.conftest import assert_one_line_error
 
 SPACE = {"num_cells": 2, "widths": [8], "blocks": ["conv", "res", "skip"], "scales": [2]}
+SEARCH = {"schemes": ["dense", "block"], "blocks": [[4, 8]], "ratios": [0.5]}  # one pruned kernel to time
 GENOME = {"scale": 2, "head": 8, "activation": "relu",
           "cells": [{"block": "res", "width": 8, "layers": [8]}, {"block": "conv", "width": 8, "layers": []}]}
 COMMON = ["--target", "host", "--threads", "1", "--size", "32x16"]
@@ -23,7 +24,7 @@ def built_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lat")
     cfg = root / "cfg.yaml"
-    cfg.write_text(json.dumps({"supernet": {"space": SPACE}}))  # JSON is YAML
+    cfg.write_text(json.dumps({"supernet": {"space": SPACE}, "search": SEARCH}))  # JSON is YAML
     run = root / "run"
     try:
         main(["latency", "build", "--run", str(run), "--config", str(cfg), *COMMON, "--repeat", "1",
@@ -34,13 +35,42 @@ def built_run(tmp_path_factory):
 
 
 def test_build_writes_table_and_calibration_and_resumes(built_run, run_cli):
+    """The table holds the space's dense layers and, as the run's latency stage does, the search's pruned kernels
+    timed on the pruner's masks."""
+    from srprune.search.config import DEFAULTS
+    from srprune.search.latency_stage import PRUNED_WEIGHTS, sparse_configs
+
     run, cfg = built_run
     table = json.loads((run / "latency" / "host" / "table.json").read_text())
-    want = {c.key() for c in space_layers(SearchSpace.from_dict(SPACE), (16, 32))}
+    space = SearchSpace.from_dict(SPACE)
+    pruned = sparse_configs(space, {**DEFAULTS["search"], **SEARCH}, (16, 32))
+    assert [c.key() for c in pruned if c.scheme != "dense"] == ["conv:8>8@8x16:k3g1p1:b1:relu:r0:block0.5000/4x8"]
+    want = {c.key() for c in space_layers(space, (16, 32)) + pruned}
     assert set(table["entries"]) == want and table["header"]["threads"] == 1
+    assert table["header"]["pruned_weights"] == PRUNED_WEIGHTS
     assert (run / "latency" / "host" / "predictor.json").exists()
     r = run_cli("latency", "build", "--run", run, "--config", cfg, *COMMON, "--repeat", "1", "--calibrate", "1")
     assert r.code == 0 and "(0 measured now)" in r.out and "predictor.json" not in r.out  # nothing redone
+
+
+def test_pruned_entries_timed_on_other_weights_are_remeasured(built_run, run_cli, tmp_path):
+    """A table from before the pruner's masks (another weight source in its header): predict says so, and
+    build measures its pruned entries again instead of reusing them."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run[0], run)
+    path = run / "latency" / "host" / "table.json"
+    table = json.loads(path.read_text())
+    del table["header"]["pruned_weights"]
+    path.write_text(json.dumps(table))
+    r = run_cli("latency", "predict", json.dumps(GENOME), "--run", run, *COMMON)
+    assert r.code == 0 and "timed on other weights" in r.err
+    r = run_cli("latency", "build", "--run", run, "--config", built_run[1], *COMMON, "--repeat", "1",
+                "--calibrate", "1")
+    assert r.code == 0 and "(1 measured now, 1 pruned re-measured on the pruner's masks)" in r.out, r.out
+    r = run_cli("latency", "predict", json.dumps(GENOME), "--run", run, *COMMON)
+    assert r.code == 0 and "timed on other weights" not in r.err
 
 
 def test_predict_equals_hand_sum(built_run, run_cli):
@@ -102,6 +132,10 @@ def test_errors_are_one_line(built_run, run_cli, tmp_path):
     assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r", *COMMON, "--rpc", "rpc://127.0.0.1:1",
                                   "--timeout", "2"), "RPC server rpc://127.0.0.1:1")
     assert_one_line_error(run_cli("latency", "predict", "{oops", "--run", run, *COMMON), "not valid JSON")
+    cfg = tmp_path / "bad-search.yaml"
+    cfg.write_text(json.dumps({"supernet": {"space": SPACE}, "search": {**SEARCH, "ratios": [2]}}))
+    assert_one_line_error(run_cli("latency", "build", "--run", tmp_path / "r2", "--config", cfg, *COMMON),
+                          "search.ratios[0] must be a number in (0, 1), got 2")
 
 
 # --- calibration from phone measurements (`srprune android bench --json`) ---------------------------

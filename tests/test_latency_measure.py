@@ -1,4 +1,4 @@
-"""Latency back-ends: in-process and TVM RPC over loopback really run; adb command lines and parsing."""
+"""Latency back-ends: in-process and TVM RPC over loopback really run; pruned layers time the weights they are given."""
 
 from __future__ import annotations
 
@@ -16,16 +16,8 @@ import torch
 
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
-from compiler.latency.measure import (
-    AdbRunner,
-    LocalRunner,
-    RPCRunner,
-    build_layer,
-    layer_module,
-    measure_into,
-    parse_rpc_url,
-    structured_weight,
-)
+from compiler.latency.measure import build_layer, layer_module, measure_into
+from compiler.latency.runners import LocalRunner, RPCRunner, Runner, make_runner, parse_rpc_url
 from compiler.latency.table import load_table, open_table
 from compiler.targets import get_target
 
@@ -69,14 +61,21 @@ def test_conv_layer_is_the_kernel_pytorch_agrees_with(host, built):
     np.testing.assert_allclose(_run_kernel(built, host), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_sparse_layer_times_the_sparse_kernel_on_its_structure(host):
-    """A block-pruned conv is timed with compiler.sparse's kernel; it computes the conv of the structured weight."""
+def _block_weight(cfg: LayerConfig, rng: np.random.Generator) -> np.ndarray:
+    """A weight whose (rows x cols) blocks are zero at random, to the configuration's ratio (a test's own structure)."""
+    rows, cols = cfg.block
+    w = rng.standard_normal((cfg.cout, cfg.cin, cfg.k, cfg.k)).astype(np.float32)
+    mat = w.reshape(cfg.cout, -1)
+    kept = rng.permutation((cfg.cout // rows) * (mat.shape[1] // cols)) >= round(cfg.ratio * mat.size / (rows * cols))
+    mask = np.repeat(np.repeat(kept.reshape(cfg.cout // rows, -1), rows, 0), cols, 1)
+    return (mat * mask).reshape(w.shape)
+
+
+def test_sparse_layer_times_the_sparse_kernel_on_the_given_weight(host):
+    """A block-pruned conv is timed with compiler.sparse's kernel on exactly the weight passed in."""
     cfg = LayerConfig("conv", 16, 16, 6, 32, act="relu", residual=True, scheme="block", ratio=0.75, block=(4, 1))
-    weight = structured_weight(cfg, np.random.default_rng(0))  # build_layer(seed=0) draws this weight first
-    mat = weight.reshape(16, -1)
-    blocks = mat.reshape(4, 4, -1).any(axis=1)  # (row-blocks of 4, columns): kept or not
-    assert blocks.mean() == pytest.approx(0.25) and np.all((mat != 0) == np.repeat(blocks, 4, axis=0))
-    built = build_layer(cfg, host)
+    weight = _block_weight(cfg, np.random.default_rng(0))
+    built = build_layer(cfg, host, weight=weight)
     assert built.extra.get("sparse") is True
     np.testing.assert_array_equal(built.extra["weight"], weight)
     x, resid = built.inputs[0], built.inputs[-1]
@@ -86,20 +85,20 @@ def test_sparse_layer_times_the_sparse_kernel_on_its_structure(host):
     np.testing.assert_allclose(_run_kernel(built, host), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_structured_weights_have_the_ratio():
+def test_pruned_layers_need_a_weight_of_their_structure(host):
+    """No weight, a wrong shape, or a zero fraction far from the ratio: a one-line CompilerError, nothing timed."""
+    cfg = LayerConfig("conv", 8, 8, 4, 4, scheme="block", ratio=0.5, block=(4, 1))
     rng = np.random.default_rng(1)
-    pat = structured_weight(LayerConfig("conv", 8, 8, 4, 4, scheme="pattern", ratio=0.8), rng)
-    taps = (pat != 0).reshape(64, 9)
-    assert set(taps.sum(axis=1)) <= {0, 4}  # each kernel: a 4-tap pattern or removed
-    assert 1 - taps.mean() == pytest.approx(0.8, abs=0.01)
-    uns = structured_weight(LayerConfig("conv", 32, 32, 4, 4, scheme="unstructured", ratio=0.5), rng)
-    assert 1 - np.count_nonzero(uns) / uns.size == pytest.approx(0.5, abs=0.03)
-    with pytest.raises(CompilerError, match="does not tile"):
-        structured_weight(LayerConfig("conv", 8, 6, 4, 4, scheme="block", ratio=0.5, block=(4, 1)), rng)
+    with pytest.raises(CompilerError, match="needs its weight"):
+        build_layer(cfg, host)
+    with pytest.raises(CompilerError, match="expected \\(8, 8, 3, 3\\)"):
+        build_layer(cfg, host, weight=np.ones((8, 8, 1, 1), np.float32))
+    with pytest.raises(CompilerError, match="0.000 zeros, not its ratio 0.5"):
+        build_layer(cfg, host, weight=rng.standard_normal((8, 8, 3, 3)))
 
 
 def test_local_runner_times_kernels_and_graphs(built):
-    runner = LocalRunner(1)
+    runner: Runner = LocalRunner(1)
     for b in built.values():
         times = runner.time(b, repeat=3)
         assert len(times) == 3 and all(t > 0 for t in times)
@@ -114,20 +113,47 @@ def test_graph_layers_match_torch():
 
 
 def test_measure_into_keeps_what_was_measured(tmp_path, host):
-    """A build that fails part-way (here: a pattern layer on a 1x1 conv, which cannot exist) keeps its finished chunks."""
+    """A build that fails part-way (here: the weight source refuses a layer) keeps its finished chunks."""
     path = tmp_path / "table.json"
     table = open_table(path, "host", 1)
     small = [LayerConfig("conv", 4, 8, 4, 16), LayerConfig("conv", 8, 4, 4, 16, k=1, pad=0)]
-    sparse = LayerConfig("conv", 8, 8, 4, 16, k=1, pad=0, scheme="pattern", ratio=0.8)
-    with pytest.raises(CompilerError, match="pattern pruning keeps 4 of 9 taps"):
-        measure_into(table, small + [sparse], host, LocalRunner(1), repeat=2, progress=False, chunk=2)
+    sparse = LayerConfig("conv", 8, 8, 4, 16, k=1, pad=0, scheme="block", ratio=0.5, block=(4, 1))
+
+    def refuse(cfg: LayerConfig) -> np.ndarray:
+        raise CompilerError(f"no weight for {cfg.key()}")
+
+    with pytest.raises(CompilerError, match="no weight for"):
+        measure_into(table, small + [sparse], host, LocalRunner(1), repeat=2, progress=False, chunk=2,
+                     weight_for=refuse)
     saved = load_table(path)
     assert set(saved.entries) == {c.key() for c in small}
     assert all(len(e.samples_ms) == 2 for e in saved.entries.values())
     resumed = open_table(path, "host", 1)
-    assert measure_into(resumed, small + [LayerConfig("conv", 4, 4, 4, 16)], host, LocalRunner(1), repeat=1,
-                        progress=False) == 1
+    assert measure_into(resumed, small + [sparse], host, LocalRunner(1), repeat=1, progress=False,
+                        weight_for=lambda c: _block_weight(c, np.random.default_rng(0))) == 1
     assert len(load_table(path)) == 3
+
+
+def test_pruned_entries_of_another_weight_source_are_dropped(tmp_path):
+    """A table whose pruned entries were timed on other weights re-measures them; dense entries stay."""
+    table = open_table(tmp_path / "table.json", "host", 1, machine="m")
+    dense = LayerConfig("conv", 8, 8, 4, 16)
+    pruned = LayerConfig("conv", 8, 8, 4, 16, scheme="block", ratio=0.5, block=(4, 1))
+    table.add(dense, [1.0])
+    table.add(pruned, [0.5])
+    assert table.use_pruned_weights("pruner v1") == 1 and set(table.entries) == {dense.key()}
+    table.add(pruned, [0.6])
+    table.save()
+    again = open_table(tmp_path / "table.json", "host", 1)
+    assert again.use_pruned_weights("pruner v1") == 0 and len(again) == 2
+    assert again.use_pruned_weights("pruner v2") == 1 and again.header["pruned_weights"] == "pruner v2"
+
+
+def test_runner_factory():
+    host = get_target("host", 1)
+    assert isinstance(make_runner(host), LocalRunner)
+    with pytest.raises(CompilerError, match="cross-compiled"):
+        make_runner(get_target("android-arm64"))
 
 
 # --- TVM RPC over loopback -------------------------------------------------------------------------
@@ -200,37 +226,3 @@ def test_rpc_url_parsing():
     assert parse_rpc_url("rpc://localhost:9090") == ("localhost", 9090, "")
     with pytest.raises(CompilerError, match="rpc://HOST:PORT"):
         parse_rpc_url("http://x:1")
-
-
-# --- adb (command lines and parsing here; running needs a phone) ------------------------------------
-
-
-def test_adb_command_lines(built):
-    built = built["conv"]
-    runner = AdbRunner("/opt/bench/srprune_bench", serial="R58M123", threads=4)
-    cmds = runner.commands("/tmp/x/layer.so", built, repeat=7)
-    assert cmds[0] == ["adb", "-s", "R58M123", "shell", "mkdir", "-p", "/data/local/tmp/srprune"]
-    assert cmds[1] == ["adb", "-s", "R58M123", "push", "/opt/bench/srprune_bench", "/data/local/tmp/srprune/srprune_bench"]
-    assert cmds[2] == ["adb", "-s", "R58M123", "push", "/tmp/x/layer.so", "/data/local/tmp/srprune/layer.so"]
-    run = cmds[3]
-    assert run[:4] == ["adb", "-s", "R58M123", "shell"]
-    assert run[4] == ("cd /data/local/tmp/srprune && LD_LIBRARY_PATH=/data/local/tmp/srprune "
-                      "/data/local/tmp/srprune/srprune_bench --lib /data/local/tmp/srprune/layer.so --entry layer "
-                      "--kernel --inputs 1x8x6x20,2x8x3x3x8,16,1x16x6x20 --threads 4 --warmup 1 --repeat 7")
-    assert cmds[4][-2:] == ["-f", "/data/local/tmp/srprune/layer.so"]
-    assert AdbRunner("b").commands("l.so", built, 1)[0][:2] == ["adb", "shell"]  # no serial: the only device
-
-
-def test_adb_output_parsing():
-    out = "srprune_bench: loaded layer.so\nwarmup 0: 9.1 ms\nrun 0: 4.25 ms\nrun 1: 4.5 ms\nrun 2: 4.0 ms\n"
-    assert AdbRunner.parse_output(out, repeat=3) == [4.25, 4.5, 4.0]
-    with pytest.raises(CompilerError, match="printed 3 timings, expected 5"):
-        AdbRunner.parse_output(out, repeat=5)
-    with pytest.raises(CompilerError, match="no timings.*CANNOT LINK"):
-        AdbRunner.parse_output('CANNOT LINK EXECUTABLE "srprune_bench"\n')
-
-
-@pytest.mark.skip(reason="needs an Android phone on adb and the srprune_bench executable (not available in CI)")
-def test_adb_on_device(host):  # pragma: no cover
-    runner = AdbRunner("android_app/build/srprune_bench")
-    assert len(runner.time(build_layer(CONV, get_target("android-arm64")), repeat=3)) == 3

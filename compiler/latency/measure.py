@@ -1,29 +1,18 @@
-"""Compile one layer configuration alone with the project's compiler path and time it on a target.
+"""Compile one layer configuration alone with the project's compiler path, and build a table from such layers.
 
 A `conv` layer is exactly the kernel `compiler.rewrite` emits for its chain: the same `ConvSpec`,
 the schedule `choose_schedule` picks for the target's SIMD width, built from
 `compiler.kernels.conv2d_primfunc`. `adapter` and `tail` layers are the small torch subgraphs the
 networks contain, compiled with `compiler.build.compile_model`, so they lower as in a whole network.
-
-Back-ends (same `time(built, repeat)` contract, results in milliseconds per run):
-- `LocalRunner`: in-process on this machine (targets that are not cross-compiled);
-- `RPCRunner`: a TVM RPC server (`rpc://HOST:PORT`) or a tracker key; every remote step runs under a
-  timeout so a server that does not answer is a one-line CompilerError, never a hang;
-- `AdbRunner`: push a benchmark executable and the library to /data/local/tmp and run it (needs a
-  phone; here only its command lines and output parsing are exercised).
+A pruned conv is the sparse kernel `compiler.sparse.choose_kernel` picks for its weight, and that
+weight comes from the caller (`weight_for`): a sparse kernel's code depends on where the zeros are,
+so the timed weight must carry the structure the pruner produces, and only the pruner's owner (srprune,
+which this package must not import) knows it. Timing back-ends are in `compiler.latency.runners`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,9 +22,13 @@ from torch import nn
 
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
+from compiler.latency.runners import BuiltLayer, Runner, interleaved
 from compiler.targets import TargetSpec
 
-DEFAULT_TIMEOUT_S = 30.0
+# The weight (out, in/groups, k, k) of a pruned layer configuration, zero where the pruner prunes.
+WeightFor = Callable[[LayerConfig], np.ndarray]
+# How far a supplied weight's zero fraction may be from its configuration's ratio (rounding of pruning units).
+RATIO_TOLERANCE = 0.05
 
 
 # --- layer -> compiled code ------------------------------------------------------------------------
@@ -88,23 +81,6 @@ def layer_module(cfg: LayerConfig) -> nn.Module:
     raise CompilerError(f"layer op {cfg.op!r} is not a graph layer")
 
 
-@dataclass
-class BuiltLayer:
-    """Compiled code of one layer plus the arguments to time it with.
-
-    `vm`: a Relax VM executable whose `main` takes `inputs`; otherwise a kernel `entry` whose
-    arguments are `inputs` followed by an output buffer of `out_shape`.
-    """
-
-    executable: Any
-    entry: str
-    vm: bool
-    inputs: list[np.ndarray]
-    out_shape: tuple[int, ...] = ()
-    target: TargetSpec | None = None
-    extra: dict = field(default_factory=dict)
-
-
 def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator) -> list[np.ndarray]:
     from compiler.kernels import pack_weight
 
@@ -129,15 +105,19 @@ def conv_spec(cfg: LayerConfig):
                     cfg.act, cfg.residual)
 
 
-def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0) -> BuiltLayer:
-    """Compile `cfg` alone for `target` with the compiler's own code path."""
+def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.ndarray | None = None) -> BuiltLayer:
+    """Compile `cfg` alone for `target` with the compiler's own code path.
+
+    `weight` is required for a pruned layer: its zeros decide the sparse kernel's code (checked by
+    `check_pruned_weight`). Dense layers draw a seeded random weight; their code does not depend on it.
+    """
     import tvm
 
     rng = np.random.default_rng(seed)
     if cfg.scheme != "dense" and cfg.op != "conv":
         raise CompilerError(f"only conv layers can be pruned, got {cfg.key()}")
     if cfg.scheme != "dense":
-        return _build_sparse(cfg, target, rng)
+        return _build_sparse(cfg, target, rng, check_pruned_weight(cfg, weight))
     if cfg.op == "conv":
         from compiler.kernels import choose_schedule, conv2d_primfunc
 
@@ -157,46 +137,31 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0) -> BuiltLay
                       compiled.output_shape, target)
 
 
-def structured_weight(cfg: LayerConfig, rng: np.random.Generator) -> np.ndarray:
-    """A random OIHW weight with the zero structure of `cfg`'s pruning scheme at its ratio (seeded).
+def check_pruned_weight(cfg: LayerConfig, weight: np.ndarray | None) -> np.ndarray:
+    """`weight` checked against the pruned layer `cfg`: its shape, and a zero fraction near `cfg.ratio`.
 
-    block: whole (rows x cols) blocks of the (out x in*kh*kw) matrix are zero; pattern: every kept
-    3x3 kernel keeps 4 taps (a pattern) and whole kernels are removed (connectivity) to reach the ratio;
-    unstructured: single weights. The time of a sparse kernel depends on the structure, not the values.
+    Why checked: a weight whose structure is not the configuration's would put a wrong time under
+    the configuration's key, and nothing downstream could tell.
     """
-    cout, cin, k = cfg.cout, cfg.cin // cfg.groups, cfg.k
-    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
-    keep = 1.0 - cfg.ratio
-    if cfg.scheme == "block":
-        rows, cols = cfg.block
-        mat = w.reshape(cout, -1)
-        if rows < 1 or cols < 1 or cout % rows or mat.shape[1] % cols:
-            raise CompilerError(f"block {rows}x{cols} does not tile the {cout}x{mat.shape[1]} weight of {cfg.key()}")
-        nb = (cout // rows) * (mat.shape[1] // cols)
-        kept = np.zeros(nb, bool)
-        kept[rng.permutation(nb)[: max(1, round(keep * nb))]] = True
-        mask = np.repeat(np.repeat(kept.reshape(cout // rows, -1), rows, 0), cols, 1)
-        return (mat * mask).reshape(w.shape)
-    if cfg.scheme == "pattern":
-        if k != 3 or keep > 4 / 9 + 1e-9:
-            raise CompilerError(f"pattern pruning keeps 4 of 9 taps of 3x3 kernels (ratio >= 0.5556), got {cfg.key()}")
-        patterns = [(1, 3, 4, 5), (1, 4, 5, 7), (3, 4, 5, 7), (1, 3, 4, 7), (0, 1, 3, 4), (1, 2, 4, 5)]
-        taps = np.zeros((cout * cin, 9), bool)
-        for i, p in enumerate(rng.integers(len(patterns), size=cout * cin)):
-            taps[i, list(patterns[p])] = True
-        n_kernels = max(1, round(keep * 9 / 4 * cout * cin))
-        taps[rng.permutation(cout * cin)[n_kernels:]] = False
-        return w * taps.reshape(cout, cin, 3, 3)
-    mask = rng.random(w.shape) < keep
-    return w * mask
+    if weight is None:
+        raise CompilerError(f"pruned layer {cfg.key()} needs its weight with the pruner's zeros "
+                            "(pass weight_for to measure_into)")
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    shape = (cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k)
+    if w.shape != shape:
+        raise CompilerError(f"weight of shape {w.shape} for pruned layer {cfg.key()}, expected {shape}")
+    zeros = 1.0 - np.count_nonzero(w) / w.size
+    if abs(zeros - cfg.ratio) > RATIO_TOLERANCE:
+        raise CompilerError(f"weight for pruned layer {cfg.key()} has {zeros:.3f} zeros, not its ratio {cfg.ratio}")
+    return w
 
 
-def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator) -> BuiltLayer:
-    """The kernel the rewrite picks for a pruned conv: `compiler.sparse.choose_kernel` on a weight of the structure.
+def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator, weight: np.ndarray) -> BuiltLayer:
+    """The kernel the rewrite picks for a pruned conv: `compiler.sparse.choose_kernel` on `weight`.
 
-    Sparse kernels bake the structure (and bias/slopes) into their code, so the weight is generated
-    first (seeded) and the timed code is the one the compiler would emit for such a weight; where the
-    compiler's cost model keeps the dense kernel, the dense kernel is timed.
+    Sparse kernels bake the structure (and bias/slopes) into their code, so the timed code is the one
+    the compiler would emit for such a weight; where the compiler's cost model keeps the dense kernel,
+    the dense kernel is timed.
     """
     import tvm
 
@@ -207,7 +172,6 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
 
     dense_cfg = LayerConfig(**{**cfg.to_dict(), "scheme": "dense", "ratio": 0.0, "block": (0, 0)})
     spec = conv_spec(cfg)
-    weight = structured_weight(cfg, rng)
     plan = sparse.choose_kernel(spec, weight, target.vec, target.registers)
     if plan is None:
         return build_layer(dense_cfg, target)
@@ -241,279 +205,14 @@ def built_network(compiled: Any) -> BuiltLayer:
     return BuiltLayer(compiled.executable, "main", True, [x], compiled.output_shape, compiled.target)
 
 
-def interleaved(timers: list[Callable[[int], list[float]]], rounds: int) -> list[list[float]]:
-    """Milliseconds of `rounds` runs of each timer, one run of each per round.
-
-    Why round-robin: on a shared machine the load changes over seconds, so a burst hits every
-    timed thing alike instead of a few of them wholesale.
-    """
-    samples: list[list[float]] = [[] for _ in timers]
-    for _ in range(rounds):
-        for i, t in enumerate(timers):
-            samples[i].extend(t(1))
-    return samples
-
-
-# --- runners ---------------------------------------------------------------------------------------
-
-
-def _timer(mod: Any, built: BuiltLayer, dev: Any, tensor: Callable) -> Callable[[int], list[float]]:
-    """Load the arguments once, run one warm-up, and return f(repeat) -> per-run milliseconds."""
-    from tvm import relax
-
-    args = [tensor(a) for a in built.inputs]
-    if built.vm:
-        vm = relax.VirtualMachine(mod, dev)
-        vm.set_input("main", *args)
-        vm.invoke_stateful("main")  # warm-up
-
-        def run(repeat: int) -> list[float]:
-            res = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)("main")
-            return [float(r) * 1e3 for r in res.results]
-        return run
-    out = tensor(np.zeros(built.out_shape, dtype=np.float32))
-    mod.get_function(built.entry)(*args, out)  # warm-up
-
-    def run_kernel(repeat: int) -> list[float]:
-        res = mod.time_evaluator(built.entry, dev, number=1, repeat=repeat)(*args, out)
-        return [float(r) * 1e3 for r in res.results]
-    return run_kernel
-
-
-class LocalRunner:
-    """Times layers in this process (host targets)."""
-
-    name = "local"
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-
-    def timer(self, built: BuiltLayer) -> Callable[[int], list[float]]:
-        """f(repeat) -> milliseconds of `repeat` runs (the warm-up run is done here, once)."""
-        import tvm
-
-        from compiler.targets import set_runtime_threads
-
-        if built.target is not None and built.target.cross:
-            raise CompilerError(f"target {built.target.name} is cross-compiled; time it over RPC or adb")
-        set_runtime_threads(self.threads)
-        dev = tvm.cpu()
-        mod = built.executable if built.vm else built.executable.mod
-        return _timer(mod, built, dev, lambda a: tvm.runtime.tensor(a, dev))
-
-    def time(self, built: BuiltLayer, repeat: int = 5) -> list[float]:
-        """Milliseconds of `repeat` runs after one warm-up."""
-        return self.timer(built)(repeat)
-
-
-def with_timeout(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Run `fn` in a daemon thread; if it does not return within `timeout` s raise a one-line CompilerError.
-
-    Why a thread: TVM's RPC client blocks in C++ on a socket with no timeout of its own; the FFI
-    call releases the GIL, so the caller can give up on it (the thread dies with the process).
-    """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True, name=f"srprune-rpc-{what}")
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise CompilerError(f"{what}: no answer within {timeout:g} s")
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, CompilerError):
-            raise exc
-        first = str(exc).strip().splitlines()
-        msg = next((ln.strip() for ln in first if "failed" in ln.lower() or "error" in ln.lower()),
-                   first[0] if first else type(exc).__name__)
-        raise CompilerError(f"{what}: {msg}") from None
-    return box.get("value")
-
-
-_RPC_URL = re.compile(r"^rpc://(?P<host>[^:/]+):(?P<port>\d+)(?:/(?P<key>[^/]+))?/?$")
-
-
-def parse_rpc_url(url: str) -> tuple[str, int, str]:
-    """'rpc://HOST:PORT[/KEY]' -> (host, port, key); a key means HOST:PORT is a tracker."""
-    m = _RPC_URL.match(url.strip())
-    if not m:
-        raise CompilerError(f"RPC address must look like rpc://HOST:PORT or rpc://HOST:PORT/KEY, got {url!r}")
-    return m.group("host"), int(m.group("port")), m.group("key") or ""
-
-
-class RPCRunner:
-    """Times layers on a TVM RPC server (`key` empty) or on a device the tracker at HOST:PORT hands out for `key`."""
-
-    name = "rpc"
-
-    def __init__(self, host: str, port: int, key: str = "", *, threads: int, timeout: float = DEFAULT_TIMEOUT_S,
-                 tracker: bool | None = None) -> None:
-        self.host, self.port, self.key = host, int(port), key
-        self.tracker = bool(key) if tracker is None else tracker
-        self.threads, self.timeout = threads, float(timeout)
-        self._sess = None
-
-    @classmethod
-    def from_url(cls, url: str, *, threads: int, timeout: float = DEFAULT_TIMEOUT_S) -> RPCRunner:
-        """A runner for 'rpc://HOST:PORT' (a server) or 'rpc://HOST:PORT/KEY' (a tracker key)."""
-        host, port, key = parse_rpc_url(url)
-        return cls(host, port, key, threads=threads, timeout=timeout)
-
-    @property
-    def address(self) -> str:
-        """rpc://host:port[/key] for messages."""
-        return f"rpc://{self.host}:{self.port}" + (f"/{self.key}" if self.key else "")
-
-    def session(self):
-        """The RPC session (connected once, under the timeout)."""
-        if self._sess is None:
-            from tvm import rpc
-
-            def connect():
-                if self.tracker:
-                    return rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=0)
-                return rpc.connect(self.host, self.port, key=self.key)
-
-            self._sess = with_timeout(connect, self.timeout, f"RPC server {self.address}")
-            threads = self.threads
-            sess = self._sess
-            with_timeout(lambda: sess.get_function("runtime.config_threadpool")(1, threads), self.timeout,
-                         f"RPC server {self.address}")
-        return self._sess
-
-    def timer(self, built: BuiltLayer) -> Callable[[int], list[float]]:
-        """Export the library, upload and load it remotely, warm up; f(repeat) times it (all under the timeout)."""
-        sess = self.session()
-        what = f"RPC server {self.address}"
-        with tempfile.TemporaryDirectory(prefix="srprune-rpc-") as tmp:
-            name = f"layer_{os.getpid()}_{id(built):x}.so"
-            path = os.path.join(tmp, name)
-            export_library(built, path, tmp)
-
-            def load() -> Callable[[int], list[float]]:
-                import tvm
-
-                sess.upload(path)
-                mod = sess.load_module(name)
-                dev = sess.cpu()
-                return _timer(mod, built, dev, lambda a: tvm.runtime.tensor(a, dev))
-
-            run = with_timeout(load, self.timeout, what)
-        timeout = self.timeout
-        return lambda repeat: with_timeout(lambda: run(repeat), timeout * max(1, repeat), what)
-
-    def time(self, built: BuiltLayer, repeat: int = 5) -> list[float]:
-        """Milliseconds of `repeat` runs on the remote device after one warm-up."""
-        return self.timer(built)(repeat)
-
-
-def export_library(built: BuiltLayer, path: str, workdir: str) -> None:
-    """Write the compiled layer as a shared library (cross-linked for arm64 targets)."""
-    from compiler.artifact import linker_for
-
-    fcompile = linker_for(built.target, workdir) if built.target is not None else None
-    exe = built.executable
-    try:
-        if fcompile is None:
-            exe.export_library(path)
-        else:
-            exe.export_library(path, fcompile=fcompile)
-    except CompilerError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise CompilerError(f"cannot export the layer library: {str(exc).strip().splitlines()[0]}") from exc
-
-
-# --- adb -------------------------------------------------------------------------------------------
-
-ADB_DIR = "/data/local/tmp/srprune"
-BENCH_EXE = "srprune_bench"
-_ADB_TIME = re.compile(r"^\s*run\s+\d+\s*:\s*([0-9.eE+-]+)\s*ms\s*$")
-
-
-@dataclass
-class AdbRunner:
-    """Times a library on a phone with adb: push `bench_exe` and the library, run, parse "run i: T ms" lines.
-
-    The benchmark executable (built with the Android app's C++ engine on the TVM runtime) loads the
-    library, runs `main` (VM) or the kernel `entry` on random input `warmup` + `repeat` times and
-    prints one line per timed run. NEEDS A DEVICE: nothing here runs it without a phone.
-    """
-
-    bench_exe: str
-    serial: str | None = None
-    threads: int = 4
-    adb: str = "adb"
-    remote_dir: str = ADB_DIR
-    timeout: float = 120.0
-    name: str = "adb"
-
-    def _adb(self) -> list[str]:
-        return [self.adb] + (["-s", self.serial] if self.serial else [])
-
-    def commands(self, lib_path: str, built: BuiltLayer, repeat: int, warmup: int = 1) -> list[list[str]]:
-        """The adb command lines, in order, that push and time one library."""
-        lib = f"{self.remote_dir}/{os.path.basename(lib_path)}"
-        exe = f"{self.remote_dir}/{os.path.basename(self.bench_exe)}"
-        shape = ",".join("x".join(str(d) for d in a.shape) for a in built.inputs)
-        run = (f"cd {shlex.quote(self.remote_dir)} && LD_LIBRARY_PATH={shlex.quote(self.remote_dir)} "
-               f"{shlex.quote(exe)} --lib {shlex.quote(lib)} --entry {shlex.quote(built.entry)} "
-               f"--{'vm' if built.vm else 'kernel'} --inputs {shape} --threads {self.threads} "
-               f"--warmup {warmup} --repeat {repeat}")
-        return [self._adb() + ["shell", "mkdir", "-p", self.remote_dir],
-                self._adb() + ["push", self.bench_exe, exe],
-                self._adb() + ["push", lib_path, lib],
-                self._adb() + ["shell", run],
-                self._adb() + ["shell", "rm", "-f", lib]]
-
-    @staticmethod
-    def parse_output(text: str, repeat: int | None = None) -> list[float]:
-        """The per-run milliseconds printed by the benchmark; anything else in the output is ignored."""
-        times = [float(m.group(1)) for m in map(_ADB_TIME.match, text.splitlines()) if m]
-        if not times:
-            last = text.strip().splitlines()[-1:] or ["no output"]
-            raise CompilerError(f"adb benchmark printed no timings (last line: {last[0][:120]!r})")
-        if repeat is not None and len(times) != repeat:
-            raise CompilerError(f"adb benchmark printed {len(times)} timings, expected {repeat}")
-        return times
-
-    def timer(self, built: BuiltLayer) -> Callable[[int], list[float]]:
-        """f(repeat): each call pushes and runs the benchmark (which does its own warm-up)."""
-        return lambda repeat: self.time(built, repeat)
-
-    def time(self, built: BuiltLayer, repeat: int = 5) -> list[float]:
-        """Push, run and parse on the phone (needs adb and a connected device)."""
-        if shutil.which(self.adb) is None:
-            raise CompilerError(f"{self.adb} is not installed (the adb back-end needs the Android platform tools)")
-        with tempfile.TemporaryDirectory(prefix="srprune-adb-") as tmp:
-            path = os.path.join(tmp, "layer.so")
-            export_library(built, path, tmp)
-            out = ""
-            for cmd in self.commands(path, built, repeat):
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, check=False)
-                except subprocess.TimeoutExpired:
-                    raise CompilerError(f"adb: no answer within {self.timeout:g} s ({' '.join(cmd[:4])})") from None
-                if proc.returncode != 0:
-                    msg = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]
-                    raise CompilerError(f"adb: {' '.join(cmd[:4])} failed: {msg[0]}")
-                if "shell" in cmd and "--repeat" in cmd[-1]:
-                    out = proc.stdout
-        return self.parse_output(out, repeat)
-
-
 # --- table builds ----------------------------------------------------------------------------------
 
 
-def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, runner: Any, *, repeat: int = 5,
-                 progress: bool = True, chunk: int = 32) -> int:
+def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, runner: Runner, *, repeat: int = 5,
+                 progress: bool = True, chunk: int = 32, weight_for: WeightFor | None = None) -> int:
     """Measure every configuration of `configs` the table lacks; returns how many were measured now.
+
+    `weight_for(cfg)` gives each pruned configuration's weight (see `build_layer`); dense ones need none.
 
     Why chunks timed round-robin: on a shared machine the load changes over seconds, so the layers of
     a chunk are compiled first and then timed one run each per round, `repeat` rounds (after one
@@ -533,7 +232,8 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
             built = []
             for cfg in part:
                 bar.set_postfix_str(f"compile {cfg.key()[:40]}", refresh=False)
-                built.append(build_layer(cfg, target))
+                weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
+                built.append(build_layer(cfg, target, weight=weight))
                 bar.update(1)
             timers = [runner.timer(b) for b in built]  # loads and warms up each layer once
             bar.set_postfix_str(f"time {len(part)} layers x {repeat} rounds", refresh=False)

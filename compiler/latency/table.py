@@ -25,6 +25,8 @@ from compiler.latency.config import LayerConfig
 FORMAT = "srprune-latency-table"
 VERSION = 1
 TABLE_FILE = "table.json"
+# Header field naming where the weights of the pruned entries came from (see LatencyTable.use_pruned_weights).
+PRUNED_WEIGHTS = "pruned_weights"
 # The compiler sources whose code a timing depends on (the fingerprint in the header).
 _COMPILER_SOURCES = ("kernels.py", "rewrite.py", "build.py", "targets.py", "canonicalize.py", "sparse.py")
 
@@ -118,6 +120,26 @@ class LatencyTable:
                 seen.add(k)
                 out.append(c)
         return out
+
+    def pruned_entries(self) -> list[str]:
+        """Keys of the entries of pruned layers."""
+        return [k for k, e in self.entries.items() if e.config.scheme != "dense"]
+
+    def use_pruned_weights(self, source: str) -> int:
+        """Record that pruned layers are timed on weights from `source`; drop entries timed on others.
+
+        Why: a sparse kernel's code and time depend on where the zeros are, so an entry measured on
+        another weight generator (tables older than this field: random whole blocks, a fixed list of
+        patterns) means something else and must be measured again, not silently reused. Dense
+        entries do not depend on it and stay. Returns how many entries were dropped (not saved yet).
+        """
+        if self.header.get(PRUNED_WEIGHTS) == source:
+            return 0
+        stale = self.pruned_entries()
+        for key in stale:
+            del self.entries[key]
+        self.header[PRUNED_WEIGHTS] = source
+        return len(stale)
 
     def check_target(self, target: str, threads: int) -> None:
         """Raise CompilerError unless this table was measured for `target` at `threads` threads."""

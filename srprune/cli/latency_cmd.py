@@ -7,6 +7,8 @@
 
 The table and the calibration live in RUN/latency/TARGET/ (table.json, predictor.json); a killed
 build resumes where it stopped. Arm64 targets are measured on the device over TVM RPC (--rpc).
+`build` is the run's latency stage without the budget check (srprune.latency.build_latency_model):
+the dense layers of the config's search space plus the pruned kernels its `search` section can pick.
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ def _space(config_path: Path | None):
     return SearchSpace.from_dict(read_config(config_path)["space"])
 
 
+def _search(config_path: Path | None) -> dict:
+    """The `search` section of a run config (defaults filled in, the pruning keys checked): what `build` prunes."""
+    from srprune.search.config import DEFAULTS, RUN_RULES
+    from srprune.search.schema import check_values, read_yaml
+
+    section = (read_yaml(config_path).get("search") if config_path is not None else None) or {}
+    if not isinstance(section, dict):
+        raise InputError(f"{config_path}: search must be a mapping")
+    search = {**DEFAULTS["search"], **section}
+    keys = ("schemes", "blocks", "ratios", "scheme_ratio")  # the ones the latency stage reads
+    check_values({k: search[k] for k in keys}, RUN_RULES["search"], f"{config_path}: ", "search")
+    return search
+
+
 def _frame(size: str) -> tuple[int, int]:
     w, h = parse_size(size)
     return h, w
@@ -46,13 +62,17 @@ def _target(target: str, threads: int | None):
 
 
 def _stale_note(pred) -> None:
-    """Say so when the compiler sources changed since the table was measured (its timings may be stale)."""
-    from compiler.latency.table import compiler_fingerprint
+    """Say so when the compiler sources or the pruned layers' weights changed since the table was measured."""
+    from compiler.latency.table import PRUNED_WEIGHTS, compiler_fingerprint
+    from srprune.search.latency_stage import PRUNED_WEIGHTS as CURRENT
 
     built, now = pred.table.header.get("compiler"), compiler_fingerprint()
     if built != now:
         click.echo(f"note: the table was measured with compiler {built}, the sources are now {now}; "
                    f"rebuild it with `srprune latency build --force` if kernels changed", err=True)
+    if pred.table.pruned_entries() and pred.table.header.get(PRUNED_WEIGHTS) != CURRENT:
+        click.echo("note: the table's pruned layers were timed on other weights than the pruner's masks; "
+                   "`srprune latency build` re-measures them", err=True)
 
 
 def _genome_or_model(spec: str, out_hw: tuple[int, int]):
@@ -104,12 +124,14 @@ def latency() -> None:
 @click.option("--force", is_flag=True, help="Discard the existing table and calibration and start over.")
 def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, timeout, force) -> None:
     """Measure every layer configuration of the search space on TARGET (resumes a killed build)."""
-    from compiler.latency.table import table_path
     from srcommon.lock import FolderLock
-    from srprune.latency import build_table, calibrate, calibration_path, make_runner
+    from srprune.latency import build_latency_model, calibration_path, make_runner
+    from srprune.latency.workflow import table_path
+    from srprune.search.latency_stage import pruned_kernels
 
     spec = _target(target, threads)
     space = _space(config_path)
+    search = _search(config_path)
     out_hw = _frame(size)
     runner = make_runner(spec, rpc, timeout)
     FolderLock(run_dir, "srprune latency build").acquire()
@@ -118,10 +140,13 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
         for p in (tpath, cpath):
             if p.exists():
                 p.unlink()
-    table, n = build_table(run_dir, spec, runner, space, out_hw, repeat=repeat)
-    click.echo(f"{tpath}: {len(table)} layers ({n} measured now) for {spec.name}, {spec.threads} threads")
-    if n_cal and (n or not cpath.exists()):
-        cal = calibrate(run_dir, spec, runner, space, out_hw, n=n_cal)
+    built = build_latency_model(run_dir, spec, runner, space, out_hw, pruned=pruned_kernels(space, search, out_hw),
+                                repeat=repeat, calibrate_n=n_cal)
+    stale = f", {built.dropped} pruned re-measured on the pruner's masks" if built.dropped else ""
+    click.echo(f"{tpath}: {len(built.table)} layers ({built.measured} measured now{stale}) for {spec.name}, "
+               f"{spec.threads} threads")
+    cal = built.calibration
+    if built.calibrated_now:
         click.echo(f"{cpath}: measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
                    f"({len(cal.points)} networks)")
 
@@ -174,9 +199,9 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> N
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True)
 def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n_cal, plot, rpc, timeout) -> None:
     """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json."""
-    from compiler.latency.table import table_path
     from srcommon.atomic import write_text
     from srprune.latency import load_predictor, make_runner, scatter_plot, validate
+    from srprune.latency.workflow import table_path
 
     tspec = _target(target, threads)
     out_hw = _frame(size)

@@ -205,7 +205,7 @@ def _check_supernet(cfg: dict[str, Any]) -> None:
 def _check_target(cfg: dict[str, Any]) -> None:
     """A known target; an RPC address that parses; a cross-compiled target needs one."""
     from compiler.errors import CompilerError
-    from compiler.latency.measure import parse_rpc_url
+    from compiler.latency.runners import parse_rpc_url
     from compiler.targets import get_target
 
     try:

@@ -3,6 +3,11 @@
 Runs first, before the supernet, because it decides whether the budget is possible at all: a budget
 below the fastest network of the space is refused here, after a few minutes of measuring instead
 of after the supernet's training. The table resumes after a kill (it is saved after every chunk).
+
+What lives here and not in srprune.latency: the search's own knowledge of pruning, i.e. which pruned
+layers to time (`sparse_configs`: the schemes, block sizes and ratios the search can pick) and on which
+weights (`pruned_weight`: the masks the search's pruner makes). `pruned_kernels` hands both to
+srprune.latency's `build_latency_model`, which this stage and `srprune latency build` share.
 """
 
 from __future__ import annotations
@@ -10,11 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
-from srprune.latency import lr_size
-from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, fits, latency_ms, layer_prune, prunable_layers
+from srprune.latency import PrunedKernels, lr_size
+from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
+                                      prunable_layers, pruning_spec)
 from supernet.space import SearchSpace
+
+# Names the weights pruned layers are timed on (stored in the table header; change it when
+# `pruned_weight` changes what it makes, so that tables re-measure their pruned entries).
+PRUNED_WEIGHTS = "srprune.pruning masks (search spec) on seeded N(0,1) weights, v1"
 
 
 def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> list[LayerConfig]:
@@ -44,6 +57,42 @@ def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
                     out.append(LayerConfig("conv", w, w, hw[0], hw[1], k=k, pad=k // 2, act="relu", scheme=scheme,
                                            ratio=p["ratio"], block=tuple(p.get("block") or (0, 0))))
     return list({c.key(): c for c in out}.values())
+
+
+class _OneConv(torch.nn.Module):
+    """A model of one conv, the unit the pruner works on (its module name is the spec's layer name)."""
+
+    def __init__(self, cfg: LayerConfig) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cfg.cin, cfg.cout, cfg.k, padding=cfg.pad, groups=cfg.groups, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.conv(x)
+
+
+def pruned_weight(cfg: LayerConfig, seed: int = 0) -> np.ndarray:
+    """The OIHW weight of pruned layer `cfg` as the search prunes it: its pruner's mask on a seeded random weight.
+
+    Why the real pruner: a sparse kernel's code follows the zeros (block pruning drops the same
+    columns in every block, balanced across blocks; pattern pruning learns a library of patterns per
+    layer), so the table must time that structure, not a look-alike. The spec is the one the search
+    gives its candidates (`pruning_spec`), and `apply_masks` is the call that prunes them. A random
+    weight gives the structure's form (balanced columns, at most 8 four-tap patterns); which columns and
+    patterns a trained layer keeps depends on its values, which the table cannot know in advance.
+    """
+    with torch.random.fork_rng(devices=[]):  # the conv's default init must not move the caller's torch RNG
+        model = _OneConv(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.randn(model.conv.weight.shape, generator=gen))
+    block = tuple(cfg.block) if cfg.scheme == "block" else None
+    apply_masks(model, pruning_spec({"conv": layer_prune(cfg.scheme, block, cfg.ratio)}))
+    return model.conv.weight.detach().numpy().copy()
+
+
+def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> PrunedKernels:
+    """What the latency model times of the search's pruning: `sparse_configs` on `pruned_weight`s."""
+    return PrunedKernels(sparse_configs(space, search, out_hw), pruned_weight, PRUNED_WEIGHTS)
 
 
 def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale: int,
@@ -77,18 +126,16 @@ def check_budget(predictor: Any, cfg: dict[str, Any], space: SearchSpace, out_hw
 def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int, int], *,
               progress: bool = True) -> dict[str, Any]:
     """Build (or complete) RUN/latency/TARGET: table, pruned-kernel entries, calibration; check the budget."""
-    from compiler.latency.measure import measure_into
-    from srprune.latency import build_table, calibrate, load_predictor, make_runner
+    from srprune.latency import build_latency_model, load_predictor, make_runner
 
     space = SearchSpace.from_dict(cfg["supernet"]["space"])
     runner = make_runner(target, cfg["rpc"])
     lat = cfg["latency"]
-    table, measured = build_table(run_dir, target, runner, space, out_hw, repeat=int(lat["repeat"]),
-                                  progress=progress)
-    measured += measure_into(table, sparse_configs(space, cfg["search"], out_hw), target, runner,
-                             repeat=int(lat["repeat"]), progress=progress)
-    cal = calibrate(run_dir, target, runner, space, out_hw, n=int(lat["calibrate"]), progress=progress)
+    built = build_latency_model(run_dir, target, runner, space, out_hw,
+                                pruned=pruned_kernels(space, cfg["search"], out_hw), repeat=int(lat["repeat"]),
+                                calibrate_n=int(lat["calibrate"]), recalibrate=True, progress=progress)
+    cal = built.calibration
     predictor = load_predictor(run_dir, target.name, target.threads)
     fast = check_budget(predictor, cfg, space, out_hw)
-    return {"layers": len(table.entries), "measured_now": measured, "fastest_ms": fast,
+    return {"layers": len(built.table.entries), "measured_now": built.measured, "fastest_ms": fast,
             "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms}}

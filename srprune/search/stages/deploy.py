@@ -45,9 +45,12 @@ def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int 
     predictor = load_predictor(layout.root, target.name, target.threads)
     net_timer = runner.timer(built_network(compiled))
     named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
+    modules = dict(done.model.named_modules())
     layer_timers = []
-    for _, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
-        layer_timers.append(runner.timer(build_layer(c, target)))
+    for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
+        # a pruned layer's sparse kernel is built from its weight: time the model's own
+        weight = modules[name].weight.detach().numpy() if c.scheme != "dense" else None
+        layer_timers.append(runner.timer(build_layer(c, target, weight=weight)))
     samples = interleaved([net_timer] + layer_timers, rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)

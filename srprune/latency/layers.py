@@ -1,0 +1,141 @@
+"""Genome/model -> the layer configurations the compiler's latency model times and sums.
+
+Why here: `compiler` must not know the supernet, and `supernet` must not import the compiler; this
+module knows both. The mapping mirrors what `compiler.rewrite` makes of a deployed GenomeNet (read
+its Relax IR: one kernel per conv chain, conv + bias + act + residual; a channel pad/slice for a skip
+across a width change; tail conv + bicubic skip + PixelShuffle left to TVM's lowering):
+
+    head    conv3x3 3->head (+bias)
+    conv    conv3x3 cin->w +act                         (deployed: W + identity folded in)
+    ecb     conv3x3 cin->w +act                         (deployed: branches collapsed)
+    res     conv3x3 cin->l0 +act; [adapter cin->w]; conv3x3 l0->w +residual
+    wide    conv1x1 cin->l0 +act; conv1x1 l0->l1; [adapter]; conv3x3 l1->w +residual
+    dws     dwconv3x3 cin->cin; [adapter]; conv1x1 cin->w +act +residual
+    tail    tail(w, scale)
+
+All cells run at the LR size of the frame: floor(output / scale), as for MACs (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from compiler.latency.config import LayerConfig
+from srprune.errors import InputError
+from supernet.space import BLOCKS, Genome, SearchSpace
+
+HD_720P = (720, 1280)  # (H, W) of the output frame
+
+
+def lr_size(out_hw: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The LR input (H, W) of an output frame."""
+    h, w = out_hw[0] // scale, out_hw[1] // scale
+    if h < 1 or w < 1:
+        raise InputError(f"output size {out_hw[1]}x{out_hw[0]} is smaller than one input pixel at x{scale}")
+    return h, w
+
+
+def _conv(cin: int, cout: int, hw: tuple[int, int], k: int = 3, *, groups: int = 1, act: str = "none",
+          residual: bool = False, prune: dict | None = None) -> LayerConfig:
+    p = prune or {}
+    return LayerConfig("conv", cin, cout, hw[0], hw[1], k=k, groups=groups, pad=k // 2, bias=True, act=act,
+                       residual=residual, scheme=p.get("scheme", "dense"), ratio=float(p.get("ratio", 0.0)),
+                       block=tuple(p.get("block", (0, 0))))
+
+
+def _cell_layers(block: str, cin: int, width: int, layers: list[int], act: str, hw: tuple[int, int],
+                 prefix: str, prune: dict[str, dict]) -> Iterator[tuple[str, LayerConfig]]:
+    """(module name in the deployed GenomeNet, config) of one cell's layers, in execution order."""
+    def p(name: str) -> dict | None:
+        return prune.get(f"{prefix}.{name}")
+
+    if block == "skip":
+        return
+    adapter = [(f"{prefix}.skip", LayerConfig("adapter", cin, width, hw[0], hw[1], k=1, pad=0, bias=False))] \
+        if cin != width else []
+    if block in ("conv", "ecb", "plain"):
+        yield f"{prefix}.conv", _conv(cin, width, hw, act=act, prune=p("conv"))
+    elif block == "res":
+        yield f"{prefix}.c1", _conv(cin, layers[0], hw, act=act, prune=p("c1"))
+        yield from adapter
+        yield f"{prefix}.c2", _conv(layers[0], width, hw, residual=True, prune=p("c2"))
+    elif block == "wide":
+        yield f"{prefix}.ex", _conv(cin, layers[0], hw, 1, act=act, prune=p("ex"))
+        yield f"{prefix}.rd", _conv(layers[0], layers[1], hw, 1, prune=p("rd"))
+        yield from adapter
+        yield f"{prefix}.c3", _conv(layers[1], width, hw, residual=True, prune=p("c3"))
+    elif block == "dws":
+        yield f"{prefix}.dw", _conv(cin, cin, hw, groups=cin, prune=p("dw"))
+        yield from adapter
+        yield f"{prefix}.pw", _conv(cin, width, hw, 1, act=act, residual=True, prune=p("pw"))
+    else:
+        raise InputError(f"unknown block type {block!r}")
+
+
+def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
+                        prune: dict[str, dict] | None = None) -> list[tuple[str, LayerConfig]]:
+    """(name, config) of every layer of the deployed network of `genome` for an output of `out_hw`.
+
+    `prune` maps deployed module names (e.g. "cells.0.c1") to {"scheme", "ratio", "block"}; layers it
+    does not name are dense.
+    """
+    g = Genome.coerce(genome)
+    hw = lr_size(out_hw, g.scale)
+    prune = prune or {}
+    out = [("head", _conv(3, g.head, hw, prune=prune.get("head")))]
+    for i, (cin, c) in enumerate(zip(g.widths_in(), g.cells)):
+        out.extend(_cell_layers(c.block, cin, c.width, c.layers, g.activation, hw, f"cells.{i}", prune))
+    out.append(("tail", LayerConfig("tail", g.out_width, 3 * g.scale**2, hw[0], hw[1], k=3, pad=1,
+                                    scale=g.scale)))
+    return out
+
+
+def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A searched candidate's {layer: {scheme, ratio, block}} as `named_genome_layers` takes it (ratio 0 = dense)."""
+    return {name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
+            for name, p in prune.items() if p.get("ratio", 0) > 0}
+
+
+def genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
+                  prune: dict[str, dict] | None = None) -> list[LayerConfig]:
+    """The layer configurations of `genome` (see `named_genome_layers`)."""
+    return [c for _, c in named_genome_layers(genome, out_hw, prune)]
+
+
+def space_layers(space: SearchSpace, out_hw: tuple[int, int] = HD_720P) -> list[LayerConfig]:
+    """Every distinct layer configuration a genome of `space` can produce at `out_hw` (dense), sorted by cost.
+
+    Cheapest first, so an interrupted build has covered as many configurations as it could.
+    """
+    act = space.activation
+    seen: dict[str, LayerConfig] = {}
+    for scale in space.scales:
+        hw = lr_size(out_hw, scale)
+        for w in space.widths:
+            for c in [_conv(3, w, hw), LayerConfig("tail", w, 3 * scale**2, hw[0], hw[1], k=3, pad=1, scale=scale)]:
+                seen.setdefault(c.key(), c)
+        for block in space.blocks:
+            if block == "skip":
+                continue
+            choices = [space.layer_choices(block, i) for i in range(BLOCKS[block])]
+            inner = [[]] if not choices else ([[a] for a in choices[0]] if len(choices) == 1
+                                               else [[a, b] for a in choices[0] for b in choices[1]])
+            for cin in space.widths:
+                for width in space.widths:
+                    for layers in inner:
+                        for _, c in _cell_layers(block, cin, width, layers, act, hw, "x", {}):
+                            seen.setdefault(c.key(), c)
+    return sorted(seen.values(), key=lambda c: (c.macs() + c.elements(), c.key()))
+
+
+def model_layers(model: Any, out_hw: tuple[int, int] = HD_720P, meta: dict | None = None) -> list[LayerConfig]:
+    """Layer configurations of a GenomeNet (a `genome` model); other architectures are refused.
+
+    Pruned files keep their dense shapes until the compiler has sparse kernels, so they time as dense.
+    """
+    genome = getattr(model, "genome", None)
+    if not isinstance(genome, dict):
+        raise InputError(f"latency prediction needs a searched network (a 'genome' model), "
+                         f"got {type(model).__name__}")
+    return genome_layers(genome, out_hw)

@@ -1,0 +1,292 @@
+"""The latency model of a run folder: build (dense table, pruned kernels, calibration), load, validate.
+
+Why one module: `srprune run`'s latency stage and `srprune latency build|predict|validate|calibrate`
+do the same things to RUN/latency/TARGET/, so they call the same functions here; in particular
+`build_latency_model` is the one build both use, so a table built by the CLI holds the same entries
+(pruned-kernel speed factors included) as one built by the stage. What the search can prune (which
+pruned layers to time, on which weights) is the search's knowledge and comes in as `PrunedKernels`
+(srprune.search.latency_stage.pruned_kernels); this module knows nothing of the search.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compiler.latency.config import LayerConfig
+from compiler.latency.predict import Calibration, Predictor
+from compiler.latency.runners import Runner, make_runner
+from compiler.latency.table import LatencyTable, table_path
+from srprune.errors import InputError
+from srprune.latency.layers import HD_720P, genome_layers, latency_prune, lr_size, space_layers
+from srprune.latency.stats import mape, spearman
+from supernet.space import Genome, SearchSpace
+
+if TYPE_CHECKING:  # the compiler modules that import TVM load when something is measured, not on import
+    from compiler.latency.measure import WeightFor
+    from compiler.targets import TargetSpec
+
+__all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "PrunedKernels", "build_latency_model", "build_table", "calibrate",
+           "calibrate_from_device", "calibration_path", "device_bench_points", "load_predictor", "make_runner",
+           "measure_genomes", "random_genomes", "table_path", "validate"]
+
+
+@dataclass(frozen=True)
+class PrunedKernels:
+    """The pruned layers a table times beside their dense twins, and the weights to time them on.
+
+    `source` names the weight generator; it is stored in the table's header, and a table whose
+    pruned entries came from another source has them measured again (`LatencyTable.use_pruned_weights`).
+    """
+
+    configs: list[LayerConfig]
+    weight_for: WeightFor
+    source: str
+
+
+@dataclass
+class LatencyBuild:
+    """What `build_latency_model` did: the table, entries measured now / dropped as stale, the calibration."""
+
+    table: LatencyTable
+    measured: int
+    dropped: int
+    calibration: Calibration | None
+    calibrated_now: bool
+
+
+def calibration_path(run_dir: str | Path, target: str) -> Path:
+    """RUN/latency/TARGET/predictor.json."""
+    from compiler.latency.predict import CALIBRATION_FILE
+
+    return table_path(run_dir, target).parent / CALIBRATION_FILE
+
+
+def random_genomes(space: SearchSpace, n: int, seed: int, scale: int | None = None) -> list[Genome]:
+    """`n` distinct random genomes of `space` (seeded)."""
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    for _ in range(50 * n):
+        g = space.sample(rng, scale)
+        if g.to_json() not in seen:
+            seen.add(g.to_json())
+            out.append(g)
+        if len(out) == n:
+            break
+    return out
+
+
+def measure_genomes(genomes: list[Genome], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P, *,
+                    rounds: int = 5, group: int = 5, progress: bool = True, seed: int = 0) -> list[dict]:
+    """Whole-network median milliseconds of each genome's deployed GenomeNet, compiled with compile_model.
+
+    Why groups and rounds: the machine is shared, so networks of a group are timed round-robin (one
+    run each per round, `rounds` rounds) and compared by their medians; groups bound the memory of
+    the compiled networks held at once.
+    """
+    import torch
+
+    from compiler.latency.measure import build_model
+    from compiler.latency.runners import interleaved
+    from srcommon.progress import progress_bar
+    from supernet.standalone import GenomeNet
+
+    results: list[dict] = []
+    bar = progress_bar(total=len(genomes), desc="networks", unit="net", disable=not progress)
+    try:
+        for start in range(0, len(genomes), group):
+            chunk = genomes[start:start + group]
+            built = []
+            for g in chunk:
+                torch.manual_seed(seed)
+                net = GenomeNet(g).deploy().eval()
+                h, w = lr_size(out_hw, g.scale)
+                built.append(build_model(net, (1, 3, h, w), target))
+            timers = [runner.timer(b) for b in built]  # loads and warms up each network once
+            samples = interleaved(timers, rounds)
+            for g, s in zip(chunk, samples):
+                results.append({"genome": g.to_dict(), "measured_ms": statistics.median(s), "samples_ms": s})
+            del built, timers
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return results
+
+
+def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
+                out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None, repeat: int = 5,
+                progress: bool = True) -> tuple[LatencyTable, int, int]:
+    """Measure what RUN/latency/TARGET/table.json lacks: every dense layer of `space` at `out_hw`, then `pruned`.
+
+    Resumes a killed build. Returns (table, entries measured now, pruned entries dropped as stale).
+    """
+    from compiler.latency.measure import measure_into
+    from compiler.latency.table import open_table
+
+    table = open_table(table_path(run_dir, target.name), target.name, target.threads)
+    dropped = table.use_pruned_weights(pruned.source) if pruned else 0
+    n = measure_into(table, space_layers(space, out_hw), target, runner, repeat=repeat, progress=progress)
+    if pruned:
+        n += measure_into(table, pruned.configs, target, runner, repeat=repeat, progress=progress,
+                          weight_for=pruned.weight_for)
+    if dropped and not n:
+        table.save()  # nothing new to measure, but the stale entries must not come back
+    return table, n, dropped
+
+
+def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
+                        out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None,
+                        repeat: int = 5, calibrate_n: int = 6, recalibrate: bool = False,
+                        progress: bool = True) -> LatencyBuild:
+    """Build or complete RUN/latency/TARGET: the table (`build_table`) and the calibration (`calibrate`).
+
+    The calibration is fitted again when `recalibrate`, when entries were measured now, or when none is
+    stored; `calibrate_n` 0 skips it. Used by both the run's latency stage and `srprune latency build`.
+    """
+    from compiler.latency.predict import load_calibration
+
+    table, n, dropped = build_table(run_dir, target, runner, space, out_hw, pruned=pruned, repeat=repeat,
+                                    progress=progress)
+    cpath = calibration_path(run_dir, target.name)
+    now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
+    if now:
+        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, progress=progress)
+    else:
+        cal = load_calibration(cpath, table.header) if calibrate_n else None
+    return LatencyBuild(table, n, dropped, cal, now)
+
+
+def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
+              out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = 1000, rounds: int = 5,
+              progress: bool = True) -> Calibration:
+    """Fit the overhead on `n` random networks measured whole; saves RUN/latency/TARGET/predictor.json."""
+    from compiler.latency.predict import fit_calibration, save_calibration
+    from compiler.latency.table import load_table
+
+    table = load_table(table_path(run_dir, target.name))
+    table.check_target(target.name, target.threads)
+    pred = Predictor(table)
+    genomes = random_genomes(space, n, seed)
+    measured = measure_genomes(genomes, target, runner, out_hw, rounds=rounds, progress=progress)
+    points = []
+    for g, m in zip(genomes, measured):
+        layers = genome_layers(g, out_hw)
+        points.append((pred.sum_ms(layers), len(layers), m["measured_ms"]))
+    cal = fit_calibration(points)
+    for point, g, m in zip(cal.points, genomes, measured):  # kept for re-fits and reports
+        point.update(genome=g.to_dict(), samples_ms=m["samples_ms"])
+    save_calibration(cal, calibration_path(run_dir, target.name), table.header)
+    return cal
+
+
+DEVICE_BENCH_FORMAT = "srprune-device-bench"
+
+
+def device_bench_points(record: Any, threads: int,
+                        what: str = "device bench") -> list[tuple[list[LayerConfig], float]]:
+    """Calibration inputs from one `srprune android bench --json` record: (layers, measured_ms) per result
+    whose thread count is `threads` (the table's).
+
+    The record must be of a searched network (a `genome` model; its pruning from the search's candidate,
+    when it has one), so its layers are known.
+    """
+    if not isinstance(record, dict) or record.get("format") != DEVICE_BENCH_FORMAT:
+        raise InputError(f"{what}: not an `srprune android bench --json` file")
+    cand = record.get("candidate") or {}
+    genome = cand.get("genome") or ((record.get("config") or {}).get("genome") if record.get("model") == "genome"
+                                    else None)
+    if not isinstance(genome, dict):
+        raise InputError(f"{what}: model {record.get('model')!r} is not a searched network (no genome), so its "
+                         "layers are unknown; bench a model from `srprune run` or `srprune supernet extract`")
+    try:
+        _, _, oh, ow = (int(v) for v in record["output_shape"])
+        results = list(record["results"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{what}: corrupt record (output_shape/results)") from None
+    layers = genome_layers(genome, (oh, ow), latency_prune(cand.get("prune") or {}))
+    points = []
+    for r in results:
+        if int(r.get("threads", -1)) == threads and float(r.get("median_ms", 0)) > 0:
+            points.append((layers, float(r["median_ms"])))
+    if not points:
+        have = sorted({int(r.get("threads", -1)) for r in results})
+        raise InputError(f"{what}: no result at {threads} threads (the table's); it has {have}")
+    return points
+
+
+def calibrate_from_device(run_dir: str | Path, target: str, threads: int,
+                          records: list[tuple[str, Any]]) -> Calibration:
+    """Re-fit RUN/latency/TARGET's calibration on whole-network times measured on the phone; saves it."""
+    from compiler.latency.predict import fit_calibration, save_calibration
+    from compiler.latency.table import load_table
+
+    table = load_table(table_path(run_dir, target))
+    table.check_target(target, threads)
+    for name, record in records:
+        if isinstance(record, dict) and record.get("target") not in (None, target):
+            raise InputError(f"{name}: measured for target {record.get('target')}, not {target}")
+    pred = Predictor(table)
+    points, sources = [], []
+    for name, record in records:
+        for layers, ms in device_bench_points(record, threads, name):
+            points.append((pred.sum_ms(layers), len(layers), ms))
+            sources.append({"file": str(name), "device": record.get("device")})
+    cal = fit_calibration(points)
+    for p, src in zip(cal.points, sources):
+        p.update(src)
+    save_calibration(cal, calibration_path(run_dir, target), table.header)
+    return cal
+
+
+def load_predictor(run_dir: str | Path, target: str, threads: int) -> Predictor:
+    """The Predictor of RUN/latency/TARGET (table + calibration, both checked against target and threads)."""
+    from compiler.latency.predict import load_calibration
+    from compiler.latency.table import load_table
+
+    table = load_table(table_path(run_dir, target))
+    table.check_target(target, threads)
+    return Predictor(table, load_calibration(calibration_path(run_dir, target), table.header))
+
+
+def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: SearchSpace, out_hw: tuple[int, int] = HD_720P, *,
+             n: int = 30, seed: int = 2000, rounds: int = 5, calibrate_n: int = 6, progress: bool = True) -> dict:
+    """Predicted vs measured on `n` random networks (a seed apart from the build's calibration): MAPE, Spearman.
+
+    Why a same-session calibration: on a shared machine the load (and so every wall-clock time) shifts
+    between sessions by tens of percent, uniformly across networks. With `calibrate_n` > 0, that many
+    further random networks are measured in the same interleaved session (spread over the groups), the
+    overhead is re-fitted on them alone, and the `n` others are predicted with it. The result also
+    reports the numbers with the calibration stored by `build` ("stored").
+    """
+    from compiler.latency.predict import fit_calibration
+
+    total = n + calibrate_n
+    genomes = random_genomes(space, total, seed)
+    cal_idx = {int(i * total / calibrate_n) for i in range(calibrate_n)} if calibrate_n else set()
+    measured = measure_genomes(genomes, target, runner, out_hw, rounds=rounds, progress=progress)
+    rows, cal_points = [], []
+    for i, (g, m) in enumerate(zip(genomes, measured)):
+        layers = genome_layers(g, out_hw)
+        point = (predictor.sum_ms(layers), len(layers), m["measured_ms"])
+        if i in cal_idx:
+            cal_points.append(point)
+            continue
+        rows.append({"genome": g.to_dict(), "blocks": [c.block for c in g.cells], "layers": len(layers),
+                     "sum_ms": point[0], "predicted_stored_ms": predictor.predict(layers),
+                     "measured_ms": m["measured_ms"], "samples_ms": m["samples_ms"]})
+    cal = fit_calibration(cal_points) if cal_points else predictor.calibration
+    for r in rows:
+        r["predicted_ms"] = cal.apply(r["sum_ms"], r["layers"])
+    q = [r["measured_ms"] for r in rows]
+    p = [r["predicted_ms"] for r in rows]
+    ps = [r["predicted_stored_ms"] for r in rows]
+    return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]], "n": len(rows),
+            "mape_pct": mape(p, q), "spearman": spearman(p, q),
+            "mape_stored_pct": mape(ps, q), "spearman_stored": spearman(ps, q),
+            "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms,
+                            "networks": len(cal_points) or len(cal.points), "same_session": bool(cal_points)},
+            "rows": rows}
