@@ -3,7 +3,8 @@
 Why here: `compiler` must not know the supernet, and `supernet` must not import the compiler; this
 module knows both. The mapping mirrors what `compiler.rewrite` makes of a deployed GenomeNet (read
 its Relax IR: one kernel per conv chain, conv + bias + act + residual; a channel pad/slice for a skip
-across a width change; tail conv + bicubic skip + PixelShuffle left to TVM's lowering):
+across a width change; tail conv + bicubic skip + PixelShuffle fused): each block type lists its deployed
+convs itself (supernet.blocks, `deployed_convs`), so this module knows no block by name:
 
     head    conv3x3 3->head (+bias)
     conv    conv3x3 cin->w +act                         (deployed: W + identity folded in)
@@ -23,7 +24,9 @@ from typing import Any
 
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
-from supernet.space import BLOCKS, Genome, SearchSpace
+from supernet.blocks import deployed_convs
+from supernet.errors import SpaceError
+from supernet.space import Genome, SearchSpace
 
 HD_720P = (720, 1280)  # (H, W) of the output frame
 
@@ -46,31 +49,19 @@ def _conv(cin: int, cout: int, hw: tuple[int, int], k: int = 3, *, groups: int =
 
 def _cell_layers(block: str, cin: int, width: int, layers: list[int], act: str, hw: tuple[int, int],
                  prefix: str, prune: dict[str, dict]) -> Iterator[tuple[str, LayerConfig]]:
-    """(module name in the deployed GenomeNet, config) of one cell's layers, in execution order."""
-    def p(name: str) -> dict | None:
-        return prune.get(f"{prefix}.{name}")
-
-    if block == "skip":
-        return
-    adapter = [(f"{prefix}.skip", LayerConfig("adapter", cin, width, hw[0], hw[1], k=1, pad=0, bias=False))] \
-        if cin != width else []
-    if block in ("conv", "ecb", "plain"):
-        yield f"{prefix}.conv", _conv(cin, width, hw, act=act, prune=p("conv"))
-    elif block == "res":
-        yield f"{prefix}.c1", _conv(cin, layers[0], hw, act=act, prune=p("c1"))
-        yield from adapter
-        yield f"{prefix}.c2", _conv(layers[0], width, hw, residual=True, prune=p("c2"))
-    elif block == "wide":
-        yield f"{prefix}.ex", _conv(cin, layers[0], hw, 1, act=act, prune=p("ex"))
-        yield f"{prefix}.rd", _conv(layers[0], layers[1], hw, 1, prune=p("rd"))
-        yield from adapter
-        yield f"{prefix}.c3", _conv(layers[1], width, hw, residual=True, prune=p("c3"))
-    elif block == "dws":
-        yield f"{prefix}.dw", _conv(cin, cin, hw, groups=cin, prune=p("dw"))
-        yield from adapter
-        yield f"{prefix}.pw", _conv(cin, width, hw, 1, act=act, residual=True, prune=p("pw"))
-    else:
-        raise InputError(f"unknown block type {block!r}")
+    """(module name in the deployed GenomeNet, config) of one cell's layers, in execution order: the block
+    type's own `deployed_convs` (supernet.blocks), as LayerConfigs."""
+    try:
+        convs = deployed_convs(block, cin, width, layers, act)
+    except SpaceError as e:
+        raise InputError(str(e)) from None
+    for c in convs:
+        name = f"{prefix}.{c.name}"
+        if c.kind == "adapter":
+            yield name, LayerConfig("adapter", c.cin, c.cout, hw[0], hw[1], k=c.k, pad=0, bias=False)
+        else:
+            yield name, _conv(c.cin, c.cout, hw, c.k, groups=c.groups, act=c.act, residual=c.residual,
+                              prune=prune.get(name))
 
 
 def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
@@ -118,12 +109,9 @@ def space_layers(space: SearchSpace, out_hw: tuple[int, int] = HD_720P) -> list[
         for block in space.blocks:
             if block == "skip":
                 continue
-            choices = [space.layer_choices(block, i) for i in range(BLOCKS[block])]
-            inner = [[]] if not choices else ([[a] for a in choices[0]] if len(choices) == 1
-                                               else [[a, b] for a in choices[0] for b in choices[1]])
             for cin in space.widths:
                 for width in space.widths:
-                    for layers in inner:
+                    for layers in space.inner_choices(block):
                         for _, c in _cell_layers(block, cin, width, layers, act, hw, "x", {}):
                             seen.setdefault(c.key(), c)
     return sorted(seen.values(), key=lambda c: (c.macs() + c.elements(), c.key()))

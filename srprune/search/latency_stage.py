@@ -23,6 +23,7 @@ from srprune.errors import InputError
 from srprune.latency import PrunedKernels, lr_size
 from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
                                       prunable_layers, pruning_spec)
+from supernet.blocks import deployed_kernel_sizes
 from supernet.space import SearchSpace
 
 # Names the weights pruned layers are timed on (stored in the table header; change it when
@@ -38,7 +39,7 @@ def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
     """
     hw = lr_size(out_hw, min(space.scales))
     w = space.widths[len(space.widths) // 2]
-    kernels = [3] + ([1] if {"wide", "dws"} & set(space.blocks) else [])
+    kernels = deployed_kernel_sizes(space.blocks)
     ratios = sorted(set(search["ratios"]) | {float(search["scheme_ratio"])})
     out = []
     for k in kernels:
