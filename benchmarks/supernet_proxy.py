@@ -226,7 +226,7 @@ def adapt_ablation(res: dict, steps_list: list[int], lr: float) -> dict:
     for every genome, seed 777), then PSNR-Y on the validation images.
     """
     from srprune.search.candidate import Candidate
-    from srprune.search.candidate import proxy_psnr as candidate_proxy
+    from srprune.search.candidate import candidate_psnr as candidate_proxy
     from supernet.space import Genome
 
     net = supernet_from_checkpoint(res["checkpoint"]).eval()

@@ -192,7 +192,7 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
                       {"sparse": True, "weight": weight, "bias": bias})
 
 
-def build_model(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec) -> BuiltLayer:
+def build_network(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec) -> BuiltLayer:
     """A whole network compiled with `compile_model` (checked against PyTorch on host), ready to time."""
     from compiler.build import compile_model
 

@@ -90,7 +90,7 @@ def measure_genomes(genomes: list[Genome], target: TargetSpec, runner: Runner, o
     """
     import torch
 
-    from compiler.latency.measure import build_model
+    from compiler.latency.measure import build_network
     from compiler.latency.runners import interleaved
     from srcommon.progress import progress_bar
     from supernet.standalone import GenomeNet
@@ -105,7 +105,7 @@ def measure_genomes(genomes: list[Genome], target: TargetSpec, runner: Runner, o
                 torch.manual_seed(seed)
                 net = GenomeNet(g).deploy().eval()
                 h, w = lr_size(out_hw, g.scale)
-                built.append(build_model(net, (1, 3, h, w), target))
+                built.append(build_network(net, (1, 3, h, w), target))
             timers = [runner.timer(b) for b in built]  # loads and warms up each network once
             samples = interleaved(timers, rounds)
             for g, s in zip(chunk, samples):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, prunable_layers,
-                                      proxy_psnr, scheme_name)
+from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, searchable_layers,
+                                      candidate_psnr, scheme_name)
 from srprune.search.config import SearchSettings
 from srprune.search.study import feasible
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
@@ -59,7 +59,7 @@ class SearchContext:
 
     def score(self, cand: Candidate) -> tuple[float, float]:
         """(proxy PSNR-Y dB, predicted ms)."""
-        psnr = proxy_psnr(self.supernet, cand, self.val, self.adapt_batches, self.search.adapt_lr)
+        psnr = candidate_psnr(self.supernet, cand, self.val, self.adapt_batches, self.search.adapt_lr)
         return psnr, latency_ms(self.predictor, cand, self.out_hw)
 
     def evaluate(self, trial: Any, cand: Candidate) -> tuple[list[float], list[float]] | None:
@@ -110,7 +110,7 @@ def suggest_genome(trial: Any, space: SearchSpace, scale: int) -> Genome | None:
 def suggest_schemes(trial: Any, genome: Genome, ctx: SearchContext) -> dict[str, dict[str, Any]]:
     """A scheme for every prunable layer (dense ones omitted), at the stage-2 ratio."""
     prune = {}
-    for name, cfg in prunable_layers(genome, ctx.out_hw).items():
+    for name, cfg in searchable_layers(genome, ctx.out_hw).items():
         cell, local = name.split(".")[1], name.split(".")[2]
         block = genome.cells[int(cell)].block
         label = trial.suggest_categorical(f"cells.{cell}.{block}.{local}.scheme", scheme_choices(ctx.search, cfg.k))

@@ -55,7 +55,7 @@ def parse_scheme(name: str) -> tuple[str, tuple[int, int] | None]:
     return name, None
 
 
-def prunable_layers(genome: Genome, out_hw: tuple[int, int]) -> dict[str, LayerConfig]:
+def searchable_layers(genome: Genome, out_hw: tuple[int, int]) -> dict[str, LayerConfig]:
     """The layers of `genome` a scheme may prune, in execution order."""
     return {name: c for name, c in named_genome_layers(genome, out_hw)
             if c.op == "conv" and c.groups == 1 and name != "head"}
@@ -148,7 +148,7 @@ def adapt(model: torch.nn.Module, pruner: Any, batches: Sequence, lr: float) -> 
     model.eval()
 
 
-def proxy_psnr(supernet: Any, cand: Candidate, val: Sequence[tuple[torch.Tensor, torch.Tensor]],
+def candidate_psnr(supernet: Any, cand: Candidate, val: Sequence[tuple[torch.Tensor, torch.Tensor]],
                adapt_batches: Sequence = (), lr: float = 1e-4) -> float:
     """Mean PSNR-Y (project protocol) of the masked network over `val` ((lr, hr) float tensors).
 

@@ -22,7 +22,7 @@ from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
 from srprune.latency import PrunedKernels, lr_size
 from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
-                                      prunable_layers, pruning_spec)
+                                      searchable_layers, pruning_spec)
 from supernet.blocks import deployed_kernel_sizes
 from supernet.space import SearchSpace
 
@@ -106,7 +106,7 @@ def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale
         for block in ([tuple(b) for b in search["blocks"]] if scheme == "block" else [None]):
             if scheme == "dense":
                 continue
-            prune = {n: layer_prune(scheme, block, top) for n, c in prunable_layers(g, out_hw).items()
+            prune = {n: layer_prune(scheme, block, top) for n, c in searchable_layers(g, out_hw).items()
                      if fits(c, scheme, block)}
             if prune:
                 best = min(best, latency_ms(predictor, Candidate(g, prune), out_hw))
