@@ -1,10 +1,9 @@
 """Compile an nn.Module for a named target and check it against PyTorch.
 
-`compile_model` = import (torch.export -> Relax) -> canonical forms (compiler.canonicalize: deconvolution as
-sub-pixel conv, PReLU) -> our conv kernels (compiler.rewrite) ->
-TVM's default CPU lowering for what is left (each remaining loop nest made parallel) -> relax.build.
-Every host compile is run on random input and compared with PyTorch; a model whose output differs
-by more than `tol` raises CompilerError, so no artifact is ever written from it.
+`compile_model` = compiler.pipeline's phases to the end (import, canonical forms, our conv kernels, TVM's CPU
+lowering with the remaining loop nests parallelised and tuned schedules applied if any) -> relax.build, which
+then only generates code. Every host compile is run on random input and compared with PyTorch; a model whose
+output differs by more than `tol` raises CompilerError, so no artifact is ever written from it.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from torch import nn
 from tvm import relax
 
 from compiler.errors import CompilerError
-from compiler.canonicalize import canonicalize
-from compiler.importer import check_shape, import_module
-from compiler.rewrite import fuse_convs
+from compiler.importer import check_shape
+from compiler.pipeline import lower, tvm_errors
 from compiler.targets import TargetSpec, get_target, set_runtime_threads
+from compiler.tune import database_dir, has_records
 
 DEFAULT_TOL = 1e-4
 
@@ -64,58 +63,6 @@ class CompiledModel:
         return lambda: np.asarray(f("main").results)
 
 
-@tvm.transform.module_pass(opt_level=0, name="ParallelizeRemaining")
-def _parallelize_remaining(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Give unscheduled loop nests (PixelShuffle, skips, pads) a parallel outer and unrolled inner loop.
-
-    Our kernels are marked `tir.is_scheduled` and skipped; everything else would otherwise run
-    single-threaded scalar loops.
-    """
-    from tvm import s_tir
-
-    for gv, func in list(mod.functions.items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs and func.attrs.get("tir.is_scheduled", False):
-            continue
-        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-        try:
-            for block in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
-                loops = sch.get_loops(block)
-                if len(loops) >= 2:
-                    sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
-                elif len(loops) == 1:
-                    sch.parallel(loops[0])
-        except Exception:  # noqa: BLE001  (leave a nest we cannot transform as TVM lowered it)
-            continue
-        mod[gv] = sch.mod["main"].with_attr("tir.is_scheduled", True)
-    return mod
-
-
-def _has_root(sch) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _pipeline(target: TargetSpec, tuning_db: str | None = None) -> tvm.transform.Pass:
-    """TVM's CPU pipeline after our rewrite: tuned schedules from `tuning_db` (if any), the rest parallelised."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    tgt = target.tvm_target()
-
-    @tvm.transform.module_pass(opt_level=0, name="SrpruneCompile")
-    def _run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with tgt:
-            tuned = [relax.transform.MetaScheduleApplyDatabase(tuning_db)] if tuning_db else []
-            passes = (cpu_generic.library_dispatch_passes(tgt) + cpu_generic.legalize_passes(tgt) + tuned
-                      + [_parallelize_remaining] + cpu_generic.dataflow_lower_passes(tgt)
-                      + cpu_generic.finalize_passes(tgt))
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _run
-
-
 def reference_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """PyTorch's output for `x` (eval mode, no grad): the numerics reference."""
     was_training = model.training
@@ -127,39 +74,21 @@ def reference_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def prepare_module(model: nn.Module, shape: tuple[int, int, int, int], spec: TargetSpec,
-                   sparse: str = "auto") -> tuple[tvm.IRModule, int]:
-    """Import, canonicalise and rewrite convs into our kernels: the module every build and tuning starts from.
-
-    `sparse`: "auto" (a pruned conv gets a sparse kernel where compiler.sparse's cost model says it pays),
-    "dense" (never) or "sparse" (every ungrouped conv).
-    """
-    mod = import_module(model, shape)
-    mod, _ = canonicalize(mod)
-    return fuse_convs(mod, spec.vec, spec.registers, sparse=sparse)
-
-
 def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec = "host",
                   *, check: bool = True, tol: float = DEFAULT_TOL, seed: int = 0,
                   tuning_root: str | None = None, sparse: str = "auto") -> CompiledModel:
     """Compile `model` for one input shape and target; on host, verify against PyTorch (max |diff| <= tol).
 
     `tuning_root`: folder of MetaSchedule databases (compiler.tune); the target's records there, if any,
-    replace the default schedules of the operators they cover. `sparse`: see `prepare_module`.
+    replace the default schedules of the operators they cover. `sparse`: see compiler.pipeline.import_and_rewrite.
     """
-    from compiler.tune import database_dir, has_records
-
     spec = target if isinstance(target, TargetSpec) else get_target(target)
     db = database_dir(tuning_root, spec) if tuning_root else None
     tuning_db = str(db) if has_records(db) else None
     shape = check_shape(input_shape)
-    mod, fused = prepare_module(model, shape, spec, sparse)
-    try:
-        with tvm.transform.PassContext(opt_level=3):
-            exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=_pipeline(spec, tuning_db))
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompilerError(f"TVM build failed for target {spec.name}: {first}") from exc
+    mod, fused = lower(model, shape, spec, tuning_db=tuning_db, sparse=sparse)
+    with tvm_errors(f"TVM build failed for target {spec.name}"), tvm.transform.PassContext(opt_level=3):
+        exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=None)  # lowered: code generation only
     out_shape = tuple(int(d) for d in mod["main"].ret_ty.shape.values)
     compiled = CompiledModel(exe, spec, shape, out_shape, fused, tuning_db=tuning_db)
     if check and not spec.cross:

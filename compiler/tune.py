@@ -7,7 +7,8 @@ to: PixelShuffle transposes, the global skip, padding, and any operator our kern
 
 The database lives in one folder per target (`db_root/<target name>-<hash of the TVM target>`), so a
 workload (a fused TIR function of given shapes) tuned for one model is reused by every later compile of
-any model with the same workload. `compile_model(..., tuning_dir=...)` applies it.
+any model with the same workload. `compile_model(..., tuning_root=...)` applies it. Tasks are extracted from
+compiler.pipeline's module stopped after `legalize`, exactly where the build applies the database.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import tvm
 from torch import nn
 
 from compiler import _tune_worker
 from compiler.errors import CompilerError
+from compiler.pipeline import Phase, lower
 from compiler.targets import TargetSpec, get_target
 
 log = logging.getLogger(__name__)
@@ -66,20 +67,6 @@ class TuneReport:
     measured: int  # records that built and ran (MetaSchedule stores failed trials with a huge time)
 
 
-def lowered_for_tuning(model: nn.Module, input_shape: tuple[int, int, int, int], spec: TargetSpec) -> tvm.IRModule:
-    """The module exactly as compile_model's pipeline has it where the database is applied (after legalising)."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    from compiler.build import prepare_module
-    from compiler.importer import check_shape
-
-    mod, _ = prepare_module(model, check_shape(input_shape), spec)
-    tgt = spec.tvm_target()
-    with tgt, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential(cpu_generic.library_dispatch_passes(tgt)
-                                        + cpu_generic.legalize_passes(tgt))(mod)
-
-
 def tune(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec, minutes: float,
          db_root: str | Path, *, trials_per_round: int = 16, seed: int = 0, build_timeout: float = 120.0,
          run_timeout: float = 60.0, population: int = 512) -> TuneReport:
@@ -99,7 +86,7 @@ def tune(model: nn.Module, input_shape: tuple[int, int, int, int], target: str |
         raise CompilerError(f"tuning time must be positive minutes, got {minutes!r}")
     db_dir = database_dir(db_root, spec)
     db_dir.mkdir(parents=True, exist_ok=True)
-    mod = lowered_for_tuning(model, input_shape, spec)
+    mod, _ = lower(model, input_shape, spec, stop_after=Phase.LEGALIZE)  # where compile_model applies the database
     tgt = spec.tvm_target()
     extracted = [t for t in ms.relax_integration.extract_tasks(mod, tgt)
                  if not _is_scheduled(t.dispatched[0]["main"])]

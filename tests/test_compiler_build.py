@@ -98,10 +98,9 @@ def test_ecbsr_deployed_form() -> None:
 
 def _main_ops(model: nn.Module, shape: tuple[int, int, int, int], sparse: str = "auto") -> tuple[str, list[str]]:
     """(main's Relax text, kernel names) after the conv rewrite."""
-    from compiler.build import prepare_module
-    from compiler.targets import get_target
+    from compiler.pipeline import Phase, lower
 
-    mod, _ = prepare_module(model, shape, get_target("host"), sparse)
+    mod, _ = lower(model, shape, "host", sparse=sparse, stop_after=Phase.IMPORT_AND_REWRITE)
     return mod["main"].script(), [gv.name_hint for gv in mod.functions if gv.name_hint != "main"]
 
 

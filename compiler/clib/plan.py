@@ -1,4 +1,4 @@
-"""Lower a model with the project's Relax pipeline and read its `main` as a static execution plan.
+"""Lower a model with compiler.pipeline, stopped after `plan_memory`, and read its `main` as a static execution plan.
 
 Why stop the pipeline early: after `StaticPlanBlockMemory` + `LowerAllocTensor` the Relax `main` is
 a straight line of `alloc_storage` / `alloc_tensor` bindings and direct calls of PrimFuncs with
@@ -18,7 +18,7 @@ from torch import nn
 from tvm import relax
 
 from compiler.errors import CompilerError
-from compiler.importer import check_shape
+from compiler.pipeline import Phase, lower
 from compiler.targets import TargetSpec, get_target
 
 ALIGN = 64  # bytes; TVM buffers assume 64-byte aligned data
@@ -77,30 +77,6 @@ class Plan:
 
 def _round_up(x: int, m: int = ALIGN) -> int:
     return (x + m - 1) // m * m
-
-
-def lower_relax(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec,
-                tuning_db: str | None = None) -> tuple[tvm.IRModule, int]:
-    """`compiler.build`'s module and CPU pipeline (tuned schedules from `tuning_db` if given), stopped after
-    memory planning."""
-    from tvm.relax.backend.cpu_generic import pipeline as cg
-
-    from compiler.build import _parallelize_remaining, prepare_module
-
-    mod, fused = prepare_module(model, check_shape(input_shape), target)
-    tgt = target.tvm_target()
-    try:
-        with tgt, tvm.transform.PassContext(opt_level=3):
-            tuned = [relax.transform.MetaScheduleApplyDatabase(tuning_db)] if tuning_db else []
-            passes = (cg.library_dispatch_passes(tgt) + cg.legalize_passes(tgt) + tuned + [_parallelize_remaining]
-                      + cg.dataflow_lower_passes(tgt)
-                      + [relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-                         relax.transform.AttachGlobalSymbol()])
-            mod = tvm.transform.Sequential(passes)(mod)
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompilerError(f"TVM lowering failed for target {target.name}: {first}") from exc
-    return mod, fused
 
 
 def _static(shape_expr) -> tuple[int, ...]:
@@ -267,5 +243,5 @@ def build_plan(model: nn.Module, input_shape: tuple[int, int, int, int],
                target: str | TargetSpec = "host", tuning_db: str | None = None) -> Plan:
     """The static plan of `model` for one input shape and target (our kernels, TVM's lowering)."""
     spec = target if isinstance(target, TargetSpec) else get_target(target)
-    mod, fused = lower_relax(model, input_shape, spec, tuning_db)
+    mod, fused = lower(model, input_shape, spec, tuning_db=tuning_db, stop_after=Phase.PLAN_MEMORY)
     return plan_from_relax(mod, fused)
