@@ -81,7 +81,8 @@ def main() -> None:
     ap.add_argument("--doc", action="store_true", help="Rewrite the `latency` section of docs/benchmarks.md.")
     args = ap.parse_args()
 
-    from compiler.latency.table import load_table, table_path
+    from compiler.latency.table import load_table
+    from srprune.layout import table_path
     from compiler.targets import get_target
     from srprune.latency import (
         build_table,

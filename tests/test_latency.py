@@ -12,7 +12,8 @@ from torch import nn
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from compiler.latency.predict import Calibration, Predictor, fit_calibration, load_calibration, save_calibration
-from compiler.latency.table import LatencyTable, load_table, make_header, open_table, table_path
+from compiler.latency.table import LatencyTable, load_table, make_header, open_table
+from srprune.layout import table_path
 from srprune.latency import genome_layers, mape, named_genome_layers, space_layers, spearman
 from supernet.space import Cell, Genome, SearchSpace
 from supernet.standalone import GenomeNet

@@ -143,7 +143,8 @@ def test_errors_are_one_line(built_run, run_cli, tmp_path):
 
 def _device_table(run):
     """An android-arm64 table (4 threads) whose layer times follow t = 0.01 + 1e-6 * MACs (any numbers work)."""
-    from compiler.latency.table import make_header, open_table, table_path
+    from compiler.latency.table import make_header, open_table
+    from srprune.layout import table_path
     from srprune.latency import space_layers
 
     table = open_table(table_path(run, "android-arm64"), "android-arm64", 4)

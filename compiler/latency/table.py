@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,7 @@ TABLE_FILE = "table.json"
 # Header field naming where the weights of the pruned entries came from (see LatencyTable.use_pruned_weights).
 PRUNED_WEIGHTS = "pruned_weights"
 # The compiler sources whose code a timing depends on (the fingerprint in the header).
-_COMPILER_SOURCES = ("kernels.py", "rewrite.py", "build.py", "targets.py", "canonicalize.py", "sparse.py")
-
-
-def safe_name(target: str) -> str:
-    """A folder name for a target name (rpc://host:port/key has characters a path must not)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("_") or "target"
-
-
-def table_path(run_dir: str | os.PathLike, target: str) -> Path:
-    """`RUN/latency/TARGET/table.json` (DESIGN.md's run layout)."""
-    return Path(run_dir) / "latency" / safe_name(target) / TABLE_FILE
+_COMPILER_SOURCES = ("kernels.py", "rewrite.py", "build.py", "pipeline.py", "targets.py", "canonicalize.py", "sparse.py")
 
 
 def compiler_fingerprint() -> str:

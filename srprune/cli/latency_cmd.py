@@ -126,7 +126,7 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
     """Measure every layer configuration of the search space on TARGET (resumes a killed build)."""
     from srcommon.lock import FolderLock
     from srprune.latency import build_latency_model, calibration_path, make_runner
-    from srprune.latency.workflow import table_path
+    from srprune.layout import table_path
     from srprune.search.latency_stage import pruned_kernels
 
     spec = _target(target, threads)
@@ -201,7 +201,7 @@ def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n
     """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json."""
     from srcommon.atomic import write_text
     from srprune.latency import load_predictor, make_runner, scatter_plot, validate
-    from srprune.latency.workflow import table_path
+    from srprune.layout import table_path
 
     tspec = _target(target, threads)
     out_hw = _frame(size)

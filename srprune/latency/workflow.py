@@ -20,7 +20,8 @@ import numpy as np
 from compiler.latency.config import LayerConfig
 from compiler.latency.predict import Calibration, Predictor
 from compiler.latency.runners import Runner, make_runner
-from compiler.latency.table import LatencyTable, table_path
+from compiler.latency.table import LatencyTable
+from srprune.layout import calibration_path, table_path
 from srprune.errors import InputError
 from srprune.latency.layers import HD_720P, genome_layers, latency_prune, lr_size, space_layers
 from srprune.latency.stats import mape, spearman
@@ -57,13 +58,6 @@ class LatencyBuild:
     dropped: int
     calibration: Calibration | None
     calibrated_now: bool
-
-
-def calibration_path(run_dir: str | Path, target: str) -> Path:
-    """RUN/latency/TARGET/predictor.json."""
-    from compiler.latency.predict import CALIBRATION_FILE
-
-    return table_path(run_dir, target).parent / CALIBRATION_FILE
 
 
 def random_genomes(space: SearchSpace, n: int, seed: int, scale: int | None = None) -> list[Genome]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from srprune.search.layout import RunLayout
+from srprune.layout import RunLayout
 from srprune.search.stages import STAGES
 
 

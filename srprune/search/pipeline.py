@@ -28,7 +28,7 @@ from srprune.errors import InputError
 from srcommon.progress import note
 from srprune.search import config as config_mod
 from srprune.search.hashes import file_hashes, model_checksum, stale_stages, stage_hashes
-from srprune.search.layout import RunLayout
+from srprune.layout import RunLayout
 from srprune.search.stages import BY_NAME, NAMES
 from srprune.search.stages import STAGES as STAGE_LIST
 

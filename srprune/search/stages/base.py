@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from srprune.search.layout import RunLayout
+    from srprune.layout import RunLayout
     from srprune.search.pipeline import Run
 
 

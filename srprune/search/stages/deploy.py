@@ -14,7 +14,7 @@ from srcommon.atomic import write_text
 from srcommon.owned import OwnedFolder
 from srprune.search.candidate import Candidate, layer_breakdown
 from srprune.search.config import RunConfig
-from srprune.search.layout import RunLayout
+from srprune.layout import RunLayout
 from srprune.search.stages.base import Stage
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import torch
 
 from srcommon.atomic import write_text
 from srprune.search.config import RunConfig
-from srprune.search.layout import RunLayout
+from srprune.layout import RunLayout
 from srprune.search.stages.base import Stage
 
 if TYPE_CHECKING:

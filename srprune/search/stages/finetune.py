@@ -14,7 +14,7 @@ import torch
 from srcommon.atomic import write_text
 from srprune.search.candidate import Candidate, extract_deployed, pruning_spec
 from srprune.search.config import RunConfig
-from srprune.search.layout import RunLayout
+from srprune.layout import RunLayout
 from srprune.search.stages.base import Stage
 
 if TYPE_CHECKING:

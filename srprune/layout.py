@@ -1,15 +1,35 @@
 """RunLayout: the one place that names the paths of a run folder (DESIGN.md's `runs/NAME/` tree).
 
+The compiler writes and reads tables and artifacts at paths it is given; only srprune knows the run folder.
+
 Each stage declares which of these it writes (srprune/search/stages), so that invalidating a stage (its inputs
 changed, or --force) moves exactly those aside, never anything else in the folder.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.latency.table import safe_name
+from compiler.latency.predict import CALIBRATION_FILE
+from compiler.latency.table import TABLE_FILE
+
+
+def safe_name(target: str) -> str:
+    """A folder name for a target name (rpc://host:port/key has characters a path must not)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("_") or "target"
+
+
+def table_path(run_dir: str | os.PathLike, target: str) -> Path:
+    """RUN/latency/TARGET/table.json: the layer table (the compiler's file format, srprune's place for it)."""
+    return RunLayout(Path(run_dir), target).latency / TABLE_FILE
+
+
+def calibration_path(run_dir: str | os.PathLike, target: str) -> Path:
+    """RUN/latency/TARGET/predictor.json: the calibration fitted to the table."""
+    return RunLayout(Path(run_dir), target).latency / CALIBRATION_FILE
 
 
 @dataclass(frozen=True)
