@@ -18,6 +18,7 @@ from pathlib import Path
 
 from srcommon.atomic import atomic_path, write_text
 from srprune.errors import InputError
+from srprune.layout import RunLayout
 
 APP_DIR = Path(__file__).resolve().parents[1] / "android_app"
 ABI = "arm64-v8a"
@@ -99,12 +100,12 @@ def resolve_clib(spec: str, scale: int | None, size: tuple[int, int] | None, thr
     if path.is_dir() and (path / "manifest.json").is_file():
         return path, f"compiled folder {path}"
     if path.is_dir():
-        compiled = path / "compiled" / TARGET
+        compiled = RunLayout(path, TARGET).compiled
         if (compiled / "manifest.json").is_file():
             kind = json.loads((compiled / "manifest.json").read_text(encoding="utf-8")).get("kind")
             if kind == "c-lib":
                 return compiled, f"run {path} ({compiled})"
-        final = path / "final" / "model.pt"
+        final = RunLayout(path).final_model
         if not final.is_file():
             raise InputError(f"{path} is neither a compiled folder (manifest.json) nor a run with "
                              f"compiled/{TARGET}/ or final/model.pt")

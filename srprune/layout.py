@@ -37,7 +37,12 @@ class RunLayout:
     """Paths of one run folder for one target."""
 
     root: Path
-    target: str
+    target: str | None = None  # needed only for the per-target folders (latency, compiled)
+
+    def _target(self) -> str:
+        if not self.target:
+            raise ValueError("this path of a run folder depends on the target; give RunLayout one")
+        return self.target
 
     @property
     def config(self) -> Path:
@@ -58,7 +63,7 @@ class RunLayout:
 
     @property
     def latency(self) -> Path:
-        return self.root / "latency" / safe_name(self.target)
+        return self.root / "latency" / safe_name(self._target())
 
     @property
     def supernet(self) -> Path:
@@ -71,6 +76,25 @@ class RunLayout:
     @property
     def search(self) -> Path:
         return self.root / "search"
+
+    @property
+    def trials_csv(self) -> Path:
+        """Stage 2's trials."""
+        return self.search / "trials.csv"
+
+    @property
+    def pareto(self) -> Path:
+        return self.search / "pareto.json"
+
+    @property
+    def ratios_csv(self) -> Path:
+        """Stage 3's trials."""
+        return self.search / "ratios.csv"
+
+    @property
+    def study_db(self) -> Path:
+        """The default Optuna storage (SQLite) of both search stages."""
+        return self.search / "study.db"
 
     @property
     def arch(self) -> Path:
@@ -96,11 +120,24 @@ class RunLayout:
 
     @property
     def compiled(self) -> Path:
-        return self.root / "compiled" / self.target
+        return self.root / "compiled" / self._target()
+
+    @property
+    def latency_report(self) -> Path:
+        """The deploy stage's measurement: predicted vs measured, layer by layer."""
+        return self.compiled / "latency.json"
 
     @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
+    def crops(self) -> Path:
+        return self.eval / "crops"
 
     @property
     def report(self) -> Path:

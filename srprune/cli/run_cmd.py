@@ -26,8 +26,8 @@ def _summary(run) -> None:
                    f"-> {dep['budget_fill']:.0%} of it{'' if dep['within_budget'] else ', OVER BUDGET'}")
     for name, r in ev.items():
         click.echo(f"PSNR-Y on {name}: {r['final']:.3f} dB (bicubic {r['bicubic']:.3f})")
-    if (run.dir / "report.html").exists():
-        click.echo(f"report: {run.dir / 'report.html'}")
+    if run.layout.report.exists():
+        click.echo(f"report: {run.layout.report}")
 
 
 def _stages(stage: str | None, allowed: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, searchable_layers,
                                       candidate_psnr, scheme_name)
+from srprune.layout import RunLayout
 from srprune.search.config import SearchSettings
 from srprune.search.study import feasible
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
@@ -136,7 +137,7 @@ def best_feasible(trials: list[Any]) -> Any | None:
     return max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number)) if ok else None
 
 
-def search_architectures(ctx: SearchContext, storage: Any, out_dir: Path, *, progress: bool = True,
+def search_architectures(ctx: SearchContext, storage: Any, layout: RunLayout, *, progress: bool = True,
               log: logging.Logger | None = None) -> dict[str, Any]:
     """Run (or resume, or join) the stage-2 study, then write trials.csv, pareto.json and arch.json."""
     import optuna
@@ -156,16 +157,16 @@ def search_architectures(ctx: SearchContext, storage: Any, out_dir: Path, *, pro
     trials = complete_trials(study)
     place = {t.number: i for i, t in enumerate(trials)}
     best = best_feasible(trials)
-    write_text(out_dir / "trials.csv", trials_csv(trials, _describe))
+    write_text(layout.trials_csv, trials_csv(trials, _describe))
     front = [_record(t, place) for t in pareto_front(trials)]
-    write_text(out_dir / "pareto.json", json.dumps(front, indent=1) + "\n")
+    write_text(layout.pareto, json.dumps(front, indent=1) + "\n")
     if best is None:
         fastest = min(t.values[1] for t in trials)
         raise InputError(f"stage 2 found no network within {ctx.lower_ms:.1f}-{ctx.upper_ms:.1f} ms predicted "
                          f"({len(trials)} trials, fastest {fastest:.1f} ms): raise budget_ms, search.trials, or "
                          "lower search.min_fill")
     result = {**_record(best, place), "trials": len(trials), "feasible": sum(1 for t in trials if feasible(t))}
-    write_text(out_dir / "arch.json", json.dumps(result, indent=1) + "\n")
+    write_text(layout.arch, json.dumps(result, indent=1) + "\n")
     return result
 
 

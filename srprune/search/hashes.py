@@ -67,8 +67,8 @@ def stale_stages(run_dir: Path) -> dict[str, str]:
     """Stages whose outputs must not be presented, with the reason: not finished, finished with other inputs
     than the run's config.yaml now names, or made from another final/model.pt than the one in the folder."""
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        states = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
+        cfg = yaml.safe_load(RunLayout(run_dir).config.read_text(encoding="utf-8"))
+        states = json.loads(RunLayout(run_dir).stages.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return {s.name: "no readable config.yaml / stages.json" for s in STAGES}
     layout = RunLayout(run_dir, str(cfg["target"]))

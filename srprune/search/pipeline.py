@@ -34,7 +34,6 @@ from srprune.search.stages import STAGES as STAGE_LIST
 
 STAGES: tuple[str, ...] = NAMES
 SEARCH_STAGES = tuple(s.name for s in STAGE_LIST if s.study)
-STATE_FILE = "stages.json"
 log = logging.getLogger("srprune.run")
 
 
@@ -71,7 +70,7 @@ class Run:
     # --- state -----------------------------------------------------------------------------------
     def states(self) -> dict[str, Any]:
         """RUN/stages.json (empty when absent)."""
-        path = self.dir / STATE_FILE
+        path = self.layout.stages
         if not path.exists():
             return {}
         try:
@@ -82,7 +81,7 @@ class Run:
     def _set_state(self, stage: str, **fields: Any) -> None:
         states = self.states()
         states[stage] = {**states.get(stage, {}), **fields}
-        write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
+        write_text(self.layout.stages, json.dumps(states, indent=1) + "\n")
 
     def stale_stages(self) -> dict[str, str]:
         """{stage: why} for the stages whose outputs the report must not present (srprune.search.hashes)."""
@@ -148,7 +147,7 @@ class Run:
             for s in dropped:
                 del states[s]
             states.pop(stage, None)
-            write_text(self.dir / STATE_FILE, json.dumps(states, indent=1) + "\n")
+            write_text(self.layout.stages, json.dumps(states, indent=1) + "\n")
         if moved or dropped:
             where = f"; old outputs moved to {self.layout.stale / stamp}" if moved else ""
             note(f"[run] {stage}: inputs changed or forced: invalidated {', '.join([stage, *dropped])}{where}")
@@ -216,8 +215,8 @@ def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = Tru
     run.lock = FolderLock(run.dir, command, shared=shared).acquire(
         wait=wait, on_wait=lambda msg: note(f"[run] {msg}"))
     early_budget_check(run)
-    write_text(run.dir / "config.yaml", config_mod.dump(cfg))
-    handler = logging.FileHandler(run.dir / "run.log")
+    write_text(run.layout.config, config_mod.dump(cfg))
+    handler = logging.FileHandler(run.layout.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     for name in ("srprune.run", "supernet.train"):
         logger = logging.getLogger(name)

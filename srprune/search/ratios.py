@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import logging
-from pathlib import Path
 from typing import Any
 
+from srprune.layout import RunLayout
 from srprune.search.arch import SearchContext, best_feasible
 from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, scheme_name
 
@@ -43,7 +43,7 @@ def _nearest(value: float, choices: list[float]) -> float:
     return min(choices, key=lambda c: abs(c - value))
 
 
-def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_dir: Path, *, progress: bool = True,
+def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, layout: RunLayout, *, progress: bool = True,
               log: logging.Logger | None = None) -> dict[str, Any]:
     """Run (or resume, or join) the stage-3 study; write ratios.csv and chosen.json (the search's result)."""
     import optuna
@@ -55,8 +55,8 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_di
     base = Candidate.from_dict(arch)
     if not base.prune:
         chosen = {**arch, "stage": 2, "note": "stage 2 chose no pruned layer; nothing for stage 3 to search"}
-        write_text(out_dir / "ratios.csv", "")
-        write_text(out_dir / "chosen.json", json.dumps(chosen, indent=1) + "\n")
+        write_text(layout.ratios_csv, "")
+        write_text(layout.chosen, json.dumps(chosen, indent=1) + "\n")
         return chosen
     study = optuna.create_study(study_name=STUDY_RATIOS, storage=storage, directions=["maximize", "minimize"],
                                 load_if_exists=True)
@@ -78,11 +78,11 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, out_di
         return {"ratios": " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
                                    for k, v in prune.items())}
 
-    write_text(out_dir / "ratios.csv", trials_csv(trials, describe))
+    write_text(layout.ratios_csv, trials_csv(trials, describe))
     if best is None:  # cannot happen when stage 2's choice was feasible (it is trial 0) unless the model changed
         chosen = {**arch, "stage": 2, "note": "no feasible stage-3 trial; stage 2's choice stands"}
     else:
         chosen = {"trial": [t.number for t in trials].index(best.number), "proxy_psnr": best.values[0], "predicted_ms": best.values[1],
                   **best.user_attrs["candidate"], "stage": 3, "trials": len(trials)}
-    write_text(out_dir / "chosen.json", json.dumps(chosen, indent=1) + "\n")
+    write_text(layout.chosen, json.dumps(chosen, indent=1) + "\n")
     return chosen

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from srprune.errors import InputError
+from srprune.layout import RunLayout
 
 
 def _read_json(path: Path) -> Any:
@@ -96,16 +97,18 @@ def _block_of(layer: str, genome: dict) -> tuple[str, str]:
 def build_report(run_dir: Path, stale: dict[str, str]) -> str:
     """The report's HTML text; outputs of the `stale` stages ({stage: why}, srprune.search.hashes.stale_stages)
     are left out, with a note saying why."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    config = RunLayout(run_dir).config
+    cfg = yaml.safe_load(config.read_text()) if config.exists() else None
     if cfg is None:
         raise InputError(f"{run_dir}: not a run folder (no config.yaml)")
-    stages = _read_json(run_dir / "stages.json") or {}
+    layout = RunLayout(run_dir, str(cfg["target"]))
+    stages = _read_json(layout.stages) or {}
     fresh = {name: name not in stale for name in ("arch", "ratios", "deploy", "evaluate")}
-    stage2 = _read_csv(run_dir / "search" / "trials.csv") if fresh["arch"] else []
-    stage3 = _read_csv(run_dir / "search" / "ratios.csv") if fresh["ratios"] else []
-    chosen = _read_json(run_dir / "search" / "chosen.json") if fresh["ratios"] else None
-    lat = _read_json(run_dir / "compiled" / str(cfg["target"]) / "latency.json") if fresh["deploy"] else None
-    metrics = _read_json(run_dir / "eval" / "metrics.json") if fresh["evaluate"] else None
+    stage2 = _read_csv(layout.trials_csv) if fresh["arch"] else []
+    stage3 = _read_csv(layout.ratios_csv) if fresh["ratios"] else []
+    chosen = _read_json(layout.chosen) if fresh["ratios"] else None
+    lat = _read_json(layout.latency_report) if fresh["deploy"] else None
+    metrics = _read_json(layout.metrics) if fresh["evaluate"] else None
     budget = float(cfg["budget_ms"])
     parts = [f"<h1>srprune run: {html.escape(run_dir.name)}</h1>",
              f"<p>x{cfg['scale']} super-resolution, target <b>{html.escape(str(cfg['target']))}</b> "
@@ -122,7 +125,7 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                        f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
                        f"{lat['budget_fill']:.0%} of the budget, {verdict} it; predicted {lat['predicted_ms']:.1f} ms. "
                        f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}.")
-    feedback = _read_json(run_dir / "search" / "feedback.json") or []
+    feedback = _read_json(layout.feedback) or []
     if feedback:
         tried = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted" for f in feedback)
         summary.append(f"Replanned after measurements outside the budget window ({len(feedback)}): {tried}. The model "
@@ -174,7 +177,7 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
         if crops:
             imgs = []
             for label, fname in crops["files"].items():
-                data = base64.b64encode((run_dir / "eval" / "crops" / fname).read_bytes()).decode()
+                data = base64.b64encode((layout.crops / fname).read_bytes()).decode()
                 imgs.append(f"<figure><img src='data:image/png;base64,{data}' width='256' "
                             f"style='image-rendering:pixelated'><figcaption>{html.escape(label)}</figcaption></figure>")
             parts += [f"<h2>Crops ({html.escape(crops['image'])}, {crops['size']} px at "
@@ -191,6 +194,6 @@ def write_report(run_dir: Path, stale: dict[str, str]) -> Path:
     """Write RUN/report.html (atomically)."""
     from srcommon.atomic import write_text
 
-    path = run_dir / "report.html"
+    path = RunLayout(run_dir).report
     write_text(path, build_report(run_dir, stale))
     return path

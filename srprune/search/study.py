@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from srprune.errors import InputError
+from srprune.layout import RunLayout
 
 WORKER_ATTR = "worker"  # host:pid of the process running a trial
 # A trial of another machine still running after this long is taken as lost (a trial takes seconds).
@@ -47,7 +48,7 @@ def storage_url(run_dir: Path, url: str | None) -> str:
     """The configured storage, or SQLite in RUN/search/study.db."""
     if url:
         return str(url)
-    path = (run_dir / "search" / "study.db").resolve()
+    path = RunLayout(run_dir).study_db.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

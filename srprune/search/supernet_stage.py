@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from srprune.errors import InputError
+from srprune.layout import RunLayout
 from srprune.search.schema import Num, Rules, Text, check_values, read_yaml
 from supernet.settings import RULES as SETTING_RULES
 from supernet.settings import Bound, Choice, TrainSettings
@@ -106,7 +107,7 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
         settings = TrainSettings.from_dict(cfg["train"], scale=scale)
     except SpaceError as e:
         raise InputError(f"supernet.train: {e}") from None
-    out = run_dir / "supernet"
+    out = RunLayout(run_dir).supernet
     ckpt = out / CHECKPOINT
     rank, world = init_distributed()
     if ckpt.exists() and force and rank == 0:

@@ -15,7 +15,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
     """Run (or resume, or join) the stage-2 study; writes search/{trials.csv, pareto.json, arch.json}."""
     from srprune.search.arch import search_architectures
 
-    r = search_architectures(run.search_context(), run.storage(), run.layout.search, progress=run.progress,
+    r = search_architectures(run.search_context(), run.storage(), run.layout, progress=run.progress,
                              log=run.log)
     return {k: r[k] for k in ("trial", "proxy_psnr", "predicted_ms", "trials", "feasible")}
 
@@ -27,7 +27,7 @@ STAGE = Stage(
            "search.seed", "search.adapt_steps", "search.adapt_lr", "supernet.train.batch_size",
            "supernet.train.patch_size"),
     after=("latency", "supernet"),
-    writes=lambda layout: [layout.search / "trials.csv", layout.search / "pareto.json", layout.arch],
+    writes=lambda layout: [layout.trials_csv, layout.pareto, layout.arch],
     run=run,
     study=STUDY_ARCH,
     resumable="the study's stored trials",

@@ -63,7 +63,8 @@ def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int 
               "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
               "budget_fill": measured / budget, "max_abs_diff": compiled.check["max_abs_diff"],
               "fused_convs": compiled.fused_convs, "library": manifest["library"], "layers": breakdown}
-    write_text(OwnedFolder(layout.compiled, "deploy").path("latency.json"), json.dumps(result, indent=1) + "\n")
+    OwnedFolder(layout.compiled, "deploy").add(layout.latency_report.name)  # srprune's own file, for --force
+    write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
 
 

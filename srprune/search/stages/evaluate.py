@@ -39,8 +39,7 @@ def evaluate_final(cfg: RunConfig, layout: RunLayout, *, progress: bool = True) 
     model.eval()
     scale = int(model.arch["scale"])
     bicubic, _ = resolve_model("bicubic", scale)
-    out = layout.eval
-    (out / "crops").mkdir(parents=True, exist_ok=True)
+    layout.crops.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"scale": scale, "datasets": {}}
     md = [f"# Final model x{scale}: PSNR-Y / SSIM-Y (crop border {scale}, BT.601 Y, uint8 rounding)", "",
           "| dataset | images | bicubic PSNR | bicubic SSIM | final PSNR | final SSIM | gain dB |",
@@ -59,9 +58,9 @@ def evaluate_final(cfg: RunConfig, layout: RunLayout, *, progress: bool = True) 
         md.append(f"| {spec} | {len(pairs)} | {b['psnr']:.4f} | {b['ssim']:.4f} | {f['psnr']:.4f} | {f['ssim']:.4f} "
                   f"| {f['psnr'] - b['psnr']:+.3f} |")
     pairs = load_dataset(cfg.eval_data[0], scale, split="val")
-    doc["crops"] = _write_crops(pairs[0], model, bicubic, scale, out / "crops", super_resolve, write_image)
-    write_text(out / "metrics.json", json.dumps(doc, indent=1) + "\n")
-    write_text(out / "metrics.md", "\n".join(md) + "\n\n" + "\n\n".join(tables) + "\n")
+    doc["crops"] = _write_crops(pairs[0], model, bicubic, scale, layout.crops, super_resolve, write_image)
+    write_text(layout.metrics, json.dumps(doc, indent=1) + "\n")
+    write_text(layout.metrics.with_suffix(".md"), "\n".join(md) + "\n\n" + "\n\n".join(tables) + "\n")
     return {k: {"bicubic": v["bicubic"]["psnr"], "final": v["final"]["psnr"]} for k, v in doc["datasets"].items()}
 
 

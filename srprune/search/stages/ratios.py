@@ -17,7 +17,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
     from srprune.search.ratios import search_ratios
 
     arch = json.loads(run.layout.arch.read_text())
-    r = search_ratios(run.search_context(), arch, run.storage(), run.layout.search, progress=run.progress,
+    r = search_ratios(run.search_context(), arch, run.storage(), run.layout, progress=run.progress,
                       log=run.log)
     return {k: r[k] for k in ("proxy_psnr", "predicted_ms", "stage") if k in r}
 
@@ -28,7 +28,7 @@ STAGE = Stage(
            "search.adapt_steps", "search.adapt_lr"),
     after=("arch",),
     # feedback.json: the replans' measurements of candidates this stage chose
-    writes=lambda layout: [layout.search / "ratios.csv", layout.chosen, layout.feedback],
+    writes=lambda layout: [layout.ratios_csv, layout.chosen, layout.feedback],
     run=run,
     study=STUDY_RATIOS,
     resumable="the study's stored trials",
