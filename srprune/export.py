@@ -1,9 +1,9 @@
 """One way from a model to a deployable artifact, for `srprune compile`, `srprune android stage` and the
-run's deploy stage (issue 17 item 6).
+run's compile stage (issue 17 item 6).
 
 Each of them used to resolve the model, deploy it, check the frame size, build the input shape and the
 manifest's meta on its own; now they describe what they want (`ExportRequest`) and get back the manifest and,
-for the tvm format, the compiled module (the deploy stage times it).
+for the tvm format, the compiled module (the compile stage times it).
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class RunLayout:
 
     @property
     def latency_report(self) -> Path:
-        """The deploy stage's measurement: predicted vs measured, layer by layer."""
+        """The compile stage's measurement: predicted vs measured, layer by layer."""
         return self.compiled / "latency.json"
 
     @property

@@ -107,7 +107,7 @@ def test_run_writes_every_output(full):
                 "compiled/host/latency.json", "eval/metrics.json", "eval/metrics.md", "report.html"):
         assert (run / rel).is_file(), rel
     states = json.loads((run / "stages.json").read_text())
-    assert [s for s in states if states[s]["done"]] == ["latency", "supernet", "arch", "ratios", "finetune", "deploy",
+    assert [s for s in states if states[s]["done"]] == ["latency", "supernet", "arch", "ratios", "finetune", "compile",
                                                         "evaluate", "report"]
     assert "latency on host: measured" in r.stdout and "PSNR-Y on builtin" in r.stdout
 
@@ -209,7 +209,7 @@ def test_rerun_skips_every_stage_and_a_change_redoes_only_what_depends_on_it(ful
     assert r.returncode == 0, r.stderr[-2000:]
     for stage in ("latency", "supernet", "arch", "ratios"):
         assert f"[run] {stage}: up to date, skipped" in r.stderr
-    for stage in ("finetune", "deploy", "evaluate", "report"):
+    for stage in ("finetune", "compile", "evaluate", "report"):
         assert f"[run] {stage}: starting" in r.stderr
     meta = torch.load(copy / "final" / "model.pt", weights_only=False)
     assert "finetune" in json.dumps(meta.get("meta", {}))
@@ -222,9 +222,9 @@ def test_rerunning_an_upstream_stage_invalidates_everything_downstream(full, bas
     cfg2 = write_config(tmp_path / "c2.yaml", copy, finetune__steps=10)
     r = cli("run", "-c", cfg2, "--stage", "finetune", cache=base[1])
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "invalidated finetune, deploy, evaluate, report" in r.stderr
+    assert "invalidated finetune, compile, evaluate, report" in r.stderr
     states = json.loads((copy / "stages.json").read_text())
-    assert states["finetune"]["done"] and not {"deploy", "evaluate", "report"} & set(states)
+    assert states["finetune"]["done"] and not {"compile", "evaluate", "report"} & set(states)
     # no compiled model, metric or report of the old model is left where a user would read it ...
     assert not (copy / "compiled" / "host").exists() and not (copy / "eval").exists()
     assert not (copy / "report.html").exists()
@@ -243,18 +243,18 @@ def test_report_refuses_outputs_whose_inputs_changed(full, base, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     states = json.loads((copy / "stages.json").read_text())
-    states["deploy"]["hash"] = "0" * 16  # deployed under other inputs (as an older srprune could leave it)
+    states["compile"]["hash"] = "0" * 16  # deployed under other inputs (as an older srprune could leave it)
     (copy / "stages.json").write_text(json.dumps(states))
     assert cli("report", copy, cache=base[1]).returncode == 0
     text = (copy / "report.html").read_text()
-    assert "Not shown, stale" in text and "deploy (its inputs changed since it ran)" in text
+    assert "Not shown, stale" in text and "compile (its inputs changed since it ran)" in text
     assert "Measured latency" not in text and "PSNR / SSIM" in text
     shutil.copy(run / "stages.json", copy / "stages.json")
     with open(copy / "final" / "model.pt", "ab") as f:  # another final model than the one compiled and scored
         f.write(b"\0")
     assert cli("report", copy, cache=base[1]).returncode == 0
     text = (copy / "report.html").read_text()
-    assert "deploy (final/model.pt changed since it ran)" in text and "evaluate (final/model.pt changed" in text
+    assert "compile (final/model.pt changed since it ran)" in text and "evaluate (final/model.pt changed" in text
     assert "Measured latency" not in text and "PSNR / SSIM" not in text
 
 
@@ -428,7 +428,7 @@ def test_stage_hashes_follow_dependencies():
     base_h = stage_hashes(cfg)
     cfg2 = resolve({**TINY, "run_dir": "other", "finetune": {"steps": 5}})
     h = stage_hashes(cfg2)
-    assert [s for s in h if h[s] != base_h[s]] == ["finetune", "deploy", "evaluate", "report"]
+    assert [s for s in h if h[s] != base_h[s]] == ["finetune", "compile", "evaluate", "report"]
     cfg3 = resolve({**TINY, "run_dir": "r", "budget_ms": 2.5})
     h = stage_hashes(cfg3)
     assert h["latency"] == base_h["latency"] and h["supernet"] == base_h["supernet"] and h["arch"] != base_h["arch"]

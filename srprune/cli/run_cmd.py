@@ -18,7 +18,7 @@ DEMO_CONFIG = REPO_CONFIGS / "demo.yaml"
 def _summary(run) -> None:
     """The run's headline numbers, from its stage results."""
     states = run.states()
-    dep = (states.get("deploy") or {}).get("result") or {}
+    dep = (states.get("compile") or {}).get("result") or {}
     ev = (states.get("evaluate") or {}).get("result") or {}
     if dep:
         click.echo(f"latency on {run.target.name}: measured {dep['measured_ms']:.1f} ms per frame "
@@ -43,7 +43,7 @@ def _stages(stage: str | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--out", "-o", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: run_dir of the config).")
 @click.option("--stage", default=None, help="Run only this stage (its inputs must be done): latency, supernet, "
-              "arch, ratios, finetune, deploy, evaluate, report.")
+              "arch, ratios, finetune, compile, evaluate, report.")
 @click.option("--force", is_flag=True, help="Redo the stage(s) even if done with the same inputs.")
 @WAIT
 def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: bool, wait: bool) -> None:

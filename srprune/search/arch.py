@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, parse_scheme, searchable_layers,

@@ -16,13 +16,16 @@ import copy
 import os
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from srprune.errors import InputError
 from srprune.frame import input_size, parse_size
 from srprune.search.schema import COUNT, SEED, ListOf, Num, Rule, Rules, Text, check_values, read_yaml
+
+if TYPE_CHECKING:
+    from srprune.pruning.finetune import FinetuneConfig
 
 def setting(default: Any, rule: Rule, doc: str = "") -> Any:
     """A config field: its default, its rule (type, range, finiteness) and what it means, in one place."""
@@ -80,6 +83,14 @@ class FinetuneSettings:
     lr: float = setting(0.0005, Num(0, 1, above=True))
     distill: float = setting(0.5, Num(0, 100), "L1 to the supernet's largest network, added to L1 to HR")
     seed: int = setting(0, SEED)
+
+    def finetune_config(self) -> "FinetuneConfig":
+        """The pruner's budget (srprune.pruning.FinetuneConfig) with these six settings; its other knobs
+        (gradual-phase length, mask updates, group lasso) keep the defaults `srprune prune` also starts from."""
+        from srprune.pruning.finetune import FinetuneConfig
+
+        return FinetuneConfig(steps=self.steps, batch_size=self.batch_size, patch_size=self.patch_size,
+                              lr=float(self.lr), distill=float(self.distill), seed=self.seed)
 
 
 @dataclass(frozen=True)

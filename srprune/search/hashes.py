@@ -53,7 +53,7 @@ def file_hashes(layout: RunLayout) -> dict[str, str]:
 
 
 def model_checksum(path: Path) -> str | None:
-    """SHA-256 of a model file (None when absent): what the deploy and evaluate stages record having used."""
+    """SHA-256 of a model file (None when absent): what the compile and evaluate stages record having used."""
     if not path.is_file():
         return None
     h = hashlib.sha256()

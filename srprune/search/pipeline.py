@@ -254,7 +254,7 @@ def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False
         results[stage] = run.run_stage(stage, force=force)
     after = [s for s in STAGES[STAGES.index("finetune"):] if s in stages]
     feedback = run.layout.feedback
-    while "deploy" in stages:
+    while "compile" in stages:
         seen = feedback.read_text() if feedback.exists() else None
         if replan(run):  # srprune.search.replan
             for stage in after:

@@ -75,7 +75,7 @@ def replan(run: "Run") -> bool:
     fits, the best earlier deployment that was within budget is restored (fine-tuning is deterministic,
     so it comes back the same). Every measurement is kept in search/feedback.json.
     """
-    dep = (run.states().get("deploy") or {}).get("result") or {}
+    dep = (run.states().get("compile") or {}).get("result") or {}
     if not dep:
         return False
     budget = float(dep["budget_ms"])

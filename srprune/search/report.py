@@ -103,11 +103,11 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
         raise InputError(f"{run_dir}: not a run folder (no config.yaml)")
     layout = RunLayout(run_dir, str(cfg["target"]))
     stages = _read_json(layout.stages) or {}
-    fresh = {name: name not in stale for name in ("arch", "ratios", "deploy", "evaluate")}
+    fresh = {name: name not in stale for name in ("arch", "ratios", "compile", "evaluate")}
     stage2 = _read_csv(layout.trials_csv) if fresh["arch"] else []
     stage3 = _read_csv(layout.ratios_csv) if fresh["ratios"] else []
     chosen = _read_json(layout.chosen) if fresh["ratios"] else None
-    lat = _read_json(layout.latency_report) if fresh["deploy"] else None
+    lat = _read_json(layout.latency_report) if fresh["compile"] else None
     metrics = _read_json(layout.metrics) if fresh["evaluate"] else None
     budget = float(cfg["budget_ms"])
     parts = [f"<h1>srprune run: {html.escape(run_dir.name)}</h1>",

@@ -32,7 +32,7 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     from srprune.data import PatchSampler, load_dataset
     from srprune.evaluate import mean_score, score_pairs
     from srprune.models.modelfile import save_model
-    from srprune.pruning.finetune import FinetuneConfig, config_dict, finetune
+    from srprune.pruning.finetune import config_dict, finetune
     from srprune.pruning.pruner import Pruner
     from supernet.space import SearchSpace
     from supernet.train import supernet_from_checkpoint
@@ -48,9 +48,7 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
         # A dense winner: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning.
         first = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "head")
         spec = {"layers": {first: {"scheme": "unstructured", "ratio": 0.0}}}
-    f = cfg.finetune
-    fcfg = FinetuneConfig(steps=f.steps, batch_size=f.batch_size, patch_size=f.patch_size, lr=float(f.lr),
-                          distill=float(f.distill), seed=f.seed)
+    fcfg = cfg.finetune.finetune_config()
     sampler = PatchSampler(load_dataset(cfg.data, scale, split="train"), scale, fcfg.patch_size,
                            fcfg.batch_size, seed=fcfg.seed)
     val_pairs = load_dataset(cfg.val_data, scale, split="val")

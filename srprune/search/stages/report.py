@@ -20,7 +20,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 STAGE = Stage(
     name="report",
     reads=(),
-    after=("deploy", "evaluate"),
+    after=("compile", "evaluate"),
     writes=lambda layout: [layout.report],
     run=run,
 )

@@ -1,4 +1,7 @@
-"""Stage `deploy`: compile final/model.pt for the target, check numerics, measure its real latency.
+"""Stage `compile`: compile final/model.pt for the target, check numerics, measure its real latency.
+
+(Named `deploy` before: that word also meant re-parameterising a model, srprune.models.deploy, and shipping it to
+a phone, `srprune android`.)
 
 The numerics check is <= 1e-4 against PyTorch; writes RUN/compiled/TARGET/ and times the whole network (median
 of interleaved runs) and each layer alone, recording predicted vs measured in RUN/compiled/TARGET/latency.json.
@@ -23,12 +26,12 @@ if TYPE_CHECKING:
 
 def run(run: "Run", fresh: bool) -> dict[str, Any]:
     """Compile and measure; the summary is what the replanning and the run's headline read."""
-    r = deploy_final(run.config, run.layout, run.target, progress=run.progress)
+    r = compile_final(run.config, run.layout, run.target, progress=run.progress)
     return {k: r[k] for k in ("predicted_ms", "measured_ms", "budget_ms", "within_budget", "budget_fill",
                               "max_abs_diff")}
 
 
-def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
+def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
     from compiler.latency.measure import build_layer, built_network, interleaved
     from srprune.export import ExportRequest, export
@@ -63,13 +66,13 @@ def deploy_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int 
               "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
               "budget_fill": measured / budget, "max_abs_diff": compiled.check["max_abs_diff"],
               "fused_convs": compiled.fused_convs, "library": manifest["library"], "layers": breakdown}
-    OwnedFolder(layout.compiled, "deploy").add(layout.latency_report.name)  # srprune's own file, for --force
+    OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)  # srprune's own file, for --force
     write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
 
 
 STAGE = Stage(
-    name="deploy",
+    name="compile",
     reads=("target", "threads", "rpc", "output_size", "budget_ms"),
     after=("finetune", "latency"),
     writes=lambda layout: [layout.compiled],
