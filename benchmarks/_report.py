@@ -19,18 +19,86 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def machine() -> str:
-    """One line naming the CPU, cores, memory, OS and date."""
+# The ISA features that decide which kernels run and how fast: /proc/cpuinfo flag -> name printed.
+FEATURES = {"x86_64": {f: f for f in ("fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16")},
+            "aarch64": {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm", "sve": "sve"}}
+
+
+def cpu_info() -> dict:
+    """The CPU as /proc/cpuinfo names it (first processor): vendor, model name, family/model/stepping (on arm64:
+    implementer, architecture, part, revision), every flag, and the features in FEATURES it has."""
     from compiler.targets import cpu_model
 
-    cpu = cpu_model()
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip() and info:
+                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux: only what the platform module knows
+        pass
+    flags = sorted((info.get("flags") or info.get("Features") or "").split())
+    names = FEATURES.get(platform.machine().lower().replace("arm64", "aarch64"), {})
+    return {"vendor": info.get("vendor_id") or info.get("CPU implementer", "?"),
+            "model_name": cpu_model(),
+            "family": info.get("cpu family") or info.get("CPU architecture", "?"),
+            "model": info.get("model") or info.get("CPU part", "?"),
+            "stepping": info.get("stepping") or info.get("CPU revision", "?"),
+            "flags": flags, "features": [names[f] for f in names if f in flags]}
+
+
+def llvm_cpu() -> str:
+    """LLVM's name for this CPU (what -mcpu=native and our host target use: 'znver4', 'rocketlake', ...)."""
+    try:
+        from tvm.target import codegen
+
+        return str(codegen.llvm_get_system_cpu())
+    except Exception as e:  # noqa: BLE001 - a header line must not fail a benchmark
+        return f"? ({type(e).__name__})"
+
+
+def cpu_line() -> str:
+    """'MODEL (VENDOR family F model M stepping S, LLVM NAME; FEATURES)': the CPU precisely, for headers."""
+    c = cpu_info()
+    ident = f"family {c['family']} model {c['model']} stepping {c['stepping']}"
+    if c["vendor"].startswith("0x"):  # arm64: the implementer's code; architecture, part, revision
+        ident = f"implementer {c['vendor']} architecture {c['family']} part {c['model']} revision {c['stepping']}"
+    else:
+        ident = f"{c['vendor']} {ident}"
+    return f"{c['model_name']} ({ident}, LLVM {llvm_cpu()}; {' '.join(c['features']) or 'no SIMD FMA features'})"
+
+
+def machine(threads: int | None = None) -> str:
+    """One line naming the CPU precisely, cores, memory, OS, date, the thread count used (when given) and the
+    measured fp32 FMA ceiling (benchmarks/fma_ceiling.py, cached per machine) on 1 core and on `threads`."""
+    from benchmarks.fma_ceiling import describe
+    from compiler.targets import default_threads
+
     try:
         mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
         mem = f"{mem_kb / 2**20:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         mem = "? GiB"
     today = _dt.date.today().isoformat()
-    return f"{cpu}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.machine()}, {today}"
+    used = f"; {threads} thread{'s' if threads != 1 else ''} used" if threads else ""
+    return (f"{cpu_line()}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.machine()}, {today}{used}; "
+            f"{describe(threads or default_threads())}")
+
+
+def fma_ceiling_gflops(threads: int) -> float | None:
+    """The machine's fp32 FMA ceiling on `threads` cores (cached; see fma_ceiling.py), None where unmeasurable."""
+    from benchmarks.fma_ceiling import UNMEASURABLE, ceiling
+
+    try:
+        return ceiling(threads).gflops
+    except UNMEASURABLE:
+        return None
+
+
+def of_ceiling(gflops: float, ceiling_gflops: float | None) -> str:
+    """'87%': a GFLOP/s figure read against the FMA ceiling ('?' without one); above 100% means fewer multiplies."""
+    return f"{100 * gflops / ceiling_gflops:.0f}%" if ceiling_gflops else "?"
 
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:

@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
+from benchmarks._report import (add_timing_args, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
+                                of_ceiling, publish, vs_base)
 from compiler.kernels import CHUNK_COLUMNS, ConvSpec, choose_schedule, conv2d_primfunc  # noqa: E402
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
@@ -43,21 +44,24 @@ def run(rounds: int, threads: int | None) -> dict:
     rows = [{"columns": cols, "channels": cols // 9, **vs_base(s, base), "compile_s": cs,
              "gflops": 2 * SPEC.macs() / float(np.median(s)) / 1e6}
             for cols, s, cs in zip(COLUMNS, samples, compile_s)]
-    return {"machine": machine(), "threads": target.threads, "rounds": rounds, "oc_tile": sched.oc_tile,
+    return {"machine": machine(target.threads), "threads": target.threads,
+            "fma_ceiling_gflops": fma_ceiling_gflops(target.threads), "rounds": rounds, "oc_tile": sched.oc_tile,
             "w_tile": sched.w_tile, "rows": rows}
 
 
 def to_markdown(res: dict) -> str:
     lines = ["## Dense conv kernel: reduction chunk size", "",
-             f"Machine: {res['machine']}; {res['threads']} threads; {res['rounds']} interleaved rounds; conv3x3 32->32 "
+             f"Machine: {res['machine']}; {res['rounds']} interleaved rounds; conv3x3 32->32 "
              f"+ ReLU, input 1x32x360x640, register tile {res['oc_tile']} channels x {res['w_tile']} pixels. "
              f"`vs default` = per-round time ratio to the default chunk ({CHUNK_COLUMNS} columns). "
              "Command: `python benchmarks/conv_chunks.py --doc`.", "",
-             "| columns per chunk | input channels | median ms | min ms | max ms | GFLOP/s | vs default | compile s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "| columns per chunk | input channels | median ms | min ms | max ms | GFLOP/s | % of ceiling | vs default "
+             "| compile s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in res["rows"]:
         lines.append(f"| {r['columns']} | {r['channels']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} "
-                     f"| {r['gflops']:.0f} | {r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
+                     f"| {r['gflops']:.0f} | {of_ceiling(r['gflops'], res['fma_ceiling_gflops'])} "
+                     f"| {r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] "
                      f"| {r['compile_s']:.1f} |")
     return "\n".join(lines)
 

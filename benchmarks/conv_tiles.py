@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
+from benchmarks._report import (add_timing_args, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
+                                of_ceiling, publish, vs_base)
 from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc  # noqa: E402
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
@@ -79,7 +80,8 @@ def run(rounds: int, threads: int | None) -> dict:
         layers.append({"layer": name, "rows": rows})
         print(f"{name}: " + ", ".join(f"{_tile(r)} {r['median_ms']:.2f} ms ({r['ratio_median']:.2f})"
                                       for r in rows), flush=True)
-    return {"machine": machine(), "threads": target.threads, "vec": target.vec, "registers": target.registers,
+    return {"machine": machine(target.threads), "threads": target.threads,
+            "fma_ceiling_gflops": fma_ceiling_gflops(target.threads), "vec": target.vec, "registers": target.registers,
             "rounds": rounds, "layers": layers}
 
 
@@ -89,18 +91,20 @@ def _tile(row: dict) -> str:
 
 def to_markdown(res: dict) -> str:
     lines = ["## Dense conv kernel: register tile per layer", "",
-             f"Machine: {res['machine']}; {res['threads']} threads; {res['rounds']} interleaved rounds; input "
+             f"Machine: {res['machine']}; {res['rounds']} interleaved rounds; input "
              f"640x360, SIMD width {res['vec']} floats, {res['registers']} vector registers. Tile = output channels "
              "x vectors of one output row kept in registers; the first row of each layer is the default "
              "(`choose_schedule`, with the next input row prefetched), the second the same tile without the prefetch; "
              "`vs default` = per-round time ratio to the default. "
              "Command: `python benchmarks/conv_tiles.py --doc`.", "",
-             "| layer | tile (channels x vectors) | median ms | min ms | max ms | GFLOP/s | vs default | compile s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "| layer | tile (channels x vectors) | median ms | min ms | max ms | GFLOP/s | % of ceiling | vs default "
+             "| compile s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for layer in res["layers"]:
         for i, r in enumerate(layer["rows"]):
             lines.append(f"| {layer['layer'] if i == 0 else ''} | {_tile(r)}{' (default)' if i == 0 else ''} "
                          f"| {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} | {r['gflops']:.0f} "
+                         f"| {of_ceiling(r['gflops'], res['fma_ceiling_gflops'])} "
                          f"| {r['ratio_median']:.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] | {r['compile_s']:.1f} |")
     return "\n".join(lines)
 

@@ -73,21 +73,6 @@ def old_weight(cfg, rng: np.random.Generator) -> np.ndarray:
     return w * taps.reshape(cout, cin, 3, 3)
 
 
-def cpu_line() -> str:
-    """The CPU as /proc/cpuinfo and LLVM name it (family/model; LLVM's -mcpu=native)."""
-    from tvm.target import codegen
-
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return (f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
-            f"LLVM -mcpu=native: {codegen.llvm_get_system_cpu()}")
-
-
 def _kernel(cfg, weight: np.ndarray, target) -> dict:
     """What the compiler makes of this weight: sparse plan (tile, kept columns, code size) or the dense kernel."""
     from compiler import sparse
@@ -162,7 +147,7 @@ def run(config: Path, rounds: int, threads: int | None) -> dict:
         per_round = np.concatenate([by[(r["layer"], "new")][3] / by[(r["layer"], "old")][3] for r in rs])
         summary[kind] = {"layers": len(rs), "new_over_old_median": float(np.median(per_round)),
                          "new_over_old_min": float(per_round.min()), "new_over_old_max": float(per_round.max())}
-    return {"machine": machine(), "cpu": cpu_line(), "threads": target.threads, "rounds": rounds,
+    return {"machine": machine(target.threads), "threads": target.threads, "rounds": rounds,
             "config": str(config), "output_size": [w, h], "lr_size": [configs[0].w, configs[0].h],
             "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()), "timing_s": timing_s,
             "rows": rows, "kinds": summary}
@@ -181,7 +166,7 @@ def markdown(res: dict) -> str:
     la, lb = res["loadavg_start"], res["loadavg_end"]
     lines = [
         "## Latency table: pruned layers timed on the pruner's masks vs the old look-alike weights", "",
-        f"Machine: {res['machine']} ({res['cpu']}); {res['threads']} threads; {res['rounds']} interleaved rounds (one "
+        f"Machine: {res['machine']}; {res['rounds']} interleaved rounds (one "
         "call of every layer per round, after one warm-up call each). Other processes were running during the "
         f"whole run (two other agents' test suites; load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end), "
         "so absolute times are under load; the ratios are per round of the interleaved timing, so load hits both "

@@ -127,7 +127,7 @@ def main() -> None:
         share.append(sum(pred.layer_ms(x)[0] for x in layers if x.op == "tail") / pred.sum_ms(layers) * 100)
     lines = [
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
-        f"Machine: {machine()}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
+        f"Machine: {machine(target.threads)}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
         f"compiler {table.header['compiler']}. {args.conditions} Every time is a median of interleaved runs.",
         "Command: `python benchmarks/latency_validate.py --doc` (= `srprune latency build --target host --run RUN` "
         f"then `srprune latency validate --target host --run RUN --n {result['n']}`).", "",

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
         "A default block spec leaves layers it does not tile dense (the 16x27 head); default channel pruning "
         "leaves the tail (pinned by the skip and PixelShuffle).",
         "",
-        f"Machine: {machine()}; {args.threads} threads; whole run {minutes:.1f} min"
+        f"Machine: {machine(args.threads)}; whole run {minutes:.1f} min"
         + (" (dense model reused from an earlier run of this script with the same settings; its training "
            "is not counted)" if reused else "") + ". "
         f"Command: `.venv/bin/python benchmarks/pruning_accuracy.py{' ' + flags if flags else ''}`.",

@@ -120,7 +120,7 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], steps: int, 
     """The docs section (markdown) with the verdicts of issue 7."""
     sampler = cfg["search"]["sampler"]
     lines = ["## Search pipeline: two budgets, vs random search and the reference models", "",
-             f"Machine: {machine()}, target host, {cfg['threads']} threads, {cfg['output_size']} output (x{cfg['scale']}). "
+             f"Machine: {machine(cfg['threads'])}; target host, {cfg['output_size']} output (x{cfg['scale']}). "
              f"Command: `python benchmarks/search_pipeline.py --budgets {','.join(f'{b:g}' for b in budgets)} --doc` "
              f"({wall_s / 60:.0f} min). Config: configs/demo.yaml (built-in images; supernet "
              f"{cfg['supernet']['train']['steps']} steps, {cfg['search']['trials']} + {cfg['search']['ratio_trials']} "

@@ -109,7 +109,7 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     for _ in tqdm(range(rounds), desc="rounds", unit="round"):
         for v in variants:
             v["times"].append(float(v["timer"]()[0]))
-    result = {"machine": machine(), "threads": target.threads, "rounds": rounds, "variants": []}
+    result = {"machine": machine(target.threads), "threads": target.threads, "rounds": rounds, "variants": []}
     for v in variants:
         dense = next(d for d in variants if d["group"] == v["group"] and d["name"] == "dense")
         result["variants"].append({
@@ -124,7 +124,7 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
 def to_markdown(res: dict) -> str:
     """The docs/benchmarks.md section."""
     lines = ["## Sparse kernels: compiled block-/pattern-sparse vs dense", "",
-             f"Machine: {res['machine']}; {res['threads']} threads; {res['rounds']} interleaved rounds (one call "
+             f"Machine: {res['machine']}; {res['rounds']} interleaved rounds (one call "
              "of every variant per round, after one warm-up call each); `vs dense` = per-round latency ratio to "
              "the dense build of the same model (median [min, max] over rounds). All builds through "
              "`compile_model` (kernel per conv chosen automatically, output checked against PyTorch, "

@@ -126,7 +126,7 @@ def report(args, settings: dict, space: dict, summary: dict, rows: dict, history
            else "no channel sorting") + f"), batches of {batch} "
         f"LR patches of {patch}x{patch} px from the built-in training images; seed {settings['seed']}.",
         "",
-        f"Machine: {machine()}. Training wall time: **{minutes:.1f} min with {args.threads} torch thread(s)**"
+        f"Machine: {machine(args.threads)}. Training wall time: **{minutes:.1f} min with {args.threads} torch thread(s)**"
         + (f" ({args.note})" if args.note else "") + ".",
         f"Command: `.venv/bin/srprune supernet train -c {args.config} --threads {args.threads}`, then "
         f"`.venv/bin/python benchmarks/supernet_training.py --run {args.run} --config {args.config} "

@@ -1,0 +1,167 @@
+"""The machine's measured fp32 FMA ceiling: what GFLOP/s figures in docs/benchmarks.md are read against.
+
+benchmarks/fma_ceiling.c runs independent FMA chains (enough to cover FMA latency x FMA units) on the widest
+vectors the CPU has (AVX-512 zmm, else AVX2 ymm, else NEON), one pinned thread per core, and reports wall seconds;
+GFLOP/s = threads x iterations x chains x lanes x 2 / seconds. It is C with explicit intrinsics, compiled at run
+time by the system compiler (`cc -O2 -march=native`): the instruction and width are fixed by the source, so the
+figure is the hardware's, not a code generator's (a TVM-generated loop would measure TVM's vectoriser too), and
+the test checks the instructions with objdump. Large matrix products (compiler.bench.peak_gflops) are lower
+bounds that depend on the library; this is an upper bound no fp32 kernel doing every multiplication can pass.
+
+Results are cached per machine (CPU vendor/model/stepping + flags + the C source) in
+$XDG_CACHE_HOME/srprune/fma_ceiling.json, so every benchmark prints the ceiling without re-measuring;
+`python benchmarks/fma_ceiling.py --force` (or SRPRUNE_FMA_REMEASURE=1 for any benchmark) measures again.
+
+Usage: python benchmarks/fma_ceiling.py [--threads N ...] [--force] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import cpu_info, write_json  # noqa: E402
+
+SOURCE = Path(__file__).with_name("fma_ceiling.c")
+REMEASURE_ENV = "SRPRUNE_FMA_REMEASURE"
+# What keeps the probe from running: no compiler or no vector FMA (RuntimeError), the binary failing, odd output.
+UNMEASURABLE = (OSError, RuntimeError, subprocess.CalledProcessError, ValueError, KeyError)
+_FRESH: set[tuple[str, str]] = set()  # (machine key, threads) measured by this process: the env var forces once
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """One measurement: the probe's own parameters and the best (shortest) wall time of its repeats."""
+
+    isa: str
+    lanes: int
+    chains: int
+    threads: int
+    iterations: int
+    seconds: float
+    measured: str = ""  # ISO date
+    load: float = -1.0  # 1-minute load average when measured (a loaded machine gives a low ceiling)
+
+    @property
+    def gflops(self) -> float:
+        """2 flops per FMA lane: threads x iterations x chains x lanes x 2 / seconds."""
+        return self.threads * self.iterations * self.chains * self.lanes * 2 / self.seconds / 1e9
+
+
+def compile_probe(out_dir: Path, cc: str | None = None, flags: tuple[str, ...] = ("-march=native",)) -> Path:
+    """Build fma_ceiling.c with the system compiler; -march=native picks the widest ISA (aarch64 gcc may want
+    -mcpu=native, tried next)."""
+    cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    out = out_dir / "fma_ceiling"
+    errors = []
+    for arch in (flags, ("-mcpu=native",)):
+        cmd = [cc, "-O2", *arch, "-pthread", str(SOURCE), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return out
+        errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-400:]}")
+    raise RuntimeError("could not compile the FMA probe:\n" + "\n".join(errors))
+
+
+def run_probe(binary: Path, iterations: int, repeats: int, cpus: list[int]) -> Ceiling:
+    """Run the probe once per repeat on `cpus` (one pinned thread each); keep the best repeat."""
+    proc = subprocess.run([str(binary), str(iterations), str(repeats), *map(str, cpus)],
+                          capture_output=True, text=True, check=True)
+    head, *times = proc.stdout.split("\n")
+    fields = head.split()
+    info = dict(zip(fields[::2], fields[1::2]))
+    seconds = [float(t.split()[1]) for t in times if t.startswith("seconds")]
+    return Ceiling(info["isa"], int(info["lanes"]), int(info["chains"]), int(info["threads"]),
+                   int(info["iterations"]), min(seconds), _dt.date.today().isoformat(), os.getloadavg()[0])
+
+
+def process_cpus() -> list[int]:
+    """The CPUs this process may use, as compiler.targets saw them at import (TVM later re-pins the main thread)."""
+    from compiler import targets
+
+    return sorted(targets._PROCESS_CPUS or range(os.cpu_count() or 1))
+
+
+def measure(threads: int, seconds: float = 0.25, repeats: int = 5, binary: Path | None = None) -> Ceiling:
+    """Measure on `threads` cores: size the run to about `seconds` per repeat; the first repeat warms up
+    (clock ramp, AVX-512 licence) and the best of the others counts."""
+    cpus = process_cpus()
+    cpus = [cpus[i % len(cpus)] for i in range(threads)]
+    with tempfile.TemporaryDirectory(prefix="fma_ceiling.") as tmp:
+        binary = binary or compile_probe(Path(tmp))
+        probe = run_probe(binary, 1_000_000, 2, cpus[:1])
+        iterations = max(10_000, int(probe.iterations * seconds / probe.seconds))
+        return run_probe(binary, iterations, repeats + 1, cpus)
+
+
+def cache_path() -> Path:
+    """$XDG_CACHE_HOME/srprune/fma_ceiling.json (default ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srprune" / "fma_ceiling.json"
+
+
+def machine_key() -> str:
+    """What the ceiling depends on: the CPU (vendor, model, stepping, every flag) and the probe's source."""
+    cpu = cpu_info()
+    ident = {k: cpu[k] for k in ("vendor", "model_name", "family", "model", "stepping", "flags")}
+    ident["source"] = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ceiling(threads: int, force: bool = False, cache: Path | None = None, seconds: float = 0.25) -> Ceiling:
+    """The cached ceiling of this machine on `threads` cores, measured (and cached) when missing or forced."""
+    cache = cache or cache_path()
+    key, slot = machine_key(), str(threads)
+    force = force or (os.environ.get(REMEASURE_ENV, "") not in ("", "0") and (key, slot) not in _FRESH)
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        data = {}
+    entry = data.get(key, {})
+    if not force and slot in entry:
+        return Ceiling(**entry[slot])
+    result = measure(threads, seconds)
+    data[key] = {**entry, slot: asdict(result)}
+    write_json(cache, data)
+    _FRESH.add((key, slot))
+    return result
+
+
+def describe(threads: int) -> str:
+    """'fp32 FMA ceiling A GFLOP/s on 1 core, B on N cores (avx512, ...)' for benchmark headers; never raises."""
+    try:
+        one, many = ceiling(1), ceiling(threads)
+    except UNMEASURABLE as e:
+        return f"fp32 FMA ceiling not measured ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    many_text = f", {many.gflops:.0f} on {threads} cores" if threads != 1 else ""
+    return (f"fp32 FMA ceiling {one.gflops:.0f} GFLOP/s on 1 core{many_text} ({one.isa}, {one.chains} independent "
+            f"FMA chains per core, `benchmarks/fma_ceiling.py`, measured {many.measured} at load average "
+            f"{many.load:.1f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="core counts (default: 1 and all)")
+    ap.add_argument("--force", action="store_true", help="measure again even if cached")
+    ap.add_argument("--seconds", type=float, default=0.25, help="per repeat, when measuring")
+    args = ap.parse_args()
+    for n in args.threads or sorted({1, len(process_cpus())}):
+        c = ceiling(n, force=args.force, seconds=args.seconds)
+        print(f"{n} cores: {c.gflops:.1f} GFLOP/s ({c.isa}, {c.lanes} lanes x {c.chains} chains x {c.iterations} "
+              f"iterations x {c.threads} threads x 2 flops in {c.seconds:.4f} s; load average {c.load:.1f})")
+
+
+if __name__ == "__main__":
+    main()
