@@ -12,7 +12,8 @@ Results are cached per machine (CPU vendor/model/stepping + flags + the C source
 $XDG_CACHE_HOME/srprune/fma_ceiling.json, so every benchmark prints the ceiling without re-measuring;
 `python benchmarks/fma_ceiling.py --force` (or SRPRUNE_FMA_REMEASURE=1 for any benchmark) measures again.
 
-Usage: python benchmarks/fma_ceiling.py [--threads N ...] [--force] [--seconds S]
+Usage: python benchmarks/fma_ceiling.py [--threads N ...] [--force] [--seconds S] [--json FILE] [--doc]
+(--doc rewrites the `fma_ceiling` section of docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -146,21 +147,44 @@ def describe(threads: int) -> str:
     except UNMEASURABLE as e:
         return f"fp32 FMA ceiling not measured ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     many_text = f", {many.gflops:.0f} on {threads} cores" if threads != 1 else ""
+    # FMA units are per core: N cores below ~N x one core means other work shared the cores while measuring.
+    loaded = (f"; the {threads}-core figure is under {threads} x the 1-core one, so other work probably shared the "
+              "cores: re-measure on a quiet machine with `--force`") if many.gflops < 0.8 * threads * one.gflops else ""
     return (f"fp32 FMA ceiling {one.gflops:.0f} GFLOP/s on 1 core{many_text} ({one.isa}, {one.chains} independent "
             f"FMA chains per core, `benchmarks/fma_ceiling.py`, measured {many.measured} at load average "
-            f"{many.load:.1f})")
+            f"{many.load:.1f}{loaded})")
+
+
+def to_markdown(results: list[Ceiling]) -> str:
+    """The fma_ceiling section of docs/benchmarks.md: the machine line and one row per core count."""
+    from benchmarks._report import machine
+
+    lines = ["## fp32 FMA ceiling of this machine", "",
+             f"Machine: {machine()}. Independent FMA chains on the widest vectors, one pinned thread per core, "
+             "best of 5 repeats after a warm-up; GFLOP/s = threads x iterations x chains x lanes x 2 / seconds. "
+             "Every GFLOP/s figure of the kernels and engines here is read against this (`% of ceiling`). "
+             "Command: `python benchmarks/fma_ceiling.py --force --doc`.", "",
+             "| cores | GFLOP/s | per core | ISA | lanes | chains | iterations per thread | seconds | load average |",
+             "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {c.threads} | {c.gflops:.1f} | {c.gflops / c.threads:.1f} | {c.isa} | {c.lanes} | {c.chains} "
+              f"| {c.iterations} | {c.seconds:.4f} | {c.load:.1f} |" for c in results]
+    return "\n".join(lines)
 
 
 def main() -> None:
+    from benchmarks._report import publish
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="*", default=None, help="core counts (default: 1 and all)")
     ap.add_argument("--force", action="store_true", help="measure again even if cached")
     ap.add_argument("--seconds", type=float, default=0.25, help="per repeat, when measuring")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--doc", action="store_true", help="rewrite the fma_ceiling section of docs/benchmarks.md")
     args = ap.parse_args()
-    for n in args.threads or sorted({1, len(process_cpus())}):
-        c = ceiling(n, force=args.force, seconds=args.seconds)
-        print(f"{n} cores: {c.gflops:.1f} GFLOP/s ({c.isa}, {c.lanes} lanes x {c.chains} chains x {c.iterations} "
-              f"iterations x {c.threads} threads x 2 flops in {c.seconds:.4f} s; load average {c.load:.1f})")
+    results = [ceiling(n, force=args.force, seconds=args.seconds)
+               for n in args.threads or sorted({1, len(process_cpus())})]
+    publish(to_markdown(results), [{**asdict(c), "gflops": c.gflops} for c in results], "fma_ceiling",
+            args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def test_machine_line_names_the_cpu_threads_and_ceiling(monkeypatch):
     """Every benchmark header: model name, family/model (or arm64 part), LLVM's CPU name, ISA features, the
     threads used and the ceiling on 1 core and on those threads."""
     monkeypatch.setattr(fma_ceiling, "ceiling",
-                        lambda threads, **_: Ceiling("avx512", 16, 16, threads, 10**8, 0.1 * threads, "2026-01-01", 0.3))
+                        lambda threads, **_: Ceiling("avx512", 16, 16, threads, 10**8, 0.1, "2026-01-01", 0.3))
     line = _report.machine(3)
     info = _report.cpu_info()
     assert info["model_name"] in line and f"model {info['model']}" in line.replace("part", "model")
@@ -115,7 +115,10 @@ def test_machine_line_names_the_cpu_threads_and_ceiling(monkeypatch):
     if X86:
         assert "family" in line and "avx2" in info["features"]
     assert "3 threads used" in line
-    assert "fp32 FMA ceiling 512 GFLOP/s on 1 core, 512 on 3 cores (avx512" in line
+    assert "fp32 FMA ceiling 512 GFLOP/s on 1 core, 1536 on 3 cores (avx512" in line and "quiet" not in line
+    monkeypatch.setattr(fma_ceiling, "ceiling",  # N cores no faster than one: measured while others ran
+                        lambda threads, **_: Ceiling("avx512", 16, 16, threads, 10**8, 0.1 * threads, "2026-01-01", 2.0))
+    assert "re-measure on a quiet machine" in _report.machine(3)
     assert _report.of_ceiling(256.0, 512.0) == "50%" and _report.of_ceiling(1.0, None) == "?"
 
 
@@ -126,3 +129,12 @@ def test_machine_line_survives_an_unmeasurable_ceiling(monkeypatch):
     monkeypatch.setattr(fma_ceiling, "ceiling", broken)
     assert "fp32 FMA ceiling not measured (RuntimeError: no C compiler" in _report.machine(1)
     assert _report.fma_ceiling_gflops(1) is None
+
+
+def test_doc_section_rows(monkeypatch):
+    """The fma_ceiling section: one row per core count with its GFLOP/s and per-core share."""
+    monkeypatch.setattr(_report, "machine", lambda threads=None: "MACHINE")
+    rows = [Ceiling("avx2", 8, 12, n, 10**8, 0.1, "2026-01-01", 0.1) for n in (1, 2)]
+    md = fma_ceiling.to_markdown(rows)
+    assert "Machine: MACHINE." in md
+    assert "| 1 | 192.0 | 192.0 | avx2 | 8 | 12 |" in md and "| 2 | 384.0 | 192.0 | avx2 | 8 | 12 |" in md
