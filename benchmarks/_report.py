@@ -24,24 +24,27 @@ FEATURES = {"x86_64": {f: f for f in ("fma", "avx2", "avx512f", "avx512_vnni", "
             "aarch64": {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm", "sve": "sve"}}
 
 
-def cpu_info() -> dict:
+def cpu_info(cpuinfo: str | None = None, arch: str | None = None) -> dict:
     """The CPU as /proc/cpuinfo names it (first processor): vendor, model name, family/model/stepping (on arm64:
-    implementer, architecture, part, revision), every flag, and the features in FEATURES it has."""
+    implementer, architecture, part, revision), every flag, and the features in FEATURES it has.
+    `cpuinfo`/`arch` replace the file and platform.machine() (tests)."""
     from compiler.targets import cpu_model
 
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: only what the platform module knows
+            cpuinfo = ""
     info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip() and info:
-                break
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:  # not Linux: only what the platform module knows
-        pass
+    for line in cpuinfo.splitlines():
+        if not line.strip() and info:
+            break
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
     flags = sorted((info.get("flags") or info.get("Features") or "").split())
-    names = FEATURES.get(platform.machine().lower().replace("arm64", "aarch64"), {})
+    names = FEATURES.get((arch or platform.machine()).lower().replace("arm64", "aarch64"), {})
     return {"vendor": info.get("vendor_id") or info.get("CPU implementer", "?"),
-            "model_name": cpu_model(),
+            "model_name": info.get("model name") or cpu_model(),
             "family": info.get("cpu family") or info.get("CPU architecture", "?"),
             "model": info.get("model") or info.get("CPU part", "?"),
             "stepping": info.get("stepping") or info.get("CPU revision", "?"),
@@ -58,9 +61,9 @@ def llvm_cpu() -> str:
         return f"? ({type(e).__name__})"
 
 
-def cpu_line() -> str:
+def cpu_line(c: dict | None = None) -> str:
     """'MODEL (VENDOR family F model M stepping S, LLVM NAME; FEATURES)': the CPU precisely, for headers."""
-    c = cpu_info()
+    c = c or cpu_info()
     ident = f"family {c['family']} model {c['model']} stepping {c['stepping']}"
     if c["vendor"].startswith("0x"):  # arm64: the implementer's code; architecture, part, revision
         ident = f"implementer {c['vendor']} architecture {c['family']} part {c['model']} revision {c['stepping']}"

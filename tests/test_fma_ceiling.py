@@ -138,3 +138,26 @@ def test_doc_section_rows(monkeypatch):
     md = fma_ceiling.to_markdown(rows)
     assert "Machine: MACHINE." in md
     assert "| 1 | 192.0 | 192.0 | avx2 | 8 | 12 |" in md and "| 2 | 384.0 | 192.0 | avx2 | 8 | 12 |" in md
+
+
+ARM64_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x4
+CPU part\t: 0xd0b
+CPU revision\t: 0
+
+processor\t: 1
+Features\t: fp
+"""
+
+
+def test_arm64_cpuinfo_names_implementer_part_and_neon_features():
+    """On arm64 /proc/cpuinfo has no family/model: the line names implementer, architecture, part, revision and
+    the NEON features (first processor only)."""
+    info = _report.cpu_info(ARM64_CPUINFO, "aarch64")
+    assert info["features"] == ["neon", "dotprod", "fp16"]
+    line = _report.cpu_line(info)
+    assert "implementer 0x41 architecture 8 part 0xd0b revision 0" in line and line.endswith("; neon dotprod fp16)")
