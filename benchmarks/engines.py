@@ -54,14 +54,14 @@ def main() -> None:
     threads = next(iter(results.values()))["threads"]
     peak = peak_gflops(threads)
     ceil = fma_ceiling_gflops(threads)
+    gemms = [(label, peak[key]) for key, label in (("blas", "PyTorch BLAS 2048^2"), ("onnxruntime", "ONNX Runtime "
+             "MatMul 2048^2"), ("tvm", "our kernel as a 256x256 @ 256x16384 product")) if key in peak]
     lines = ["## Engines: untuned TVM vs PyTorch eager vs ONNX Runtime", "",
              f"Machine: {machine(threads)}. The same threads for every engine, input 1x3x360x640 (720p output), "
              f"untrained weights, median of {args.repeat} interleaved rounds. GFLOP/s = 2 x the network's MACs / "
              "median time, read against the FMA ceiling above: above 100% an engine does fewer multiplications "
-             f"(e.g. Winograd). Large matrix products in the same run, for reference: PyTorch BLAS 2048^2 "
-             f"{peak['blas']:.0f} GFLOP/s ({of_ceiling(peak['blas'], ceil)} of the ceiling); ONNX Runtime MatMul "
-             f"2048^2 {peak.get('onnxruntime', float('nan')):.0f} ({of_ceiling(peak.get('onnxruntime', 0.0), ceil)}); "
-             f"our kernel as a 256x256 @ 256x16384 product {peak['tvm']:.0f} ({of_ceiling(peak['tvm'], ceil)}). "
+             "(e.g. Winograd). Large matrix products in the same run, for reference (GFLOP/s, % of ceiling): "
+             + "; ".join(f"{label} {g:.0f} ({of_ceiling(g, ceil)})" for label, g in gemms) + ". "
              "Command: `python benchmarks/engines.py --json engines.json --doc`.", "",
              "| model | GMACs | engine | median ms | min ms | max ms | GFLOP/s | % of ceiling | TVM / engine |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
