@@ -1,7 +1,7 @@
 """The machine's measured fp32 FMA ceiling: what GFLOP/s figures in docs/benchmarks.md are read against.
 
 benchmarks/fma_ceiling.c runs independent FMA chains (enough to cover FMA latency x FMA units) on the widest
-vectors the CPU has (AVX-512 zmm, else AVX2 ymm, else NEON), one pinned thread per core, and reports wall seconds;
+vectors the CPU has (AVX-512 zmm, else AVX2 ymm, else NEON), one pinned thread per CPU, and reports wall seconds;
 GFLOP/s = threads x iterations x chains x lanes x 2 / seconds. It is C with explicit intrinsics, compiled at run
 time by the system compiler (`cc -O2 -march=native`): the instruction and width are fixed by the source, so the
 figure is the hardware's, not a code generator's (a TVM-generated loop would measure TVM's vectoriser too), and
