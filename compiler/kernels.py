@@ -8,7 +8,8 @@ outputs in registers while it reduces over input channels and taps, and runs ban
 on all cores. Zero padding is never materialised: each task keeps a rolling window of the kh padded
 input rows it reads (emit_row_bands, shared with the sparse kernels). Weights are pre-packed at
 compile time to [Cout/oc_tile, Cin/groups, KH, KW, oc_tile] so the per-tap weights of one register
-tile are contiguous. Bias, activation (ReLU/PReLU) and a residual add are fused into the write-back.
+tile are contiguous. Bias, activation (compiler.epilogue: ReLU, PReLU, leaky ReLU, tanh, sigmoid, SiLU,
+hardswish, GELU) and a residual add are fused into the write-back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import tirx
 
+from compiler.epilogue import ACTIVATIONS, activation
 from compiler.errors import CompilerError
-
-ACTIVATIONS = ("none", "relu", "prelu")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ConvSpec:
     pad: tuple[int, int, int, int]  # top, left, bottom, right
     groups: int = 1
     bias: bool = True
-    act: str = "none"
+    act: str = "none"  # one of compiler.epilogue.ACTIVATIONS
     residual: bool = False
     # The residual has cout / residual_repeat channels and conv channel oc adds residual channel
     # oc // residual_repeat (torch's repeat_interleave over channels: ECBSR's nearest-neighbour skip,
@@ -46,6 +46,7 @@ class ConvSpec:
     # PixelShuffle(shuffle) fused into the write-back: conv channel c*s*s + i*s + j goes to output
     # channel c, row y*s + i, column x*s + j (the tail conv of an SR network writes the image directly).
     shuffle: int = 1
+    slope: float = 0.0  # leaky ReLU's negative slope (a constant in the code)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -356,7 +357,7 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
 
 @dataclass
 class WriteBack:
-    """The fused write-back of output channel `oc` of row y: + bias, ReLU/PReLU, + residual, store.
+    """The fused write-back of output channel `oc` of row y: + bias, activation, + residual, store.
 
     `bias` / `alpha` are scalar expressions: a load from the kernel's argument (dense kernels, shared
     between layers) or a constant baked into the code (sparse kernels); None when the conv has none.
@@ -377,18 +378,11 @@ class WriteBack:
         T.buffer_store(self.out, self.epilogue(v, x, lanes), [self.b, self.oc, self.y, idx])
 
     def epilogue(self, v, x, lanes: int):
-        """epilogue(v) of `lanes` conv outputs at column x: + bias, ReLU/PReLU, + residual."""
-        def bcast(e):
-            return tirx.Broadcast(e, lanes) if lanes > 1 else e
-
+        """epilogue(v) of `lanes` conv outputs at column x: + bias, activation (compiler.epilogue), + residual."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        zero = bcast(tirx.const(0.0, "float32"))
         if self.bias is not None:
-            v = v + bcast(self.bias)
-        if self.spec.act == "relu":
-            v = tirx.max(v, zero)
-        elif self.spec.act == "prelu":
-            v = tirx.Select(v > zero, v, v * bcast(self.alpha))
+            v = v + (tirx.Broadcast(self.bias, lanes) if lanes > 1 else self.bias)
+        v = activation(self.spec.act, v, lanes, self.alpha, self.spec.slope)
         if self.resid is not None:
             repeat = self.spec.residual_repeat
             channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
