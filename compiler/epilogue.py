@@ -28,6 +28,8 @@ from tvm import tirx
 from compiler.errors import CompilerError
 
 ACTIVATIONS = ("none", "relu", "prelu", "leaky_relu", "tanh", "sigmoid", "silu", "hardswish", "gelu", "gelu_tanh")
+# Cheap enough to apply lane by lane in an overhanging tile's tail (the kernels' code for them predates this module)
+LANEWISE = ("none", "relu", "prelu")
 
 # Cephes expf: ln 2 split so that n * LN2_HI is exact for |n| <= 128.
 _EXP_LO, _EXP_HI = -87.33654475, 88.3762626647949

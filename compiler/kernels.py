@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import tirx
 
-from compiler.epilogue import ACTIVATIONS, activation
+from compiler.epilogue import ACTIVATIONS, LANEWISE, activation
 from compiler.errors import CompilerError
 
 
@@ -372,26 +372,32 @@ class WriteBack:
     bias: object = None
     alpha: object = None
 
-    def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
+    def store(self, T, v, x, lanes: int, activated: bool = False) -> None:  # noqa: N803
         """out[b, oc, y, x : x + lanes] = epilogue(v)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        T.buffer_store(self.out, self.epilogue(v, x, lanes), [self.b, self.oc, self.y, idx])
+        T.buffer_store(self.out, self.epilogue(v, x, lanes, activated), [self.b, self.oc, self.y, idx])
 
-    def epilogue(self, v, x, lanes: int):
-        """epilogue(v) of `lanes` conv outputs at column x: + bias, activation (compiler.epilogue), + residual."""
+    def epilogue(self, v, x, lanes: int, activated: bool = False):
+        """epilogue(v) of `lanes` conv outputs at column x: + bias, activation (compiler.epilogue), + residual
+        (`activated`: v is already `activate(v)`)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        if self.bias is not None:
-            v = v + (tirx.Broadcast(self.bias, lanes) if lanes > 1 else self.bias)
-        v = activation(self.spec.act, v, lanes, self.alpha, self.spec.slope)
+        v = v if activated else self.activate(v, lanes)
         if self.resid is not None:
             repeat = self.spec.residual_repeat
             channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
             v = v + tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx])
         return v
 
+    def activate(self, v, lanes: int):
+        """v + bias, then the activation."""
+        if self.bias is not None:
+            v = v + (tirx.Broadcast(self.bias, lanes) if lanes > 1 else self.bias)
+        return activation(self.spec.act, v, lanes, self.alpha, self.spec.slope)
+
     def store_vector(self, T, v, x, vec: int, whole: bool) -> None:  # noqa: N803
         """Store one vector of outputs at column x; unless `whole` (row tiles divide the row), the last
-        tile overhangs the row: a whole vector where it fits, else lane by lane up to the row's end."""
+        tile overhangs the row: a whole vector where it fits, else lane by lane up to the row's end (an activation
+        beyond ReLU/PReLU then runs once on the vector: per lane it multiplied the tail's code and LLVM's time)."""
         if whole:
             self.store(T, v, x, vec)
             return
@@ -400,10 +406,13 @@ class WriteBack:
             with T.Then():
                 self.store(T, v, x, vec)
             with T.Else():
+                vector = self.spec.act not in LANEWISE
+                if vector:
+                    v = T.Bind(self.activate(v, vec))
                 for lane in range(vec):
                     with T.If(x + lane < ow):
                         with T.Then():
-                            self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1)
+                            self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1, activated=vector)
 
 
 def store_shuffled(T, backs: list[WriteBack], vs: list, x, vec: int, whole: bool) -> None:  # noqa: N803
