@@ -8,7 +8,8 @@ outputs in registers while it reduces over input channels and taps, and runs ban
 on all cores. Zero padding is never materialised: each task keeps a rolling window of the kh padded
 input rows it reads (emit_row_bands, shared with the sparse kernels). Weights are pre-packed at
 compile time to [Cout/oc_tile, Cin/groups, KH, KW, oc_tile] so the per-tap weights of one register
-tile are contiguous. Bias, activation (ReLU/PReLU) and a residual add are fused into the write-back.
+tile are contiguous. Bias, activation (compiler.epilogue: ReLU, PReLU, leaky ReLU, tanh, sigmoid, SiLU,
+hardswish, GELU) and a residual add are fused into the write-back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import tirx
 
+from compiler.epilogue import ACTIVATIONS, LANEWISE, activation
 from compiler.errors import CompilerError
-
-ACTIVATIONS = ("none", "relu", "prelu")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ConvSpec:
     pad: tuple[int, int, int, int]  # top, left, bottom, right
     groups: int = 1
     bias: bool = True
-    act: str = "none"
+    act: str = "none"  # one of compiler.epilogue.ACTIVATIONS
     residual: bool = False
     # The residual has cout / residual_repeat channels and conv channel oc adds residual channel
     # oc // residual_repeat (torch's repeat_interleave over channels: ECBSR's nearest-neighbour skip,
@@ -46,6 +46,7 @@ class ConvSpec:
     # PixelShuffle(shuffle) fused into the write-back: conv channel c*s*s + i*s + j goes to output
     # channel c, row y*s + i, column x*s + j (the tail conv of an SR network writes the image directly).
     shuffle: int = 1
+    slope: float = 0.0  # leaky ReLU's negative slope (a constant in the code)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -356,7 +357,7 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
 
 @dataclass
 class WriteBack:
-    """The fused write-back of output channel `oc` of row y: + bias, ReLU/PReLU, + residual, store.
+    """The fused write-back of output channel `oc` of row y: + bias, activation, + residual, store.
 
     `bias` / `alpha` are scalar expressions: a load from the kernel's argument (dense kernels, shared
     between layers) or a constant baked into the code (sparse kernels); None when the conv has none.
@@ -371,33 +372,32 @@ class WriteBack:
     bias: object = None
     alpha: object = None
 
-    def store(self, T, v, x, lanes: int) -> None:  # noqa: N803
+    def store(self, T, v, x, lanes: int, activated: bool = False) -> None:  # noqa: N803
         """out[b, oc, y, x : x + lanes] = epilogue(v)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        T.buffer_store(self.out, self.epilogue(v, x, lanes), [self.b, self.oc, self.y, idx])
+        T.buffer_store(self.out, self.epilogue(v, x, lanes, activated), [self.b, self.oc, self.y, idx])
 
-    def epilogue(self, v, x, lanes: int):
-        """epilogue(v) of `lanes` conv outputs at column x: + bias, ReLU/PReLU, + residual."""
-        def bcast(e):
-            return tirx.Broadcast(e, lanes) if lanes > 1 else e
-
+    def epilogue(self, v, x, lanes: int, activated: bool = False):
+        """epilogue(v) of `lanes` conv outputs at column x: + bias, activation (compiler.epilogue), + residual
+        (`activated`: v is already `activate(v)`)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        zero = bcast(tirx.const(0.0, "float32"))
-        if self.bias is not None:
-            v = v + bcast(self.bias)
-        if self.spec.act == "relu":
-            v = tirx.max(v, zero)
-        elif self.spec.act == "prelu":
-            v = tirx.Select(v > zero, v, v * bcast(self.alpha))
+        v = v if activated else self.activate(v, lanes)
         if self.resid is not None:
             repeat = self.spec.residual_repeat
             channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
             v = v + tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx])
         return v
 
+    def activate(self, v, lanes: int):
+        """v + bias, then the activation."""
+        if self.bias is not None:
+            v = v + (tirx.Broadcast(self.bias, lanes) if lanes > 1 else self.bias)
+        return activation(self.spec.act, v, lanes, self.alpha, self.spec.slope)
+
     def store_vector(self, T, v, x, vec: int, whole: bool) -> None:  # noqa: N803
         """Store one vector of outputs at column x; unless `whole` (row tiles divide the row), the last
-        tile overhangs the row: a whole vector where it fits, else lane by lane up to the row's end."""
+        tile overhangs the row: a whole vector where it fits, else lane by lane up to the row's end (an activation
+        beyond ReLU/PReLU then runs once on the vector: per lane it multiplied the tail's code and LLVM's time)."""
         if whole:
             self.store(T, v, x, vec)
             return
@@ -406,10 +406,13 @@ class WriteBack:
             with T.Then():
                 self.store(T, v, x, vec)
             with T.Else():
+                vector = self.spec.act not in LANEWISE
+                if vector:
+                    v = T.Bind(self.activate(v, vec))
                 for lane in range(vec):
                     with T.If(x + lane < ow):
                         with T.Then():
-                            self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1)
+                            self.store(T, tirx.Shuffle([v], [lane]), x + lane, 1, activated=vector)
 
 
 def store_shuffled(T, backs: list[WriteBack], vs: list, x, vec: int, whole: bool) -> None:  # noqa: N803

@@ -1,10 +1,10 @@
-"""Relax pass: replace conv2d (+ bias + ReLU/PReLU + residual add) (+ PixelShuffle) chains with calls to our kernels.
+"""Relax pass: replace conv2d (+ bias + activation + residual add) (+ PixelShuffle) chains with calls to our kernels.
 
 Why a rewrite instead of a TIR schedule on the legalised conv: the legalised conv has no CPU
 schedule in TVM 0.27, and scheduling it after the fact cannot change the weight layout. Here each
-chain of `conv2d -> add(bias) -> relu|prelu -> add(residual)` whose intermediate results have no
-other use becomes one `call_tir` to a kernel from `compiler.kernels`, with its weights packed as
-constants at compile time. A PixelShuffle right after a chain (reshape -> permute_dims -> reshape, as
+chain of `conv2d -> add(bias) -> activation -> add(residual)` whose intermediate results have no
+other use (the activation: any of compiler.epilogue.ACTIVATIONS, see `_activation_after`) becomes one
+`call_tir` to a kernel from `compiler.kernels`, with its weights packed as constants at compile time. A PixelShuffle right after a chain (reshape -> permute_dims -> reshape, as
 torch.export gives it) is fused into the dense kernel's write-back, and a residual that is the input repeated
 over channels (torch's repeat_interleave: ECBSR's nearest-neighbour skip) is read from the input itself, so an
 SR network's tail writes the image directly. Anything the kernels do not cover (stride, dilation, dynamic shapes,
@@ -51,6 +51,7 @@ class ConvChain:
     repeat_source: relax.Expr | None = None
     residual_repeat: int = 1
     shuffle: int = 1  # PixelShuffle factor fused after the chain (1: none)
+    slope: float = 0.0  # leaky ReLU's negative slope
     conv_end: relax.Var | None = None  # the chain's last binding before the fused PixelShuffle
 
 
@@ -80,9 +81,13 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
             uses.setdefault(var, []).append(binding)
     outputs = set(relax.analysis.free_vars(func.body.body))
 
+    def users_of(var: relax.Var) -> list[relax.VarBinding]:
+        """The bindings that read `var` (none when the function returns it: its value must stay)."""
+        return [] if var in outputs else uses.get(var, [])
+
     def sole_user(var: relax.Var) -> relax.VarBinding | None:
-        users = uses.get(var, [])
-        return users[0] if len(users) == 1 and var not in outputs else None
+        users = users_of(var)
+        return users[0] if len(users) == 1 else None
 
     values = {b.var: b.value for b in bindings}
     chains = []
@@ -99,6 +104,12 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
         chain.members.append(binding.var)
         stage = 0  # 0: bias next, 1: activation next, 2: residual next, 3: done
         while stage < 3:
+            act = _activation_after(chain.end, users_of, cout) if stage <= 1 else None
+            if act is not None and not claimed.intersection(act.vars):
+                chain.act, chain.alpha, chain.slope, stage = act.name, act.alpha, act.slope, 2
+                chain.end = act.vars[-1]
+                chain.members.extend(act.vars)
+                continue
             user = sole_user(chain.end)
             if user is None or user.var in claimed:  # e.g. tail conv + skip conv meeting in one add: first wins
                 break
@@ -111,14 +122,6 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
                 if b.size != cout or b.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
                     break
                 chain.bias, stage = b.reshape(cout).astype("float32"), 1
-            elif stage <= 1 and name == "relax.nn.relu":
-                chain.act, stage = "relu", 2
-            elif stage <= 1 and name == "relax.nn.prelu" and const_value(value.args[1]) is not None \
-                    and int(value.attrs.axis) == 1:
-                alpha = const_value(value.args[1]).reshape(-1).astype("float32")
-                if alpha.size not in (1, cout):
-                    break
-                chain.act, chain.alpha, stage = "prelu", np.broadcast_to(alpha, (cout,)).copy(), 2
             elif other is not None and const_value(other) is None and static_shape(other) == static_shape(chain.end):
                 chain.residual, stage = other, 3
             else:
@@ -136,6 +139,99 @@ def find_chains(func: relax.Function) -> list[ConvChain]:
         chains.append(chain)
         claimed.update(chain.members)
     return chains
+
+
+# Activations that are one Relax op applied to the conv's output, as torch.export + the frontend give them.
+_UNARY_ACTIVATIONS = {"relax.nn.relu": "relu", "relax.tanh": "tanh", "relax.sigmoid": "sigmoid",
+                      "relax.nn.silu": "silu", "relax.nn.gelu": "gelu", "relax.nn.gelu_tanh": "gelu_tanh"}
+
+
+@dataclass
+class _Activation:
+    """An activation found after a conv: its kernel name (compiler.epilogue), the bindings it spans, parameters."""
+
+    name: str
+    vars: list[relax.Var]
+    alpha: np.ndarray | None = None
+    slope: float = 0.0
+
+
+def _activation_after(var: relax.Var, users_of, cout: int) -> _Activation | None:
+    """The activation applied to `var` (whose every use it must be), else None.
+
+    One op: relu, tanh, sigmoid, silu, gelu (erf form), gelu_tanh, leakyrelu (constant slope), prelu (constant
+    per-channel or single slope, channel axis). Two patterns read `var` twice, so they are matched here rather than
+    by following a sole user: SiLU as torch.export gives it, `x * sigmoid(x)`, and Hardswish, `x * clip(x + 3, 0,
+    6) / 6` (the clip possibly split in two).
+    """
+    users = users_of(var)
+    if len(users) == 2:
+        return _silu(var, users, users_of) or _hardswish(var, users, users_of)
+    if len(users) != 1:
+        return None
+    binding = users[0]
+    value, name = binding.value, op_name(binding.value)
+    if name in _UNARY_ACTIVATIONS:
+        return _Activation(_UNARY_ACTIVATIONS[name], [binding.var])
+    if name == "relax.nn.leakyrelu":
+        return _Activation("leaky_relu", [binding.var], slope=float(value.attrs.alpha))
+    if name == "relax.nn.prelu" and const_value(value.args[1]) is not None and int(value.attrs.axis) == 1:
+        alpha = const_value(value.args[1]).reshape(-1).astype("float32")
+        if alpha.size in (1, cout):
+            return _Activation("prelu", [binding.var], alpha=np.broadcast_to(alpha, (cout,)).copy())
+    return None
+
+
+def _reads(call: relax.Expr, a: relax.Expr, b: relax.Expr) -> bool:
+    """Whether a binary call's two arguments are a and b, in either order."""
+    x, y = call.args[0], call.args[1]
+    return (x.same_as(a) and y.same_as(b)) or (x.same_as(b) and y.same_as(a))
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    """The value of a one-element float constant, else None."""
+    value = const_value(expr)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _only(users: list, binding: relax.VarBinding) -> bool:
+    """Whether `binding` is the one user in `users`."""
+    return len(users) == 1 and users[0].same_as(binding)
+
+
+def _silu(var: relax.Var, users: list, users_of) -> _Activation | None:
+    """sigmoid(var) -> multiply(var, that): SiLU."""
+    sig, mul = users
+    if op_name(sig.value) != "relax.sigmoid" or op_name(mul.value) != "relax.multiply" \
+            or not _only(users_of(sig.var), mul) or not _reads(mul.value, var, sig.var):
+        return None
+    return _Activation("silu", [sig.var, mul.var])
+
+
+def _hardswish(var: relax.Var, users: list, users_of) -> _Activation | None:
+    """add(var, 3) -> clip(., 0, 6) (one or more clips) -> multiply(var, that) -> divide(., 6): Hardswish."""
+    add, mul = users
+    value = add.value
+    if op_name(value) != "relax.add" or op_name(mul.value) != "relax.multiply":
+        return None
+    if _scalar(value.args[1] if value.args[0].same_as(var) else value.args[0]) != 3.0:
+        return None
+    steps, lo, hi = [add], -np.inf, np.inf
+    while len(users_of(steps[-1].var)) == 1 and op_name(users_of(steps[-1].var)[0].value) == "relax.clip":
+        clip = users_of(steps[-1].var)[0]
+        bounds = [getattr(a, "value", None) for a in clip.value.args[1:]]  # IntImm / FloatImm bounds
+        bounds = [float(b) if isinstance(b, (int, float)) else None for b in bounds]
+        if None in bounds:
+            return None
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        steps.append(clip)
+    if (lo, hi) != (0.0, 6.0) or not _only(users_of(steps[-1].var), mul) or not _reads(mul.value, var, steps[-1].var):
+        return None
+    div = users_of(mul.var)
+    if len(div) != 1 or op_name(div[0].value) != "relax.divide" or not div[0].value.args[0].same_as(mul.var) \
+            or _scalar(div[0].value.args[1]) != 6.0:
+        return None
+    return _Activation("hardswish", [*(s.var for s in steps), mul.var, div[0].var])
 
 
 def _channel_repeat(expr: relax.Expr, values: dict) -> tuple[relax.Expr | None, int]:
@@ -213,7 +309,7 @@ class _ChainRewriter(PyExprMutator):
         n, cin, h, w = static_shape(chain.data)
         cout, _, kh, kw = chain.weight.shape
         spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
-                        chain.act, chain.residual is not None)
+                        chain.act, chain.residual is not None, slope=chain.slope)
         plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold)
         kept = float(np.count_nonzero(chain.weight)) / max(1, chain.weight.size)
         if plan is not None:

@@ -13,7 +13,8 @@ at compile-time offsets; bias and PReLU slopes are immediates.
 
 The schedule mirrors compiler.kernels: bands of rows in parallel, each task with a private rolling
 window of zero-padded input rows (compiler.kernels.emit_row_bands), vectorised along the width, an oc_tile x (nvec * vec)
-accumulator tile in registers, and bias, ReLU/PReLU and a residual add fused into the write-back.
+accumulator tile in registers, and bias, activation and a residual add fused into the write-back
+(compiler.kernels.WriteBack, the same epilogue as the dense kernel's: compiler.epilogue).
 Specific to straight-line code: a tile's columns run in chunks, each chunk looping along the row while
 its code is hot in the instruction cache; the code size is capped (MAX_UNROLLED) because LLVM's time
 grows faster than linearly with it; and the weights are not marked no-alias, so LLVM does not hoist
@@ -28,7 +29,8 @@ import numpy as np
 from tvm import tirx
 
 from compiler.errors import CompilerError
-from compiler.kernels import ACTIVATIONS, ConvSpec, WriteBack, emit_row_bands
+from compiler.epilogue import ACTIVATIONS
+from compiler.kernels import ConvSpec, WriteBack, emit_row_bands
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 

@@ -88,17 +88,18 @@ def run_cli(capsys):
 
 def torch_conv_reference(spec, x, w, b=None, alpha=None, res=None) -> torch.Tensor:
     """What a fused conv kernel of `spec` (compiler.kernels.ConvSpec) must compute, in PyTorch:
-    explicit padding, conv (groups), bias, ReLU/PReLU, residual add (its channels repeat_interleave'd
+    explicit padding, conv (groups), bias, activation (compiler.epilogue.ACTIVATIONS), residual add (its channels repeat_interleave'd
     `residual_repeat` times), PixelShuffle(`shuffle`)."""
     import torch.nn.functional as F
 
     top, left, bottom, right = spec.pad
     ref = F.conv2d(F.pad(torch.from_numpy(x), (left, right, top, bottom)), torch.from_numpy(w),
                    None if b is None else torch.from_numpy(b), groups=spec.groups)
-    if spec.act == "relu":
-        ref = torch.relu(ref)
-    elif spec.act == "prelu":
-        ref = F.prelu(ref, torch.from_numpy(alpha))
+    acts = {"none": lambda t: t, "relu": torch.relu, "prelu": lambda t: F.prelu(t, torch.from_numpy(alpha)),
+            "leaky_relu": lambda t: F.leaky_relu(t, getattr(spec, "slope", 0.0)), "tanh": torch.tanh,
+            "sigmoid": torch.sigmoid, "silu": F.silu, "hardswish": F.hardswish, "gelu": F.gelu,
+            "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}
+    ref = acts[spec.act](ref)
     if spec.residual:
         ref = ref + torch.from_numpy(res).repeat_interleave(getattr(spec, "residual_repeat", 1), dim=1)
     if getattr(spec, "shuffle", 1) > 1:

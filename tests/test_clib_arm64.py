@@ -4,7 +4,8 @@ One network with every supernet block type (PReLU this time), saved as a model f
 linux-arm64 (Debian's cross gcc, `build_clib`) and for android-arm64 by `srprune compile --format c-lib`
 (clang + lld against generated stub bionic libraries, no NDK; checked on a host build first). Both run under
 qemu-aarch64 through srmodel_bench (the Android library via shim libc.so/libm.so/libdl.so that forward
-to aarch64 glibc) and must equal PyTorch. Missing tools are installed with
+to aarch64 glibc) and must equal PyTorch; so must a network with one conv per fused activation (tanh, sigmoid,
+SiLU, hardswish, GELU in both forms, leaky ReLU), built for both targets. Missing tools are installed with
 scripts/install-system-deps.sh when possible, else the tests are skipped with the reason.
 """
 
@@ -139,6 +140,41 @@ def test_android_library_runs_under_qemu_through_glibc_shims(built):
         assert "target android-arm64" in stdout and "threads=2" in stdout
         got = np.fromfile(root / out, np.float32).reshape(want.shape)
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def _activation_net() -> torch.nn.Module:
+    """One conv per fused activation of compiler.epilogue beyond ReLU/PReLU, then a PixelShuffle tail."""
+    from torch import nn
+
+    acts = [nn.Tanh(), nn.Sigmoid(), nn.SiLU(), nn.Hardswish(), nn.GELU(), nn.GELU(approximate="tanh"),
+            nn.LeakyReLU(0.1)]
+    layers: list[nn.Module] = []
+    for i, act in enumerate(acts):
+        layers += [nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1), act]
+    torch.manual_seed(5)
+    net = nn.Sequential(*layers, nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2)).eval()
+    with torch.no_grad():  # pre-activations of a few units: both tails of every function matter
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(3.0)
+    return net
+
+
+@pytest.mark.parametrize("target", ["linux-arm64", "android-arm64"])
+def test_fused_activations_under_qemu_equal_pytorch(built, target):
+    """The vectorised activation approximations on NEON: no libm import, same output as PyTorch."""
+    root, _, x = built
+    net = _activation_net()
+    build_clib(net, SHAPE, target, root / f"acts-{target}", name="acts", check=False)
+    lib = root / f"acts-{target}" / "libsrmodel.so"
+    symbols = subprocess.run(["readelf", "-W", "--dyn-syms", str(lib)], capture_output=True, text=True).stdout
+    assert not {"expf", "tanhf", "erff"} & {line.split()[-1].split("@")[0] for line in symbols.splitlines() if line.strip()}
+    shims = glibc_shims(root / "shims") if target == "android-arm64" else None
+    stdout = _qemu_bench(root, lib, root / f"acts-{target}.f32", shims)
+    assert f"target {target}" in stdout
+    want = reference_output(net, x)
+    got = np.fromfile(root / f"acts-{target}.f32", np.float32).reshape(want.shape)
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
 def test_android_refuses_symbols_bionic_lacks(tools):

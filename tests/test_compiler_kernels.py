@@ -67,6 +67,14 @@ CASES = [
     # rows wide enough for the 4-vector tile at every width (an overhanging last tile), a head and a tail
     ConvSpec(1, 3, 3, 70, 32, 3, 3, (1, 1, 1, 1), act="relu"),
     ConvSpec(1, 8, 3, 70, 12, 3, 3, (1, 1, 1, 1), residual=True, residual_repeat=4, shuffle=2),
+    # the fused activations of compiler.epilogue: overhanging tiles (lane-by-lane epilogue), residual, shuffle
+    ConvSpec(1, 5, 7, 21, 6, 3, 3, (1, 1, 1, 1), act="tanh", residual=True),
+    ConvSpec(1, 8, 4, 19, 8, 3, 3, (1, 1, 1, 1), act="sigmoid"),
+    ConvSpec(1, 8, 4, 19, 8, 3, 3, (1, 1, 1, 1), act="leaky_relu", slope=0.1),
+    ConvSpec(1, 8, 4, 19, 8, 1, 1, (0, 0, 0, 0), act="silu"),
+    ConvSpec(1, 8, 4, 21, 8, 3, 3, (1, 1, 1, 1), groups=8, act="hardswish"),
+    ConvSpec(1, 8, 4, 21, 12, 3, 3, (1, 1, 1, 1), act="gelu", shuffle=2),
+    ConvSpec(1, 8, 4, 21, 8, 3, 3, (1, 1, 1, 1), act="gelu_tanh", residual=True),
 ]
 
 
@@ -104,7 +112,7 @@ def test_pack_weight_layout() -> None:
 
 def test_bad_kernel_specs_raise() -> None:
     with pytest.raises(CompilerError, match="unknown activation"):
-        conv2d_primfunc(ConvSpec(1, 4, 4, 4, 4, 3, 3, (1, 1, 1, 1), act="gelu"), Schedule(4, 1, 4))
+        conv2d_primfunc(ConvSpec(1, 4, 4, 4, 4, 3, 3, (1, 1, 1, 1), act="softplus"), Schedule(4, 1, 4))
     with pytest.raises(CompilerError, match="groups"):
         conv2d_primfunc(ConvSpec(1, 5, 4, 4, 4, 3, 3, (1, 1, 1, 1), groups=2), Schedule(4, 1, 1))
     with pytest.raises(CompilerError, match="PixelShuffle"):  # 6 channels are not a multiple of 2^2

@@ -82,10 +82,11 @@ def test_block_sparse_kernel_matches_masked_conv(block, ratio, act, residual, ve
     assert plan.kept_columns() <= len(plan.tiles) * dense_cols * (1 - ratio) + len(plan.tiles) * block[1]
 
 
-@pytest.mark.parametrize("ratio,act", [(0.5, "relu"), (0.75, "prelu")])
+@pytest.mark.parametrize("ratio,act", [(0.5, "relu"), (0.75, "prelu"), (0.5, "tanh"), (0.5, "silu"), (0.75, "gelu"),
+                                       (0.5, "leaky_relu"), (0.5, "hardswish")])
 def test_pattern_sparse_kernel_matches_masked_conv(ratio: float, act: str) -> None:
     w = _pattern_weight(8, 12, ratio)
-    spec = ConvSpec(2, 12, 3, 19, 8, 3, 3, (1, 1, 1, 1), act=act, residual=True)  # batch 2, odd width
+    spec = ConvSpec(2, 12, 3, 19, 8, 3, 3, (1, 1, 1, 1), act=act, residual=True, slope=0.15)  # batch 2, odd width
     got, want = _run(spec, w, plan_sparse(spec, w, 8))
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 

@@ -27,7 +27,8 @@ TABLE_FILE = "table.json"
 # Header field naming where the weights of the pruned entries came from (see LatencyTable.use_pruned_weights).
 PRUNED_WEIGHTS = "pruned_weights"
 # The compiler sources whose code a timing depends on (the fingerprint in the header).
-_COMPILER_SOURCES = ("kernels.py", "rewrite.py", "build.py", "pipeline.py", "targets.py", "canonicalize.py", "sparse.py")
+_COMPILER_SOURCES = ("kernels.py", "epilogue.py", "rewrite.py", "build.py", "pipeline.py", "targets.py", "canonicalize.py",
+                     "sparse.py")
 
 
 def compiler_fingerprint() -> str:
