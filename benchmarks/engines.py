@@ -2,7 +2,8 @@
 
 (1) plain-c32-d6: conv3x3 3->32 + ReLU, five conv3x3 32->32 + ReLU, global residual over the body,
     conv3x3 32->12, PixelShuffle(2);  (2) ecbsr-x2: the ECBSR reference model (M4C16) deployed, x2;
-(3) fsrcnn-x2: FSRCNN, whose 9x9 transposed conv the compiler turns into a sub-pixel conv.
+(3) fsrcnn-x2: FSRCNN, whose 9x9 transposed conv the compiler turns into a sub-pixel conv; (4) espcn-x2: ESPCN,
+whose tanh activations are fused into our conv kernels (compiler/epilogue.py).
 Input 1x3x360x640 (720p output). Engines are timed interleaved, same thread count.
 
 Usage: python benchmarks/engines.py [--json FILE] [--threads N] [--repeat R] [--doc]
@@ -34,7 +35,8 @@ def networks() -> dict[str, nn.Module]:
     plain = PlainSR().eval()
     ecb = deploy(build_model("ecbsr", 2)).eval()
     fsrcnn = deploy(build_model("fsrcnn", 2)).eval()  # its transposed conv goes through compiler.canonicalize
-    return {"plain-c32-d6": plain, "ecbsr-x2": ecb, "fsrcnn-x2": fsrcnn}
+    espcn = deploy(build_model("espcn", 2)).eval()  # tanh after its convs
+    return {"plain-c32-d6": plain, "ecbsr-x2": ecb, "fsrcnn-x2": fsrcnn, "espcn-x2": espcn}
 
 
 def main() -> None:
