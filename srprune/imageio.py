@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from srcommon.atomic import atomic_path
-from srprune.atomic import check_writable
+from srprune.outputs import check_writable
 from srprune.errors import InputError
 from srcommon.progress import note
 

@@ -12,7 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from srprune.atomic import check_writable
 from srprune.errors import InputError
 
 
@@ -37,12 +36,20 @@ def check_location(path: str | os.PathLike) -> None:
         raise InputError(f"{path}: cannot write in {base} ({e.strerror or e})") from None
 
 
-def check_output_file(path: str | os.PathLike, force: bool) -> Path:
-    """An output file: not a folder, not an existing file unless `force`, in a writable place."""
+def check_writable(path: str | os.PathLike, force: bool) -> Path:
+    """An existing output file is replaced only with `force`; a folder never by a file (the atomic writers
+    themselves are srcommon.atomic's)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
-    check_writable(path, force)
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists (use --force to overwrite)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, force: bool) -> Path:
+    """An output file: not a folder, not an existing file unless `force`, in a writable place."""
+    path = check_writable(path, force)
     check_location(path)
     return path
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from srcommon.atomic import atomic_path
-from srprune.atomic import check_writable
+from srprune.outputs import check_writable
 from srprune.errors import InputError
 from srprune.models.registry import build_model, check_plain, is_registered, list_models
 

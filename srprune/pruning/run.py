@@ -46,7 +46,7 @@ def prune_model_file(model_spec: str, spec: PruneSpec | dict, out: str | os.Path
     The file's meta holds "pruning" (spec, per-layer structure, budget), "source" (where the dense
     model came from) and "val" (PSNR-Y/SSIM-Y on `val_data` after pruning). Returns (path, meta).
     """
-    from srprune.atomic import check_writable
+    from srprune.outputs import check_writable
     from srprune.data import PatchSampler, load_dataset
     from srprune.evaluate import mean_score, score_pairs
     from srprune.models.modelfile import save_model

@@ -54,13 +54,9 @@ def file_hashes(layout: RunLayout) -> dict[str, str]:
 
 def model_checksum(path: Path) -> str | None:
     """SHA-256 of a model file (None when absent): what the compile and evaluate stages record having used."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from compiler.artifact import sha256
+
+    return sha256(path) if path.is_file() else None
 
 
 def stale_stages(run_dir: Path) -> dict[str, str]:
