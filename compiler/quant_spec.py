@@ -1,0 +1,133 @@
+"""The int8 layer contract (docs/quantization.md) as data, plus its numpy integer reference.
+
+One home for the arithmetic both sides must agree on: srprune/quant produces `QConv` layers from a calibrated
+model and evaluates with the same numbers; the compiler's int8 kernels consume them and are tested against
+`reference_conv`. numpy int64 arithmetic is the independent reference (no TVM, no torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ACTIVATIONS_WITHOUT_PARAMS = ("none", "relu", "tanh", "sigmoid", "silu", "hardswish", "gelu", "gelu_tanh")
+
+
+@dataclass(frozen=True)
+class QParams:
+    """uint8 asymmetric per-tensor quantisation: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be finite and > 0, not {self.scale}")
+        if not 0 <= int(self.zero_point) <= 255:
+            raise ValueError(f"zero_point must be in [0, 255], not {self.zero_point}")
+
+
+IMAGE_INPUT = QParams(scale=1.0 / 255.0, zero_point=0)  # the network input is the uint8 image itself
+
+
+@dataclass
+class QConv:
+    """One int8 conv: int8 weights (O, I, kh, kw) per output channel, int32 bias, fused epilogue.
+
+    `output is None` marks the tail: the layer writes float32 (before PixelShuffle and the global skip).
+    `activation` is one of ACTIVATIONS_WITHOUT_PARAMS, "prelu" (slopes per output channel in `act_param`)
+    or "leaky_relu" (one slope in `act_param`).
+    """
+
+    weight: np.ndarray  # int8 (O, I, kh, kw), values in [-127, 127]
+    weight_scale: np.ndarray  # float32 (O,)
+    bias: np.ndarray  # int32 (O,)
+    input: QParams
+    output: QParams | None
+    activation: str = "none"
+    act_param: np.ndarray | None = None
+    padding: int = 1
+    residual: QParams | None = None  # an extra uint8 input added after the activation
+    name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if self.weight.dtype != np.int8 or self.weight.ndim != 4:
+            raise ValueError("weight must be int8 (O, I, kh, kw)")
+        if self.weight.min(initial=0) < -127:
+            raise ValueError("weight holds -128; the contract allows [-127, 127]")
+        out_ch = self.weight.shape[0]
+        if self.weight_scale.shape != (out_ch,) or self.bias.shape != (out_ch,):
+            raise ValueError("weight_scale and bias need one value per output channel")
+        if self.bias.dtype != np.int32:
+            raise ValueError("bias must be int32")
+
+    def multiplier(self) -> np.ndarray:
+        """m[o] = float32(s_x * s_w[o]): what turns the int32 accumulator into a real value."""
+        return (np.float64(self.input.scale) * self.weight_scale.astype(np.float64)).astype(np.float32)
+
+
+def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
+    """b_q[o] = round_half_even(b[o] / (s_x * s_w[o])) as int32."""
+    q = np.rint(bias.astype(np.float64) / (np.float64(input_scale) * weight_scale.astype(np.float64)))
+    return np.clip(q, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+
+
+def activation_f32(y: np.ndarray, name: str, param: np.ndarray | None = None) -> np.ndarray:
+    """The float32 activations of step 3 (exact functions; kernels approximate within the fp32 tolerance)."""
+    y = y.astype(np.float32)
+    if name == "none":
+        return y
+    if name == "relu":
+        return np.maximum(y, np.float32(0))
+    if name == "prelu":
+        slope = np.asarray(param, np.float32).reshape(1, -1, 1, 1)
+        return np.where(y >= 0, y, y * slope).astype(np.float32)
+    if name == "leaky_relu":
+        return np.where(y >= 0, y, y * np.float32(param)).astype(np.float32)
+    if name == "tanh":
+        return np.tanh(y).astype(np.float32)
+    if name == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)
+    if name == "silu":
+        return (y / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)
+    if name == "hardswish":
+        return (y * np.clip(y + 3.0, 0.0, 6.0) / 6.0).astype(np.float32)
+    if name in ("gelu", "gelu_tanh"):
+        from math import erf, pi, sqrt
+
+        y64 = y.astype(np.float64)
+        if name == "gelu":
+            return (0.5 * y64 * (1.0 + np.vectorize(erf)(y64 / sqrt(2.0)))).astype(np.float32)
+        return (0.5 * y64 * (1.0 + np.tanh(sqrt(2.0 / pi) * (y64 + 0.044715 * y64**3)))).astype(np.float32)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def accumulate(q_x: np.ndarray, layer: QConv) -> np.ndarray:
+    """Step 1: acc[n, o, y, x] = sum (q_x - z_x) * w_q in exact integers (int64, checked to fit int32)."""
+    pad = layer.padding
+    x = q_x.astype(np.int64) - int(layer.input.zero_point)
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # padding holds z_x: zero after the shift
+    kh, kw = layer.weight.shape[2:]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))  # n, i, h, w, kh, kw
+    acc = np.einsum("nihwab,oiab->nohw", windows, layer.weight.astype(np.int64), optimize=True)
+    if acc.size and (acc.max() > np.iinfo(np.int32).max or acc.min() < np.iinfo(np.int32).min):
+        raise OverflowError(f"{layer.name or 'conv'}: int32 accumulator overflows")
+    return acc
+
+
+def reference_conv(q_x: np.ndarray, layer: QConv, q_residual: np.ndarray | None = None) -> np.ndarray:
+    """The whole contract for one layer: uint8 NCHW in, uint8 NCHW out (float32 for the tail)."""
+    acc = accumulate(q_x, layer) + layer.bias.astype(np.int64).reshape(1, -1, 1, 1)
+    y = acc.astype(np.float32) * layer.multiplier().reshape(1, -1, 1, 1)
+    y = activation_f32(y, layer.activation, layer.act_param)
+    if layer.residual is not None:
+        if q_residual is None:
+            raise ValueError("layer has a residual input but none was given")
+        r = (q_residual.astype(np.int32) - int(layer.residual.zero_point)).astype(np.float32)
+        y = (y + np.float32(layer.residual.scale) * r).astype(np.float32)
+    if layer.output is None:
+        return y.astype(np.float32)
+    inv = np.float32(1.0 / layer.output.scale)
+    q = np.rint((y * inv).astype(np.float32)) + int(layer.output.zero_point)
+    return np.clip(q, 0, 255).astype(np.uint8)
