@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 
-.PHONY: setup demo test bench clean system-deps
+.PHONY: setup demo test bench peers clean system-deps
 
 setup: $(STAMP)
 
@@ -35,5 +35,18 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engines.py
 
+# The peer engines of benchmarks/peers.py, in a venv of their own (several GB; never needed by demo or test).
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: pyproject.toml
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q $(FIND_LINKS) torch==2.13.0
+	echo torch==2.13.0 > $(PEERS_VENV)/constraints.txt
+	$(PEERS_VENV)/bin/pip install -q $(FIND_LINKS) -c $(PEERS_VENV)/constraints.txt -e '.[peers]'
+	touch $@
+
+peers: $(PEERS_VENV)/.installed $(STAMP)
+	$(BIN)/python benchmarks/peers.py --peers-python $(PEERS_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache
