@@ -80,3 +80,11 @@ def test_bad_input_is_one_line(run_cli, model_file, hr_folder, tmp_path):
     out.write_bytes(b"mine")
     r = run_cli("quantize", model_file, "--calib", hr_folder, "-o", out)
     assert_one_line_error(r, "exists")
+
+
+def test_compiling_an_int8_model_is_refused_in_one_line(run_cli, model_file, hr_folder, tmp_path):
+    out = tmp_path / "q.pt"
+    assert run_cli("quantize", model_file, "--calib", hr_folder, "-o", out, "--val-data", "").code == 0
+    r = run_cli("compile", out, "--target", "host", "-o", tmp_path / "c")
+    assert_one_line_error(r, "int8 model")
+    assert not (tmp_path / "c").exists()

@@ -117,7 +117,9 @@ def pruning_masks(model: nn.Module, meta: dict[str, Any]) -> dict[str, torch.Ten
     """{conv name: nonzero mask} of the layers a pruned model file records (meta["pruning"]["layers"])."""
     layers = ((meta or {}).get("pruning") or {}).get("layers") or {}
     masks = {}
-    for name in layers:
+    for name, entry in layers.items():
+        if isinstance(entry, dict) and entry.get("scheme") == "channel":  # removed channels, nothing masked
+            continue
         try:
             mod = model.get_submodule(name)
         except AttributeError:
