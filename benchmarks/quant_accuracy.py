@@ -28,8 +28,9 @@ from srcommon.owned import OwnedFolder  # noqa: E402
 from srprune.data import PatchSampler, load_dataset  # noqa: E402
 from srprune.evaluate import mean_score, score_pairs  # noqa: E402
 from srprune.models import build_model, deploy, load_model  # noqa: E402
-from srprune.pruning import FinetuneConfig, prune_model  # noqa: E402
-from srprune.quant.quantize import QuantConfig, quantize_model  # noqa: E402
+from srprune.pruning.pruner import copy_model  # noqa: E402
+from srprune.quant.plan import PlanNet  # noqa: E402
+from srprune.quant.quantize import QuantConfig, pruning_masks, qat, quantize_model  # noqa: E402
 from srprune.train import TrainConfig, train  # noqa: E402
 
 # A small network of the demo's search space (3 cells, widths 8-32, relu), standing in for a searched model.
@@ -42,7 +43,15 @@ def float_model(name: str, path: Path | None, args, sampler, val_pairs, work: Pa
     """A trained float model: loaded from `path`, or trained from scratch for args.train_steps."""
     if path is not None:
         net, info = load_model(path)
-        return deploy(net).eval(), f"{path} ({info['name']})", info["meta"]
+        what = info["name"]
+        if what == "genome":
+            g = info["config"]["genome"]
+            what = f"genome head{g['head']}-" + "-".join(
+                f"{c['block']}{c['width']}" + (f"[{','.join(map(str, c['layers']))}]" if c["layers"] else "")
+                for c in g["cells"]) + f" {g['activation']}"
+        pruned = " (pruned: " + ", ".join(sorted({e["scheme"] for e in info["meta"]["pruning"]["layers"].values()})) \
+            + ")" if (info["meta"].get("pruning") or {}).get("layers") else ""
+        return deploy(net).eval(), f"{path.name}: {what} x{info['scale']}{pruned}", info["meta"]
     torch.manual_seed(0)
     if name == "ecbsr":
         net = build_model("ecbsr", args.scale, blocks=4, width=16)
@@ -70,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--eval-data", default="builtin", help="also: any folder a user would give srprune eval")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/srprune-quant-bench"))
+    ap.add_argument("--models", default="ecbsr,genome", help="subset of ecbsr,genome")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -86,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
 
     rows, goals = [], []
     for name, path in (("ecbsr", args.ecbsr_model), ("genome", args.genome_model)):
+        if name not in args.models.split(","):
+            continue
         net, label, meta = float_model(name, path, args, sampler, val_pairs, args.work)
         fp32 = psnr(net)
         print(f"{label}: fp32 {fp32:.4f} dB", flush=True)
@@ -94,11 +106,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
             q, _ = quantize_model(net, calib, QuantConfig(method=method), meta=meta, progress=False)
             result[f"PTQ {method}"] = psnr(q)
             print(f"  PTQ {method}: {result[f'PTQ {method}']:.4f} dB", flush=True)
-        ft, _ = prune_model(net, {"scheme": "unstructured", "ratio": 0.0},
-                            FinetuneConfig(steps=args.qat_steps, lr=args.qat_lr, batch_size=16, patch_size=32,
-                                           seed=1, prune_steps=0), sampler(1))
-        result["fp32 + same FT"] = psnr(ft)
         qcfg = QuantConfig(method="minmax", qat_steps=args.qat_steps, lr=args.qat_lr, seed=1)
+        ft = PlanNet(copy_model(net))  # the same loop, budget and pruning masks, in float
+        torch.manual_seed(qcfg.seed)
+        qat(ft, sampler(1), qcfg, pruning_masks(ft.net, meta), fake=False)
+        result["fp32 + same FT"] = psnr(ft.net)
         q, _ = quantize_model(net, calib, qcfg, sampler(1), meta=meta)
         result["QAT"] = psnr(q)
         print(f"  fp32+FT {result['fp32 + same FT']:.4f} dB, QAT {result['QAT']:.4f} dB", flush=True)

@@ -130,13 +130,16 @@ def pruning_masks(model: nn.Module, meta: dict[str, Any]) -> dict[str, torch.Ten
 
 
 def qat(net: PlanNet, sampler, cfg: QuantConfig, masks: dict[str, torch.Tensor] | None = None,
-        teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
-    """Quantisation-aware fine-tuning of a calibrated PlanNet in place on the one training loop."""
+        teacher: nn.Module | None = None, progress: bool = True, fake: bool = True) -> dict[str, Any]:
+    """Quantisation-aware fine-tuning of a calibrated PlanNet in place on the one training loop.
+
+    `fake=False` fine-tunes the float model with the same loop, budget and masks (the fair reference for QAT).
+    """
     from srcommon.training import Hooks, LoopSettings, TrainLoop
 
     masks = masks or {}
     convs = {name: net.net.get_submodule(name) for name in masks}
-    net.mode = "fake"
+    net.mode = "fake" if fake else "float"
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
