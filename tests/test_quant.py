@@ -194,3 +194,23 @@ def test_model_file_round_trip_with_weights_only(tmp_path) -> None:
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="unknown precision 'int4'"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_ranges_against_numpy() -> None:
+    """min-max over several batches, percentiles (numpy's linear interpolation), and the uint8 grid holding 0."""
+    from srprune.quant.ranges import RangeObserver, qparams_from_range
+
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((1, 4, 30, 30)).astype(np.float32) * (n + 1) for n in range(3)]
+    mm, pc = RangeObserver("minmax"), RangeObserver("percentile", 99.0)
+    for b in batches:
+        mm.collect(torch.from_numpy(b))
+        pc.collect(torch.from_numpy(b))
+    mm.finish(), pc.finish()
+    every = np.concatenate([b.ravel() for b in batches])
+    assert float(mm.lo) == every.min() and float(mm.hi) == every.max()
+    assert np.allclose([float(pc.lo), float(pc.hi)], np.percentile(every, [1.0, 99.0]), rtol=1e-5)
+    for lo, hi in ((-1.3, 2.7), (0.0, 5.0), (0.5, 3.0), (-4.0, -1.0)):
+        s, z = qparams_from_range(lo, hi)
+        assert np.float32(s) == s and 0 <= z <= 255
+        assert abs(s * (0 - z) - min(lo, 0)) <= s / 2 and abs(s * (255 - z) - max(hi, 0)) <= s / 2
