@@ -225,7 +225,8 @@ def quantize_model_file(model_spec: str, calib: str, out: str | os.PathLike, cfg
     if cfg.qat_steps > 0:
         sampler = PatchSampler(load_dataset(data, info.scale, split="train"), info.scale, cfg.patch_size,
                                cfg.batch_size, seed=cfg.seed)
-    note(f"quantising {info.name} x{info.scale} to {cfg.precision} ({cfg.method}, {min(len(calib_pairs), cfg.calib_images)} calibration "
+    used = min(len(calib_pairs), cfg.calib_images)
+    note(f"quantising {info.name} x{info.scale} to {cfg.precision} ({cfg.method}, {used} calibration "
          f"images{f', {cfg.qat_steps} QAT steps' if cfg.qat_steps else ''})")
     q, qmeta = quantize_model(model, [p.lr for p in calib_pairs], cfg, sampler, info.meta, progress)
     meta: dict[str, Any] = {"quantization": {**qmeta, "calib": calib, "data": data if cfg.qat_steps else None},
