@@ -53,7 +53,11 @@ def deployable(model: str, scale: int | None, seed: int = 0):
     """(deployed model in eval mode, ModelInfo, colour channels) of a model file or architecture name."""
     from srprune.models import deploy, resolve_model
 
+    from srprune.quant.qmodel import is_quantized
+
     net, info = resolve_model(model, scale, seed=seed)
+    if is_quantized(net):  # until the compiler's int8 kernels take QConv layers (srprune.quant.qmodel.to_qconvs)
+        raise InputError(f"{model} is an int8 model (srprune quantize); this build compiles float models only")
     return deploy(net).eval(), info, int((info.config or {}).get("colors", 3))
 
 

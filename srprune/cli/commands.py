@@ -2,3 +2,4 @@
 
 from srprune.cli import (  # noqa: F401
     android_cmd, compile_cmd, core_cmd, data_cmd, latency_cmd, prune_cmd, run_cmd, supernet_cmd)
+from srprune.cli import quant_cmd  # noqa: F401,E402

@@ -149,14 +149,23 @@ def info_cmd(model, scale, size) -> None:
 
     w, h = parse_size(size)
     out_hw = (h, w)
+    from srprune.quant.info import quant_info
+
     net, info = resolve_model(model, scale)
     deployed = deploy(net)
-    macs = macs_for_output(deployed, net.scale, out_hw)
+    quant = quant_info(deployed, out_hw)  # None for a float model
+    macs = quant["macs"] if quant else macs_for_output(deployed, net.scale, out_hw)
     arch = getattr(net, "arch", {})
     click.echo(f"model:      {model}")
-    click.echo(f"arch:       {arch.get('name', type(net).__name__)} x{net.scale} {arch.get('config', {})}")
-    click.echo(f"params:     {count_params(deployed):,} (deployed form)")
+    click.echo(f"arch:       {arch.get('name', type(net).__name__)} x{net.scale} {arch.get('config', {})}"
+               if not quant else f"arch:       {quant['arch']}")
+    params = quant["params"] if quant else count_params(deployed)
+    click.echo(f"params:     {params:,} (deployed form)")
+    click.echo(f"weights:    {quant['bytes'] if quant else 4 * params:,} bytes "
+               f"({quant['precision'] if quant else 'float32'})")
     click.echo(f"MACs:       {macs / 1e9:.3f} G per {out_hw[1]}x{out_hw[0]} output frame")
+    for line in (quant or {}).get("layers", []):
+        click.echo(f"  {line}")
     click.echo(f"source:     {info.source}" + (f" ({info.path})" if info.path else " (untrained weights)"))
     if info.meta:
         click.echo(f"meta:       {json.dumps(info.meta)}")

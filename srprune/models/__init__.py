@@ -22,3 +22,5 @@ __all__ = [
 # The compacted architecture that channel pruning produces (srprune.pruning): registered here so that every
 # load_model() user can read pruned model files.
 from srprune.models import channel_pruned as _channel_pruned  # noqa: E402,F401
+# The int8 architecture that `srprune quantize` produces (srprune.quant), for the same reason.
+from srprune.quant import qmodel as _qmodel  # noqa: E402,F401

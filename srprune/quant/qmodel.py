@@ -1,0 +1,223 @@
+"""The quantised model: the registered architecture "quantized", which runs the int8 contract in PyTorch.
+
+Why a registered architecture: a quantised model file is then an ordinary model file (plain-data arch + a
+state_dict of tensors, loaded with weights_only=True), and `srprune eval`, `upscale` and `info` take it like any
+other model, running exactly the integer arithmetic of docs/quantization.md (so PSNR of a quantised model is the
+PSNR of what ships). Its config records the structure and per-layer precision; the state_dict holds int8
+weights, int32 biases, float32 weight scales, PReLU slopes and the per-tensor (scale, zero point) as float64 /
+int32 vectors (float64 so that the image's exact s = 1/255 of the contract is kept; other scales are float32
+values).
+
+The integer path: a conv of (q_x - z_x) with int8 weights in float64 is exact (every partial sum is an integer
+far below 2^53), then the contract's float32 steps in its order. `to_qconvs` hands the same numbers to the
+compiler as `compiler.quant_spec.QConv` objects; tests/test_quant.py checks both against `reference_conv`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compiler.quant_spec import IMAGE_INPUT, QConv, QParams, activation_f32
+from srprune.errors import InputError
+from srprune.models.registry import register
+
+NAME = "quantized"
+PRECISIONS = ("int8",)  # weights int8, activations uint8, the tail's output float32
+ACTS = ("none", "relu", "prelu", "tanh")
+_SKIPS = ("none", "repeat", "bicubic")
+_LAYER_KEYS = ("name", "precision", "act", "in", "out", "k", "groups", "src", "residual", "tail")
+
+
+class QLayer(nn.Module):
+    """One int8 conv's tensors (buffers: nothing here is trained)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        o, i, k, g = spec["out"], spec["in"], spec["k"], spec["groups"]
+        self.spec = spec
+        self.register_buffer("weight", torch.zeros((o, i // g, k, k), dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(o, dtype=torch.float32))
+        self.register_buffer("bias", torch.zeros(o, dtype=torch.int32))
+        if spec["act"] == "prelu":
+            self.register_buffer("act_param", torch.zeros(o, dtype=torch.float32))
+
+
+def _check_layers(layers: Any) -> list[dict[str, Any]]:
+    if not isinstance(layers, list) or not layers:
+        raise InputError(f"model {NAME}: layers must be a non-empty list")
+    out = []
+    for n, spec in enumerate(layers):
+        if not isinstance(spec, dict) or set(_LAYER_KEYS) - set(spec):
+            raise InputError(f"model {NAME}: layer {n} must have keys {', '.join(_LAYER_KEYS)}")
+        if spec["precision"] not in PRECISIONS:
+            raise InputError(f"model {NAME}: layer {spec['name']}: unknown precision {spec['precision']!r} "
+                             f"(known: {', '.join(PRECISIONS)})")
+        if spec["act"] not in ACTS:
+            raise InputError(f"model {NAME}: layer {spec['name']}: unknown activation {spec['act']!r}")
+        for key in ("in", "out", "k", "groups"):
+            if isinstance(spec[key], bool) or not isinstance(spec[key], int) or spec[key] < 1:
+                raise InputError(f"model {NAME}: layer {spec['name']}: {key} must be a positive integer")
+        ids = [spec["src"]] + ([spec["residual"]] if spec["residual"] is not None else [])
+        if any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= n for t in ids):
+            raise InputError(f"model {NAME}: layer {spec['name']}: inputs must be earlier tensors")
+        if bool(spec["tail"]) != (n == len(layers) - 1):
+            raise InputError(f"model {NAME}: exactly the last layer is the tail")
+        out.append(dict(spec))
+    return out
+
+
+@register(NAME)
+class QuantizedSR(nn.Module):
+    """An int8 SR network: layers (the int8 contract) -> tail float32 + global skip -> PixelShuffle -> uint8.
+
+    `forward` takes and returns float images in [0, 1] like every model (input rounded to uint8 codes, output
+    the shipped uint8 image / 255), so evaluation and tiled upscaling need nothing special.
+    """
+
+    def __init__(self, scale: int, base: dict, layers: list, skip: str = "none", colors: int = 3) -> None:
+        super().__init__()
+        if skip not in _SKIPS:
+            raise InputError(f"model {NAME}: unknown skip {skip!r} (known: {', '.join(_SKIPS)})")
+        self.scale, self.skip, self.colors = scale, skip, colors
+        self.base = base
+        self.specs = _check_layers(layers)
+        self.layers = nn.ModuleList(QLayer(s) for s in self.specs)
+        n = len(self.specs)
+        self.register_buffer("tensor_scale", torch.ones(n, dtype=torch.float64))  # tensor t's s (t=0: image)
+        self.register_buffer("tensor_zero", torch.zeros(n, dtype=torch.int32))
+        if skip == "bicubic":
+            self.register_buffer("skip_weight", torch.zeros(colors * scale * scale, 1, 5, 5))
+        # how far an output pixel looks into the input (tiled upscaling): every conv's reach + the skip's
+        self.lr_reach = sum(s["k"] // 2 for s in self.specs) + (2 if skip == "bicubic" else 0)
+
+    # --- the contract's arithmetic ---------------------------------------------------------------------------
+
+    def qparams(self, t: int) -> QParams:
+        """(scale, zero point) of uint8 tensor `t` (0: the image, exactly the contract's IMAGE_INPUT)."""
+        if t == 0:
+            return IMAGE_INPUT
+        return QParams(float(self.tensor_scale[t]), int(self.tensor_zero[t]))
+
+    def run_codes(self, q_image: torch.Tensor, keep: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """uint8 image codes N x C x H x W -> the uint8 SR image (or, with `keep`, every tensor: uint8 codes of
+        each layer's output, the tail's float32 output, then the uint8 image)."""
+        tensors: list[torch.Tensor] = [q_image.to(torch.uint8)]
+        for n, (layer, spec) in enumerate(zip(self.layers, self.specs)):
+            src = self.qparams(spec["src"])
+            x = tensors[spec["src"]].double() - src.zero_point
+            acc = F.conv2d(x, layer.weight.double(), padding=spec["k"] // 2, groups=spec["groups"])
+            acc = acc + layer.bias.double().view(1, -1, 1, 1)  # exact integers
+            mult = (torch.tensor(src.scale, dtype=torch.float64) * layer.weight_scale.double()).float()
+            y = acc.float() * mult.view(1, -1, 1, 1)
+            y = _activation(y, spec["act"], getattr(layer, "act_param", None))
+            if spec["residual"] is not None:
+                res = self.qparams(spec["residual"])
+                r = tensors[spec["residual"]].to(torch.int32) - res.zero_point
+                r = _adapt(r, y.shape[1]).float()
+                y = y + torch.tensor(res.scale, dtype=torch.float32) * r
+            if spec["tail"]:
+                tensors.append(y)
+            else:
+                out = self.qparams(n + 1)
+                inv = torch.tensor(1.0 / out.scale, dtype=torch.float64).float()
+                q = torch.round(y * inv) + out.zero_point
+                tensors.append(q.clamp(0, 255).to(torch.uint8))
+        y = tensors[-1]
+        skip = self._skip(tensors[0].float() / 255.0)
+        if skip is not None:
+            y = y + skip
+        image = torch.round(F.pixel_shuffle(y, self.scale).clamp(0, 1) * 255.0).to(torch.uint8)
+        return tensors + [image] if keep else image
+
+    def _skip(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.skip == "repeat":
+            return x.repeat_interleave(self.scale * self.scale, dim=1)
+        if self.skip == "bicubic":
+            return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self.skip_weight, groups=x.shape[1])
+        return None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        codes = torch.round(x.float().clamp(0, 1) * 255.0)
+        return self.run_codes(codes).float() / 255.0
+
+    # --- for the compiler and for people ---------------------------------------------------------------------
+
+    def qconv(self, n: int) -> QConv:
+        """Layer `n` as the contract's QConv (a grouped conv as its dense, block-diagonal equivalent)."""
+        layer, spec = self.layers[n], self.specs[n]
+        weight = layer.weight.numpy()
+        if spec["groups"] > 1:
+            weight = _dense(weight, spec["groups"])
+        act_param = layer.act_param.numpy().copy() if spec["act"] == "prelu" else None
+        return QConv(weight.copy(), layer.weight_scale.numpy().copy(), layer.bias.numpy().copy(),
+                     self.qparams(spec["src"]), None if spec["tail"] else self.qparams(n + 1), spec["act"],
+                     act_param, padding=spec["k"] // 2,
+                     residual=None if spec["residual"] is None else self.qparams(spec["residual"]),
+                     name=spec["name"])
+
+    def weight_bytes(self) -> int:
+        """Bytes of what the device stores per layer: int8 weights, int32 biases, float32 scales (+ slopes)."""
+        return sum(layer.weight.numel() + 8 * layer.weight.shape[0]
+                   + (4 * layer.act_param.numel() if hasattr(layer, "act_param") else 0) for layer in self.layers)
+
+    def describe(self) -> list[str]:
+        """One line per layer: precision, weight shape and bytes, input and output quantisation."""
+        lines = []
+        for n, (layer, spec) in enumerate(zip(self.layers, self.specs)):
+            src = self.qparams(spec["src"])
+            out = "float32 (tail: + skip, PixelShuffle, clamp, round)" if spec["tail"] else \
+                f"uint8 s={self.qparams(n + 1).scale:.6g} z={self.qparams(n + 1).zero_point}"
+            shape = "x".join(map(str, layer.weight.shape))
+            zeros = float((layer.weight == 0).float().mean())
+            res = f" + residual t{spec['residual']}" if spec["residual"] is not None else ""
+            lines.append(f"{spec['name']:<16} {spec['precision']:<5} w {shape:<12} {layer.weight.numel():>7} B  "
+                         f"zeros {zeros:.2f}  in t{spec['src']} uint8 s={src.scale:.6g} z={src.zero_point}"
+                         f"  {spec['act']}{res} -> {out}")
+        lines.append(f"{'global skip':<16} float32 ({self.skip})")
+        return lines
+
+
+def _activation(y: torch.Tensor, name: str, param: torch.Tensor | None) -> torch.Tensor:
+    """Step 3 of the contract in float32: relu/prelu here, other functions exactly as the numpy reference."""
+    if name == "none":
+        return y
+    if name == "relu":
+        return torch.where(y >= 0, y, torch.zeros_like(y))
+    if name == "prelu":
+        return torch.where(y >= 0, y, y * param.view(1, -1, 1, 1))
+    return torch.from_numpy(activation_f32(y.numpy(), name))
+
+
+def _adapt(r: torch.Tensor, channels: int) -> torch.Tensor:
+    """The residual's codes minus its zero point, sliced or zero-padded to `channels` (a width-changing skip)."""
+    from srprune.quant.plan import adapt_channels
+
+    return adapt_channels(r, channels)
+
+
+def _dense(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped weight (O, I/g, k, k) as the dense block-diagonal (O, I, k, k) it equals (zeros elsewhere)."""
+    out_ch, per, k, _ = weight.shape
+    dense = np.zeros((out_ch, per * groups, k, k), dtype=weight.dtype)
+    per_out = out_ch // groups
+    for g in range(groups):
+        dense[g * per_out:(g + 1) * per_out, g * per:(g + 1) * per] = weight[g * per_out:(g + 1) * per_out]
+    return dense
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True for a model of the "quantized" architecture."""
+    return isinstance(model, QuantizedSR)
+
+
+def to_qconvs(model: QuantizedSR) -> list[QConv]:
+    """Every layer as the contract's QConv, in execution order (wiring: `model.specs[n]["src"/"residual"]`)."""
+    if not is_quantized(model):
+        raise InputError(f"{type(model).__name__} is not a quantised model (run srprune quantize first)")
+    return [model.qconv(n) for n in range(len(model.specs))]
