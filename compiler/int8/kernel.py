@@ -1,0 +1,409 @@
+"""The int8 direct conv template (docs/quantization.md's contract), dense and block-sparse, for the four dot forms.
+
+One template, as the fp32 kernels (compiler/kernels.py): bands of output rows in parallel, each task with a private
+rolling window of the kh padded input rows (padding holds the input's zero point z_x, so it stays exact), an
+`oc_tile x (nvec * vec)` tile of int32 accumulators kept as SSA values (registers) while it reduces over the
+weight columns, and the contract's epilogue fused into the write-back. What is specific to int8:
+
+- the window stores 4 input channels interleaved per pixel ([groups of 4 channels, kh, columns x 4]), so one
+  load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel dot (compiler.int8.isa: vpdpbusd / sdot / the
+  widened vpmaddwd and smlal forms); the last group repeats a real channel where cin is not a multiple of 4 (its
+  weights are zero);
+- a weight column is (4-channel group, ky, kx); a tile's code is one straight line of multiply-adds over its
+  columns, with the packed weights read at compile-time offsets. Dense: one loop over tiles, every column. Sparse:
+  each tile unrolled with only the columns where one of its weights is nonzero (a pruned weight is an exact int8
+  zero), so a block of zeros covering 4 input channels x oc_tile output channels at one tap costs nothing;
+- the zero-point correction is folded into an int32 bias at compile time: acc = sum (q - shift) w, and
+  bias' = b_q - (z_x - shift) * sum w gives exactly sum (q - z_x) w + b_q (shift = 128 for sdot's signed bytes);
+- the write-back is the contract in its order: float32(acc + bias') * m[o], the activation (compiler.epilogue's
+  vector functions, as in the fp32 kernels), + s_r * float32(q_r - z_r), then either the requantised uint8
+  (round half to even: `nearbyint`) or, for the tail, float32 with PixelShuffle interleaved in registers (one
+  vector shuffle per s channels, as compiler.kernels.store_shuffled), the global skip (nearest neighbour: the
+  uint8 image pixel as float32 / 255) and the clamp to [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+
+from compiler.epilogue import ACTIVATIONS, activation
+from compiler.errors import CompilerError
+from compiler.int8.isa import Int8Isa
+from compiler.kernels import row_tasks
+from compiler.quant_spec import QConv
+
+SPARSE_MODES = ("auto", "dense", "sparse")
+# "auto" goes sparse when the sparse plan keeps at most this fraction of the dense kernel's columns (the unrolled
+# tiles cost a little more per column than the dense loop: instruction cache, no loop-carried weight offsets).
+SPARSE_THRESHOLD = 0.8
+
+
+@dataclass(frozen=True)
+class Int8ConvSpec:
+    """The shape and epilogue of one int8 conv kernel (stride 1, square zero-point padding)."""
+
+    n: int
+    cin: int
+    h: int
+    w: int
+    cout: int
+    kh: int
+    kw: int
+    pad: int
+    act: str = "none"
+    slope: float = 0.0  # leaky ReLU's slope
+    residual: bool = False
+    tail: bool = False  # float32 output (the last conv), else uint8
+    shuffle: int = 1  # tail: PixelShuffle(shuffle) fused
+    skip: bool = False  # tail: + nearest-neighbour global skip of the uint8 input image
+    clamp: bool = False  # tail: clamp to [0, 1] (the tail writes the network's output image)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return self.h + 2 * self.pad - self.kh + 1, self.w + 2 * self.pad - self.kw + 1
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        oh, ow = self.out_hw
+        s = self.shuffle
+        return self.n, self.cout // (s * s), oh * s, ow * s
+
+    @property
+    def groups4(self) -> int:
+        """Groups of 4 input channels (the last one padded)."""
+        return -(-self.cin // 4)
+
+    @property
+    def columns(self) -> int:
+        return self.groups4 * self.kh * self.kw
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """The register tile and the columns each tile of output channels reads (all of them when dense)."""
+
+    oc_tile: int
+    nvec: int
+    tiles: tuple[tuple[int, ...], ...]  # kept columns per tile (tile t = channels t*oc_tile ...)
+    sparse: bool
+
+    def kept_columns(self) -> int:
+        return sum(len(t) for t in self.tiles)
+
+
+def spec_for(layer: QConv, n: int, h: int, w: int, *, tail_shuffle: int = 1, skip: bool = False,
+             clamp: bool = False) -> Int8ConvSpec:
+    """The kernel spec of a QConv at an input size (the tail when layer.output is None)."""
+    o, i, kh, kw = layer.weight.shape
+    if layer.activation not in ACTIVATIONS:
+        raise CompilerError(f"{layer.name or 'conv'}: unknown activation {layer.activation!r}")
+    tail = layer.output is None
+    if not tail and (tail_shuffle != 1 or skip):
+        raise CompilerError("PixelShuffle and the global skip belong to the tail (the layer with output None)")
+    slope = float(np.asarray(layer.act_param).reshape(-1)[0]) if layer.activation == "leaky_relu" else 0.0
+    return Int8ConvSpec(n, i, h, w, o, kh, kw, int(layer.padding), layer.activation, slope,
+                        layer.residual is not None, tail, tail_shuffle if tail else 1, skip and tail, clamp and tail)
+
+
+def choose_tile(spec: Int8ConvSpec, isa: Int8Isa) -> tuple[int, int]:
+    """(oc_tile, nvec): accumulators in at most half the registers, oc_tile a divisor of cout (and a multiple of
+    the fused shuffle), up to 4 channels x 4 vectors (the fp32 template's measured tile)."""
+    s = spec.shuffle
+    budget = max(1, isa.registers // 2)
+    fits = [d for d in range(s, max(4, s) + 1, s) if spec.cout % d == 0 and d <= budget]
+    if not fits:
+        raise CompilerError(f"no output-channel tile of {spec.cout} channels is a multiple of the shuffle {s}")
+    ot = max(fits)
+    ow = spec.out_hw[1]
+    nvec = max(1, min(4, budget // ot, -(-ow // isa.vec)))
+    return ot, nvec
+
+
+def _column_weights(weight: np.ndarray) -> np.ndarray:
+    """int8 (O, I, kh, kw) -> int64 (O, columns, 4): column (g, ky, kx) holds channels 4g .. 4g + 3 (zeros past I)."""
+    o, i, kh, kw = weight.shape
+    g = -(-i // 4)
+    padded = np.zeros((o, g * 4, kh, kw), np.int64)
+    padded[:, :i] = weight
+    return padded.reshape(o, g, 4, kh, kw).transpose(0, 1, 3, 4, 2).reshape(o, g * kh * kw, 4)
+
+
+def make_plan(spec: Int8ConvSpec, weight: np.ndarray, isa: Int8Isa, sparse: str = "auto") -> Int8Plan:
+    """Dense or sparse (per SPARSE_MODES) tile plan; sparse tiles keep the columns with a nonzero weight."""
+    if sparse not in SPARSE_MODES:
+        raise CompilerError(f"sparse must be one of {SPARSE_MODES}, not {sparse!r}")
+    ot, nvec = choose_tile(spec, isa)
+    cols = _column_weights(weight)
+    nz = (cols != 0).any(axis=2)  # (O, columns)
+    kept = tuple(tuple(int(c) for c in np.flatnonzero(nz[t:t + ot].any(axis=0))) for t in range(0, spec.cout, ot))
+    full = tuple(tuple(range(spec.columns)) for _ in kept)
+    frac = sum(len(t) for t in kept) / max(1, len(kept) * spec.columns)
+    use = sparse == "sparse" or (sparse == "auto" and frac <= SPARSE_THRESHOLD)
+    return Int8Plan(ot, nvec, kept if use else full, use)
+
+
+def pack_weights(weight: np.ndarray, plan: Int8Plan, isa: Int8Isa) -> np.ndarray:
+    """int32 words in execution order: per tile, per kept column, per channel of the tile, `isa.words` words
+    (4 bytes of 4 input channels in one word for vnni/sdot, one sign-extended word per byte otherwise)."""
+    cols = _column_weights(weight)
+    ot = plan.oc_tile
+    parts = []
+    for t, kept in enumerate(plan.tiles):
+        block = cols[t * ot:(t + 1) * ot][:, list(kept)]  # (ot, kept, 4)
+        parts.append(block.transpose(1, 0, 2).reshape(-1, 4))
+    words = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    if isa.words == 1:
+        return np.ascontiguousarray(words.astype(np.int8)).view(np.int32).reshape(-1).copy()
+    return words.astype(np.int32).reshape(-1)
+
+
+def folded_bias(layer: QConv, isa: Int8Isa) -> np.ndarray:
+    """bias' = b_q - (z_x - shift) * sum_w per output channel, so that acc + bias' = sum (q - z_x) w + b_q."""
+    sum_w = layer.weight.astype(np.int64).sum(axis=(1, 2, 3))
+    b = layer.bias.astype(np.int64) - (int(layer.input.zero_point) - isa.shift) * sum_w
+    if b.min(initial=0) < np.iinfo(np.int32).min or b.max(initial=0) > np.iinfo(np.int32).max:
+        raise CompilerError(f"{layer.name or 'conv'}: the folded int32 bias overflows")
+    return b.astype(np.int32)
+
+
+@dataclass
+class Int8Kernel:
+    """One built layer: the PrimFunc and its constant arguments in order (weight, bias, multiplier[, alpha])."""
+
+    func: tirx.PrimFunc
+    consts: list[np.ndarray]
+    spec: Int8ConvSpec
+    plan: Int8Plan
+    isa: Int8Isa
+
+    @property
+    def arg_names(self) -> list[str]:
+        """Argument order: data, weight, bias, mult[, alpha][, residual][, image], out."""
+        names = ["data", "weight", "bias", "mult"] + (["alpha"] if self.spec.act == "prelu" else [])
+        return names + (["residual"] if self.spec.residual else []) + (["image"] if self.spec.skip else []) + ["out"]
+
+
+def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: str = "auto",
+                 tail_shuffle: int = 1, skip: bool = False, clamp: bool = False) -> Int8Kernel:
+    """The int8 kernel of `layer` for an (n, cin, h, w) uint8 input on one dot form (see Int8ConvSpec for the
+    tail's options)."""
+    spec = spec_for(layer, n, h, w, tail_shuffle=tail_shuffle, skip=skip, clamp=clamp)
+    if spec.cout % (spec.shuffle ** 2):
+        raise CompilerError(f"PixelShuffle({spec.shuffle}) needs output channels divisible by {spec.shuffle ** 2}")
+    plan = make_plan(spec, layer.weight, isa, sparse)
+    consts = [pack_weights(layer.weight, plan, isa), folded_bias(layer, isa), layer.multiplier()]
+    if spec.act == "prelu":
+        consts.append(np.asarray(layer.act_param, np.float32).reshape(spec.cout))
+    func = _build(spec, plan, isa, layer, [c.shape for c in consts])
+    return Int8Kernel(func.with_attr("tir.is_scheduled", True), consts, spec, plan, isa)
+
+
+def _f32(value: float):
+    return tirx.const(float(np.float32(value)), "float32")
+
+
+def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shapes: list) -> tirx.PrimFunc:
+    """The PrimFunc, written with TVM's IR builder (Python loops become straight-line code)."""
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T  # noqa: N812
+
+    n, cin, h, w, kh, kw, pad = spec.n, spec.cin, spec.h, spec.w, spec.kh, spec.kw, spec.pad
+    oh, ow = spec.out_hw
+    vec, ot, nv = isa.vec, plan.oc_tile, plan.nvec
+    wt = vec * nv
+    xtiles = -(-ow // wt)
+    pw = xtiles * wt + kw - 1
+    groups = spec.groups4
+    zfill = (int(layer.input.zero_point) ^ isa.shift) if isa.shift else int(layer.input.zero_point)
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("main")
+            T.func_attr({"tir.noalias": True})
+            data = T.arg("data", T.buffer((n, cin, h, w), "uint8"))
+            weight = T.arg("weight", T.buffer(tuple(shapes[0]), "int32"))
+            bias = T.arg("bias", T.buffer((spec.cout,), "int32"))
+            mult = T.arg("mult", T.buffer((spec.cout,), "float32"))
+            alpha = T.arg("alpha", T.buffer((spec.cout,), "float32")) if spec.act == "prelu" else None
+            resid = T.arg("residual", T.buffer((n, spec.cout, oh, ow), "uint8")) if spec.residual else None
+            image = T.arg("image", T.buffer((n, spec.cout // spec.shuffle ** 2, oh, ow), "uint8")) if spec.skip else None
+            out = T.arg("out", T.buffer(spec.out_shape, "float32" if spec.tail else "uint8"))
+            tasks = row_tasks(oh)
+            band = -(-oh // tasks)
+            with T.parallel(0, n * tasks) as bt:
+                b = bt // tasks if n > 1 else tirx.const(0, "int32")
+                y0 = (bt % tasks) * band
+                ring = T.sblock_alloc_buffer((groups, kh, pw * 4), "uint8")
+
+                def copy_row(row) -> None:
+                    _copy_row(T, spec, isa, data, ring, b, row, pw, zfill)
+
+                with T.serial(0, kh - 1) as k:
+                    copy_row(y0 - pad + k)
+                with T.serial(0, tirx.min(band, oh - y0)) as dy:
+                    y = y0 + dy
+                    copy_row(y - pad + kh - 1)
+                    slots = [T.Bind(tirx.floormod(y - pad + ky, kh)) for ky in range(kh)]
+                    ep = _Epilogue(spec, layer, out, bias, mult, alpha, resid, image, b, y)
+                    per_tile = ot * isa.words
+
+                    def tile(oc0, cols, base) -> None:
+                        with T.serial(0, xtiles) as xo:
+                            _emit_tile(T, spec, isa, plan, ring, slots, weight, cols, base, per_tile, ep, oc0,
+                                       xo * wt, ow % wt == 0)
+
+                    if plan.sparse:
+                        base = 0
+                        for t, cols in enumerate(plan.tiles):
+                            tile(t * ot, cols, base)
+                            base += len(cols) * per_tile
+                    else:
+                        with T.serial(0, spec.cout // ot) as oco:
+                            tile(oco * ot, plan.tiles[0], oco * (spec.columns * per_tile))
+    return ib.get()
+
+
+def _copy_row(T, spec: Int8ConvSpec, isa: Int8Isa, data, ring, b, row, pw: int, zfill: int) -> None:  # noqa: N803
+    """Input row `row` (all channels) into its ring slot, 4 channels interleaved per pixel, padding = z_x."""
+    cin, h, w, pad, vec = spec.cin, spec.h, spec.w, spec.pad, isa.vec
+    slot = tirx.floormod(row, spec.kh)
+    zero8 = tirx.const(zfill, "uint8")
+    flip = tirx.Broadcast(tirx.const(128, "uint8"), 4 * vec) if isa.shift else None
+    with T.serial(0, spec.groups4) as g:
+        with T.If(tirx.all(row >= 0, row < h)):
+            with T.Then():
+                for x in range(pad * 4):
+                    T.buffer_store(ring, zero8, [g, slot, x])
+                chans = [tirx.min(g * 4 + k, cin - 1) for k in range(4)]
+                with T.serial(0, w // vec) as xv:
+                    parts = [tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]) for c in chans]
+                    mixed = tirx.Shuffle(parts, [k * vec + i for i in range(vec) for k in range(4)])
+                    if flip is not None:
+                        mixed = tirx.bitwise_xor(mixed, flip)
+                    T.buffer_store(ring, mixed, [g, slot, tirx.Ramp((xv * vec + pad) * 4, 1, 4 * vec)])
+                for x in range(w // vec * vec, w):
+                    for k in range(4):
+                        v = data[b, chans[k], row, x]
+                        T.buffer_store(ring, tirx.bitwise_xor(v, tirx.const(128, "uint8")) if isa.shift else v,
+                                       [g, slot, (x + pad) * 4 + k])
+                with T.serial((w + pad) * 4, pw * 4) as x:
+                    T.buffer_store(ring, zero8, [g, slot, x])
+            with T.Else():
+                with T.serial(0, pw * 4) as x:
+                    T.buffer_store(ring, zero8, [g, slot, x])
+
+
+def _emit_tile(T, spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan, ring, slots, weight, cols, base, per_tile: int,  # noqa: N803
+               ep: "_Epilogue", oc0, x0, whole: bool) -> None:
+    """One oc_tile x (nvec * vec) tile: the straight-line dot products over `cols`, then the write-back."""
+    vec, nv, ot = isa.vec, plan.nvec, plan.oc_tile
+    kh, kw = spec.kh, spec.kw
+    acc: list[list] = [[None] * nv for _ in range(ot)]
+    for j, col in enumerate(cols):
+        g, rest = divmod(col, kh * kw)
+        ky, kx = divmod(rest, kw)
+        for xv in range(nv):
+            x = tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp((x0 + xv * vec + kx) * 4, 1, 4 * vec)])
+            ins = [T.Bind(e) for e in isa.inputs(T.Bind(x))]
+            for oi in range(ot):
+                acc[oi][xv] = T.Bind(isa.mac(acc[oi][xv], ins, weight, base + j * per_tile + oi * isa.words))
+    zero = tirx.Broadcast(tirx.const(0, "int32"), vec)
+    s = spec.shuffle
+    for oi0 in range(0, ot, s):
+        for xv in range(nv):
+            accs = [acc[oi0 + j][xv] if acc[oi0 + j][xv] is not None else zero for j in range(s)]
+            ep.write(T, [oc0 + oi0 + j for j in range(s)], accs, x0 + xv * vec, vec, whole)
+
+
+@dataclass
+class _Epilogue:
+    """The contract's steps 2-5 for one output row (docs/quantization.md), vector and lane-by-lane forms."""
+
+    spec: Int8ConvSpec
+    layer: QConv
+    out: object
+    bias: object
+    mult: object
+    alpha: object
+    resid: object
+    image: object
+    b: object
+    y: object
+
+    def activated(self, acc, oc, lanes: int):
+        """float32(acc + bias') * m, then the activation."""
+        def splat(e):
+            return tirx.Broadcast(e, lanes) if lanes > 1 else e
+        s = acc + splat(tirx.BufferLoad(self.bias, [oc]))
+        v = tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", s) * splat(tirx.BufferLoad(self.mult, [oc]))
+        alpha = tirx.BufferLoad(self.alpha, [oc]) if self.alpha is not None else None
+        return activation(self.spec.act, v, lanes, alpha, self.spec.slope)
+
+    def finish(self, v, oc, idx, lanes: int):
+        """+ residual, then the uint8 requantisation (inner layers) or v itself (the tail, before the shuffle)."""
+        def c(value, dtype="float32"):
+            e = tirx.const(value, dtype)
+            return tirx.Broadcast(e, lanes) if lanes > 1 else e
+        f32 = "float32" if lanes == 1 else f"float32x{lanes}"
+        i32 = "int32" if lanes == 1 else f"int32x{lanes}"
+        layer = self.layer
+        if self.resid is not None:
+            r = tirx.Cast(i32, tirx.BufferLoad(self.resid, [self.b, oc, self.y, idx]))
+            r = tirx.Cast(f32, r - c(int(layer.residual.zero_point), "int32"))
+            v = v + r * c(float(np.float32(layer.residual.scale)))
+        if self.spec.tail:
+            return v
+        inv = float(np.float32(1.0 / layer.output.scale))
+        q = tirx.nearbyint(v * c(inv)) + c(float(layer.output.zero_point))
+        q = tirx.min(tirx.max(q, c(0.0)), c(255.0))
+        return tirx.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
+
+    def write(self, T, ocs: list, accs: list, x, vec: int, whole: bool) -> None:  # noqa: N803
+        """Store the outputs of channels `ocs` (s of them for a fused shuffle, else one) at columns x .. x+vec-1."""
+        ow = self.spec.out_hw[1]
+        acts = [T.Bind(self.activated(a, oc, vec)) for a, oc in zip(accs, ocs)]
+        if whole:
+            self._store(T, ocs, acts, x, vec)
+            return
+        with T.If(x + vec <= ow):
+            with T.Then():
+                self._store(T, ocs, acts, x, vec)
+            with T.Else():
+                for lane in range(vec):
+                    with T.If(x + lane < ow):
+                        with T.Then():
+                            self._store(T, ocs, [tirx.Shuffle([a], [lane]) for a in acts], x + lane, 1)
+
+    def _store(self, T, ocs: list, acts: list, x, lanes: int) -> None:  # noqa: N803
+        idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
+        vals = [self.finish(a, oc, idx, lanes) for a, oc in zip(acts, ocs)]
+        if not self.spec.tail:
+            T.buffer_store(self.out, vals[0], [self.b, ocs[0], self.y, idx])
+            return
+        s = self.spec.shuffle
+        first = ocs[0]
+        channel = tirx.floordiv(first, s * s)
+        row = self.y * s + tirx.floormod(tirx.floordiv(first, s), s)
+        skip = None
+        if self.image is not None:
+            pix = tirx.BufferLoad(self.image, [self.b, channel, self.y, idx])
+            skip = tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", pix)
+        if lanes == 1:  # an overhanging tile's lane: s scalars
+            for j, v in enumerate(vals):
+                T.buffer_store(self.out, self._image(v, skip, 1), [self.b, channel, row, x * s + j])
+            return
+        n = s * lanes
+        mixed = tirx.Shuffle(vals, [(m % s) * lanes + m // s for m in range(n)]) if s > 1 else vals[0]
+        if skip is not None and s > 1:
+            skip = tirx.Shuffle([skip] * s, [m // s for m in range(n)])  # s copies: a Shuffle never widens its inputs
+        T.buffer_store(self.out, self._image(mixed, skip, n), [self.b, channel, row, tirx.Ramp(x * s, 1, n)])
+
+    def _image(self, v, skip, lanes: int):
+        """+ the global skip (the uint8 image pixel / 255 in float32), clamp to [0, 1] (when the tail writes the image)."""
+        def c(value):
+            return tirx.Broadcast(_f32(value), lanes) if lanes > 1 else _f32(value)
+        if skip is not None:
+            v = v + skip * c(1.0 / 255.0)
+        return tirx.min(tirx.max(v, c(0.0)), c(1.0)) if self.spec.clamp else v
