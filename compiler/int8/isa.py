@@ -1,9 +1,9 @@
 """The four int8 dot-product forms of the int8 conv template, chosen from the target's CPU features.
 
-Every form computes the same thing per int32 lane i of an accumulator: acc[i] += sum_k x[4i + k] * w[k] over 4
-consecutive input channels (k), where x holds 4-channel groups of uint8 activations interleaved pixel by pixel.
-That is exactly what the two int8 dot instructions do, so the template is one and only the innermost
-multiply-add differs:
+Every form computes the same thing per int32 lane i (a pixel) of an accumulator: acc[i] += sum_k x_k[i] * w[k] over
+4 consecutive input channels k. That is exactly what the two int8 dot instructions do when the 4 channels are
+interleaved pixel by pixel, so the template is one and only the innermost multiply-add (and whether the window
+interleaves the channels) differs:
 
 - `vnni` (x86 AVX-512 VNNI): `vpdpbusd` zmm, u8 x s8 -> s32, 16 lanes: uint8 activations and int8 weights as they are.
 - `avx2` (x86 without VNNI): `vpdpbusd` is absent and `vpmaddubsw` is not safe (it adds two u8 x s8 products into a
@@ -49,13 +49,18 @@ class Int8Isa:
         """int32 words of packed weight per (column, output channel): 1 (4 bytes in one word) or 4 (one per byte)."""
         return 1 if self.name in ("vnni", "sdot") else 4
 
-    def inputs(self, x) -> list:
-        """What the multiply-adds read from one uint8 x (4 * vec) load of interleaved 4-channel groups."""
+    def inputs(self, loads: list) -> list:
+        """What the multiply-adds read: the one uint8 x (4 * vec) load of interleaved 4-channel groups (vnni,
+        sdot), or the 4 uint8 x vec loads of the group's channels, widened (avx2, neon: see `interleaved`)."""
         if self.words == 1:
-            return [tirx.reinterpret(f"int8x{4 * self.vec}", x)]
-        v = self.vec
-        return [tirx.Cast(f"int32x{v}", tirx.Cast(f"int16x{v}", tirx.Shuffle([x], [4 * i + k for i in range(v)])))
-                for k in range(4)]
+            return [tirx.reinterpret(f"int8x{4 * self.vec}", loads[0])]
+        return [tirx.Cast(f"int32x{self.vec}", tirx.Cast(f"int16x{self.vec}", x)) for x in loads]
+
+    @property
+    def interleaved(self) -> bool:
+        """The window stores 4 channels interleaved per pixel (the dot instructions' operand) or each channel's row
+        apart (the widening forms: a plain load per channel instead of 4 deinterleaving shuffles)."""
+        return self.words == 1
 
     def mac(self, acc, inputs: list, weight, base):
         """acc + dot(inputs, weights at weight[base : base + words]) for `vec` int32 lanes (acc None: from zero)."""

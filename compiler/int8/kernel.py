@@ -5,10 +5,10 @@ rolling window of the kh padded input rows (padding holds the input's zero point
 `oc_tile x (nvec * vec)` tile of int32 accumulators kept as SSA values (registers) while it reduces over the
 weight columns, and the contract's epilogue fused into the write-back. What is specific to int8:
 
-- the window stores 4 input channels interleaved per pixel ([groups of 4 channels, kh, columns x 4]), so one
-  load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel dot (compiler.int8.isa: vpdpbusd / sdot / the
-  widened vpmaddwd and smlal forms); the last group repeats a real channel where cin is not a multiple of 4 (its
-  weights are zero);
+- the window stores groups of 4 input channels; for the dot instructions (vpdpbusd, sdot) interleaved per pixel
+  ([groups, kh, columns x 4]), so one load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel dot; for the
+  widening fallbacks (vpmaddwd, smlal) each channel's row apart (compiler.int8.isa); the last group repeats a real
+  channel where cin is not a multiple of 4 (its weights are zero);
 - a weight column is (4-channel group, ky, kx); a tile's code is one straight line of multiply-adds over its
   columns, with the packed weights read at compile-time offsets. Dense: one loop over tiles, every column. Sparse:
   each tile unrolled with only the columns where one of its weights is nonzero (a pruned weight is an exact int8
@@ -252,7 +252,7 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
                     def tile(oc0, cols, base) -> None:
                         with T.serial(0, xtiles) as xo:
                             _emit_tile(T, spec, isa, plan, ring, slots, weight, cols, base, per_tile, ep, oc0,
-                                       xo * wt, ow % wt == 0)
+                                       xo * wt, ow % wt == 0, pw)
 
                     if plan.sparse:
                         base = 0
@@ -274,29 +274,40 @@ def _copy_row(T, spec: Int8ConvSpec, isa: Int8Isa, data, ring, b, row, pw: int, 
     with T.serial(0, spec.groups4) as g:
         with T.If(tirx.all(row >= 0, row < h)):
             with T.Then():
-                for x in range(pad * 4):
-                    T.buffer_store(ring, zero8, [g, slot, x])
+                for x in range(pad):
+                    for k in range(4):
+                        T.buffer_store(ring, zero8, [g, slot, _ring_index(isa, pw, x, k)])
                 chans = [tirx.min(g * 4 + k, cin - 1) for k in range(4)]
                 with T.serial(0, w // vec) as xv:
                     parts = [tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]) for c in chans]
-                    mixed = tirx.Shuffle(parts, [k * vec + i for i in range(vec) for k in range(4)])
-                    if flip is not None:
-                        mixed = tirx.bitwise_xor(mixed, flip)
-                    T.buffer_store(ring, mixed, [g, slot, tirx.Ramp((xv * vec + pad) * 4, 1, 4 * vec)])
+                    if isa.interleaved:
+                        mixed = tirx.Shuffle(parts, [k * vec + i for i in range(vec) for k in range(4)])
+                        if flip is not None:
+                            mixed = tirx.bitwise_xor(mixed, flip)
+                        T.buffer_store(ring, mixed, [g, slot, tirx.Ramp((xv * vec + pad) * 4, 1, 4 * vec)])
+                    else:
+                        for k in range(4):
+                            T.buffer_store(ring, parts[k], [g, slot, tirx.Ramp(k * pw + xv * vec + pad, 1, vec)])
                 for x in range(w // vec * vec, w):
                     for k in range(4):
                         v = data[b, chans[k], row, x]
                         T.buffer_store(ring, tirx.bitwise_xor(v, tirx.const(128, "uint8")) if isa.shift else v,
-                                       [g, slot, (x + pad) * 4 + k])
-                with T.serial((w + pad) * 4, pw * 4) as x:
-                    T.buffer_store(ring, zero8, [g, slot, x])
+                                       [g, slot, _ring_index(isa, pw, x + pad, k)])
+                with T.serial(w + pad, pw) as x:  # the right padding and the columns the last tile reads past it
+                    for k in range(4):
+                        T.buffer_store(ring, zero8, [g, slot, _ring_index(isa, pw, x, k)])
             with T.Else():
                 with T.serial(0, pw * 4) as x:
                     T.buffer_store(ring, zero8, [g, slot, x])
 
 
+def _ring_index(isa: Int8Isa, pw: int, x, k: int):
+    """Where channel 4g + k of padded column x lives in a ring row: interleaved, or each channel's row apart."""
+    return x * 4 + k if isa.interleaved else k * pw + x
+
+
 def _emit_tile(T, spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan, ring, slots, weight, cols, base, per_tile: int,  # noqa: N803
-               ep: "_Epilogue", oc0, x0, whole: bool) -> None:
+               ep: "_Epilogue", oc0, x0, whole: bool, pw: int) -> None:
     """One oc_tile x (nvec * vec) tile: the straight-line dot products over `cols`, then the write-back."""
     vec, nv, ot = isa.vec, plan.nvec, plan.oc_tile
     kh, kw = spec.kh, spec.kw
@@ -305,8 +316,10 @@ def _emit_tile(T, spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan, ring, slots,
         g, rest = divmod(col, kh * kw)
         ky, kx = divmod(rest, kw)
         for xv in range(nv):
-            x = tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp((x0 + xv * vec + kx) * 4, 1, 4 * vec)])
-            ins = [T.Bind(e) for e in isa.inputs(T.Bind(x))]
+            px = x0 + xv * vec + kx
+            loads = ([tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp(px * 4, 1, 4 * vec)])] if isa.interleaved else
+                     [tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp(k * pw + px, 1, vec)]) for k in range(4)])
+            ins = [T.Bind(e) for e in isa.inputs(loads)]
             for oi in range(ot):
                 acc[oi][xv] = T.Bind(isa.mac(acc[oi][xv], ins, weight, base + j * per_tile + oi * isa.words))
     zero = tirx.Broadcast(tirx.const(0, "int32"), vec)
