@@ -86,7 +86,8 @@ def target_features(target: TargetSpec) -> set[str]:
     if not target.triple.startswith(("aarch64", "arm64")):
         try:
             got = codegen.llvm_get_cpu_features(target.tvm_target())
-            feats = {str(k) for k, v in dict(got).items() if bool(v)} if hasattr(got, "items") else {str(f) for f in got}
+            feats = ({str(k) for k, v in dict(got).items() if bool(v)} if hasattr(got, "items")
+                     else {str(f) for f in got})
         except Exception as exc:  # noqa: BLE001
             raise CompilerError(f"cannot read the CPU features of target {target.name}: {exc}") from exc
     feats |= {a[1:] for a in attrs if a.startswith("+")}

@@ -226,7 +226,8 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
     out = Path(out_dir)
     check_out_dir(out, force)
     plan = int8_plan(net, input_shape, isa, sparse)
-    describe = f"{name} x{net.scale} int8 ({isa.name}), target {spec.name}, input {'x'.join(map(str, plan.input_shape))}"
+    shape = "x".join(map(str, plan.input_shape))
+    describe = f"{name} x{net.scale} int8 ({isa.name}), target {spec.name}, input {shape}"
     numerics = None
     with staged_folder(out, force) as tmp:
         with tempfile.TemporaryDirectory() as work_dir:
