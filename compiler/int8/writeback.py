@@ -9,16 +9,13 @@ the nearest-neighbour global skip and the clamp to [0, 1]. A tile that overhangs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tvm import tirx
 
 from compiler.epilogue import activation
+from compiler.int8.spec import Int8ConvSpec
 from compiler.quant_spec import QConv
-
-if TYPE_CHECKING:  # kernel.py imports this module
-    from compiler.int8.kernel import Int8ConvSpec
 
 
 def _f32(value: float):
