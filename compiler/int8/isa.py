@@ -7,13 +7,13 @@ interleaves the channels) differs:
 
 - `vnni` (x86 AVX-512 VNNI): `vpdpbusd` zmm, u8 x s8 -> s32, 16 lanes: uint8 activations and int8 weights as they are.
 - `avx2` (x86 without VNNI): `vpdpbusd` is absent and `vpmaddubsw` is not safe (it adds two u8 x s8 products into a
-  *saturating* int16: 2 * 255 * 127 = 64770 > 32767), so each of the 4 bytes is widened to int16 and multiplied
-  with `vpmaddwd` (int16 x int16 -> int32 pairs; LLVM forms it from a multiply of sign-extended int16 values, one
-  half of each pair being zero), 8 lanes per ymm. Exact, at about a quarter of VNNI's work per instruction.
+  *saturating* int16: 2 * 255 * 127 = 64770 > 32767), so the window interleaves channel pairs, the bytes are
+  zero-extended to int16 (`vpmovzxbw`) and `vpmaddwd` multiplies them with the pair's int16 weights and adds the
+  two products into int32 (exact: no int16 sum), 8 pixels x 2 channels per ymm instruction, a quarter of VNNI's.
 - `sdot` (aarch64 +dotprod): `sdot v.4s, v.16b, v.16b`, s8 x s8 -> s32. Activations are stored shifted,
   q - 128 (an xor of the top bit), and the shift is folded into the bias: sum (q - z) w = sum (q - 128) w +
   (128 - z) sum w (`shift`).
-- `neon` (aarch64 without dotprod): bytes widened to int16, `smlal` (int16 x int16 + int32, 4 lanes).
+- `neon` (aarch64 without dotprod): each channel's bytes widened to int16, `smlal` (int16 x int16 + int32, 4 pixels).
 
 Selection: on x86 from LLVM's feature list of the target's CPU (`avx512vnni`); on aarch64 from the target's
 explicit `mattr` (`+dotprod`), because LLVM's cortex-a76 implies dotprod while android-arm64 promises only NEON:
@@ -45,34 +45,41 @@ class Int8Isa:
     shift: int  # activations are stored as q - shift (128 for sdot's signed bytes)
 
     @property
-    def words(self) -> int:
-        """int32 words of packed weight per (column, output channel): 1 (4 bytes in one word) or 4 (one per byte)."""
-        return 1 if self.name in ("vnni", "sdot") else 4
-
-    def inputs(self, loads: list) -> list:
-        """What the multiply-adds read: the one uint8 x (4 * vec) load of interleaved 4-channel groups (vnni,
-        sdot), or the 4 uint8 x vec loads of the group's channels, widened (avx2, neon: see `interleaved`)."""
-        if self.words == 1:
-            return [tirx.reinterpret(f"int8x{4 * self.vec}", loads[0])]
-        return [tirx.Cast(f"int32x{self.vec}", tirx.Cast(f"int16x{self.vec}", x)) for x in loads]
+    def interleave(self) -> int:
+        """Channels stored interleaved per pixel in the window: 4 for the dot instructions (their operand), 2 for
+        AVX2 (the int16 pairs of vpmaddwd), 1 for NEON (each channel's row apart: smlal's lanes are pixels)."""
+        return {"vnni": 4, "sdot": 4, "avx2": 2}.get(self.name, 1)
 
     @property
-    def interleaved(self) -> bool:
-        """The window stores 4 channels interleaved per pixel (the dot instructions' operand) or each channel's row
-        apart (the widening forms: a plain load per channel instead of 4 deinterleaving shuffles)."""
-        return self.words == 1
+    def words(self) -> int:
+        """int32 words of packed weight per (column, output channel): the 4 weights as 4 // interleave words of
+        `interleave` packed int8 / int16 / int32 values."""
+        return 4 // self.interleave
+
+    def inputs(self, loads: list) -> list:
+        """What the multiply-adds read from the words loads of uint8 x (interleave * vec) (one per word)."""
+        v = self.vec
+        if self.interleave == 4:
+            return [tirx.reinterpret(f"int8x{4 * v}", loads[0])]
+        if self.interleave == 2:  # zero-extended bytes: (channel k, channel k + 1) int16 pairs per pixel
+            return [tirx.Cast(f"int16x{2 * v}", x) for x in loads]
+        return [tirx.Cast(f"int32x{v}", tirx.Cast(f"int16x{v}", x)) for x in loads]
 
     def mac(self, acc, inputs: list, weight, base):
         """acc + dot(inputs, weights at weight[base : base + words]) for `vec` int32 lanes (acc None: from zero)."""
         v = self.vec
-        if self.words == 1:
+        if self.interleave == 4:
             w = tirx.reinterpret(f"int8x{4 * v}", tirx.Broadcast(tirx.BufferLoad(weight, [base]), v))
             start = acc if acc is not None else tirx.Broadcast(tirx.const(0, "int32"), v)
             name = "llvm.x86.avx512.vpdpbusd.512" if self.name == "vnni" else "llvm.aarch64.neon.sdot.v4i32.v16i8"
             return tirx.call_llvm_pure_intrin(f"int32x{v}", name, start, inputs[0], w)
-        for k in range(4):
-            w = tirx.Broadcast(tirx.Cast("int32", tirx.Cast("int16", tirx.BufferLoad(weight, [base + k]))), v)
-            prod = inputs[k] * w
+        for k, x in enumerate(inputs):
+            if self.interleave == 2:
+                w = tirx.reinterpret(f"int16x{2 * v}", tirx.Broadcast(tirx.BufferLoad(weight, [base + k]), v))
+                prod = tirx.call_llvm_pure_intrin(f"int32x{v}", "llvm.x86.avx2.pmadd.wd", x, w)
+            else:
+                w = tirx.Broadcast(tirx.Cast("int32", tirx.Cast("int16", tirx.BufferLoad(weight, [base + k]))), v)
+                prod = x * w
             acc = prod if acc is None else acc + prod
         return acc
 

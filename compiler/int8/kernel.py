@@ -5,10 +5,10 @@ rolling window of the kh padded input rows (padding holds the input's zero point
 `oc_tile x (nvec * vec)` tile of int32 accumulators kept as SSA values (registers) while it reduces over the
 weight columns, and the contract's epilogue fused into the write-back. What is specific to int8:
 
-- the window stores groups of 4 input channels; for the dot instructions (vpdpbusd, sdot) interleaved per pixel
-  ([groups, kh, columns x 4]), so one load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel dot; for the
-  widening fallbacks (vpmaddwd, smlal) each channel's row apart (compiler.int8.isa); the last group repeats a real
-  channel where cin is not a multiple of 4 (its weights are zero);
+- the window stores groups of 4 input channels, interleaved per pixel as the form's instruction reads them
+  (compiler.int8.isa: 4 for vpdpbusd / sdot, so one load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel
+  dot; pairs for AVX2's vpmaddwd; none for NEON's smlal); the last group repeats a real channel where cin is not a
+  multiple of 4 (its weights are zero);
 - a weight column is (4-channel group, ky, kx); a tile's code is one straight line of multiply-adds over its
   columns, with the packed weights read at compile-time offsets. Dense: one loop over tiles, every column. Sparse:
   each tile unrolled with only the columns where one of its weights is nonzero (a pruned weight is an exact int8
@@ -71,10 +71,11 @@ def spec_for(layer: QConv, n: int, h: int, w: int, *, tail_shuffle: int = 1, ski
 
 
 def choose_tile(spec: Int8ConvSpec, isa: Int8Isa) -> tuple[int, int]:
-    """(oc_tile, nvec): accumulators in at most half the registers, oc_tile a divisor of cout (and a multiple of
-    the fused shuffle), up to 4 channels x 4 vectors (the fp32 template's measured tile)."""
+    """(oc_tile, nvec): accumulators in at most half the registers (a quarter for the widening forms, whose widened
+    inputs and weights stay live too: AVX2 spilled over a thousand times per tile row with half), oc_tile a divisor of cout (and a
+    multiple of the fused shuffle), up to 4 channels x 4 vectors (the fp32 template's measured tile)."""
     s = spec.shuffle
-    budget = max(1, isa.registers // 2)
+    budget = max(1, isa.registers // (2 if isa.interleave == 4 else 4))
     fits = [d for d in range(s, max(4, s) + 1, s) if spec.cout % d == 0 and d <= budget]
     if not fits:
         raise CompilerError(f"no output-channel tile of {spec.cout} channels is a multiple of the shuffle {s}")
@@ -109,7 +110,7 @@ def make_plan(spec: Int8ConvSpec, weight: np.ndarray, isa: Int8Isa, sparse: str 
 
 def pack_weights(weight: np.ndarray, plan: Int8Plan, isa: Int8Isa) -> np.ndarray:
     """int32 words in execution order: per tile, per kept column, per channel of the tile, `isa.words` words
-    (4 bytes of 4 input channels in one word for vnni/sdot, one sign-extended word per byte otherwise)."""
+    (4 int8 in one word for vnni/sdot, 2 int16 pairs for avx2, 4 sign-extended int32 for neon)."""
     cols = _column_weights(weight)
     ot = plan.oc_tile
     parts = []
@@ -117,9 +118,8 @@ def pack_weights(weight: np.ndarray, plan: Int8Plan, isa: Int8Isa) -> np.ndarray
         block = cols[t * ot:(t + 1) * ot][:, list(kept)]  # (ot, kept, 4)
         parts.append(block.transpose(1, 0, 2).reshape(-1, 4))
     words = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
-    if isa.words == 1:
-        return np.ascontiguousarray(words.astype(np.int8)).view(np.int32).reshape(-1).copy()
-    return words.astype(np.int32).reshape(-1)
+    packed = {4: np.int8, 2: np.int16, 1: np.int32}[isa.interleave]  # `interleave` weights per int32 word
+    return np.ascontiguousarray(words.astype(packed)).view(np.int32).reshape(-1).copy()
 
 
 def folded_bias(layer: QConv, isa: Int8Isa) -> np.ndarray:
@@ -225,11 +225,11 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
 
 
 def _copy_row(T, spec: Int8ConvSpec, isa: Int8Isa, data, ring, b, row, pw: int, zfill: int) -> None:  # noqa: N803
-    """Input row `row` (all channels) into its ring slot, 4 channels interleaved per pixel, padding = z_x."""
+    """Input row `row` (all channels) into its ring slot (channels interleaved as _ring_index says), padding = z_x."""
     cin, h, w, pad, vec = spec.cin, spec.h, spec.w, spec.pad, isa.vec
     slot = tirx.floormod(row, spec.kh)
     zero8 = tirx.const(zfill, "uint8")
-    flip = tirx.Broadcast(tirx.const(128, "uint8"), 4 * vec) if isa.shift else None
+    flip = tirx.Broadcast(tirx.const(128, "uint8"), isa.interleave * vec) if isa.shift else None
     with T.serial(0, spec.groups4) as g:
         with T.If(tirx.all(row >= 0, row < h)):
             with T.Then():
@@ -237,16 +237,16 @@ def _copy_row(T, spec: Int8ConvSpec, isa: Int8Isa, data, ring, b, row, pw: int, 
                     for k in range(4):
                         T.buffer_store(ring, zero8, [g, slot, _ring_index(isa, pw, x, k)])
                 chans = [tirx.min(g * 4 + k, cin - 1) for k in range(4)]
+                m = isa.interleave
                 with T.serial(0, w // vec) as xv:
-                    parts = [tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]) for c in chans]
-                    if isa.interleaved:
-                        mixed = tirx.Shuffle(parts, [k * vec + i for i in range(vec) for k in range(4)])
+                    rows = [tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]) for c in chans]
+                    for part in range(4 // m):
+                        order = [j * vec + i for i in range(vec) for j in range(m)]
+                        mixed = rows[part] if m == 1 else tirx.Shuffle(rows[part * m:(part + 1) * m], order)
                         if flip is not None:
                             mixed = tirx.bitwise_xor(mixed, flip)
-                        T.buffer_store(ring, mixed, [g, slot, tirx.Ramp((xv * vec + pad) * 4, 1, 4 * vec)])
-                    else:
-                        for k in range(4):
-                            T.buffer_store(ring, parts[k], [g, slot, tirx.Ramp(k * pw + xv * vec + pad, 1, vec)])
+                        T.buffer_store(ring, mixed, [g, slot, tirx.Ramp(_ring_index(isa, pw, xv * vec + pad, part * m),
+                                                                        1, m * vec)])
                 for x in range(w // vec * vec, w):
                     for k in range(4):
                         v = data[b, chans[k], row, x]
@@ -261,8 +261,9 @@ def _copy_row(T, spec: Int8ConvSpec, isa: Int8Isa, data, ring, b, row, pw: int, 
 
 
 def _ring_index(isa: Int8Isa, pw: int, x, k: int):
-    """Where channel 4g + k of padded column x lives in a ring row: interleaved, or each channel's row apart."""
-    return x * 4 + k if isa.interleaved else k * pw + x
+    """Where channel 4g + k of padded column x lives in a ring row: (k // m) rows of pw pixels x m channels."""
+    m = isa.interleave
+    return (k // m) * (pw * m) + x * m + k % m
 
 
 def _emit_tile(T, spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan, ring, slots, weight, cols,  # noqa: N803
@@ -276,8 +277,9 @@ def _emit_tile(T, spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan, ring, slots,
         ky, kx = divmod(rest, kw)
         for xv in range(nv):
             px = x0 + xv * vec + kx
-            loads = ([tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp(px * 4, 1, 4 * vec)])] if isa.interleaved else
-                     [tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp(k * pw + px, 1, vec)]) for k in range(4)])
+            m = isa.interleave
+            loads = [tirx.BufferLoad(ring, [g, slots[ky], tirx.Ramp(_ring_index(isa, pw, px, k), 1, m * vec)])
+                     for k in range(0, 4, m)]
             ins = [T.Bind(e) for e in isa.inputs(loads)]
             for oi in range(ot):
                 acc[oi][xv] = T.Bind(isa.mac(acc[oi][xv], ins, weight, base + j * per_tile + oi * isa.words))
