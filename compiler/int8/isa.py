@@ -52,9 +52,14 @@ class Int8Isa:
 
     @property
     def words(self) -> int:
-        """int32 words of packed weight per (column, output channel): the 4 weights as 4 // interleave words of
-        `interleave` packed int8 / int16 / int32 values."""
+        """Elements of packed weight per (column, output channel): 4 // interleave int32 words of `interleave` int8 /
+        int16 values (vnni, sdot, avx2), or 4 int16 (neon: one vector load, smlal by lane)."""
         return 4 // self.interleave
+
+    @property
+    def weight_dtype(self) -> str:
+        """The packed weight array's element type."""
+        return "int16" if self.interleave == 1 else "int32"
 
     def inputs(self, loads: list) -> list:
         """What the multiply-adds read from the words loads of uint8 x (interleave * vec) (one per word)."""
@@ -77,9 +82,9 @@ class Int8Isa:
             if self.interleave == 2:
                 w = tirx.reinterpret(f"int16x{2 * v}", tirx.Broadcast(tirx.BufferLoad(weight, [base + k]), v))
                 prod = tirx.call_llvm_pure_intrin(f"int32x{v}", "llvm.x86.avx2.pmadd.wd", x, w)
-            else:
-                w = tirx.Broadcast(tirx.Cast("int32", tirx.Cast("int16", tirx.BufferLoad(weight, [base + k]))), v)
-                prod = x * w
+            else:  # one int16 x 4 load per column and channel (an immediate offset: ld1r has none), lane k splat
+                wv = tirx.BufferLoad(weight, [tirx.Ramp(base, 1, 4)])
+                prod = x * tirx.Cast(f"int32x{v}", tirx.Shuffle([wv], [k] * v))
             acc = prod if acc is None else acc + prod
         return acc
 

@@ -75,7 +75,7 @@ def choose_tile(spec: Int8ConvSpec, isa: Int8Isa) -> tuple[int, int]:
     inputs and weights stay live too: AVX2 spilled over a thousand times per tile row with half), oc_tile a divisor of cout (and a
     multiple of the fused shuffle), up to 4 channels x 4 vectors (the fp32 template's measured tile)."""
     s = spec.shuffle
-    budget = max(1, isa.registers // (2 if isa.interleave == 4 else 4))
+    budget = max(1, isa.registers // {4: 2, 2: 4, 1: 8}[isa.interleave])
     fits = [d for d in range(s, max(4, s) + 1, s) if spec.cout % d == 0 and d <= budget]
     if not fits:
         raise CompilerError(f"no output-channel tile of {spec.cout} channels is a multiple of the shuffle {s}")
@@ -110,7 +110,7 @@ def make_plan(spec: Int8ConvSpec, weight: np.ndarray, isa: Int8Isa, sparse: str 
 
 def pack_weights(weight: np.ndarray, plan: Int8Plan, isa: Int8Isa) -> np.ndarray:
     """int32 words in execution order: per tile, per kept column, per channel of the tile, `isa.words` words
-    (4 int8 in one word for vnni/sdot, 2 int16 pairs for avx2, 4 sign-extended int32 for neon)."""
+    (4 int8 in one int32 word for vnni/sdot, 2 int16 pairs in two words for avx2, 4 int16 for neon)."""
     cols = _column_weights(weight)
     ot = plan.oc_tile
     parts = []
@@ -118,8 +118,8 @@ def pack_weights(weight: np.ndarray, plan: Int8Plan, isa: Int8Isa) -> np.ndarray
         block = cols[t * ot:(t + 1) * ot][:, list(kept)]  # (ot, kept, 4)
         parts.append(block.transpose(1, 0, 2).reshape(-1, 4))
     words = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
-    packed = {4: np.int8, 2: np.int16, 1: np.int32}[isa.interleave]  # `interleave` weights per int32 word
-    return np.ascontiguousarray(words.astype(packed)).view(np.int32).reshape(-1).copy()
+    packed = np.ascontiguousarray(words.astype({4: np.int8, 2: np.int16, 1: np.int16}[isa.interleave]))
+    return packed.view(isa.weight_dtype).reshape(-1).copy()
 
 
 def folded_bias(layer: QConv, isa: Int8Isa) -> np.ndarray:
@@ -181,7 +181,7 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
             T.func_name("main")
             T.func_attr({"tir.noalias": True})
             data = T.arg("data", T.buffer((n, cin, h, w), "uint8"))
-            weight = T.arg("weight", T.buffer(tuple(shapes[0]), "int32"))
+            weight = T.arg("weight", T.buffer(tuple(shapes[0]), isa.weight_dtype))
             bias = T.arg("bias", T.buffer((spec.cout,), "int32"))
             mult = T.arg("mult", T.buffer((spec.cout,), "float32"))
             alpha = T.arg("alpha", T.buffer((spec.cout,), "float32")) if spec.act == "prelu" else None
