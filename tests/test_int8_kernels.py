@@ -119,6 +119,10 @@ def test_sparse_plan_keeps_exactly_the_nonzero_blocks():
     assert 0.4 < plan.kept_columns() / (8 * 72) < 0.6
     dense = make_plan(spec_for(layer, 1, 8, 64), layer.weight, isa, sparse="dense")
     assert not dense.sparse and dense.kept_columns() == 8 * 72
+    big = _layer(rng, 128, 128, A, B, zero_blocks=0.5)  # 32 tiles x ~576 kept columns x 16: too much code
+    assert not make_plan(spec_for(big, 1, 8, 64), big.weight, isa).sparse
+    with pytest.raises(CompilerError, match="unroll"):
+        make_plan(spec_for(big, 1, 8, 64), big.weight, isa, sparse="sparse")
 
 
 def test_the_dot_form_follows_the_targets_features():

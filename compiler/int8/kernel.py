@@ -41,6 +41,10 @@ SPARSE_MODES = ("auto", "dense", "sparse")
 # "auto" goes sparse when the sparse plan keeps at most this fraction of the dense kernel's columns (the unrolled
 # tiles cost a little more per column than the dense loop: instruction cache, no loop-carried weight offsets).
 SPARSE_THRESHOLD = 0.8
+# Most multiply-add instructions a sparse kernel may unroll (its tiles are straight-line code one after another;
+# LLVM's time grows faster than linearly with a function's size: compiler/sparse.py's MAX_UNROLLED). Past it
+# "auto" stays dense (whose code is one tile's, in a loop) and "sparse" is refused.
+MAX_UNROLLED = 20000
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,10 @@ def make_plan(spec: Int8ConvSpec, weight: np.ndarray, isa: Int8Isa, sparse: str 
     kept = tuple(tuple(int(c) for c in np.flatnonzero(nz[t:t + ot].any(axis=0))) for t in range(0, spec.cout, ot))
     full = tuple(tuple(range(spec.columns)) for _ in kept)
     frac = sum(len(t) for t in kept) / max(1, len(kept) * spec.columns)
-    use = sparse == "sparse" or (sparse == "auto" and frac <= SPARSE_THRESHOLD)
+    unrolled = sum(len(t) for t in kept) * ot * nvec * isa.words
+    if sparse == "sparse" and unrolled > MAX_UNROLLED:
+        raise CompilerError(f"the sparse kernel would unroll {unrolled} multiply-adds (> {MAX_UNROLLED}); use dense")
+    use = sparse == "sparse" or (sparse == "auto" and frac <= SPARSE_THRESHOLD and unrolled <= MAX_UNROLLED)
     return Int8Plan(ot, nvec, kept if use else full, use)
 
 
