@@ -179,7 +179,7 @@ SHAPE = (1, 3, 9, 13)
 def _network(seed: int = 0) -> Int8Network:
     rng = np.random.default_rng(seed)
     layers = [_layer(rng, 3, 8, IMAGE_INPUT, A), _layer(rng, 8, 8, A, B, "prelu", residual=A),
-              _layer(rng, 8, 12, B, C, "tanh", zero_blocks=0.5), _layer(rng, 12, 12, C, None, "none")]
+              _layer(rng, 8, 10, B, C, "tanh", zero_blocks=0.5), _layer(rng, 10, 12, C, None, "none")]
     return Int8Network(layers, 2, [None, 0, None, None])
 
 
