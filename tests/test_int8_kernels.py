@@ -106,6 +106,17 @@ def test_x86_kernel_equals_integer_reference(target, case):
     _compare(got, want, act)
 
 
+def test_batch_of_two_images():
+    rng = np.random.default_rng(3)
+    layer = _layer(rng, 8, 8, A, B, "prelu", residual=C)
+    spec = get_target("host") if HAS_VNNI else HASWELL
+    kernel = build_kernel(layer, 2, 5, 19, choose_isa(spec))
+    x = rng.integers(0, 256, (2, 8, 5, 19)).astype(np.uint8)
+    r = rng.integers(0, 256, (2, 8, 5, 19)).astype(np.uint8)
+    want = reference_conv(x, layer, r)
+    np.testing.assert_array_equal(_run_kernel(kernel, spec, x, r, want.shape, want.dtype), want)
+
+
 def test_sparse_plan_keeps_exactly_the_nonzero_blocks():
     """A tile's columns are the (4-channel group, tap) blocks with a nonzero weight: counted here independently."""
     rng = np.random.default_rng(7)
