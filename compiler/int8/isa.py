@@ -2,8 +2,8 @@
 
 Every form computes the same thing per int32 lane i (a pixel) of an accumulator: acc[i] += sum_k x_k[i] * w[k] over
 4 consecutive input channels k. That is exactly what the two int8 dot instructions do when the 4 channels are
-interleaved pixel by pixel, so the template is one and only the innermost multiply-add (and whether the window
-interleaves the channels) differs:
+interleaved pixel by pixel, so the template is one and only the innermost multiply-add (and how many channels the
+window interleaves per pixel: `interleave`) differs:
 
 - `vnni` (x86 AVX-512 VNNI): `vpdpbusd` zmm, u8 x s8 -> s32, 16 lanes: uint8 activations and int8 weights as they are.
 - `avx2` (x86 without VNNI): `vpdpbusd` is absent and `vpmaddubsw` is not safe (it adds two u8 x s8 products into a
@@ -13,7 +13,8 @@ interleaves the channels) differs:
 - `sdot` (aarch64 +dotprod): `sdot v.4s, v.16b, v.16b`, s8 x s8 -> s32. Activations are stored shifted,
   q - 128 (an xor of the top bit), and the shift is folded into the bias: sum (q - z) w = sum (q - 128) w +
   (128 - z) sum w (`shift`).
-- `neon` (aarch64 without dotprod): each channel's bytes widened to int16, `smlal` (int16 x int16 + int32, 4 pixels).
+- `neon` (aarch64 without dotprod): each channel's bytes widened to int16, `smlal` by lane (int16 x int16 + int32,
+  4 pixels; a column's 4 int16 weights are one vector load).
 
 Selection: on x86 from LLVM's feature list of the target's CPU (`avx512vnni`); on aarch64 from the target's
 explicit `mattr` (`+dotprod`), because LLVM's cortex-a76 implies dotprod while android-arm64 promises only NEON:
