@@ -1,0 +1,269 @@
+"""A chain of QConv layers compiled whole: float32 image in -> uint8 -> int8 convs -> float32 tail -> image out.
+
+The entry for srprune/quant's output: `Int8Network(layers, scale)` (the tail is the layer whose `output` is None,
+last) -> `build_int8_clib(net, shape, target, out_dir)`, a c-lib with the ABI of every other c-lib (srmodel.h:
+float32 NCHW in [0, 1] / uint8 RGB in and out), for the host and for android-arm64(-dotprod) / linux-arm64 through
+the same cross toolchain (compiler/clib). Why the c-lib and not the Relax VM: the int8 layers are our own kernels
+end to end (nothing for Relax to lower), and the c-lib's plan is exactly a list of kernel calls over an arena.
+
+Steps: one kernel quantises the float32 input to the uint8 image (round(255 x), exact for inputs k / 255 as
+run_rgb8 makes them), each layer is one int8 kernel (compiler.int8.kernel) with its residual (the uint8 output of
+an earlier layer, or the image) and the tail writes the float32 image with PixelShuffle, the nearest-neighbour
+global skip and the clamp fused. `reference_network` is the same computation in numpy (compiler.quant_spec's
+reference_conv per layer), the test oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import tirx
+
+from compiler.artifact import check_out_dir, sha256, staged_folder, write_manifest
+from compiler.clib.plan import ALIGN, REGION_ARENA, REGION_CONST, REGION_INPUT, REGION_OUTPUT, Plan, Step, TensorDesc
+from compiler.errors import CompilerError
+from compiler.int8.isa import Int8Isa, choose_isa, kernel_target
+from compiler.int8.kernel import Int8Kernel, build_kernel
+from compiler.quant_spec import IMAGE_INPUT, QConv, reference_conv
+from compiler.targets import TargetSpec, get_target
+
+IMAGE = -1  # residual_from value: the quantised input image
+
+
+@dataclass
+class Int8Network:
+    """Layers in order; `residual_from[i]` is the index of the earlier layer whose uint8 output layer i adds (IMAGE:
+    the input image; None: no residual). `skip`: the tail adds the nearest-neighbour upsampled input image."""
+
+    layers: list[QConv]
+    scale: int
+    residual_from: list[int | None] = field(default_factory=list)
+    skip: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise CompilerError("an int8 network needs at least one layer")
+        self.residual_from = list(self.residual_from) or [None] * len(self.layers)
+        if len(self.residual_from) != len(self.layers):
+            raise CompilerError("residual_from needs one entry per layer")
+        if self.layers[0].input != IMAGE_INPUT:
+            raise CompilerError("the first layer's input must be the image (scale 1/255, zero point 0)")
+        for i, layer in enumerate(self.layers):
+            tail = i == len(self.layers) - 1
+            if (layer.output is None) != tail:
+                raise CompilerError(f"layer {i}: only the last layer (the tail) writes float32 (output None)")
+            if i and layer.input != self.layers[i - 1].output:
+                raise CompilerError(f"layer {i}: its input quantisation differs from layer {i - 1}'s output")
+            if i and layer.weight.shape[1] != self.layers[i - 1].weight.shape[0]:
+                raise CompilerError(f"layer {i}: {layer.weight.shape[1]} input channels after "
+                                    f"{self.layers[i - 1].weight.shape[0]}")
+            src = self.residual_from[i]
+            if (src is None) != (layer.residual is None):
+                raise CompilerError(f"layer {i}: residual_from and the layer's residual quantisation disagree")
+            if src is not None:
+                if not (src == IMAGE or 0 <= src < i):
+                    raise CompilerError(f"layer {i}: residual_from {src} is not an earlier layer")
+                params = IMAGE_INPUT if src == IMAGE else self.layers[src].output
+                chans = self.layers[0].weight.shape[1] if src == IMAGE else self.layers[src].weight.shape[0]
+                if params != layer.residual or chans != layer.weight.shape[0]:
+                    raise CompilerError(f"layer {i}: its residual (from {src}) has other channels or quantisation")
+        s2 = self.scale * self.scale
+        if self.layers[-1].weight.shape[0] % s2:
+            raise CompilerError(f"the tail's {self.layers[-1].weight.shape[0]} channels are not a multiple of {s2}")
+        if self.skip and self.layers[-1].weight.shape[0] // s2 != self.layers[0].weight.shape[1]:
+            raise CompilerError("the global skip needs as many output image channels as input channels")
+
+
+def quantize_image(x: np.ndarray) -> np.ndarray:
+    """float32 image in [0, 1] -> uint8 round_half_even(255 x) (the kernel's arithmetic)."""
+    return np.clip(np.rint((np.asarray(x, np.float32) * np.float32(255.0)).astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def reference_network(net: Int8Network, image: np.ndarray) -> np.ndarray:
+    """The network in numpy: uint8 NCHW image -> float32 NCHW image in [0, 1] (before the final uint8 rounding)."""
+    outs: dict[int, np.ndarray] = {IMAGE: image}
+    q = image
+    for i, layer in enumerate(net.layers):
+        src = net.residual_from[i]
+        q = reference_conv(q, layer, None if src is None else outs[src])
+        outs[i] = q
+    n, c, h, w = q.shape
+    s = net.scale
+    y = q.reshape(n, c // (s * s), s, s, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (s * s), h * s, w * s)
+    if net.skip:
+        skip = image.astype(np.float32) * np.float32(1.0 / 255.0)
+        y = (y + skip.repeat(s, axis=2).repeat(s, axis=3)).astype(np.float32)
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def quantize_primfunc(shape: tuple[int, int, int, int]) -> tirx.PrimFunc:
+    """float32 NCHW in [0, 1] -> the uint8 image (rows in parallel)."""
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T  # noqa: N812
+
+    n, c, h, w = shape
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("main")
+            T.func_attr({"tir.noalias": True})
+            x = T.arg("x", T.buffer(shape, "float32"))
+            q = T.arg("q", T.buffer(shape, "uint8"))
+            with T.parallel(0, n * c * h) as r:
+                with T.serial(0, w) as col:
+                    idx = [r // (c * h), (r // h) % c, r % h, col]
+                    v = tirx.nearbyint(tirx.BufferLoad(x, idx) * tirx.const(255.0, "float32"))
+                    v = tirx.min(tirx.max(v, tirx.const(0.0, "float32")), tirx.const(255.0, "float32"))
+                    T.buffer_store(q, tirx.Cast("uint8", v), idx)
+    return ib.get().with_attr("tir.is_scheduled", True)
+
+
+def build_kernels(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int8Isa,
+                  sparse: str = "auto") -> list[Int8Kernel]:
+    """One int8 kernel per layer (the tail with the shuffle, skip and clamp fused)."""
+    n, c, h, w = input_shape
+    if c != net.layers[0].weight.shape[1]:
+        raise CompilerError(f"the input has {c} channels, the first layer takes {net.layers[0].weight.shape[1]}")
+    kernels = []
+    for i, layer in enumerate(net.layers):
+        tail = i == len(net.layers) - 1
+        k = build_kernel(layer, n, h, w, isa, sparse=sparse, tail_shuffle=net.scale if tail else 1,
+                         skip=net.skip and tail, clamp=tail)
+        if k.spec.out_hw != (h, w):
+            raise CompilerError(f"layer {i}: the network keeps the frame size; padding {layer.padding} changes it")
+        kernels.append(k)
+    return kernels
+
+
+class _Arena:
+    """First-fit reuse of freed blocks: a layer's output lives from its kernel to its last reader."""
+
+    def __init__(self) -> None:
+        self.size, self.free = 0, []  # free: [(offset, size)]
+
+    def take(self, nbytes: int) -> int:
+        nbytes = -(-nbytes // ALIGN) * ALIGN
+        for k, (off, size) in enumerate(self.free):
+            if size >= nbytes:
+                self.free[k] = (off + nbytes, size - nbytes)
+                return off
+        off, self.size = self.size, self.size + nbytes
+        return off
+
+    def give(self, off: int, nbytes: int) -> None:
+        self.free.append((off, -(-nbytes // ALIGN) * ALIGN))
+
+
+def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int8Isa, sparse: str = "auto") -> Plan:
+    """The c-lib's static plan: the quantise kernel, then one kernel per layer over an arena of uint8 tensors."""
+    kernels = build_kernels(net, input_shape, isa, sparse)
+    n, c, h, w = input_shape
+    tensors: list[TensorDesc] = [TensorDesc(REGION_INPUT, 0, tuple(input_shape), "float32")]
+    blob = bytearray()
+
+    def const(arr: np.ndarray) -> int:
+        blob.extend(b"\0" * (-len(blob) % ALIGN))
+        tensors.append(TensorDesc(REGION_CONST, len(blob), tuple(arr.shape), str(arr.dtype)))
+        blob.extend(np.ascontiguousarray(arr).tobytes())
+        return len(tensors) - 1
+
+    last_use = {IMAGE: len(net.layers) - 1 if net.skip else 0}
+    for i, src in enumerate(net.residual_from):
+        last_use[i] = max(last_use.get(i, i), i + 1)
+        if src is not None:
+            last_use[src] = max(last_use.get(src, 0), i)
+    arena = _Arena()
+    feat: dict[int, int] = {}  # producer -> tensor index
+    nbytes = n * c * h * w
+    feat[IMAGE] = len(tensors)
+    tensors.append(TensorDesc(REGION_ARENA, arena.take(nbytes), (n, c, h, w), "uint8"))
+    funcs = {"srm_int8_quantize": quantize_primfunc(tuple(input_shape))}
+    steps = [Step("srm_int8_quantize", (0, feat[IMAGE]))]
+    for i, k in enumerate(kernels):
+        args = [feat[i - 1] if i else feat[IMAGE]] + [const(a) for a in k.consts]
+        if k.spec.residual:
+            args.append(feat[net.residual_from[i]])
+        if k.spec.skip:
+            args.append(feat[IMAGE])
+        if k.spec.tail:
+            tensors.append(TensorDesc(REGION_OUTPUT, 0, k.spec.out_shape, "float32"))
+        else:
+            size = int(np.prod(k.spec.out_shape))
+            tensors.append(TensorDesc(REGION_ARENA, arena.take(size), k.spec.out_shape, "uint8"))
+        feat[i] = len(tensors) - 1
+        name = f"srm_int8_conv{i}"
+        funcs[name] = k.func
+        steps.append(Step(name, tuple(args + [feat[i]])))
+        for src, last in last_use.items():  # free what no later kernel reads
+            if last == i and src in feat and tensors[feat[src]].region == REGION_ARENA:
+                arena.give(tensors[feat[src]].offset, tensors[feat[src]].nbytes)
+    tir = tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in funcs.items()})
+    out_shape = kernels[-1].spec.out_shape
+    return Plan(tuple(input_shape), out_shape, tensors, steps, arena.size, bytes(blob), 0, feat[len(kernels) - 1],
+                False, tir, len(kernels))
+
+
+def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], target: str | TargetSpec,
+                    out_dir: str | os.PathLike, *, force: bool = False, check: bool = True, sparse: str = "auto",
+                    name: str = "int8 model", seed: int = 0) -> dict:
+    """Compile an int8 network into a c-lib folder (as compiler.clib.build_clib); returns the manifest.
+
+    The dot form comes from the target's features (compiler.int8.isa.choose_isa). `check` (host targets): the
+    library's output on a random image must equal `reference_network` within 1/255 (one uint8 step) everywhere;
+    arm64 builds are checked under qemu by the tests.
+    """
+    from compiler.clib.export import BENCH, HEADER, LIB_NAME, link_clib
+    from compiler.clib.toolchain import CSRC
+
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    isa = choose_isa(spec)
+    out = Path(out_dir)
+    check_out_dir(out, force)
+    plan = int8_plan(net, input_shape, isa, sparse)
+    shape = "x".join(map(str, plan.input_shape))
+    describe = f"{name} x{net.scale} int8 ({isa.name}), target {spec.name}, input {shape}"
+    numerics = None
+    with staged_folder(out, force) as tmp:
+        with tempfile.TemporaryDirectory() as work_dir:
+            built = link_clib(plan, kernel_target(spec, isa), Path(work_dir), describe)
+            if check and not spec.cross:
+                numerics = verify_int8_clib(built.library, net, seed=seed)
+            shutil.copy2(built.library, tmp / LIB_NAME)
+            if built.bench:
+                shutil.copy2(built.bench, tmp / BENCH)
+        shutil.copy2(CSRC / HEADER, tmp / HEADER)
+        files = [LIB_NAME, HEADER] + ([BENCH] if (tmp / BENCH).exists() else [])
+        manifest = {
+            "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
+            "target": spec.describe(), "library": LIB_NAME, "header": HEADER,
+            "bench": BENCH if (tmp / BENCH).exists() else None, "precision": "int8", "int8_isa": isa.name,
+            "input": {"name": "input", "shape": list(plan.input_shape), "dtype": "float32", "layout": "NCHW",
+                      "range": [0.0, 1.0]},
+            "output": {"shape": list(plan.output_shape), "dtype": "float32", "layout": "NCHW"},
+            "kernels": len(plan.kernels), "steps": len(plan.steps), "arena_bytes": plan.arena_bytes,
+            "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs, "system_symbols": built.needed,
+            "numerics": numerics, "checksums": {f: sha256(tmp / f) for f in files},
+            "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
+        }
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+def verify_int8_clib(library: str | os.PathLike, net: Int8Network, *, seed: int = 0) -> dict:
+    """Run the host library on a random image and compare with reference_network (<= 1/255 + 1e-6 everywhere)."""
+    from compiler.clib.runner import CLib
+
+    with CLib(library) as lib:
+        image = np.random.default_rng(seed).integers(0, 256, lib.input_shape).astype(np.uint8)
+        got = lib.run(image.astype(np.float32) * np.float32(1.0 / 255.0))
+    want = reference_network(net, image)
+    diff = float(np.abs(got - want).max())
+    if not diff <= 1.0 / 255.0 + 1e-6:
+        raise CompilerError(f"int8 c-lib output differs from the integer reference by {diff:.3g}; refusing it")
+    return {"max_abs_diff": diff, "exact_fraction": float(np.mean(np.abs(got - want) <= 1e-6)), "seed": seed}
