@@ -133,6 +133,36 @@ class Keystore:
                 raise InputError(f"password {spec.split(':')[0]!r}: use pass:PASSWORD, env:VAR or file:PATH")
 
 
+def _secret(spec: str) -> str:
+    """The password an apksigner spec names (pass:PW, env:VAR, file:PATH -> its first line)."""
+    kind, _, value = spec.partition(":")
+    if kind == "env":
+        if value not in os.environ:
+            raise InputError(f"password env:{value}: the variable is not set")
+        return os.environ[value]
+    if kind == "file":
+        try:
+            return Path(value).read_text(encoding="utf-8").splitlines()[0] if Path(value).stat().st_size else ""
+        except OSError as exc:
+            raise InputError(f"password file {value}: {exc.strerror}") from None
+    return value
+
+
+def check_keystore(tools: Tools, key: Keystore) -> None:
+    """Open the user's keystore (and find the alias) before any work: a wrong password fails in a second, not
+    after the build. The password goes to keytool through its environment, never its command line."""
+    if key.path is None:
+        return
+    env = {**os.environ, "SRPRUNE_KS_PASS": _secret(str(key.ks_pass))}
+    cmd = [tools.exe["keytool"], "-list", "-keystore", str(key.path), "-storepass:env", "SRPRUNE_KS_PASS"]
+    proc = subprocess.run([*cmd, *(["-alias", key.alias] if key.alias else [])], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    if proc.returncode != 0:
+        last = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()] or ["?"]
+        raise InputError(f"{key.path}: cannot open the keystore with --ks-pass"
+                         f"{' and find --key-alias ' + key.alias if key.alias else ''}: {last[-1].strip()}")
+
+
 @dataclass
 class ApkResult:
     """The built APK and what was verified about it."""
@@ -273,7 +303,7 @@ def sign(tools: Tools, unsigned: Path, out: Path, key: Keystore) -> Path:
         cmd += ["--ks-key-alias", key.alias]
     if key.key_pass:
         cmd += ["--key-pass", key.key_pass]
-    _run([*cmd, str(aligned)], "apksigner sign")
+    _run([*cmd, str(aligned)], f"apksigner sign with {key.path}")
     return out
 
 
@@ -396,6 +426,7 @@ def build_apk(spec: str, out: Path, *, app: Path = android.APP_DIR, scale: int |
     key = key or Keystore()
     key.check()
     tools = find_tools()
+    check_keystore(tools, key)
     out = Path(out)
     check_output(out, force)
     info = app_info(app)
