@@ -15,6 +15,7 @@ and runs on a phone.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -36,7 +37,8 @@ DX_JAR = Path("root/usr/lib/android-sdk/build-tools/debian/lib/dx.jar")
 JAR_API = 23
 # Classes the app uses above JAR_API: compiled against a shim, resolved on the phone (API level, class).
 SHIMS = {"java/util/function/Supplier": 24}
-_SUPPLIER = "package java.util.function;\n\n/** Compile-only (API 24). */\npublic interface Supplier<T> {\n    T get();\n}\n"
+_SUPPLIER = ("package java.util.function;\n\n/** Compile-only (API 24). */\n"
+             "public interface Supplier<T> {\n    T get();\n}\n")
 # Debian 12 command -> package (scripts/install-system-deps.sh installs the same)
 SYSTEM_TOOLS = {"aapt": "aapt", "aapt2": "aapt", "zipalign": "zipalign", "apksigner": "apksigner",
                 "dexdump": "dexdump", "javac": "openjdk-17-jdk-headless", "java": "openjdk-17-jdk-headless",
@@ -451,8 +453,6 @@ def build_apk(spec: str, out: Path, *, app: Path = android.APP_DIR, scale: int |
         unsigned = assemble(base, dex_file, libs, work / "unsigned.apk")
         signed = sign(tools, unsigned, work / "signed.apk", key if key.path else debug_keystore(tools))
         want = {name: sha256(path) for name, path in libs.items()}
-        import json
-
         manifest = json.loads((copy / android.ASSETS / "manifest.json").read_text(encoding="utf-8"))
         if manifest["checksums"].get(manifest["library"]) != want["libsrmodel.so"]:
             raise InputError("the staged libsrmodel.so does not match its manifest's checksum")

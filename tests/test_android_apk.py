@@ -84,6 +84,7 @@ def test_apk_verifies_with_apksigner_and_is_aligned(built):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Verified using v2 scheme (APK Signature Scheme v2): true" in proc.stdout
+    assert "Verified using v3 scheme (APK Signature Scheme v3): true" in proc.stdout
     assert "CN=Android Debug" in proc.stdout
     assert subprocess.run(["zipalign", "-c", "-p", "4", str(built["apk"])], capture_output=True).returncode == 0
     with zipfile.ZipFile(built["apk"]) as z:
@@ -369,18 +370,24 @@ def test_missing_tools_is_one_line_naming_the_script(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the pipeline's optional stage
 
 
-def test_apk_setting_is_typed_and_off_by_default(tmp_path):
+def test_apk_setting_is_typed_and_off_by_default(tmp_path, monkeypatch):
     from srprune.errors import InputError
     from srprune.search.config import resolve
     from srprune.search.stages import BY_NAME
 
     cfg = resolve({"budget_ms": 50, "run_dir": str(tmp_path / "r")})
     assert cfg["android"] == {"apk": False} and not BY_NAME["apk"].enabled(cfg)
-    assert BY_NAME["apk"].enabled(resolve({"budget_ms": 50, "run_dir": "r", "android": {"apk": True}}))
     assert not BY_NAME["apk"].enabled({"target": "host"})  # a config.yaml written before the setting existed
     for bad in (1, "yes", None):
         with pytest.raises(InputError, match="android.apk must be true or false"):
             resolve({"budget_ms": 50, "run_dir": "r", "android": {"apk": bad}})
+    # on: the tools are checked when the config is read, before any stage runs
+    with monkeypatch.context() as m, pytest.raises(InputError, match=r"^config: android.apk: cannot build an APK, "
+                                                                      r"missing: .*install-system-deps"):
+        m.setenv("SRPRUNE_ANDROID_SDK", str(tmp_path / "nothing"))
+        resolve({"budget_ms": 50, "run_dir": "r", "android": {"apk": True}})
+    _tools_or_skip()
+    assert BY_NAME["apk"].enabled(resolve({"budget_ms": 50, "run_dir": "r", "android": {"apk": True}}))
 
 
 def test_apk_stage_puts_the_signed_apk_in_the_run(built):

@@ -131,10 +131,10 @@ def apk_cmd(model, out, app, scale, size, threads, seed, keystore, ks_pass, key_
     """Build, sign and verify the demo app's APK without Gradle: MODEL is a run folder, a model file, a name
     (with --scale) or a c-lib folder, as for `android stage` [default: the model staged in --app]. Needs Debian's
     Android tools (scripts/install-system-deps.sh); an APK built here has not been installed on a phone."""
+    import tempfile
+
     from srprune import apk as apk_mod
     from srprune.frame import parse_size
-
-    import tempfile
 
     target = out or apk_mod.default_output(model or "")
     key = apk_mod.Keystore(keystore, ks_pass, key_alias, key_pass)

@@ -278,6 +278,13 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
         check_dataset(spec, f"eval_data[{i}]")
     _check_search(cfg["search"])
     _check_run_dir(cfg, source)
+    if cfg["android"]["apk"]:  # the apk stage comes last: missing tools must stop the run before any work
+        from srprune.apk import find_tools
+
+        try:
+            find_tools()
+        except InputError as e:
+            raise InputError(f"config: android.apk: {e}") from None
     return cfg
 
 
