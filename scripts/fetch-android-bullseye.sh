@@ -7,12 +7,13 @@
 # configuration (its own sources list, state and cache folders under the destination) and unpacked with
 # `dpkg -x`: the system's apt sources and installed packages are never changed, and no root is needed.
 #
-# Destination: $SRPRUNE_ANDROID_SDK, else ${XDG_CACHE_HOME:-~/.cache}/srprune/android-sdk (srprune/apk_tools.py
+# Destination: $SRPRUNE_ANDROID_SDK, else ${XDG_CACHE_HOME:-~/.cache}/srprune/android-sdk (srprune/apk.py sdk_dir()
 # looks in the same place). Idempotent: does nothing when the unpacked tree is complete.
 set -euo pipefail
 
 DEST="${SRPRUNE_ANDROID_SDK:-${XDG_CACHE_HOME:-$HOME/.cache}/srprune/android-sdk}"
-MIRROR="${SRPRUNE_BULLSEYE_MIRROR:-http://deb.debian.org/debian}"
+# deb.debian.org while bullseye is there; archive.debian.org once it has moved (its Release files may be expired)
+MIRRORS=("${SRPRUNE_BULLSEYE_MIRROR:-http://deb.debian.org/debian}" http://archive.debian.org/debian)
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PACKAGES=(libandroid-23-java dalvik-exchange)
 STAMP="$DEST/bullseye.done"
@@ -28,7 +29,6 @@ done
 APT="$DEST/apt"
 mkdir -p "$APT/etc/apt.conf.d" "$APT/etc/preferences.d" "$APT/etc/sources.list.d" "$APT/etc/trusted.gpg.d" \
   "$APT/state/lists/partial" "$APT/cache/archives/partial" "$DEST/debs"
-echo "deb [signed-by=$KEYRING] $MIRROR bullseye main" >"$APT/etc/sources.list"
 : >"$APT/state/status"
 cat >"$APT/apt.conf" <<EOF
 Dir::Etc "$APT/etc";
@@ -50,7 +50,12 @@ EOF
 export APT_CONFIG="$APT/apt.conf"
 
 echo "fetching ${PACKAGES[*]} from Debian 11 into $DEST" >&2
-apt-get -qq update
+updated=""
+for mirror in "${MIRRORS[@]}"; do
+  echo "deb [signed-by=$KEYRING] $mirror bullseye main" >"$APT/etc/sources.list"
+  if apt-get -qq --error-on=any -o Acquire::Check-Valid-Until=false update; then updated=1; break; fi
+done
+[ -n "$updated" ] || { echo "error: cannot reach a Debian 11 mirror (${MIRRORS[*]})" >&2; exit 1; }
 cd "$DEST/debs"
 rm -f "$DEST"/debs/*.deb
 apt-get -qq download "${PACKAGES[@]}"

@@ -53,4 +53,5 @@ fi
 # Debian 11's android.jar (API 23) and dx for `srprune android apk`: not in Debian 12, fetched into the user's cache
 # through a private apt configuration (the system's apt sources stay as they are); nothing to do when present.
 # Runs as the calling user (only apt-get install above uses sudo), so the files land in that user's cache.
-bash "$(dirname "$0")/fetch-android-bullseye.sh"
+bash "$(dirname "$0")/fetch-android-bullseye.sh" ||
+  echo "warning: Debian 11's android.jar and dx not fetched; only \`srprune android apk\` needs them" >&2

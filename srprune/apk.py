@@ -422,9 +422,10 @@ def check_output(out: Path, force: bool) -> None:
 
 def build_apk(spec: str, out: Path, *, app: Path = android.APP_DIR, scale: int | None = None,
               size: tuple[int, int] | None = None, threads: int | None = None, seed: int = 0,
-              key: Keystore | None = None, force: bool = False, clib: Path | None = None) -> ApkResult:
-    """Stage SPEC (run, model file or name, c-lib folder; or the c-lib folder `clib`) into a private copy of the
-    app, build, sign and verify the APK, write it to `out` atomically."""
+              key: Keystore | None = None, force: bool = False) -> ApkResult:
+    """Stage SPEC (run, model file or name, c-lib folder) into a private copy of the app, build, sign and verify
+    the APK, write it to `out` atomically. Bad input, missing tools, an output that cannot be written and a
+    keystore that does not open are refused before any work."""
     key = key or Keystore()
     key.check()
     tools = find_tools()
