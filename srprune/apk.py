@@ -244,11 +244,11 @@ def compile_java(tools: Tools, app: Path, work: Path) -> Path:
     shim_src.write_text(_SUPPLIER, encoding="utf-8")
     base = [tools.exe["javac"], "-source", "8", "-target", "8", "-encoding", "UTF-8", "-nowarn", "-Xlint:-options"]
     _run([*base, "-bootclasspath", str(tools.android_jar), "-d", str(work / "shim-classes"), str(shim_src)],
-         "javac (shim)")
+         "javac (shim)", cwd=work)  # cwd: a crashing javac leaves its javac.*.args file there, not in the user's
     sources = sorted(str(p) for p in (app / "app/src/main/java").rglob("*.java"))
     classes = work / "classes"
     _run([*base, "-bootclasspath", f"{tools.android_jar}{os.pathsep}{work / 'shim-classes'}", "-d", str(classes),
-          *sources], "javac")
+          *sources], "javac", cwd=work)
     return classes
 
 

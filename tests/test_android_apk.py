@@ -273,7 +273,7 @@ def test_a_lambda_would_be_caught(built, tmp_path):
     src = tmp_path / "L.java"
     src.write_text("public class L { Runnable r() { return () -> {}; } }\n")
     subprocess.run([tools.exe["javac"], "--release", "8", "-d", str(tmp_path / "c"), str(src)], check=True,
-                   capture_output=True)  # the JDK's Java 8 API: android.jar has no LambdaMetafactory
+                   capture_output=True, cwd=tmp_path)  # the JDK's Java 8 API: android.jar has no LambdaMetafactory
     subprocess.run([tools.exe["java"], "-jar", str(tools.dx_jar), "--dex", "--min-sdk-version=26",
                     f"--output={tmp_path / 'l.dex'}", str(tmp_path / "c")], check=True, capture_output=True)
     assert _dex_call_site_items((tmp_path / "l.dex").read_bytes()) == 1
