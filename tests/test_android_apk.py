@@ -255,8 +255,9 @@ def test_dex_has_no_call_sites_and_only_api23_framework_references(built):
     classes, refs = _dex_model(text)
     assert len(classes) >= 20 and "com/srprune/demo/MainActivity" in classes
     framework = {r for r in refs if not r[0].startswith("com/srprune/")}
-    assert len(framework) > 100 and ("android/app/Activity", "setContentView", "(Landroid/view/View;)V", "method") \
-        in refs or any(r[1] == "setContentView" for r in refs)
+    assert len(framework) > 50
+    # inherited framework methods are referenced through the app's class: resolved by walking up to Activity
+    assert ("com/srprune/demo/MainActivity", "setContentView", "(Landroid/view/View;)V", "method") in refs
     jar = Jar(tools.android_jar)
     assert _unresolved(text, jar, apk.SHIMS, _gradle()["min"]) == []
     # the check can fail: a method added in API 29, a missing class, and the shim with minSdk below its API
@@ -279,6 +280,9 @@ def test_a_lambda_would_be_caught(built, tmp_path):
     assert _dex_call_site_items((tmp_path / "l.dex").read_bytes()) == 1
     text = subprocess.run(["dexdump", "-d", str(tmp_path / "l.dex")], capture_output=True, text=True).stdout
     assert "invoke-custom" in text
+    from srprune import apk
+
+    assert apk.dex_call_sites(tools, tmp_path / "l.dex") == (1, 1)  # the build's own check refuses it too
 
 
 def test_native_libraries_are_the_staged_ones(built):
