@@ -10,11 +10,17 @@ declare -A NEED=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
   [qemu-aarch64]=qemu-user
   [javac]=openjdk-17-jdk-headless  # android_app: Java sources compiled against stubs, jni.h for the JNI layer
+  # `srprune android apk` (srprune/apk.py): Debian 12's Android build tools
+  [aapt]=aapt  # also aapt2
+  [zipalign]=zipalign
+  [apksigner]=apksigner
+  [dexdump]=dexdump
 )
 
 # file -> Debian package (libraries that no command reveals)
 declare -A NEED_FILES=(
   [/usr/aarch64-linux-gnu/lib/libc.so.6]=libc6-arm64-cross  # glibc for arm64: c-lib links and qemu runs
+  [/usr/share/android-framework-res/framework-res.apk]=android-framework-res  # aapt2 links the APK against it
 )
 
 SUDO=""
@@ -43,3 +49,9 @@ if [ ! -e "$fuzzer_rt" ]; then
   clang_major=$(clang -dumpversion | cut -d. -f1)
   install "libclang-rt-${clang_major}-dev"
 fi
+
+# Debian 11's android.jar (API 23) and dx for `srprune android apk`: not in Debian 12, fetched into the user's cache
+# through a private apt configuration (the system's apt sources stay as they are); nothing to do when present.
+# Runs as the calling user (only apt-get install above uses sudo), so the files land in that user's cache.
+bash "$(dirname "$0")/fetch-android-bullseye.sh" ||
+  echo "warning: Debian 11's android.jar and dx not fetched; only \`srprune android apk\` needs them" >&2

@@ -142,3 +142,13 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def android(self) -> Path:
+        """The apk stage's folder (android.apk: true): the model compiled as a c-lib for the app, and the APK."""
+        return self.root / "android"
+
+    @property
+    def android_apk(self) -> Path:
+        """The signed debug APK (`srprune android apk RUN` writes it here too)."""
+        return self.android / "srprune-demo.apk"

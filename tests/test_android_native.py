@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.clib.toolchain import (GNU_SYSROOT, PAGE_16K, classify, glibc_shims, inspect_elf, needed_symbols,
-                                     stub_libraries, toolchain_for)
-from srprune import android
+from compiler.clib.toolchain import GNU_SYSROOT, PAGE_16K, glibc_shims, inspect_elf
+from srprune import android, android_native
 from srprune.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +40,6 @@ SCALE = 3
 def _missing() -> list[str]:
     gone = [t for t in TOOLS if shutil.which(t) is None]
     return gone + ([f"{GNU_SYSROOT}/lib/libc.so.6"] if not os.path.exists(f"{GNU_SYSROOT}/lib/libc.so.6") else [])
-
-
-def _jdk_include() -> Path:
-    return Path(os.path.realpath(shutil.which("javac"))).parents[1] / "include"
 
 
 @pytest.fixture(scope="module")
@@ -71,38 +66,10 @@ def staged(tmp_path_factory):
     return root, app
 
 
-def _cc(app: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    """clang for Android as the c-lib uses it, with no system headers: only clang's own freestanding ones, a
-    one-line stdio.h for jni.h (which includes it and uses nothing from it), the JDK's jni.h and the staged header."""
-    tc = toolchain_for("android-arm64", "aarch64-linux-android")
-    shim = app.parent / "sysinc"
-    shim.mkdir(exist_ok=True)
-    (shim / "stdio.h").write_text("/* jni.h includes stdio.h and uses nothing from it */\n")
-    inc = _jdk_include()
-    return [tc.cc, *tc.cflags, "-Wextra", "-Werror", "-nostdlibinc", "-isystem", str(shim), "-I", str(CPP), "-I",
-            str(app / android.HEADER.parent), "-I", str(inc), "-I", str(inc / "linux"), *extra]
-
-
 def _build(app: Path, work: Path, sources: list[Path], out: Path, *, shared: bool, extra=()) -> Path:
-    """Compile and link like the NDK build would, against stub bionic libraries (`-z defs`: nothing unresolved)."""
-    from compiler.clib.toolchain import CSRC, run
-
-    tc = toolchain_for("android-arm64", "aarch64-linux-android")
-    work.mkdir(parents=True, exist_ok=True)
-    objs = []
-    for src in sources:
-        obj = work / (src.stem + ".o")
-        run([*_cc(app, extra), "-c", str(src), "-o", str(obj)], f"compiling {src.name}")
-        objs.append(str(obj))
-    if not shared:
-        obj = work / "srmodel_start.o"
-        run([tc.cc, *tc.cflags, "-c", str(CSRC / "srmodel_start.c"), "-o", str(obj)], "compiling _start")
-        objs.append(str(obj))
-    stubs = stub_libraries(work, classify(needed_symbols(objs), android=True), tc)
-    flags = ["-shared", *tc.ldflags, f"-Wl,-soname,{out.name}"] if shared else \
-        [*[f for f in tc.ldflags if f != "-Wl,-z,defs"], *tc.exe_flags]
-    run([tc.cc, *flags, "-o", str(out), *objs, "-Wl,--as-needed", *stubs], f"linking {out.name}")
-    return out
+    """Compile and link as `srprune android apk` does (srprune.android_native: the NDK build's flags, stub bionic
+    libraries, `-z defs`: nothing unresolved)."""
+    return android_native.build(app, work, sources, out, shared=shared, extra=extra)
 
 
 def _java_natives(work: Path) -> set[str]:

@@ -428,7 +428,7 @@ def test_stage_hashes_follow_dependencies():
     base_h = stage_hashes(cfg)
     cfg2 = resolve({**TINY, "run_dir": "other", "finetune": {"steps": 5}})
     h = stage_hashes(cfg2)
-    assert [s for s in h if h[s] != base_h[s]] == ["finetune", "compile", "evaluate", "report"]
+    assert [s for s in h if h[s] != base_h[s]] == ["finetune", "compile", "evaluate", "report", "apk"]
     cfg3 = resolve({**TINY, "run_dir": "r", "budget_ms": 2.5})
     h = stage_hashes(cfg3)
     assert h["latency"] == base_h["latency"] and h["supernet"] == base_h["supernet"] and h["arch"] != base_h["arch"]

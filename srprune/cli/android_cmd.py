@@ -109,3 +109,43 @@ def bench_cmd(app, serial, threads, runs, warmup, json_out) -> None:
     click.echo(android.bench_table(manifest, name, results))
     if json_out:
         write_text(json_out, json.dumps(android.bench_records(manifest, name, results), indent=2) + "\n")
+
+
+@android_group.command("apk")
+@click.argument("model", required=False, default=None)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The APK [default: RUN/android/srprune-demo.apk for a run, else ./srprune-demo.apk].")
+@_APP
+@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None, help="Upscaling factor (with a name).")
+@click.option("--size", default=None, help="Output frame WIDTHxHEIGHT when compiling, a multiple of the scale "
+              "[default: 1280x720, rounded down to one].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+@click.option("--keystore", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Sign with this keystore instead of the debug key.")
+@click.option("--ks-pass", default=None, help="Keystore password for apksigner: pass:PW, env:VAR or file:PATH.")
+@click.option("--key-alias", default=None, help="Key alias in --keystore (when it holds several).")
+@click.option("--key-pass", default=None, help="Key password (pass:PW, env:VAR, file:PATH) [default: --ks-pass].")
+@click.option("--force", is_flag=True, help="Replace an APK srprune wrote before.")
+def apk_cmd(model, out, app, scale, size, threads, seed, keystore, ks_pass, key_alias, key_pass, force) -> None:
+    """Build, sign and verify the demo app's APK without Gradle: MODEL is a run folder, a model file, a name
+    (with --scale) or a c-lib folder, as for `android stage` [default: the model staged in --app]. Needs Debian's
+    Android tools (scripts/install-system-deps.sh); an APK built here has not been installed on a phone."""
+    import tempfile
+
+    from srprune import apk as apk_mod
+    from srprune.frame import parse_size
+
+    target = out or apk_mod.default_output(model or "")
+    key = apk_mod.Keystore(keystore, ks_pass, key_alias, key_pass)
+    with tempfile.TemporaryDirectory(prefix="srprune-staged-") as tmp:
+        spec = model or str(apk_mod.staged_clib(app, Path(tmp) / "staged"))  # none: the model staged in --app
+        r = apk_mod.build_apk(spec, target, app=app, scale=scale, size=None if size is None else parse_size(size),
+                              threads=threads, seed=seed, key=key, force=force)
+    s = r.staged
+    click.echo(f"built {r.path} ({r.path.stat().st_size / 1e6:.1f} MB): {s.model} x{s.scale} "
+               f"({s.input_wh[0]}x{s.input_wh[1]} -> {s.output_wh[0]}x{s.output_wh[1]}) from {s.source}")
+    click.echo("checked:")
+    for c in r.checks:
+        click.echo(f"  {c}")
+    click.echo("not checked here: that it installs and runs on a phone (srprune android install)")

@@ -43,7 +43,7 @@ def _stages(stage: str | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--out", "-o", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: run_dir of the config).")
 @click.option("--stage", default=None, help="Run only this stage (its inputs must be done): latency, supernet, "
-              "arch, ratios, finetune, compile, evaluate, report.")
+              "arch, ratios, finetune, compile, evaluate, report, apk (with android: {apk: true}).")
 @click.option("--force", is_flag=True, help="Redo the stage(s) even if done with the same inputs.")
 @WAIT
 def run_cmd(config_path: Path, run_dir: Path | None, stage: str | None, force: bool, wait: bool) -> None:

@@ -22,7 +22,7 @@ import yaml
 
 from srprune.errors import InputError
 from srprune.frame import input_size, parse_size
-from srprune.search.schema import COUNT, SEED, ListOf, Num, Rule, Rules, Text, check_values, read_yaml
+from srprune.search.schema import COUNT, SEED, Flag, ListOf, Num, Rule, Rules, Text, check_values, read_yaml
 
 if TYPE_CHECKING:
     from srprune.pruning.finetune import FinetuneConfig
@@ -94,6 +94,14 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True)
+class AndroidSettings:
+    """`android:` what the run ships for the Android demo app (srprune/search/stages/apk.py)."""
+
+    apk: bool = setting(False, Flag(), "end the run with the signed demo APK in RUN/android/ (stage apk; needs "
+                        "scripts/install-system-deps.sh's Android tools)")
+
+
+@dataclass(frozen=True)
 class SupernetSection:
     """`supernet:` the search space and the supernet's training; checked by the supernet's own parsers
     (supernet.space.SearchSpace, srprune.search.supernet_stage.TRAIN_RULES)."""
@@ -121,6 +129,7 @@ class RunConfig:
     latency: LatencySettings = field(default_factory=LatencySettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    android: AndroidSettings = field(default_factory=AndroidSettings)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "RunConfig":
@@ -269,6 +278,13 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
         check_dataset(spec, f"eval_data[{i}]")
     _check_search(cfg["search"])
     _check_run_dir(cfg, source)
+    if cfg["android"]["apk"]:  # the apk stage comes last: missing tools must stop the run before any work
+        from srprune.apk import find_tools
+
+        try:
+            find_tools()
+        except InputError as e:
+            raise InputError(f"config: android.apk: {e}") from None
     return cfg
 
 

@@ -20,7 +20,7 @@ from srprune.search.stages import STAGES
 def _value(cfg: dict[str, Any], key: str) -> Any:
     out: Any = cfg
     for part in key.split("."):
-        out = out[part]
+        out = out.get(part) if isinstance(out, dict) else None  # a key newer than the run's config.yaml: None
     return out
 
 
@@ -71,7 +71,7 @@ def stale_stages(run_dir: Path) -> dict[str, str]:
     current = stage_hashes(cfg, file_hashes(layout))
     model = model_checksum(layout.final_model)
     out = {}
-    for name in (s.name for s in STAGES):
+    for name in (s.name for s in STAGES if s.enabled(cfg)):
         st = states.get(name) or {}
         used = st.get("model_sha256")
         if not st.get("done"):

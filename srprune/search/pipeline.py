@@ -247,6 +247,9 @@ def run_pipeline(run: Run, stages: tuple[str, ...] = STAGES, force: bool = False
     (up to search.replans times): the next candidate is fine-tuned, compiled and measured in its place."""
     from srprune.search.replan import replan
 
+    if len(stages) == 1 and not BY_NAME[stages[0]].enabled(run.cfg):
+        note(f"[run] {stages[0]}: off in the config (an optional stage), nothing to do")
+    stages = tuple(s for s in stages if BY_NAME[s].enabled(run.cfg))  # optional stages that are off
     results = {}
     for stage in stages:
         if on_stage:

@@ -88,7 +88,17 @@ class ListOf:
             self.item.check(f"{where}[{i}]", x)
 
 
-Rule = Num | Text | ListOf
+@dataclass(frozen=True)
+class Flag:
+    """A YAML boolean (true/false): 1, "yes" as a string or null are refused, not guessed."""
+
+    def check(self, where: str, v: Any) -> None:
+        """Raise InputError naming `where` unless `v` is a boolean."""
+        if not isinstance(v, bool):
+            raise InputError(f"{where} must be true or false, got {v!r}")
+
+
+Rule = Num | Text | ListOf | Flag
 SEED = Num(0, 2**32 - 1, integer=True)
 COUNT = 10**9  # a generous upper bound for step and trial counts (they must still be finite integers)
 Rules = dict[str, "Rule | Rules"]  # a nested dict is a section

@@ -31,3 +31,5 @@ class Stage:
                                                  # besides its dependencies' results (a replan rewrites them)
     reads_model: bool = False                    # reads final/model.pt: its checksum is recorded with the state
     resumable: str = ""                          # what a restart after a kill resumes from ("" = starts over)
+    enabled: Callable[[dict[str, Any]], bool] = lambda cfg: True  # on the resolved config: an optional stage
+                                                 # that is off is neither run nor reported as unfinished

@@ -17,6 +17,8 @@ import java.util.function.Supplier;
  * Runs the model on one background thread. Why: the UI thread must never wait for a frame, and a
  * camera faster than the model must not build a queue (latency would grow without bound), so
  * offer() drops a frame while the previous one is still being processed.
+ * Java 8 syntax without lambdas (anonymous classes instead): `srprune android apk` dexes it with dx, which
+ * turns lambdas into invoke-custom calls that Android's runtime cannot run (Gradle's d8 would desugar them).
  */
 public final class FrameProcessor {
     /** Called on the UI thread. */
@@ -74,24 +76,35 @@ public final class FrameProcessor {
             dropped.incrementAndGet();
             return false;
         }
-        worker.post(() -> process(frame, groundTruth));
+        worker.post(new Runnable() {
+            @Override
+            public void run() {
+                process(frame, groundTruth);
+            }
+        });
         return true;
     }
 
     public void setThreads(int threads) {
-        worker.post(() -> {
-            try {
-                engine.setThreads(threads);
-            } catch (RuntimeException e) {
-                report(e.getMessage());
+        worker.post(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    engine.setThreads(threads);
+                } catch (RuntimeException e) {
+                    report(e.getMessage());
+                }
             }
         });
     }
 
     public void release() {
-        worker.post(() -> {
-            engine.close();
-            thread.quitSafely();
+        worker.post(new Runnable() {
+            @Override
+            public void run() {
+                engine.close();
+                thread.quitSafely();
+            }
         });
     }
 
@@ -136,7 +149,12 @@ public final class FrameProcessor {
             s.fps = fpsEma;
             s.processed = ++processed;
             s.dropped = dropped.get();
-            ui.post(() -> listener.onFrame(result, bicubic, s));
+            ui.post(new Runnable() {
+                @Override
+                public void run() {
+                    listener.onFrame(result, bicubic, s);
+                }
+            });
         } catch (OutOfMemoryError e) {
             report("out of memory for " + engine.outWidth + "x" + engine.outHeight + " frames: " + e.getMessage());
         } catch (RuntimeException e) {
@@ -155,6 +173,11 @@ public final class FrameProcessor {
     }
 
     private void report(String message) {
-        ui.post(() -> listener.onError(message));
+        ui.post(new Runnable() {
+            @Override
+            public void run() {
+                listener.onError(message);
+            }
+        });
     }
 }

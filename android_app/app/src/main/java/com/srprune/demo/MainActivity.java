@@ -21,6 +21,7 @@ import android.widget.TextView;
 import java.io.IOException;
 import java.io.InputStream;
 import java.util.Locale;
+import java.util.function.Supplier;
 import org.json.JSONObject;
 
 /**
@@ -50,10 +51,30 @@ public final class MainActivity extends Activity implements FrameProcessor.Liste
         root.setOrientation(LinearLayout.VERTICAL);
         LinearLayout bar = new LinearLayout(this);
         bar.setOrientation(LinearLayout.HORIZONTAL);
-        bar.addView(button("Photo", v -> pick("image/*", PICK_PHOTO)));
-        bar.addView(button("Video", v -> pick("video/*", PICK_VIDEO)));
-        bar.addView(button("Camera", v -> startCamera()));
-        bar.addView(button("Test image", v -> runTestImage()));
+        bar.addView(button("Photo", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                pick("image/*", PICK_PHOTO);
+            }
+        }));
+        bar.addView(button("Video", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                pick("video/*", PICK_VIDEO);
+            }
+        }));
+        bar.addView(button("Camera", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                startCamera();
+            }
+        }));
+        bar.addView(button("Test image", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                runTestImage();
+            }
+        }));
         TextView threadsLabel = new TextView(this);
         int cores = Math.max(1, Runtime.getRuntime().availableProcessors());
         threadsLabel.setText("threads " + Math.min(cores, 4));
@@ -138,31 +159,43 @@ public final class MainActivity extends Activity implements FrameProcessor.Liste
 
     /** Frames are taken at the wall-clock position, so a slow model skips video frames instead of lagging. */
     private void playVideo(Uri uri) {
-        Thread t = new Thread(() -> {
-            MediaMetadataRetriever r = new MediaMetadataRetriever();
-            try {
-                r.setDataSource(this, uri);
-                String d = r.extractMetadata(MediaMetadataRetriever.METADATA_KEY_DURATION);
-                long durationUs = (d == null ? 0 : Long.parseLong(d)) * 1000;
-                long start = SystemClock.elapsedRealtime();
-                while (videoThread == Thread.currentThread()) {
-                    long posUs = (SystemClock.elapsedRealtime() - start) * 1000;
-                    if (posUs > durationUs) break;
-                    Bitmap frame = r.getFrameAtTime(posUs, MediaMetadataRetriever.OPTION_CLOSEST);
-                    if (frame != null) processor.offer(frame);
-                }
-            } catch (RuntimeException e) {
-                runOnUiThread(() -> onError("cannot play that video: " + e.getMessage()));
-            } finally {
-                try {
-                    r.release();
-                } catch (IOException | RuntimeException ignored) {
-                    // nothing to do: the retriever is gone either way
-                }
+        Thread t = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                playFrames(uri);
             }
         }, "video");
         videoThread = t;
         t.start();
+    }
+
+    private void playFrames(Uri uri) {
+        MediaMetadataRetriever r = new MediaMetadataRetriever();
+        try {
+            r.setDataSource(this, uri);
+            String d = r.extractMetadata(MediaMetadataRetriever.METADATA_KEY_DURATION);
+            long durationUs = (d == null ? 0 : Long.parseLong(d)) * 1000;
+            long start = SystemClock.elapsedRealtime();
+            while (videoThread == Thread.currentThread()) {
+                long posUs = (SystemClock.elapsedRealtime() - start) * 1000;
+                if (posUs > durationUs) break;
+                Bitmap frame = r.getFrameAtTime(posUs, MediaMetadataRetriever.OPTION_CLOSEST);
+                if (frame != null) processor.offer(frame);
+            }
+        } catch (final RuntimeException e) {
+            runOnUiThread(new Runnable() {
+                @Override
+                public void run() {
+                    onError("cannot play that video: " + e.getMessage());
+                }
+            });
+        } finally {
+            try {
+                r.release();
+            } catch (Exception ignored) {
+                // release() throws IOException from API 29 on, nothing before; the retriever is gone either way
+            }
+        }
     }
 
     private void startCamera() {
@@ -197,7 +230,12 @@ public final class MainActivity extends Activity implements FrameProcessor.Liste
             @Override
             public void onSurfaceTextureUpdated(SurfaceTexture texture) {
                 // a new camera frame: hand it over only when the worker is free (offer drops otherwise)
-                if (processor != null) processor.offerFrom(() -> preview.getBitmap(info.inWidth, info.inHeight));
+                if (processor != null) processor.offerFrom(new Supplier<Bitmap>() {
+                    @Override
+                    public Bitmap get() {
+                        return preview.getBitmap(info.inWidth, info.inHeight);
+                    }
+                });
             }
         });
     }
