@@ -22,3 +22,5 @@ __all__ = [
 # The compacted architecture that channel pruning produces (srprune.pruning): registered here so that every
 # load_model() user can read pruned model files.
 from srprune.models import channel_pruned as _channel_pruned  # noqa: E402,F401
+# A user's own network converted from ONNX or .pt2 (srprune.models.foreign), so its pruned copies load too.
+from srprune.models import graphnet as _graphnet  # noqa: E402,F401
