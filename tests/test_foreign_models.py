@@ -1,0 +1,238 @@
+"""Your own model as MODEL: networks written here, exported by PyTorch's own exporters to ONNX and .pt2, go through
+every command that takes MODEL; each result is checked against the original PyTorch network or ONNX Runtime.
+
+The networks: `Compact`, an SRVGGNet-style compact network (conv + PReLU body, PixelShuffle tail, a nearest-
+upsampled skip, as Real-ESRGAN's SRVGGNetCompact); `Kitchen`, every other operator the converter takes (transposed
+conv, leaky ReLU, tanh, sigmoid, concat, reflect pad, scalar mul, bilinear upsampling, clamp); `Unsupported`,
+one with an operator SR networks do not use (abs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.conftest import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = 1e-4
+
+
+class Compact(nn.Module):
+    """SRVGGNet-style: conv3x3 + PReLU x (1 + convs), conv to 3*s^2, PixelShuffle, plus the nearest-upsampled input."""
+
+    def __init__(self, scale: int = 2, feat: int = 16, convs: int = 3) -> None:
+        super().__init__()
+        self.scale = scale
+        layers: list[nn.Module] = [nn.Conv2d(3, feat, 3, padding=1), nn.PReLU(feat)]
+        for _ in range(convs):
+            layers += [nn.Conv2d(feat, feat, 3, padding=1), nn.PReLU(feat)]
+        layers += [nn.Conv2d(feat, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.body(x) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+class Kitchen(nn.Module):
+    """x2 through a transposed conv, with the rest of the converter's operators on the way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 5, padding=2)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.mix = nn.Conv2d(16, 8, 3)  # after a reflect pad
+        self.up = nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        h = F.leaky_relu(self.head(x), 0.1)
+        h = torch.cat([torch.tanh(self.a(h)), torch.sigmoid(self.b(h))], dim=1)
+        h = F.relu(self.mix(F.pad(h, (1, 1, 1, 1), mode="reflect"))) * 0.5
+        y = self.up(h) + F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return torch.clamp(y, 0.0, 1.0)
+
+
+class Unsupported(Compact):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.abs(self.body(x))
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Weights of a realistic size (no layer an identity or zero; PReLU slopes differ per channel)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            noise = torch.randn(p.shape, generator=g)
+            p.copy_(noise / p[0].numel() ** 0.5 if p.dim() > 1 else noise * 0.2)
+    return model.eval()
+
+
+def _dyn() -> tuple[dict, ...]:
+    return ({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
+
+
+def _export(net: nn.Module, folder: Path, name: str) -> dict[str, Path]:
+    """The network as the user would have it: torch.onnx.export (dynamo and legacy) and torch.export.save."""
+    x = torch.rand(1, 3, 24, 32)
+    paths = {"onnx": folder / f"{name}.onnx", "pt2": folder / f"{name}.pt2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), paths["onnx"], dynamo=True, dynamic_shapes=_dyn(), external_data=False,
+                          verbose=False)
+        torch.export.save(torch.export.export(net, (x,), dynamic_shapes=_dyn()), paths["pt2"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("byo")
+    out = {}
+    for name, net in (("compact", _randomise(Compact(), 1)), ("kitchen", _randomise(Kitchen(), 2)),
+                      ("unsupported", _randomise(Unsupported(), 3))):
+        out[name] = (net, _export(net, folder, name))
+    legacy = folder / "compact-legacy.onnx"  # the TorchScript exporter, as older tools still write
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(out["compact"][0], (torch.rand(1, 3, 24, 32),), legacy, dynamo=False, opset_version=17,
+                          input_names=["lr"], dynamic_axes={"lr": {2: "h", 3: "w"}})
+    out["compact"][1]["legacy"] = legacy
+    return out
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("name,fmt", [("compact", "onnx"), ("compact", "pt2"), ("compact", "legacy"),
+                                      ("kitchen", "onnx"), ("kitchen", "pt2")])
+def test_converted_network_equals_the_original(nets, name, fmt):
+    from srprune.models import resolve_model
+
+    net, paths = nets[name]
+    model, info = resolve_model(str(paths[fmt]), None)
+    assert info.scale == 2 and info.name == "graph" and info.source == "file"
+    x = torch.rand(1, 3, 13, 21, generator=torch.Generator().manual_seed(5))  # not the traced size
+    with torch.no_grad():
+        want, got = net(x), model(x)
+    assert got.shape == want.shape == (1, 3, 26, 42)
+    assert float(want.abs().max()) > 0.1
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(convs) == len([m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+    with pytest.raises(Exception, match="x2, not x3"):
+        resolve_model(str(paths[fmt]), 3)
+
+
+def test_unsupported_operator_is_one_line_naming_it(nets, run_cli, tmp_path):
+    paths = nets["unsupported"][1]
+    assert_one_line_error(run_cli("compile", paths["onnx"], "-o", tmp_path / "a"), "ONNX operator Abs")
+    assert_one_line_error(run_cli("info", paths["pt2"]), "operator aten.abs")
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    assert_one_line_error(run_cli("info", bad), "junk.onnx")
+    assert_one_line_error(run_cli("info", tmp_path / "missing.pt2"), "does not exist")
+
+
+def test_compile_both_formats_on_our_kernels(nets, run_cli, tmp_path):
+    """ONNX -> the TVM library, .pt2 -> the C library; each run here against the original network."""
+    import tvm
+    from tvm import relax
+
+    from compiler.artifact import load_artifact
+    from compiler.clib.runner import CLib
+
+    net, paths = nets["compact"]
+    x = np.random.default_rng(3).random((1, 3, 11, 17), dtype=np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    r = run_cli("compile", paths["onnx"], "--size", "34x22", "-o", tmp_path / "tvm")
+    assert r.code == 0, r.err
+    manifest, lib = load_artifact(tmp_path / "tvm")
+    assert manifest["fused_convs"] == 5 and manifest["numerics"]["max_abs_diff"] <= TOL  # every conv on our kernels
+    got = relax.VirtualMachine(lib, tvm.cpu())["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+    r = run_cli("compile", paths["pt2"], "--size", "34x22", "--format", "c-lib", "-o", tmp_path / "clib")
+    assert r.code == 0, r.err
+    with CLib(tmp_path / "clib" / "libsrmodel.so") as clib:
+        np.testing.assert_allclose(clib.run(x), want, atol=TOL, rtol=0)
+
+
+def test_bench_eval_upscale(nets, run_cli, tmp_path):
+    from srprune.data import load_dataset
+    from srprune.evaluate import score_pairs
+    from srprune.imageio import read_image, write_image
+
+    net, paths = nets["compact"]
+    r = run_cli("bench", paths["pt2"], "--size", "32x24", "--repeat", "1", "--engines", "tvm,torch")
+    assert r.code == 0, r.err
+    assert "graph x2" in r.out and "tvm" in r.out and "torch" in r.out
+
+    r = run_cli("eval", paths["onnx"], "--data", "builtin", "--json", tmp_path / "scores.json")
+    assert r.code == 0, r.err
+    got = json.loads((tmp_path / "scores.json").read_text())["images"]
+    want = score_pairs(net, load_dataset("builtin", 2, split="val"), 2)  # the original network, same protocol
+    assert [g["name"] for g in got] == [w.name for w in want]
+    for g, w in zip(got, want):
+        assert g["psnr"] == pytest.approx(w.psnr, abs=1e-3) and g["ssim"] == pytest.approx(w.ssim, abs=1e-4)
+
+    lr = (np.random.default_rng(4).random((30, 41, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "lr.png", lr)
+    r = run_cli("upscale", paths["onnx"], tmp_path / "lr.png", tmp_path / "sr.png", "--tile", "12")
+    assert r.code == 0, r.err
+    sr = read_image(tmp_path / "sr.png").astype(np.float64)
+    ref = _ort(paths["onnx"], (lr.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy())[0].transpose(1, 2, 0)
+    assert sr.shape == (60, 82, 3)
+    assert np.abs(sr - np.clip(ref, 0, 1) * 255).max() <= 0.5 + 1e-3  # tiles join without seams: rounding only
+
+
+def test_prune_an_onnx_model(nets, run_cli, tmp_path):
+    """Block pruning of the converted convs; the result is an ordinary model file equal to the original network
+    with the same zeros."""
+    from srprune.models.modelfile import load_model
+
+    net, paths = nets["compact"]
+    r = run_cli("prune", paths["onnx"], "--list")
+    assert r.code == 0 and "body_2" in r.out, r.err
+    out = tmp_path / "pruned.pt"
+    spec = '{"default": {"scheme": "block", "ratio": 0.5, "block": [4, 4]}, "skip": ["layers.body_0", "layers.body_8"]}'
+    r = run_cli("prune", paths["onnx"], "--spec", spec, "--steps", "0", "--val-data", "", "-o", out)
+    assert r.code == 0, r.err
+    pruned, info = load_model(out)
+    assert info["name"] == "graph" and info["scale"] == 2
+    ref = _randomise(Compact(), 1)
+    zeroed = 0
+    for ours, theirs in zip((m for m in pruned.modules() if isinstance(m, nn.Conv2d)),
+                            (m for m in ref.modules() if isinstance(m, nn.Conv2d))):
+        mask = ours.weight != 0
+        zeroed += int((~mask).sum())
+        with torch.no_grad():
+            theirs.weight.mul_(mask)
+    assert zeroed > 0
+    x = torch.rand(1, 3, 12, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref(x), atol=TOL, rtol=0)
+
+
+def test_android_stage(nets, run_cli, tmp_path):
+    if shutil.which("clang") is None or shutil.which("ld.lld") is None:
+        pytest.skip("clang/lld unavailable (scripts/install-system-deps.sh)")
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "android_app", app, ignore=shutil.ignore_patterns("jniLibs", "staged", "assets", "build"))
+    r = run_cli("android", "stage", nets["compact"][1]["pt2"], "--size", "32x24", "--app", app)
+    assert r.code == 0, r.err
+    manifest = json.loads((app / "app/src/main/assets/srmodel/manifest.json").read_text())
+    assert manifest["meta"]["scale"] == 2 and manifest["meta"]["model"] == "graph"
+    assert manifest["target"]["triple"].startswith("aarch64") and manifest["numerics"]["max_abs_diff"] <= TOL
+    assert (app / "app/src/main/jniLibs/arm64-v8a/libsrmodel.so").is_file()
