@@ -71,10 +71,10 @@ def _check_exportable(info) -> None:
 
 
 def _dynamic(net: nn.Module, colors: int):
-    """(example input, dynamic_shapes) with free height and width."""
-    x = torch.rand(1, colors, *TRACE_HW, generator=torch.Generator().manual_seed(0))
+    """(example input, dynamic_shapes) with free batch, height and width (a batch of 2 traced, so 1 is not baked in)."""
+    x = torch.rand(2, colors, *TRACE_HW, generator=torch.Generator().manual_seed(0))
     dim = torch.export.Dim.DYNAMIC
-    return x, ({2: dim, 3: dim},)
+    return x, ({0: dim, 2: dim, 3: dim},)
 
 
 def _trace(net: nn.Module, colors: int):
@@ -83,9 +83,9 @@ def _trace(net: nn.Module, colors: int):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.export.export(net, (x,), dynamic_shapes=dyn)
-    except Exception as exc:  # noqa: BLE001  (a network torch.export cannot trace with free H and W)
+    except Exception as exc:  # noqa: BLE001  (a network torch.export cannot trace with free sizes)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"torch.export cannot export this model with free height and width: {first}") from None
+        raise InputError(f"torch.export cannot export this model with free batch, height and width: {first}") from None
 
 
 def _write_pt2(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:

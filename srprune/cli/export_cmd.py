@@ -20,7 +20,7 @@ from srprune.cli.group import cli
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def export_cmd(model, out, fmt, scale, seed, force) -> None:
-    """Export MODEL's deployed form (re-parameterised, pruned as compiled) with free input height and width.
+    """Export MODEL's deployed form (re-parameterised, pruned as compiled) with free batch size, input height and width.
 
     The written file is loaded back (ONNX Runtime, or torch.export.load) and checked against PyTorch
     (max abs diff <= 1e-4) before it replaces anything.
@@ -28,6 +28,6 @@ def export_cmd(model, out, fmt, scale, seed, force) -> None:
     from srprune.interchange import export_model
 
     done = export_model(model, out, fmt, scale=scale, seed=seed, force=force)
-    click.echo(f"wrote {done.path} ({done.fmt}, {done.name} x{done.scale}, input N x C x H x W with any H and W): "
+    click.echo(f"wrote {done.path} ({done.fmt}, {done.name} x{done.scale}, any batch, height and width): "
                f"max |diff| vs PyTorch {done.max_abs_diff:.2e} in {done.checked_with} at "
                f"{'x'.join(map(str, done.check_shape))}")
