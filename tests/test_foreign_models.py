@@ -237,3 +237,40 @@ def test_android_stage(nets, run_cli, tmp_path):
     assert manifest["meta"]["scale"] == 2 and manifest["meta"]["model"] == "graph"
     assert manifest["target"]["triple"].startswith("aarch64") and manifest["numerics"]["max_abs_diff"] <= TOL
     assert (app / "app/src/main/jniLibs/arm64-v8a/libsrmodel.so").is_file()
+
+
+@pytest.mark.parametrize("mode", ["CRD", "DCR"])
+def test_pixel_shuffle_written_as_reshape_transpose(tmp_path, mode):
+    """Exporters before DepthToSpace (and tf2onnx) write a pixel shuffle as Reshape -> Transpose -> Reshape with the
+    frame size baked in; a hand-written graph of each ordering converts and equals ONNX Runtime and PyTorch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from srprune.models import resolve_model
+
+    g = np.random.default_rng(6)
+    w = (g.standard_normal((12, 3, 3, 3)) / 5).astype(np.float32)
+    shape6, perm = ([1, 3, 2, 2, 8, 10], [0, 1, 4, 2, 5, 3]) if mode == "CRD" else ([1, 2, 2, 3, 8, 10],
+                                                                                   [0, 3, 4, 1, 5, 2])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "s6"], ["r6"]),
+             helper.make_node("Transpose", ["r6"], ["t"], perm=perm),
+             helper.make_node("Reshape", ["t", "s4"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(shape6, np.int64), "s6"),
+             numpy_helper.from_array(np.array([1, 3, 16, 20], np.int64), "s4")]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 20])], inits)
+    path = tmp_path / f"{mode}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model, info = resolve_model(str(path), None)
+    assert info.scale == 2 and [n["op"] for n in model.nodes] == ["conv", "pixel_shuffle"]
+    x = np.random.default_rng(7).random((1, 3, 8, 10), dtype=np.float32)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+        conv = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1)
+    np.testing.assert_allclose(got, _ort(path, x), atol=TOL, rtol=0)
+    if mode == "CRD":
+        np.testing.assert_allclose(got, F.pixel_shuffle(conv, 2).numpy(), atol=TOL, rtol=0)
+    else:  # DCR's channel order is (block row, block column, colour): PyTorch's after regrouping the channels
+        regrouped = conv.reshape(1, 2, 2, 3, 8, 10).permute(0, 3, 1, 2, 4, 5).reshape(1, 12, 8, 10)
+        np.testing.assert_allclose(got, F.pixel_shuffle(regrouped, 2).numpy(), atol=TOL, rtol=0)

@@ -124,7 +124,11 @@ def _binary(b: _Builder, op: str, out: str, left: Any, right: Any, is_value: Cal
 # ---------------------------------------------------------------------------------------------------- ONNX
 
 _ONNX_OPS = ("Conv", "ConvTranspose", "Relu", "PRelu", "LeakyRelu", "Tanh", "Sigmoid", "Clip", "Add", "Sub", "Mul",
-             "Div", "DepthToSpace", "Resize", "Concat", "Pad", "Identity", "Constant")
+             "Div", "DepthToSpace", "Resize", "Concat", "Pad", "Identity", "Constant",
+             "Reshape + Transpose + Reshape (a pixel shuffle)")
+# Reshape to 6-D -> Transpose -> Reshape to 4-D is how exporters before DepthToSpace (and tf2onnx) write a pixel
+# shuffle: (position of the two block axes in the 6-D shape, permutation) -> DepthToSpace mode.
+_SHUFFLES = {((2, 3), (0, 1, 4, 2, 5, 3)): "CRD", ((1, 2), (0, 3, 4, 1, 5, 2)): "DCR"}
 
 
 def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
@@ -148,6 +152,8 @@ def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
     if len(dims) != 4:
         raise InputError(f"{path}: the input must be NCHW (4-D), got {len(dims)}-D")
     alias: dict[str, str] = {}
+    reshaped: dict[str, tuple[str, list[int]]] = {}                  # 6-D Reshape outputs, awaiting a Transpose
+    transposed: dict[str, tuple[str, int, str]] = {}                 # ... and then the 4-D Reshape
 
     def name(v: str) -> str:
         return alias.get(v, v)
@@ -221,6 +227,20 @@ def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
             for v in ins:
                 if not is_value(v):
                     raise InputError(f"{path}: Concat {label} of a constant is not supported")
+        elif op == "Reshape" and ins[0] in transposed and len(const(ins[1]).reshape(-1)) == 4:
+            src, r, mode = transposed.pop(ins[0])
+            b.add("pixel_shuffle", [src], out, factor=r, mode=mode)
+        elif op == "Reshape" and len(const(ins[1]).reshape(-1)) == 6 and is_value(ins[0]):
+            reshaped[out] = (ins[0], [int(d) for d in const(ins[1]).reshape(-1).tolist()])
+        elif op == "Transpose" and ins[0] in reshaped:
+            src, shape = reshaped.pop(ins[0])
+            perm = tuple(int(p) for p in a.get("perm", []))
+            found = [(axes, mode) for (axes, p), mode in _SHUFFLES.items()
+                     if p == perm and shape[axes[0]] == shape[axes[1]] > 1]
+            if not found:
+                raise InputError(f"{path}: Reshape + Transpose {label} is not a pixel shuffle (perm {list(perm)})")
+            (axes, mode), = found
+            transposed[out] = (src, shape[axes[0]], mode)
         elif op == "Pad":
             pads = [int(p) for p in (const(ins[1]).tolist() if len(ins) > 1 and ins[1] else a.get("pads", []))]
             mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(a.get("mode", "constant"))
@@ -232,6 +252,9 @@ def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
         else:
             raise InputError(f"{path}: ONNX operator {op} (node {label}) is not supported; supported: "
                              f"{', '.join(_ONNX_OPS)}")
+    left = sorted(set(reshaped) | set(transposed))
+    if left:
+        raise InputError(f"{path}: Reshape/Transpose outside a pixel shuffle pattern (at {left[0]}) is not supported")
     output = name(g.output[0].name)
     if output in consts:
         raise InputError(f"{path}: the output is a constant")
