@@ -204,8 +204,9 @@ def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
             b.conv(x, out, w, bias, ins[1], stride=a.get("strides", [1, 1]), padding=pads[:2], dilation=dil,
                    groups=a.get("group", 1), transposed=op == "ConvTranspose",
                    output_padding=a.get("output_padding", [0, 0]))
-        elif op == "PRelu":
-            b.prelu(ins[0], out, const(ins[1]), ins[1])
+        elif op == "PRelu":  # exporters share equal slopes in one initializer (val_5): name it after its conv
+            before = next((n.get("name") for n in reversed(b.nodes) if n["out"] == ins[0]), None)
+            b.prelu(ins[0], out, const(ins[1]), ins[1] if "." in ins[1] or not before else f"{before}_prelu")
         elif op in ("Relu", "Tanh", "Sigmoid"):
             b.add(op.lower(), [ins[0]], out)
         elif op == "LeakyRelu":
