@@ -66,8 +66,13 @@ class GraphNet(nn.Module):
         self.input_name, self.output_name = input, output
         self.layers = nn.ModuleDict()
         self.consts = nn.Module()
+        known = {input}
         for i, node in enumerate(nodes):
             _check_node(i, node)
+            unknown = [v for v in node["in"] if v not in known]
+            if unknown:
+                raise InputError(f"model {NAME}: node {i} ({node['op']}) reads {unknown[0]!r} before it is computed")
+            known.add(node["out"])
             op = node["op"]
             if op == "conv":
                 self.layers[node["name"]] = nn.Conv2d(
@@ -82,6 +87,8 @@ class GraphNet(nn.Module):
                 self.layers[node["name"]] = nn.PReLU(node["channels"])
             elif op == "const":
                 self.consts.register_buffer(node["name"], torch.zeros(node["shape"]))
+        if output not in known:
+            raise InputError(f"model {NAME}: the output {output!r} is never computed")
 
     def _run(self, node: dict, args: list[torch.Tensor]) -> torch.Tensor:
         op = node["op"]
