@@ -170,17 +170,20 @@ def test_compile_both_formats_on_our_kernels(nets, run_cli, tmp_path):
         np.testing.assert_allclose(clib.run(x), want, atol=TOL, rtol=0)
 
 
-def test_bench_eval_upscale(nets, run_cli, tmp_path):
+@pytest.mark.parametrize("fmt,engines", [("onnx", "torch,onnxruntime"), ("pt2", "tvm,torch")])
+def test_bench_eval_upscale(nets, run_cli, tmp_path, fmt, engines):
+    """bench (TVM on one file; compile covers the other), eval against the original network's PSNR/SSIM, tiled
+    upscale against ONNX Runtime on the file / the original network."""
     from srprune.data import load_dataset
     from srprune.evaluate import score_pairs
     from srprune.imageio import read_image, write_image
 
     net, paths = nets["compact"]
-    r = run_cli("bench", paths["pt2"], "--size", "32x24", "--repeat", "1", "--engines", "tvm,torch")
+    r = run_cli("bench", paths[fmt], "--size", "32x24", "--repeat", "1", "--engines", engines)
     assert r.code == 0, r.err
-    assert "graph x2" in r.out and "tvm" in r.out and "torch" in r.out
+    assert "graph x2" in r.out and all(e in r.out for e in engines.split(","))
 
-    r = run_cli("eval", paths["onnx"], "--data", "builtin", "--json", tmp_path / "scores.json")
+    r = run_cli("eval", paths[fmt], "--data", "builtin", "--json", tmp_path / "scores.json")
     assert r.code == 0, r.err
     got = json.loads((tmp_path / "scores.json").read_text())["images"]
     want = score_pairs(net, load_dataset("builtin", 2, split="val"), 2)  # the original network, same protocol
@@ -190,10 +193,16 @@ def test_bench_eval_upscale(nets, run_cli, tmp_path):
 
     lr = (np.random.default_rng(4).random((30, 41, 3)) * 255).astype(np.uint8)
     write_image(tmp_path / "lr.png", lr)
-    r = run_cli("upscale", paths["onnx"], tmp_path / "lr.png", tmp_path / "sr.png", "--tile", "12")
+    r = run_cli("upscale", paths[fmt], tmp_path / "lr.png", tmp_path / "sr.png", "--tile", "12")
     assert r.code == 0, r.err
     sr = read_image(tmp_path / "sr.png").astype(np.float64)
-    ref = _ort(paths["onnx"], (lr.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy())[0].transpose(1, 2, 0)
+    x = (lr.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+    if fmt == "onnx":
+        ref = _ort(paths["onnx"], x)
+    else:
+        with torch.no_grad():
+            ref = net(torch.from_numpy(x)).numpy()
+    ref = ref[0].transpose(1, 2, 0)
     assert sr.shape == (60, 82, 3)
     assert np.abs(sr - np.clip(ref, 0, 1) * 255).max() <= 0.5 + 1e-3  # tiles join without seams: rounding only
 
