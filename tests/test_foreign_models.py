@@ -283,3 +283,37 @@ def test_pixel_shuffle_written_as_reshape_transpose(tmp_path, mode):
     else:  # DCR's channel order is (block row, block column, colour): PyTorch's after regrouping the channels
         regrouped = conv.reshape(1, 2, 2, 3, 8, 10).permute(0, 3, 1, 2, 4, 5).reshape(1, 12, 8, 10)
         np.testing.assert_allclose(got, F.pixel_shuffle(regrouped, 2).numpy(), atol=TOL, rtol=0)
+
+
+def test_channel_pruning_of_a_pt2_model(nets, run_cli, tmp_path):
+    """Channel pruning removes whole feature maps: equal to the original network with those maps' convs (weights
+    and bias) zeroed, found by matching the kept filters to the original ones."""
+    from srprune.models.modelfile import load_model
+
+    net, paths = nets["compact"]
+    out = tmp_path / "narrow.pt"
+    spec = '{"default": {"scheme": "channel", "ratio": 0.5}}'
+    r = run_cli("prune", paths["pt2"], "--spec", spec, "--steps", "0", "--val-data", "", "-o", out)
+    assert r.code == 0, r.err
+    pruned, info = load_model(out)
+    assert info["name"] == "channel_pruned" and info["config"]["base"]["name"] == "graph"
+    ref = _randomise(Compact(), 1)
+    ours = [m for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    theirs = [m for m in ref.modules() if isinstance(m, nn.Conv2d)]
+    kept_in = torch.arange(3)
+    narrowed = 0
+    for a, b in zip(ours, theirs):
+        w = b.weight.detach()[:, kept_in]
+        kept = [int((w - row).abs().flatten(1).sum(1).argmin()) for row in a.weight.detach()]
+        torch.testing.assert_close(a.weight.detach(), w[kept], atol=0, rtol=0)
+        narrowed += a.out_channels < b.out_channels
+        with torch.no_grad():
+            gone = torch.ones(b.out_channels, dtype=torch.bool)
+            gone[kept] = False
+            b.weight[gone] = 0
+            b.bias[gone] = 0
+        kept_in = torch.tensor(kept)
+    assert narrowed >= 3
+    x = torch.rand(1, 3, 10, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref(x), atol=TOL, rtol=0)
