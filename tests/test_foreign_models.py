@@ -3,7 +3,8 @@ every command that takes MODEL; each result is checked against the original PyTo
 
 The networks: `Compact`, an SRVGGNet-style compact network (conv + PReLU body, PixelShuffle tail, a nearest-
 upsampled skip, as Real-ESRGAN's SRVGGNetCompact); `Kitchen`, every other operator the converter takes (transposed
-conv, leaky ReLU, tanh, sigmoid, concat, reflect pad, scalar mul, bilinear upsampling, clamp); `Unsupported`,
+conv, leaky ReLU, tanh, sigmoid, concat, reflect pad, scalar mul, bilinear upsampling, clamp, a conv weight computed
+from two parameters); `Unsupported`,
 one with an operator SR networks do not use (abs).
 """
 
@@ -50,12 +51,14 @@ class Kitchen(nn.Module):
         self.head = nn.Conv2d(3, 8, 5, padding=2)
         self.a = nn.Conv2d(8, 8, 3, padding=1)
         self.b = nn.Conv2d(8, 8, 1)
+        self.gain = nn.Parameter(torch.ones(8, 1, 1, 1))  # a weight computed in the graph, as weight norm does
         self.mix = nn.Conv2d(16, 8, 3)  # after a reflect pad
         self.up = nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         h = F.leaky_relu(self.head(x), 0.1)
-        h = torch.cat([torch.tanh(self.a(h)), torch.sigmoid(self.b(h))], dim=1)
+        b = F.conv2d(h, self.b.weight * self.gain, self.b.bias)
+        h = torch.cat([torch.tanh(self.a(h)), torch.sigmoid(b)], dim=1)
         h = F.relu(self.mix(F.pad(h, (1, 1, 1, 1), mode="reflect"))) * 0.5
         y = self.up(h) + F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return torch.clamp(y, 0.0, 1.0)

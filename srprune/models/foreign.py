@@ -339,6 +339,8 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
 
     def const(v: Any) -> Any:
         if isinstance(v, str):
+            if v not in consts:  # e.g. a weight computed in the graph (weight norm): fold it before exporting
+                raise InputError(f"{path}: {v} must be a constant (a parameter or buffer) for this converter")
             return consts[v]
         return v
 
@@ -368,6 +370,14 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
             continue
         if op in _SAME:
             alias[out] = args[0]
+            continue
+        names = [v for v in [*args, *kw.values()] for v in (v if isinstance(v, list) else [v]) if isinstance(v, str)]
+        if names and all(v in consts for v in names) and full.startswith("aten."):
+            # computed only from weights (weight norm, a scaled kernel): evaluate it once, as torch would
+            real = [[consts.get(v, v) if isinstance(v, str) else v for v in a] if isinstance(a, list)
+                    else (consts[a] if isinstance(a, str) else a) for a in args]
+            with torch.no_grad():
+                consts[out] = node.target(*real, **{k: consts[v] if isinstance(v, str) else v for k, v in kw.items()})
             continue
         if op in ("conv2d", "convolution", "conv_transpose2d"):
             x, w, bias = args[0], const(args[1]), arg(2, "bias")
