@@ -238,12 +238,13 @@ def test_prune_an_onnx_model(nets, run_cli, tmp_path):
         torch.testing.assert_close(pruned(x), ref(x), atol=TOL, rtol=0)
 
 
-def test_android_stage(nets, run_cli, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_android_stage(nets, run_cli, tmp_path, fmt):
     if shutil.which("clang") is None or shutil.which("ld.lld") is None:
         pytest.skip("clang/lld unavailable (scripts/install-system-deps.sh)")
     app = tmp_path / "app"
     shutil.copytree(ROOT / "android_app", app, ignore=shutil.ignore_patterns("jniLibs", "staged", "assets", "build"))
-    r = run_cli("android", "stage", nets["compact"][1]["pt2"], "--size", "32x24", "--app", app)
+    r = run_cli("android", "stage", nets["compact"][1][fmt], "--size", "32x24", "--app", app)
     assert r.code == 0, r.err
     manifest = json.loads((app / "app/src/main/assets/srmodel/manifest.json").read_text())
     assert manifest["meta"]["scale"] == 2 and manifest["meta"]["model"] == "graph"
