@@ -321,3 +321,18 @@ def test_channel_pruning_of_a_pt2_model(nets, run_cli, tmp_path):
     x = torch.rand(1, 3, 10, 13)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), ref(x), atol=TOL, rtol=0)
+
+
+def test_pt2_probed_inside_its_exported_size_range(tmp_path):
+    """A program exported for heights 40-100 only: the scale is read from a probe inside that range."""
+    from srprune.models import resolve_model
+
+    net = _randomise(nn.Sequential(nn.Conv2d(3, 27, 3, padding=1), nn.PixelShuffle(3)), 8)
+    dyn = ({2: torch.export.Dim("h", min=40, max=100), 3: torch.export.Dim("w", min=24)},)
+    path = tmp_path / "ranged.pt2"
+    torch.export.save(torch.export.export(net, (torch.rand(1, 3, 48, 48),), dynamic_shapes=dyn), path)
+    model, info = resolve_model(str(path), None)
+    assert info.scale == 3
+    x = torch.rand(1, 3, 7, 5)  # the converted network itself runs at any size
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), atol=TOL, rtol=0)

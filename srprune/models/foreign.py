@@ -325,6 +325,14 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
         raise InputError(f"{path}: an SR network has one input; this program has {len(user)}")
     val = user[0].meta.get("val")
     dims = [int(d) if isinstance(d, int) else None for d in (val.shape if val is not None else [None] * 4)]
+    for i, d in enumerate(val.shape if val is not None and len(val.shape) == 4 else []):
+        if i >= 2 and not isinstance(d, int):  # a free size: probe inside the range the program was exported for
+            rng = ep.range_constraints.get(getattr(getattr(d, "node", None), "expr", None))
+            want = _PROBE[i - 2]
+            if rng is not None:
+                want = max(want, _bound(rng.lower) or 0)
+                want = min(want, _bound(rng.upper) or want)
+            dims[i] = want
     if len(dims) != 4:
         raise InputError(f"{path}: the input must be NCHW (4-D), got {len(dims)}-D")
     alias: dict[str, str] = {}
@@ -435,6 +443,14 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
     if output is None or output in consts:
         raise InputError(f"{path}: the program has no tensor output")
     return user[0].name, output, dims
+
+
+def _bound(value: Any) -> int | None:
+    """A range constraint's bound as an int; None for infinity (sympy's or torch's own)."""
+    try:
+        return int(str(value)) if str(value).lstrip("-").isdigit() else None
+    except ValueError:
+        return None
 
 
 def _pt2_upsample_scale(path: Path, node, out: str) -> list[float]:
