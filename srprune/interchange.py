@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,7 +103,8 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise InputError("exporting ONNX needs the onnx and onnxscript packages (pip install 'srprune[onnx]')") from None
+        raise InputError("exporting ONNX needs the onnx and onnxscript packages "
+                         "(pip install 'srprune[onnx]')") from None
     import contextlib
     import io
     import logging

@@ -87,6 +87,11 @@ class _Builder:
         return f"const:{name}"
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def _pair(v: Any) -> list[int]:
     if isinstance(v, (list, tuple)):
         vals = [int(x) for x in v]
@@ -141,7 +146,7 @@ def _onnx_graph(path: Path, b: _Builder) -> tuple[str, str, list[int | None]]:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001  (protobuf errors of a damaged or foreign file)
-        raise InputError(f"{path} is not a readable ONNX file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        raise InputError(f"{path} is not a readable ONNX file ({_first_line(exc, 120)})") from None
     g = model.graph
     consts: dict[str, torch.Tensor] = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in g.initializer}
     inputs = [i for i in g.input if i.name not in consts]
@@ -306,8 +311,7 @@ def _load_pt2(path: Path):
             warnings.simplefilter("ignore")
             return torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001  (zip/format/version errors of a damaged or foreign file)
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path} is not a readable torch.export program (.pt2): {first}") from None
+        raise InputError(f"{path} is not a readable torch.export program (.pt2): {_first_line(exc)}") from None
 
 
 def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]:
@@ -410,7 +414,8 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
         elif op == "leaky_relu":
             b.add("leaky_relu", [args[0]], out, slope=float(arg(1, "negative_slope", 0.01)))
         elif op in ("clamp", "hardtanh"):
-            lo, hi = (arg(1, "min"), arg(2, "max")) if op == "clamp" else (arg(1, "min_val", -1.0), arg(2, "max_val", 1.0))
+            lo, hi = (arg(1, "min"), arg(2, "max")) if op == "clamp" else \
+                (arg(1, "min_val", -1.0), arg(2, "max_val", 1.0))
             b.add("clip", [args[0]], out, min=None if lo is None else float(lo), max=None if hi is None else float(hi))
         elif op in ("add", "sub", "mul", "div"):
             if kw.get("alpha", 1) != 1 or (len(args) > 2 and args[2] != 1) or kw.get("rounding_mode"):
@@ -433,7 +438,7 @@ def _pt2_graph(path: Path, ep, b: _Builder) -> tuple[str, str, list[int | None]]
             pads = [int(p) for p in args[1]]
             mode = {"constant_pad_nd": "constant", "reflection_pad2d": "reflect",
                     "replication_pad2d": "replicate"}.get(op) or arg(2, "mode", "constant")
-            value = float(arg(2, "value", 0.0) or 0.0) if op == "constant_pad_nd" else float(arg(3, "value", 0.0) or 0.0)
+            value = float((arg(2, "value") if op == "constant_pad_nd" else arg(3, "value")) or 0.0)
             if len(pads) != 4 or mode not in ("constant", "reflect", "replicate"):
                 raise InputError(f"{path}: aten.{op} (node {out}) is supported on height and width only")
             b.add("pad", [args[0]], out, pads=pads, mode=mode, value=value)
@@ -485,7 +490,7 @@ def load_foreign(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"model file {path} does not exist" if not path.exists() else f"model file {path} is not a file")
+        raise InputError(f"model file {path} " + ("is not a file" if path.exists() else "does not exist"))
     fmt = "onnx" if path.suffix.lower() == ".onnx" else "pt2"
     b = _Builder(path)
     ep = None
@@ -510,7 +515,7 @@ def load_foreign(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             raise
         except Exception as exc:  # noqa: BLE001  (shape mismatches inside the user's graph)
             raise InputError(f"{path}: the converted network does not run on a {'x'.join(map(str, shape))} "
-                             f"input ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+                             f"input ({_first_line(exc)})") from None
     scale = _scale_of(path, shape, tuple(y.shape))
     ref = _reference(path, fmt, ep, x)
     diff = float(np.abs(ref - y.numpy()).max()) if ref.shape == tuple(y.shape) else float("inf")
@@ -555,13 +560,13 @@ def _reference(path: Path, fmt: str, ep, x: torch.Tensor) -> np.ndarray:
         except ImportError:
             raise InputError(f"{path}: checking an ONNX file needs onnxruntime (pip install 'srprune[onnx]')") from None
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: ONNX Runtime cannot run this file ({str(exc).splitlines()[0][:160]})") from None
+            raise InputError(f"{path}: ONNX Runtime cannot run this file ({_first_line(exc)})") from None
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = ep.module()(x)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: the program does not run on a {'x'.join(map(str, x.shape))} input "
-                         f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+                         f"({_first_line(exc)})") from None
     out = out[0] if isinstance(out, (list, tuple)) else out
     return out.detach().numpy()

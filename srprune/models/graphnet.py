@@ -46,7 +46,8 @@ _BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div":
 
 def _check_node(i: int, node: Any) -> None:
     if not isinstance(node, dict) or node.get("op") not in _OPS:
-        raise InputError(f"model {NAME}: node {i} has unknown op {node.get('op') if isinstance(node, dict) else node!r}")
+        what = node.get("op") if isinstance(node, dict) else node
+        raise InputError(f"model {NAME}: node {i} has unknown op {what!r}")
     missing = [k for k in ("in", "out", *_OPS[node["op"]]) if k not in node]
     if missing:
         raise InputError(f"model {NAME}: node {i} ({node['op']}) lacks {missing[0]!r}")
