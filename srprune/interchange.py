@@ -31,7 +31,7 @@ from srprune.errors import InputError
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4
 TRACE_HW = (32, 48)     # (H, W) the export is traced with
-CHECK_HW = (19, 26)     # (H, W) the written file is checked at: another size, so dynamic H and W are tested
+CHECK_HW = (24, 40)     # (H, W) the written file is checked at: not the traced size (multiples of 8 for U-Nets)
 OPSET = 18
 
 

@@ -336,3 +336,21 @@ def test_pt2_probed_inside_its_exported_size_range(tmp_path):
     x = torch.rand(1, 3, 7, 5)  # the converted network itself runs at any size
     with torch.no_grad():
         torch.testing.assert_close(model(x), net(x), atol=TOL, rtol=0)
+
+
+def test_a_network_that_needs_multiples_of_8_is_probed_at_a_size_it_takes(tmp_path):
+    """Three stride-2 convs then a x16 pixel shuffle (x2 overall): 16x20 is not a multiple of 8, 64x64 is."""
+    from srprune.models import resolve_model
+
+    net = _randomise(nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                                   nn.Conv2d(8, 3 * 256, 3, 2, 1), nn.PixelShuffle(16)), 9)
+    path = tmp_path / "strided.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), path, dynamo=False, opset_version=17,
+                          input_names=["lr"], dynamic_axes={"lr": {2: "h", 3: "w"}})
+    model, info = resolve_model(str(path), None)
+    assert info.scale == 2
+    x = torch.rand(1, 3, 24, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), atol=TOL, rtol=0)

@@ -87,6 +87,11 @@ class _Builder:
         return f"const:{name}"
 
 
+class _DoesNotRun(InputError):
+    """The network (converted, or in its own runtime) fails on the probe's size, or is no upscaler there (sizes
+    rounded down inside it): another size may do."""
+
+
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
@@ -477,7 +482,27 @@ def _pt2_upsample_scale(path: Path, node, out: str) -> list[float]:
 # ---------------------------------------------------------------------------------------------------- loading
 
 def _probe_shape(dims: list[int | None], colors: int) -> tuple[int, int, int, int]:
-    return (1, colors, dims[2] or _PROBE[0], dims[3] or _PROBE[1])
+    return (dims[0] or 1, colors, dims[2] or _PROBE[0], dims[3] or _PROBE[1])
+
+
+def _probe(path: Path, fmt: str, ep, model: nn.Module, shape: tuple[int, int, int, int]) -> tuple[int, float]:
+    """(scale, max abs diff against the file's own runtime) from one random input of `shape`."""
+    x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
+    with torch.no_grad():
+        try:
+            y = model(x)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (shape mismatches inside the user's graph)
+            raise _DoesNotRun(f"{path}: the converted network does not run on a {'x'.join(map(str, shape))} "
+                             f"input ({_first_line(exc)})") from None
+    scale = _scale_of(path, shape, tuple(y.shape))
+    ref = _reference(path, fmt, ep, x)
+    diff = float(np.abs(ref - y.numpy()).max()) if ref.shape == tuple(y.shape) else float("inf")
+    if not diff <= TOLERANCE:
+        raise InputError(f"{path}: the converted network differs from the file's own runtime by {diff:.2e} "
+                         f"(> {TOLERANCE:g}) on a {'x'.join(map(str, shape))} input; it is not used")
+    return scale, diff
 
 
 def load_foreign(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -499,29 +524,21 @@ def load_foreign(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     else:
         ep = _load_pt2(path)
         inp, out, dims = _pt2_graph(path, ep, b)
-    if dims[0] not in (None, 1) and dims[0] < 1:
-        raise InputError(f"{path}: bad batch dimension {dims[0]}")
     colors = dims[1] or next((n["in_channels"] for n in b.nodes if n["op"] in ("conv", "deconv")), 3)
     source = {"format": fmt, "file": path.name}
     model = build_model(graphnet.NAME, 1, nodes=b.nodes, input=inp, output=out, colors=int(colors), source=path.name)
     _load_state(path, model, b.state)
     model.eval()
-    shape = _probe_shape(dims, int(colors))
-    x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))
-    with torch.no_grad():
+    shapes = [_probe_shape(dims, int(colors))]
+    if None in dims[2:]:  # free sizes: a network that needs multiples of 8 or 16 (a U-Net) gets a second try
+        shapes.append((shapes[0][0], shapes[0][1], dims[2] or 64, dims[3] or 64))
+    for i, shape in enumerate(shapes):
         try:
-            y = model(x)
-        except InputError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (shape mismatches inside the user's graph)
-            raise InputError(f"{path}: the converted network does not run on a {'x'.join(map(str, shape))} "
-                             f"input ({_first_line(exc)})") from None
-    scale = _scale_of(path, shape, tuple(y.shape))
-    ref = _reference(path, fmt, ep, x)
-    diff = float(np.abs(ref - y.numpy()).max()) if ref.shape == tuple(y.shape) else float("inf")
-    if not diff <= TOLERANCE:
-        raise InputError(f"{path}: the converted network differs from the file's own runtime by {diff:.2e} "
-                         f"(> {TOLERANCE:g}) on a {'x'.join(map(str, shape))} input; it is not used")
+            scale, diff = _probe(path, fmt, ep, model, shape)
+            break
+        except _DoesNotRun:
+            if i == len(shapes) - 1:
+                raise
     model.scale = scale
     model.arch["scale"] = scale
     meta = {"foreign": {**source, "check_max_abs_diff": diff,
@@ -543,11 +560,11 @@ def _load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) ->
 def _scale_of(path: Path, shape: tuple[int, ...], out: tuple[int, ...]) -> int:
     """The integer upscaling factor from one probe, or a one-line refusal of a network that is not an upscaler."""
     if len(out) != 4 or out[:2] != shape[:2]:
-        raise InputError(f"{path}: output {'x'.join(map(str, out))} for input {'x'.join(map(str, shape))}; an SR "
+        raise _DoesNotRun(f"{path}: output {'x'.join(map(str, out))} for input {'x'.join(map(str, shape))}; an SR "
                          "network maps NCHW images to NCHW images with the same channels")
     sh, sw = out[2] / shape[2], out[3] / shape[3]
     if sh != sw or sh != int(sh) or not 1 <= sh <= 8:
-        raise InputError(f"{path}: output {out[3]}x{out[2]} for input {shape[3]}x{shape[2]} is not an integer "
+        raise _DoesNotRun(f"{path}: output {out[3]}x{out[2]} for input {shape[3]}x{shape[2]} is not an integer "
                          "upscale (x1 to x8) of the input")
     return int(sh)
 
@@ -560,13 +577,14 @@ def _reference(path: Path, fmt: str, ep, x: torch.Tensor) -> np.ndarray:
         except ImportError:
             raise InputError(f"{path}: checking an ONNX file needs onnxruntime (pip install 'srprune[onnx]')") from None
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: ONNX Runtime cannot run this file ({_first_line(exc)})") from None
+            raise _DoesNotRun(f"{path}: ONNX Runtime cannot run this file on a {'x'.join(map(str, x.shape))} "
+                              f"input ({_first_line(exc)})") from None
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = ep.module()(x)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path}: the program does not run on a {'x'.join(map(str, x.shape))} input "
+        raise _DoesNotRun(f"{path}: the program does not run on a {'x'.join(map(str, x.shape))} input "
                          f"({_first_line(exc)})") from None
     out = out[0] if isinstance(out, (list, tuple)) else out
     return out.detach().numpy()
