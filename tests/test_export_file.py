@@ -107,3 +107,31 @@ def test_export_outputs_and_errors(run_cli, tmp_path, model_x2):
     assert not (tmp_path / "q.onnx").exists()
     left = {p.name for p in tmp_path.iterdir()} - {model_x2.name}
     assert left == {"m.pt2", "q.pt"}  # no temporary file left by the refused or replaced exports
+
+
+def test_searched_network_with_every_block_type_exports(run_cli, tmp_path):
+    """A searched network (a genome model file holding conv, res, wide, ecb, dws and a skip cell): ECB cells
+    re-parameterised in the file, which equals the deployed model in ONNX Runtime."""
+    import onnx
+
+    from srprune.models import build_model
+    from srprune.models.modelfile import save_model
+    from supernet.space import Cell, Genome
+
+    cells = [Cell("conv", 8, []), Cell("res", 12, [8]), Cell("wide", 8, [16, 8]), Cell("ecb", 8, [16]),
+             Cell("skip", 0, []), Cell("dws", 8, [])]
+    torch.manual_seed(0)
+    model = build_model("genome", 2, genome=Genome(2, 8, "relu", cells).to_dict())
+    path = tmp_path / "searched.pt"
+    save_model(path, model)
+    out = tmp_path / "searched.onnx"
+    r = run_cli("export", path, "-o", out)
+    assert r.code == 0, r.err
+    net = _deployed(str(path), None)
+    convs = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    assert len(convs) < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # ECB branches folded
+    x = np.random.default_rng(2).random((1, 3, 17, 23), dtype=np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_ort(out, x), want, atol=TOL, rtol=0)
