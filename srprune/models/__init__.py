@@ -24,3 +24,5 @@ __all__ = [
 from srprune.models import channel_pruned as _channel_pruned  # noqa: E402,F401
 # The int8 architecture that `srprune quantize` produces (srprune.quant), for the same reason.
 from srprune.quant import qmodel as _qmodel  # noqa: E402,F401
+# A user's own network converted from ONNX or .pt2 (srprune.models.foreign), so its pruned copies load too.
+from srprune.models import graphnet as _graphnet  # noqa: E402,F401

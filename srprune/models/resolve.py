@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from srprune.errors import InputError
+from srprune.models.foreign import SUFFIXES as FOREIGN_SUFFIXES, is_foreign, load_foreign
 from srprune.models.modelfile import load_model
 from srprune.models.registry import build_model, is_registered, list_models
 
-_MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", *FOREIGN_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ def resolve_model(spec: str, scale: int | None, seed: int = 0) -> tuple[nn.Modul
     """Load a model file, or build a registered architecture with seeded untrained weights.
 
     A spec that looks like a path (has a '/' or a model-file suffix) is a file; otherwise a
-    registered name wins, and an existing file of that name is the fallback. A name needs
+    registered name wins, and an existing file of that name is the fallback. An ONNX or .pt2 file (a user's
+    own network) is converted into the `graph` architecture (srprune.models.foreign). A name needs
     `scale`; a file brings its own, and an explicit different `scale` is an error rather than
     a silently wrong upscaler. Seeding does not disturb the global torch RNG.
     """
@@ -58,7 +60,7 @@ def resolve_model(spec: str, scale: int | None, seed: int = 0) -> tuple[nn.Modul
             raise InputError(f"model file {spec} does not exist")
         raise InputError(f"unknown model {spec!r}: not a registered name ({', '.join(list_models())}) "
                          "and no such model file")
-    model, info = load_model(path)
+    model, info = load_foreign(path) if is_foreign(spec) else load_model(path)
     if scale is not None and scale != info["scale"]:
         raise InputError(f"model {spec} is for x{info['scale']}, not x{scale}")
     return model, ModelInfo(info["name"], info["scale"], info["config"], "file", str(path), info["meta"])

@@ -1,0 +1,170 @@
+"""`srprune export MODEL --format onnx|pt2 -o FILE`: the deployed model for another runtime.
+
+Why a file of its own and not srprune.export: that module makes TVM artifacts (our kernels, a fixed frame size);
+this one hands the network to someone else's runtime (ONNX Runtime Mobile, LiteRT, ncnn via pnnx, ExecuTorch),
+so the file is standalone (no srprune code needed to load it) and takes any input height and width.
+
+What is exported is what `srprune compile` compiles: `srprune.export.deployable` (re-parameterised, channel-pruned
+layers compacted as the model file holds them, masked layers with their exact zeros). Every file is checked before
+it replaces anything: the written file is loaded back (ONNX Runtime, or torch.export.load) and run on an input of
+another size than the one it was traced with, against PyTorch, within 1e-4.
+
+Quantised models: the low-precision work writes int8 models as QDQ ONNX. Its hook is `WRITERS` and
+`_check_exportable`: a model whose meta says it is quantised is refused today with one line; that branch adds
+its QDQ writer there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from srcommon.atomic import atomic_path
+from srprune.errors import InputError
+
+FORMATS = ("onnx", "pt2")
+TOLERANCE = 1e-4
+TRACE_HW = (32, 48)     # (H, W) the export is traced with
+CHECK_HW = (24, 40)     # (H, W) the written file is checked at: not the traced size (multiples of 8 for U-Nets)
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """What `export_model` wrote and how it was checked."""
+
+    path: Path
+    fmt: str
+    name: str
+    scale: int
+    max_abs_diff: float
+    checked_with: str
+    check_shape: tuple[int, int, int, int]
+
+
+def format_for(out: Path, fmt: str | None) -> str:
+    """The format asked for, or the one the file's suffix names; a suffix that names the other format is refused."""
+    by_suffix = {".onnx": "onnx", ".pt2": "pt2"}.get(out.suffix.lower())
+    if fmt is None:
+        if by_suffix is None:
+            raise InputError(f"{out}: cannot tell the format from the suffix; use --format onnx|pt2")
+        return by_suffix
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r} (formats: {', '.join(FORMATS)})")
+    if by_suffix is not None and by_suffix != fmt:
+        raise InputError(f"{out}: the suffix says {by_suffix}, but --format is {fmt}")
+    return fmt
+
+
+def _check_exportable(info) -> None:
+    """Hook for int8 models (QDQ ONNX, from the low-precision work): refused until that writer exists."""
+    meta = info.meta or {}
+    if meta.get("quant") or meta.get("quantization"):
+        raise InputError(f"{info.path or info.name} is a quantised model; exporting int8 models (as QDQ ONNX) is "
+                         "not supported yet")
+
+
+def _dynamic(net: nn.Module, colors: int):
+    """(example input, dynamic_shapes) with free batch, height and width (a batch of 2 traced, so 1 is not baked in)."""
+    x = torch.rand(2, colors, *TRACE_HW, generator=torch.Generator().manual_seed(0))
+    dim = torch.export.Dim.DYNAMIC
+    return x, ({0: dim, 2: dim, 3: dim},)
+
+
+def _trace(net: nn.Module, colors: int):
+    x, dyn = _dynamic(net, colors)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(net, (x,), dynamic_shapes=dyn)
+    except Exception as exc:  # noqa: BLE001  (a network torch.export cannot trace with free sizes)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"torch.export cannot export this model with free batch, height and width: {first}") from None
+
+
+def _write_pt2(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
+    torch.export.save(_trace(net, colors), str(tmp))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.load(str(tmp)).module()(torch.from_numpy(x)).numpy()
+    return run
+
+
+def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise InputError("exporting ONNX needs the onnx and onnxscript packages "
+                         "(pip install 'srprune[onnx]')") from None
+    import contextlib
+    import io
+    import logging
+
+    ep = _trace(net, colors)
+    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(ep, input_names=["input"], output_names=["output"], opset_version=OPSET,
+                                        dynamo=True, external_data=False, verbose=False, optimize=True)
+    finally:
+        noisy.setLevel(level)
+    program.save(str(tmp), external_data=False)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InputError("checking the exported ONNX needs onnxruntime (pip install 'srprune[onnx]')") from None
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, {"input": x})[0]
+    return run
+
+
+# The writer of each format; the low-precision work adds the QDQ path for int8 models here.
+WRITERS: dict[str, Callable[[nn.Module, int, Path], Callable[[np.ndarray], np.ndarray]]] = {
+    "onnx": _write_onnx, "pt2": _write_pt2}
+CHECKED_WITH = {"onnx": "onnxruntime", "pt2": "torch.export.load"}
+
+
+def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: int | None = None, seed: int = 0,
+                 force: bool = False) -> ExportedFile:
+    """Write MODEL's deployed form to `out` as ONNX or a .pt2 ExportedProgram, checked against PyTorch first."""
+    from srprune.export import deployable
+    from srprune.outputs import check_output_file
+
+    out = Path(out)
+    fmt = format_for(out, fmt)
+    target = check_output_file(out, force)  # before any slow work
+    net, info, colors = deployable(spec, scale, seed)
+    _check_exportable(info)
+    x = np.random.default_rng(1).random((1, colors, *CHECK_HW), dtype=np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    with atomic_path(target) as tmp:
+        run = WRITERS[fmt](net, colors, tmp)
+        try:
+            got = run(x)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (the written file does not load or run: never hand it out)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the exported {fmt} file does not run in {CHECKED_WITH[fmt]}: {first}") from None
+        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        if not diff <= TOLERANCE:
+            raise InputError(f"the exported {fmt} file differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}) at "
+                             f"{CHECK_HW[1]}x{CHECK_HW[0]}; nothing was written")
+    return ExportedFile(target, fmt, info.name, info.scale, diff, CHECKED_WITH[fmt], tuple(x.shape))
