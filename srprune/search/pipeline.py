@@ -209,6 +209,10 @@ def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = Tru
     cfg = config_mod.load(config_path, run_dir)
     if storage:
         cfg["search"]["storage"] = storage
+    if cfg["search"].get("storage"):
+        from srprune.search.study import check_storage_url
+
+        check_storage_url(str(cfg["search"]["storage"]))  # a missing driver: one line now, not after stage 1
     run = Run(cfg, progress)
     run.dir.mkdir(parents=True, exist_ok=True)
     command = "srprune search" if shared else "srprune run"
