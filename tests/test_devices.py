@@ -128,3 +128,12 @@ def test_run_config_device_is_checked_before_any_work(run_cli, tmp_path, changes
     r = run_cli("run", "-c", cfg)
     assert_one_line_error(r, fragment.replace("config:", ""), alone=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_unquoted_amp_off_in_yaml_means_off(tmp_path):
+    from srprune.search.config import RunConfig, load
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\nbudget_ms: 40\namp: off\ndevice: cpu\ndata_workers: 2\n")
+    run = RunConfig.from_dict(load(cfg))
+    assert run.placement.amp == "off" and run.placement.device == "cpu" and run.placement.workers == 2

@@ -268,6 +268,8 @@ def _check_run_dir(cfg: dict[str, Any], source: str) -> None:
 def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
     """The full configuration: defaults filled in, every value checked (InputError naming the key)."""
     cfg = _merge(DEFAULTS, raw, "")
+    if cfg["amp"] is False:  # YAML 1.1 reads an unquoted `amp: off` as false
+        cfg["amp"] = "off"
     if cfg["budget_ms"] is None:
         raise InputError("config: budget_ms (latency budget per frame on the target, in ms) is required")
     check_values(cfg, RUN_RULES, "config: ")
