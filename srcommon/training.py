@@ -205,4 +205,4 @@ def _to_device(batch: Batch, device: torch.device | None) -> Batch:
     """A batch's tensors on the parameters' device (the same objects when already there, as on CPU)."""
     if device is None or not isinstance(batch, (tuple, list)):
         return batch
-    return type(batch)(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
+    return type(batch)(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch)
