@@ -24,6 +24,7 @@ import tvm
 
 from compiler.build import CompiledModel
 from compiler.errors import CompilerError
+from compiler.native_log import native_log
 from compiler.targets import TargetSpec
 from srcommon.errors import OutputConflict
 from srcommon.owned import check_replaceable
@@ -173,7 +174,8 @@ def write_artifact(compiled: CompiledModel, out_dir: str | os.PathLike, *, meta:
             fcompile = linker_for(compiled.target, work)
             lib_path = tmp / LIB_NAME
             try:
-                compiled.executable.export_library(str(lib_path), fcompile=fcompile)
+                with native_log():  # TVM logs a "Scope Saving" warning per memory scope here
+                    compiled.executable.export_library(str(lib_path), fcompile=fcompile)
             except Exception as exc:  # noqa: BLE001
                 msg = str(exc).strip().splitlines()
                 raise CompilerError(f"linking for {compiled.target.name} failed: {msg[-1] if msg else exc}") from exc

@@ -18,6 +18,7 @@ from tvm import relax
 
 from compiler.errors import CompilerError
 from compiler.importer import check_shape
+from compiler.native_log import native_log
 from compiler.pipeline import lower, tvm_errors
 from compiler.targets import TargetSpec, get_target, set_runtime_threads
 from compiler.tune import database_dir, has_records
@@ -87,7 +88,8 @@ def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], targ
     tuning_db = str(db) if has_records(db) else None
     shape = check_shape(input_shape)
     mod, fused = lower(model, shape, spec, tuning_db=tuning_db, sparse=sparse)
-    with tvm_errors(f"TVM build failed for target {spec.name}"), tvm.transform.PassContext(opt_level=3):
+    with tvm_errors(f"TVM build failed for target {spec.name}"), tvm.transform.PassContext(opt_level=3), \
+            native_log():
         exe = relax.build(mod, target=spec.tvm_target(), relax_pipeline=None)  # lowered: code generation only
     out_shape = tuple(int(d) for d in mod["main"].ret_ty.shape.values)
     compiled = CompiledModel(exe, spec, shape, out_shape, fused, tuning_db=tuning_db)

@@ -40,6 +40,9 @@ done
 for file in "${!NEED_FILES[@]}"; do
   [ -e "$file" ] || missing+=("${NEED_FILES[$file]}")
 done
+# PostgreSQL's server binaries (initdb, pg_ctl): tests/test_search_shared.py starts a throw-away cluster to
+# test a search shared through PostgreSQL. Debian keeps them in /usr/lib/postgresql/VERSION/bin.
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] || install "${missing[@]}"
 
 # libFuzzer + ASan/UBSan runtimes of the installed clang (tests/fuzz, scripts/fuzz.py): Debian ships them per

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srcommon.devices import autocast, check_amp, resolve_device
 from srcommon.progress import progress_bar
 
 Batch = Any  # (lr, hr) tensors for every user today
@@ -43,6 +44,8 @@ class LoopSettings:
     val_every: int = 0  # validate after every this many steps (0: only after the last)
     checkpoint_every: int = 0  # call the checkpoint hook every this many steps (0: only after the last)
     history_every_step: bool = False  # keep every step's record, or only the validated ones
+    device: str | None = None  # auto|cpu|cuda[:N]|mps (srcommon.devices); None: where the model already is
+    amp: str = "off"  # mixed precision: off, bf16 (GPU or CPU), fp16 (GPU; the loss is scaled)
 
 
 @dataclass
@@ -50,7 +53,8 @@ class Hooks:
     """What differs between the users; every hook is optional.
 
     loss(batch, i) -> the loss tensor of 0-based step i; the loop calls backward (default: L1 of the model).
-    backward(batch, i) -> {name: float}: runs forward and backward itself (several sub-networks per step).
+    backward(batch, i) -> {name: float}: runs forward and backward itself (several sub-networks per step),
+    calling `loop.backward(loss)` (which scales the loss under fp16) instead of `loss.backward()`.
     before_step(i): before the batch is drawn (mask schedule).
     after_backward(): gradient surgery before the optimizer step (masking gradients, all-reduce).
     after_step(step) -> extra record entries or None: after the optimizer and schedule step (masks, sorting).
@@ -72,6 +76,12 @@ class TrainLoop:
 
     def __init__(self, model: nn.Module, settings: LoopSettings, params: Iterable[nn.Parameter] | None = None):
         self.model, self.settings = model, settings
+        if settings.device is not None:  # before the optimizer exists: it holds the parameters it was given
+            model.to(resolve_device(settings.device))
+        self.device = next(model.parameters(), torch.empty(0)).device
+        self.amp_dtype = check_amp(self.device, settings.amp)
+        # fp16 underflows small gradients: scale the loss (bf16 has float32's range and needs no scaling)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.params = list(model.parameters() if params is None else params)
         self.optimizer = torch.optim.Adam(self.params, lr=settings.lr)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -96,6 +106,8 @@ class TrainLoop:
                  "seconds": self.seconds()}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -104,10 +116,16 @@ class TrainLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         self.history = json.loads(state["history"])
         self.prior_seconds = float(state.get("seconds", 0.0))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), scaled under fp16 mixed precision: what a `backward` hook calls for each of its losses."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def l1(self, batch: Batch, step: int) -> torch.Tensor:
         """The default loss: L1 between the model's output and the ground truth."""
@@ -135,14 +153,22 @@ class TrainLoop:
                 batch = _to_device(next(it), device)
                 self.optimizer.zero_grad(set_to_none=True)
                 if hooks.backward is not None:
-                    losses = hooks.backward(batch, self.step)
+                    with autocast(self.device, self.amp_dtype):
+                        losses = hooks.backward(batch, self.step)
                 else:
-                    loss = (hooks.loss or self.l1)(batch, self.step)
-                    loss.backward()
+                    with autocast(self.device, self.amp_dtype):
+                        loss = (hooks.loss or self.l1)(batch, self.step)
+                    self.backward(loss)
                     losses = {"loss": loss.item()}
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)  # the hooks below see true gradients
                 if hooks.after_backward is not None:
                     hooks.after_backward()
-                self.optimizer.step()
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
@@ -179,4 +205,4 @@ def _to_device(batch: Batch, device: torch.device | None) -> Batch:
     """A batch's tensors on the parameters' device (the same objects when already there, as on CPU)."""
     if device is None or not isinstance(batch, (tuple, list)):
         return batch
-    return type(batch)(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
+    return type(batch)(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch)

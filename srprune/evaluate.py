@@ -48,7 +48,8 @@ def to_image(x: torch.Tensor) -> np.ndarray:
 def super_resolve(model: nn.Module, lr: np.ndarray) -> np.ndarray:
     """Run the model on one LR image and return the rounded uint8 SR image."""
     model.eval()
-    return to_image(model(to_tensor(lr)))
+    device = next(model.parameters(), torch.empty(0)).device  # a model training on a GPU is validated there
+    return to_image(model(to_tensor(lr).to(device)).cpu())
 
 
 def score_pairs(model: nn.Module, pairs: Sequence, scale: int, progress: bool = False,

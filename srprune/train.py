@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from srcommon.atomic import save_torch, write_text
+from srcommon.devices import Placement
 from srcommon.owned import OwnedFolder, check_replaceable
 from srcommon.training import Hooks, LoopSettings, TrainLoop
 from srprune.errors import InputError
@@ -85,15 +86,21 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict:
     return state
 
 
-def loop_settings(cfg: TrainConfig) -> LoopSettings:
-    """The shared loop's settings for a training configuration."""
+def loop_settings(cfg: TrainConfig, where: Placement | None = None) -> LoopSettings:
+    """The shared loop's settings for a training configuration (on the CPU unless `where` says otherwise)."""
+    where = where or Placement("cpu")
     return LoopSettings(steps=cfg.steps, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, seed=cfg.seed,
-                        val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every)
+                        val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every,
+                        device=where.device, amp=where.amp)
 
 
 def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: TrainConfig, run_dir: Path,
-          resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
+          resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          where: Placement | None = None) -> dict:
     """Train `model` in place on batches from `sampler`; return a summary dict.
+
+    `where`: device, mixed precision and batch workers (default: the CPU, no workers); the model is back on
+    the CPU when this returns (model files and the compiler read CPU tensors).
 
     `sampler` yields (lr, hr) float NCHW batches and has state_dict()/load_state_dict().
     `stop_after` ends the run early after that many steps of this call (used to
@@ -104,7 +111,9 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
     log = setup_logger(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    loop = TrainLoop(model, loop_settings(cfg))
+    where = where or Placement("cpu")
+    loop = TrainLoop(model, loop_settings(cfg, where))
+    sampler = where.batches(sampler)
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
         state = _load_state(ckpt, cfg)
@@ -127,15 +136,19 @@ def train(model: nn.Module, sampler, val_pairs: Sequence, scale: int, cfg: Train
         log.info("step %d loss %.5f val PSNR-Y %.4f SSIM-Y %.4f", record["step"], record["loss"], val.psnr, val.ssim)
         return {"val_psnr": val.psnr, "val_ssim": val.ssim}
 
-    out = loop.run(sampler, Hooks(validate=validate, checkpoint=save_state), stop_after=stop_after,
-                   progress=progress)
+    try:
+        out = loop.run(sampler, Hooks(validate=validate, checkpoint=save_state), stop_after=stop_after,
+                       progress=progress)
+    finally:
+        sampler.close()
+        model.cpu()
     log.info("stopped at step %d after %.1f s of training in all", out["step"], out["total_seconds"])
     return {"step": out["step"], "done": out["done"], "seconds": out["total_seconds"], "history": out["history"]}
 
 
 def train_model_file(model_spec: str, scale: int | None, data: str, val_data: str, out_dir: Path,
                      cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True,
-                     stop_after: int | None = None) -> Path | None:
+                     stop_after: int | None = None, where: Placement | None = None) -> Path | None:
     """Train a registered architecture (or fine-tune a model file) and write OUT/model.pt.
 
     The run folder holds the resumable checkpoint, train.log and the final
@@ -160,7 +173,7 @@ def train_model_file(model_spec: str, scale: int | None, data: str, val_data: st
     cfg.extra = {"model": model_spec, "scale": scale, "data": data, "val_data": val_data}
     sampler = PatchSampler(train_pairs, scale, cfg.patch_size, cfg.batch_size, seed=cfg.seed)
     summary = train(net, sampler, val_pairs, scale, cfg, out_dir, resume=resume, progress=progress,
-                    stop_after=stop_after)
+                    stop_after=stop_after, where=where)
     if not summary["done"]:
         return None
     last = summary["history"][-1] if summary["history"] else {}

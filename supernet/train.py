@@ -48,16 +48,18 @@ Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 Validate = Callable[[SuperNet, Genome], float]
 
 
-def init_distributed() -> tuple[int, int]:
+def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
     """(rank, world size); starts the process group from torchrun's environment when WORLD_SIZE > 1.
 
-    On GPU machines each process takes the GPU of its LOCAL_RANK (nccl); on CPU, gloo.
+    Training on CUDA (`device`, default: CUDA when present), each process takes the GPU of its LOCAL_RANK
+    (nccl); on the CPU, gloo.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and dist.is_available() and not dist.is_initialized():
-        if torch.cuda.is_available():
+        cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
+        if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -145,9 +147,12 @@ def supernet_from_checkpoint(path: str | os.PathLike) -> SuperNet:
 
 def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings, *,
                    checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                   validate: Validate | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
+                   validate: Validate | None = None, stop_after: int | None = None, progress: bool = True,
+                   amp: str = "off") -> dict:
     """Train `supernet` in place on (lr, hr) batches; return {"step", "done", "seconds", "history"}.
 
+    It trains where its parameters are (move it first: srcommon.devices.resolve_device), with `amp` mixed
+    precision (srcommon.devices.check_amp).
     `validate(supernet, genome) -> PSNR` is called for the largest and smallest sub-networks every
     `settings.val_every` steps (0: only at the end) on rank 0. `stop_after` ends this call after that many
     steps without a final checkpoint (a simulated kill). With `resume`, an existing `checkpoint` is continued
@@ -162,7 +167,7 @@ def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings
     if settings.scale not in space.scales:
         raise SpaceError(f"scale {settings.scale} is not a scale the supernet was built for "
                          f"({', '.join(map(str, space.scales))})")
-    rank, world = init_distributed()
+    rank, world = init_distributed(next(supernet.parameters()).device)
     params = list(supernet.parameters())
     if world > 1:
         for p in params:  # identical start on every rank
@@ -170,7 +175,8 @@ def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings
     loop = TrainLoop(supernet, LoopSettings(steps=settings.steps, lr=float(settings.lr),
                                             min_lr_ratio=float(settings.min_lr_ratio), seed=settings.seed,
                                             val_every=settings.val_every,
-                                            checkpoint_every=settings.checkpoint_every, history_every_step=True),
+                                            checkpoint_every=settings.checkpoint_every, history_every_step=True,
+                                            amp=amp),
                      params)
     arch_rng = np.random.Generator(np.random.PCG64(settings.seed))
     path = Path(checkpoint) if checkpoint is not None else None
@@ -199,14 +205,14 @@ def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings
         largest, smallest, random_blocks = _sandwich(space, settings, step)
         teacher = supernet(lr_b, largest)
         loss_big = F.l1_loss(teacher, hr_b)
-        loss_big.backward()
+        loop.backward(loss_big)
         target = teacher.detach()
         students = [smallest] + [space.sample(arch_rng, settings.scale, blocks) for blocks in random_blocks]
         loss_small = None
         for g in students:
             out = supernet(lr_b, g)
             loss = (1 - kd) * F.l1_loss(out, hr_b) + kd * F.l1_loss(out, target)
-            loss.backward()
+            loop.backward(loss)
             loss_small = loss if loss_small is None else loss_small
         return {"loss_largest": loss_big.item(), "loss_smallest": loss_small.item() if loss_small is not None else None}
 

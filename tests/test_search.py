@@ -189,7 +189,10 @@ def test_eval_metrics_follow_the_protocol(full):
 def test_report_is_one_offline_file(full):
     run, _, _ = full
     text = (run / "report.html").read_text()
-    assert text.count("<svg") >= 1 and text.count("data:image/png;base64,") == 3
+    crops = json.loads((run / "eval" / "metrics.json").read_text())["crops"]  # 2-3 windows per image (test_crops.py)
+    per_image = {c["image"]: sum(d["image"] == c["image"] for d in crops) for c in crops}
+    assert all(2 <= n <= 3 for n in per_image.values()) and {c["why"] for c in crops} == {"detail", "difference"}
+    assert text.count("<svg") >= 1 and text.count("data:image/png;base64,") == 3 * len(crops)  # bicubic, final, HR
     for external in ("src='http", 'src="http', "href='http", 'href="http', "<script src", "<link"):
         assert external not in text
     for heading in ("Stages", "Chosen network, layer by layer", "PSNR / SSIM", "Crops"):

@@ -254,14 +254,16 @@ def make_runner(target: TargetSpec, rpc: str | None = None, timeout: float = DEF
 def export_library(built: BuiltLayer, path: str, workdir: str) -> None:
     """Write the compiled layer as a shared library (cross-linked for arm64 targets)."""
     from compiler.artifact import linker_for
+    from compiler.native_log import native_log
 
     fcompile = linker_for(built.target, workdir) if built.target is not None else None
     exe = built.executable
     try:
-        if fcompile is None:
-            exe.export_library(path)
-        else:
-            exe.export_library(path, fcompile=fcompile)
+        with native_log():  # TVM's "Scope Saving" warnings go to the log, not the terminal
+            if fcompile is None:
+                exe.export_library(path)
+            else:
+                exe.export_library(path, fcompile=fcompile)
     except CompilerError:
         raise
     except Exception as exc:  # noqa: BLE001

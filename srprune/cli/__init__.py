@@ -15,11 +15,11 @@ import click
 from compiler.errors import CompilerError
 from srprune.cli.group import cli
 from srprune.errors import InputError
-from srcommon.errors import OutputConflict
+from srcommon.errors import DeviceError, OutputConflict
 from supernet.errors import CheckpointError, SpaceError
 
 # Library errors that mean "bad input" and become one-line messages.
-USER_ERRORS = (InputError, SpaceError, CheckpointError, CompilerError, OutputConflict)
+USER_ERRORS = (InputError, SpaceError, CheckpointError, CompilerError, OutputConflict, DeviceError)
 USAGE_EXIT = 2
 
 

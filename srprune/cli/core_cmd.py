@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from srprune.cli.group import cli
+from srprune.cli.placement import placement, placement_options
 from srprune.errors import InputError
 
 SCALE = click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
@@ -39,9 +40,10 @@ def _model(spec: str, scale: int | None):
               help="Steps between resumable checkpoints.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: all cores).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@placement_options
 @FORCE
 def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_size, learning_rate, seed,
-              val_every, checkpoint_every, threads, resume, force) -> None:
+              val_every, checkpoint_every, threads, resume, device, amp, workers, force) -> None:
     """Train MODEL (an architecture name with --scale, or a model file to fine-tune) with L1 loss."""
     import json
 
@@ -50,9 +52,10 @@ def train_cmd(model, scale, data, val_data, out_dir, steps, batch_size, patch_si
     from srprune.train import TrainConfig, train_model_file
 
     check_output_folder(out_dir)
+    where = placement(device, amp, workers)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=learning_rate, seed=seed,
                       val_every=val_every, checkpoint_every=checkpoint_every, threads=threads)
-    final = train_model_file(model, scale, data, val_data, out_dir, cfg, resume=resume, force=force)
+    final = train_model_file(model, scale, data, val_data, out_dir, cfg, resume=resume, force=force, where=where)
     _, info = load_model(final)
     val = info.get("meta", {}).get("val", {})
     click.echo(f"wrote {final}: val PSNR-Y {val.get('val_psnr', float('nan')):.4f} dB ({json.dumps(val)})")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from srprune.cli.group import cli
+from srprune.cli.placement import placement, placement_options
 from srprune.errors import InputError
 
 
@@ -36,9 +37,10 @@ from srprune.errors import InputError
 @click.option("--lr", "learning_rate", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: all cores).")
+@placement_options
 @click.option("--force", is_flag=True, help="Overwrite OUT.")
 def prune_cmd(model, spec_text, out, list_layers, scale, steps, prune_steps, distill, group_lasso, data, val_data,
-              batch_size, patch_size, learning_rate, seed, threads, force) -> None:
+              batch_size, patch_size, learning_rate, seed, threads, device, amp, workers, force) -> None:
     """Prune MODEL (a model file, or an architecture name with --scale) by SPEC and fine-tune it.
 
     Layers are named as in the deployed model (see --list). The result is an ordinary model file
@@ -58,11 +60,13 @@ def prune_cmd(model, spec_text, out, list_layers, scale, steps, prune_steps, dis
     if out is None:
         raise InputError("--out is required")
     check_output_file(out, force)
+    where = placement(device, amp, workers)
     spec = load_spec(spec_text)
     cfg = FinetuneConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=learning_rate,
                          prune_steps=prune_steps, distill=distill, group_lasso=group_lasso, seed=seed,
                          threads=threads)
-    path, meta = prune_model_file(model, spec, out, cfg, scale=scale, data=data, val_data=val_data, force=force)
+    path, meta = prune_model_file(model, spec, out, cfg, scale=scale, data=data, val_data=val_data, force=force,
+                                  where=where)
     layers = meta["pruning"]["layers"]
     for name, entry in layers.items():
         shape = "x".join(str(d) for d in entry["shape"])

@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from srprune.cli.group import cli
+from srprune.cli.placement import placement, placement_options
 from srprune.errors import InputError
 from srprune.search.supernet_stage import TRAIN_KEYS, read_config  # noqa: F401 (TRAIN_KEYS: re-exported)
 from supernet.errors import SpaceError
@@ -48,13 +49,15 @@ def supernet() -> None:
 @click.option("--resume", is_flag=True, help="Continue a killed run exactly from its checkpoint.")
 @click.option("--force", is_flag=True, help="Discard an existing checkpoint and start over.")
 @click.option("--stop-after", type=click.IntRange(1), default=None, hidden=True)
-def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -> None:
+@placement_options
+def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after, device, amp, workers) -> None:
     """Train the shared weights (sandwich rule + in-place distillation). Runs under torchrun too."""
     from srcommon.lock import FolderLock
     from srprune.outputs import check_output_folder
     from srprune.search.supernet_stage import train_supernet_run
 
     cfg = read_config(config_path)
+    where = placement(device, amp, workers)
     run_dir = run_dir or (Path(cfg["run_dir"]) if cfg["run_dir"] else None)
     if run_dir is None:
         raise InputError("no run folder: pass --out or set run_dir in the config")
@@ -62,7 +65,7 @@ def train_cmd(config_path, run_dir, scale, threads, resume, force, stop_after) -
     if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks write nothing of their own
         FolderLock(run_dir, "srprune supernet train").acquire()
     result = train_supernet_run(cfg, run_dir, scale, resume=resume, force=force, threads=threads,
-                                stop_after=stop_after)
+                                stop_after=stop_after, where=where)
     if result is None:  # not rank 0 of a distributed run
         return
     if not result["done"]:

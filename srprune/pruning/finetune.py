@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srcommon.devices import Placement
 from srcommon.training import Hooks, LoopSettings, TrainLoop
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
@@ -69,8 +70,12 @@ class FinetuneConfig:
 
 def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | None = None,
              val_pairs: Sequence | None = None, scale: int | None = None,
-             on_step: Callable[[int, nn.Module], None] | None = None, progress: bool = True) -> dict:
+             on_step: Callable[[int, nn.Module], None] | None = None, progress: bool = True,
+             where: Placement | None = None) -> dict:
     """Prune `pruner.model` in place on the schedule of `cfg` and fine-tune it; return a summary.
+
+    `where`: device, mixed precision and batch workers (default: the CPU); the model (and the teacher) are
+    back on the CPU when this returns.
 
     `on_step(step, model)` is called after every optimizer step with the masks applied (tests use
     it to check that pruned weights are exactly zero throughout).
@@ -89,8 +94,12 @@ def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | 
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    where = where or Placement("cpu")
     loop = TrainLoop(model, LoopSettings(steps=cfg.steps, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
-                                         seed=cfg.seed))
+                                         seed=cfg.seed, device=where.device, amp=where.amp))
+    pruner.to(loop.device)
+    if teacher is not None:
+        teacher.to(loop.device)
 
     def before_step(step: int) -> None:
         if step in schedule:
@@ -113,8 +122,16 @@ def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | 
         if on_step is not None:
             on_step(step, model)
 
-    out = loop.run(sampler, Hooks(loss=loss, before_step=before_step, after_backward=pruner.mask_grads,
-                                  after_step=after_step), progress=progress, desc="prune+finetune")
+    batches = where.batches(sampler)
+    try:
+        out = loop.run(batches, Hooks(loss=loss, before_step=before_step, after_backward=pruner.mask_grads,
+                                      after_step=after_step), progress=progress, desc="prune+finetune")
+    finally:
+        batches.close()
+        model.cpu()
+        pruner.to(torch.device("cpu"))
+        if teacher is not None:
+            teacher.cpu()
     model.eval()
     summary = {"steps": cfg.steps, "seconds": out["seconds"], "loss": out["loss"], "val": None}
     if val_pairs:

@@ -212,6 +212,11 @@ class Pruner:
         self.masks = masks
         self.apply()
 
+    def to(self, device: torch.device) -> "Pruner":
+        """Move the masks with the model (training on a GPU; back to the CPU before saving)."""
+        self.masks = {k: v.to(device) for k, v in self.masks.items()}
+        return self
+
     @torch.no_grad()
     def apply(self) -> None:
         """Zero every masked-out weight (call after each optimizer step)."""

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from srcommon.devices import Placement
 from srprune.errors import InputError
 from srprune.pruning.finetune import FinetuneConfig, config_dict, finetune
 from srprune.pruning.pruner import Pruner, copy_model
@@ -15,7 +16,8 @@ from srprune.pruning.spec import PruneSpec
 
 
 def prune_model(model: nn.Module, spec: PruneSpec | dict, cfg: FinetuneConfig | None = None, sampler=None,
-                val_pairs: Sequence | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+                val_pairs: Sequence | None = None, progress: bool = True,
+                where: Placement | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Prune (and fine-tune, if cfg.steps > 0) the deployed form of `model`.
 
     Returns (pruned model, meta) where meta = {"spec", "layers", "finetune"} is what the model file
@@ -31,7 +33,7 @@ def prune_model(model: nn.Module, spec: PruneSpec | dict, cfg: FinetuneConfig | 
     teacher = copy_model(work) if cfg.distill > 0 else None
     pruner = Pruner(work, spec)
     summary = finetune(pruner, sampler, cfg, teacher=teacher, val_pairs=val_pairs,
-                       scale=getattr(work, "scale", None), progress=progress)
+                       scale=getattr(work, "scale", None), progress=progress, where=where)
     pruned, meta = pruner.finalize()
     pruned.eval()
     meta["finetune"] = {**config_dict(cfg), "seconds": summary["seconds"], "final_loss": summary["loss"]}
@@ -40,7 +42,8 @@ def prune_model(model: nn.Module, spec: PruneSpec | dict, cfg: FinetuneConfig | 
 
 def prune_model_file(model_spec: str, spec: PruneSpec | dict, out: str | os.PathLike, cfg: FinetuneConfig,
                      scale: int | None = None, data: str = "builtin", val_data: str = "builtin",
-                     force: bool = False, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+                     force: bool = False, progress: bool = True,
+                     where: Placement | None = None) -> tuple[Path, dict[str, Any]]:
     """`srprune prune`: load MODEL, prune it by `spec`, fine-tune on `data`, write an ordinary model file.
 
     The file's meta holds "pruning" (spec, per-layer structure, budget), "source" (where the dense
@@ -60,7 +63,7 @@ def prune_model_file(model_spec: str, spec: PruneSpec | dict, out: str | os.Path
         sampler = PatchSampler(load_dataset(data, scale, split="train"), scale, cfg.patch_size, cfg.batch_size,
                                seed=cfg.seed)
     val_pairs = load_dataset(val_data, scale, split="val") if val_data else []
-    pruned, pmeta = prune_model(model, spec, cfg, sampler, progress=progress)
+    pruned, pmeta = prune_model(model, spec, cfg, sampler, progress=progress, where=where)
     meta: dict[str, Any] = {"pruning": pmeta, "source": {"model": model_spec, "name": info.name,
                                                          "source": info.source, "data": data}}
     if val_pairs:

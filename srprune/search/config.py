@@ -125,6 +125,12 @@ class RunConfig:
     rpc: str | None = setting(None, Text(optional=True), "rpc://HOST:PORT[/KEY] to measure a cross-compiled target")
     output_size: str = setting("1280x720", Text(), "the frame the budget is for (output size)")
     budget_ms: float | None = setting(None, Num(0, 1e6, above=True), "latency budget per frame (required)")
+    device: str = setting("auto", Text(), "where the supernet and the fine-tuning train: auto (CUDA when present), "
+                          "cpu, cuda, cuda:N, mps")
+    amp: str = setting("off", Text(("off", "bf16", "fp16")), "mixed precision while training: bf16 (GPU or CPU), "
+                       "fp16 (GPU only)")
+    data_workers: int = setting(0, Num(0, 256, integer=True), "processes assembling training batches "
+                                "(0: the training process itself); results do not depend on it")
     supernet: SupernetSection = field(default_factory=SupernetSection)
     latency: LatencySettings = field(default_factory=LatencySettings)
     search: SearchSettings = field(default_factory=SearchSettings)
@@ -135,6 +141,13 @@ class RunConfig:
     def from_dict(cls, cfg: dict[str, Any]) -> "RunConfig":
         """The typed view of a resolved config dict (resolve() has checked every value)."""
         return _build(cls, cfg)
+
+    @property
+    def placement(self) -> Any:
+        """Where the supernet and the fine-tuning train (srcommon.devices.Placement)."""
+        from srcommon.devices import Placement
+
+        return Placement(self.device, self.amp, self.data_workers)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -264,6 +277,8 @@ def _check_run_dir(cfg: dict[str, Any], source: str) -> None:
 def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
     """The full configuration: defaults filled in, every value checked (InputError naming the key)."""
     cfg = _merge(DEFAULTS, raw, "")
+    if cfg["amp"] is False:  # YAML 1.1 reads an unquoted `amp: off` as false
+        cfg["amp"] = "off"
     if cfg["budget_ms"] is None:
         raise InputError("config: budget_ms (latency budget per frame on the target, in ms) is required")
     check_values(cfg, RUN_RULES, "config: ")
@@ -277,6 +292,7 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
     for i, spec in enumerate(cfg["eval_data"]):
         check_dataset(spec, f"eval_data[{i}]")
     _check_search(cfg["search"])
+    _check_device(cfg)
     _check_run_dir(cfg, source)
     if cfg["android"]["apk"]:  # the apk stage comes last: missing tools must stop the run before any work
         from srprune.apk import find_tools
@@ -286,6 +302,16 @@ def resolve(raw: Any, source: str = "config") -> dict[str, Any]:
         except InputError as e:
             raise InputError(f"config: android.apk: {e}") from None
     return cfg
+
+
+def _check_device(cfg: dict[str, Any]) -> None:
+    """A device this machine lacks, or fp16 on the CPU: one line now, not when training starts."""
+    from srcommon.devices import DeviceError, check_amp, resolve_device
+
+    try:
+        check_amp(resolve_device(cfg["device"]), cfg["amp"])
+    except DeviceError as e:
+        raise InputError(f"config: {e}") from None
 
 
 def load(path: Path, run_dir: Path | None = None) -> dict[str, Any]:

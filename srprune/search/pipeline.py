@@ -209,6 +209,10 @@ def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = Tru
     cfg = config_mod.load(config_path, run_dir)
     if storage:
         cfg["search"]["storage"] = storage
+    if cfg["search"].get("storage"):
+        from srprune.search.study import check_storage_url
+
+        check_storage_url(str(cfg["search"]["storage"]))  # a missing driver: one line now, not after stage 1
     run = Run(cfg, progress)
     run.dir.mkdir(parents=True, exist_ok=True)
     command = "srprune search" if shared else "srprune run"
@@ -218,7 +222,7 @@ def prepare(config_path: Path, run_dir: Path | None = None, progress: bool = Tru
     write_text(run.layout.config, config_mod.dump(cfg))
     handler = logging.FileHandler(run.layout.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    for name in ("srprune.run", "supernet.train"):
+    for name in ("srprune.run", "supernet.train", "compiler.tvm"):  # compiler.tvm: TVM's C++ log lines
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, "srprune_run", False)]:  # an earlier run, same process
             logger.removeHandler(old)

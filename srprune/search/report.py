@@ -174,14 +174,20 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                   "<p>Protocol: Y of ITU-R BT.601, SR rounded to uint8, border of `scale` pixels cropped, "
                   "MATLAB-bicubic LR (docs/architecture.md).</p>"]
         crops = metrics.get("crops")
+        if isinstance(crops, dict):  # runs evaluated before the crops were chosen per image: one crop
+            crops = [crops]
         if crops:
+            parts.append("<h2>Crops</h2><p>Per image: the windows with the most detail (mean luma gradient of the "
+                         "ground truth) and the one where the model differs most from bicubic.</p>")
+        for crop in crops or []:
             imgs = []
-            for label, fname in crops["files"].items():
+            for label, fname in crop["files"].items():
                 data = base64.b64encode((layout.crops / fname).read_bytes()).decode()
                 imgs.append(f"<figure><img src='data:image/png;base64,{data}' width='256' "
                             f"style='image-rendering:pixelated'><figcaption>{html.escape(label)}</figcaption></figure>")
-            parts += [f"<h2>Crops ({html.escape(crops['image'])}, {crops['size']} px at "
-                      f"y={crops['y']}, x={crops['x']})</h2>", "<div class='crops'>" + "".join(imgs) + "</div>"]
+            why = {"detail": "detail", "difference": "model vs bicubic"}.get(crop.get("why", ""), "")
+            parts += [f"<h3>{html.escape(crop['image'])}, {crop['size']} px at y={crop['y']}, x={crop['x']}"
+                      f"{' (' + why + ')' if why else ''}</h3>", "<div class='crops'>" + "".join(imgs) + "</div>"]
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
              "font-size:13px;text-align:right}th{background:#f3f3f3}.crops{display:flex;gap:12px}"

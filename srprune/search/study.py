@@ -53,17 +53,68 @@ def storage_url(run_dir: Path, url: str | None) -> str:
     return f"sqlite:///{path}"
 
 
+JOURNAL = "journal://"  # journal:///abs/path: Optuna's JournalStorage on a (shared) file, no server
+# Databases whose driver an extra of ours installs (pyproject.toml); others name the missing module only.
+DRIVER_EXTRAS = {"postgresql": "distributed"}
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse, in one line and before any work, a storage URL that cannot open: malformed, an unknown database,
+    or a driver that is not installed (SQLAlchemy only says "Failed to import DB access module" on first use,
+    after the earlier stages have run). Connects to nothing."""
+    if url.startswith(JOURNAL):
+        path = journal_path(url)
+        if not path.parent.is_dir():
+            raise InputError(f"search storage {url!r}: folder {path.parent} does not exist")
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise InputError(f"search storage {url!r}: not an Optuna storage URL (sqlite:///FILE, "
+                         f"postgresql://USER@HOST/DB, journal:///FILE): {exc}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get(parsed.get_backend_name())
+        how = f"pip install 'srprune[{extra}]'" if extra else f"install the Python module {exc.name or parsed.drivername}"
+        raise InputError(f"search storage {shown!r}: its driver ({exc.name or parsed.drivername}) is not "
+                         f"installed: {how}") from None
+
+
+def journal_path(url: str) -> Path:
+    """The file of a journal:///abs/path URL (journal://rel/path is relative to the working folder)."""
+    rest = url[len(JOURNAL):]
+    if not rest or rest == "/":
+        raise InputError(f"search storage {url!r}: journal URLs name a file: journal:///shared/disk/study.log")
+    return Path(rest).absolute()
+
+
 def open_storage(url: str) -> Any:
-    """An RDB storage; SQLite waits for locks (several local processes) instead of failing.
+    """An Optuna storage: RDB (SQLite waits for locks: several local processes) or a journal file.
 
     Optuna creates the schema of a new database on first open, and processes that open a new database at
     the same moment race on it ("table studies already exists", a duplicate alembic_version row). Local
     SQLite opens are serialised with a lock file beside the database; other URLs retry a few times (the
-    losing process then finds the schema complete).
+    losing process then finds the schema complete). A journal file needs no schema: Optuna appends each
+    change under a lock file beside it (symlink-based, which works on NFS).
     """
     import optuna
 
     _quiet_optuna()
+    check_storage_url(url)
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = journal_path(url)
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
     kwargs: dict[str, Any] = {}
     lock_path = None
     if url.startswith("sqlite"):

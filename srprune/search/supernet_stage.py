@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srprune.errors import InputError
 from srprune.layout import RunLayout
 from srprune.search.schema import Num, Rules, Text, check_values, read_yaml
 from supernet.settings import RULES as SETTING_RULES
 from supernet.settings import Bound, Choice, TrainSettings
+
+if TYPE_CHECKING:
+    from srcommon.devices import Placement
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -86,9 +89,11 @@ def val_tensors(spec: str, scale: int) -> list:
 
 def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = None, *, resume: bool = False,
                        force: bool = False, threads: int | None = None, stop_after: int | None = None,
-                       progress: bool = True) -> dict[str, Any] | None:
+                       progress: bool = True, where: Placement | None = None) -> dict[str, Any] | None:
     """Train the supernet of `cfg` ({space, train, data, val_data}) into run_dir/supernet.
 
+    `where`: device (default auto: CUDA when present, cuda:LOCAL_RANK under torchrun), mixed precision, batch
+    workers.
     Returns {"done", "step", "checkpoint", "val"} on rank 0 (None on other ranks). An existing
     checkpoint needs `resume` (continue it) or `force` (start over).
     """
@@ -99,6 +104,7 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
     from supernet.proxy import proxy_psnr
     from supernet.errors import SpaceError
     from supernet.space import SearchSpace
+    from srcommon.devices import Placement, resolve_device
     from supernet.train import init_distributed, train_supernet
 
     space = SearchSpace.from_dict(cfg["space"])
@@ -109,7 +115,9 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
         raise InputError(f"supernet.train: {e}") from None
     out = RunLayout(run_dir).supernet
     ckpt = out / CHECKPOINT
-    rank, world = init_distributed()
+    where = (where or Placement()).check()
+    device = resolve_device(where.device)
+    rank, world = init_distributed(device)
     if ckpt.exists() and force and rank == 0:
         ckpt.unlink()
     if world > 1:
@@ -130,13 +138,15 @@ def train_supernet_run(cfg: dict[str, Any], run_dir: Path, scale: int | None = N
         train_pairs = load_dataset(cfg["data"], scale, split="train")
         val = val_tensors(cfg["val_data"], scale)
         torch.manual_seed(settings.seed)
-        net = SuperNet(space)
-        if torch.cuda.is_available():
-            net = net.to(torch.device("cuda", torch.cuda.current_device()))
+        net = SuperNet(space).to(device)
         sampler = PatchSampler(train_pairs, scale, settings.patch_size, settings.batch_size, seed=settings.seed + rank)
-        summary = train_supernet(net, sampler, settings, checkpoint=ckpt, resume=resume,
-                                 validate=lambda n, g: proxy_psnr(n, g, val, metric=protocol_psnr),
-                                 stop_after=stop_after, progress=progress)
+        batches = where.batches(sampler)
+        try:
+            summary = train_supernet(net, batches, settings, checkpoint=ckpt, resume=resume,
+                                     validate=lambda n, g: proxy_psnr(n, g, val, metric=protocol_psnr),
+                                     stop_after=stop_after, progress=progress, amp=where.amp)
+        finally:
+            batches.close()
     finally:
         if handler is not None:
             logger.removeHandler(handler)

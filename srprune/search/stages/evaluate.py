@@ -58,32 +58,34 @@ def evaluate_final(cfg: RunConfig, layout: RunLayout, *, progress: bool = True) 
         md.append(f"| {spec} | {len(pairs)} | {b['psnr']:.4f} | {b['ssim']:.4f} | {f['psnr']:.4f} | {f['ssim']:.4f} "
                   f"| {f['psnr'] - b['psnr']:+.3f} |")
     pairs = load_dataset(cfg.eval_data[0], scale, split="val")
-    doc["crops"] = _write_crops(pairs[0], model, bicubic, scale, layout.crops, super_resolve, write_image)
+    doc["crops"] = _write_crops(pairs, model, bicubic, scale, layout.crops, super_resolve, write_image)
     write_text(layout.metrics, json.dumps(doc, indent=1) + "\n")
     write_text(layout.metrics.with_suffix(".md"), "\n".join(md) + "\n\n" + "\n\n".join(tables) + "\n")
     return {k: {"bicubic": v["bicubic"]["psnr"], "final": v["final"]["psnr"]} for k, v in doc["datasets"].items()}
 
 
-def _write_crops(pair: Any, model: torch.nn.Module, bicubic: torch.nn.Module, scale: int, folder: Path,
-                 super_resolve, write_image, size: int = 128) -> dict[str, str]:
-    """Same crop (the most textured window of the HR image) of bicubic, final and ground truth, as PNGs."""
-    hr = pair.hr
-    gray = hr.astype(np.float32).mean(axis=2)
-    best, where = -1.0, (0, 0)
-    step = max(size // 2, 8)
-    for y in range(0, max(hr.shape[0] - size, 0) + 1, step):
-        for x in range(0, max(hr.shape[1] - size, 0) + 1, step):
-            v = float(gray[y:y + size, x:x + size].var())
-            if v > best:
-                best, where = v, (y, x)
-    y, x = where
-    files = {}
-    for name, img in (("bicubic", super_resolve(bicubic, pair.lr)), ("final", super_resolve(model, pair.lr)),
-                      ("ground truth", hr)):
-        path = folder / f"{name.replace(' ', '_')}.png"
-        write_image(path, np.ascontiguousarray(img[y:y + size, x:x + size]))
-        files[name] = str(path.name)
-    return {"image": pair.name, "y": y, "x": x, "size": size, "files": files}
+CROP_IMAGES = 3  # images of the first eval set shown in the report (each with CROPS windows)
+
+
+def _write_crops(pairs: Any, model: torch.nn.Module, bicubic: torch.nn.Module, scale: int, folder: Path,
+                 super_resolve, write_image, size: int = 128) -> list[dict]:
+    """Per image (the first CROP_IMAGES): two windows with the most detail and the one where the model and
+    bicubic differ most (srprune.crops), each as bicubic, final and ground-truth PNGs."""
+    from srprune.crops import choose_crops
+
+    out = []
+    for n, pair in enumerate(list(pairs)[:CROP_IMAGES]):
+        hr = pair.hr
+        images = {"bicubic": super_resolve(bicubic, pair.lr), "final": super_resolve(model, pair.lr), "ground truth": hr}
+        for k, crop in enumerate(choose_crops(hr, images["bicubic"], images["final"], size)):
+            files = {}
+            for name, img in images.items():
+                path = folder / f"{n}-{k}-{name.replace(' ', '_')}.png"
+                write_image(path, np.ascontiguousarray(img[crop.y:crop.y + crop.size, crop.x:crop.x + crop.size]))
+                files[name] = str(path.name)
+            out.append({"image": pair.name, "y": crop.y, "x": crop.x, "size": crop.size, "why": crop.why,
+                        "files": files})
+    return out
 
 
 STAGE = Stage(

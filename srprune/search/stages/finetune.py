@@ -55,7 +55,7 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     before = mean_score(score_pairs(_masked(model, spec), val_pairs, scale))
     pruner = Pruner(model, spec)
     summary = finetune(pruner, sampler, fcfg, teacher=teacher if fcfg.distill > 0 else None, val_pairs=val_pairs,
-                       scale=scale, progress=progress)
+                       scale=scale, progress=progress, where=cfg.placement)
     pruned, pmeta = pruner.finalize()
     pruned.eval()
     val = summary["val"] or {}

@@ -17,7 +17,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
     c = run.config
     r = train_supernet_run({"space": c.supernet.space, "train": c.supernet.train, "data": c.data,
                             "val_data": c.val_data}, run.dir, c.scale, resume=run.layout.supernet_checkpoint.exists(),
-                           progress=run.progress)
+                           progress=run.progress, where=c.placement)
     return {"steps": r["step"], "val": r["val"]}
 
 
