@@ -211,7 +211,7 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
 
 def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], target: str | TargetSpec,
                     out_dir: str | os.PathLike, *, force: bool = False, check: bool = True, sparse: str = "auto",
-                    name: str = "int8 model", seed: int = 0) -> dict:
+                    name: str = "int8 model", seed: int = 0, meta: dict | None = None) -> dict:
     """Compile an int8 network into a c-lib folder (as compiler.clib.build_clib); returns the manifest.
 
     The dot form comes from the target's features (compiler.int8.isa.choose_isa). `check` (host targets): the
@@ -250,6 +250,7 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
             "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs, "system_symbols": built.needed,
             "numerics": numerics, "checksums": {f: sha256(tmp / f) for f in files},
             "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
+            "meta": dict(meta or {}),
         }
         write_manifest(tmp, manifest)
     return manifest
