@@ -4,7 +4,8 @@ The compiled library's image is held to what `srprune eval` runs (the quantised 
 QuantizedSR.run_codes): equal, or 1 LSB apart on at most 0.1% of pixels (the global skip's x / 255 is a division
 in PyTorch and a multiplication by 1/255 in the kernels). The wiring map (srprune.quant.deploy.to_int8_network) is
 checked against the compiler's numpy oracle (compiler.int8.network.reference_network) on a hand-built model with a
-grouped conv and residuals; what the int8 c-lib cannot express is refused in one line.
+grouped conv and residuals, and one with a bicubic skip and residuals across width changes, then built into a
+host c-lib; what the int8 c-lib cannot express (a layer off the chain) is refused in one line.
 """
 
 from __future__ import annotations
@@ -105,39 +106,53 @@ def _quantized(specs: list[dict], skip: str = "repeat", seed: int = 0):
             layer.bias.copy_(torch.from_numpy(rng.integers(-4000, 4000, spec["out"]).astype(np.int32)))
             if spec["act"] == "prelu":
                 layer.act_param.copy_(torch.from_numpy(rng.uniform(0.05, 0.5, spec["out"]).astype(np.float32)))
+        if skip == "bicubic":  # a positive blur per output channel (weights sum to 1), as a bicubic kernel is
+            w = rng.uniform(0.0, 1.0, tuple(q.skip_weight.shape)).astype(np.float32)
+            q.skip_weight.copy_(torch.from_numpy(w / w.sum(axis=(2, 3), keepdims=True)))
         for t in range(1, len(q.specs)):
             q.tensor_scale[t] = float(np.float32(rng.uniform(0.015, 0.03)))
             q.tensor_zero[t] = int(rng.integers(10, 129))
     return q.eval()
 
 
-def test_wiring_with_a_grouped_conv_and_residuals_equals_the_numpy_oracle():
-    q = _quantized([{"in": 3, "out": 8}, {"in": 8, "out": 8, "act": "prelu", "groups": 2, "residual": 1},
-                    {"in": 8, "out": 8, "act": "none", "k": 1, "residual": 1}, {"in": 8, "out": 12, "act": "none"}])
-    net = to_int8_network(q)
-    assert net.residual_from == [None, 0, 0, None] and net.skip
-    want = reference_network(net, LR.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
-    _close(_codes(q, LR), np.rint(want * np.float32(255.0)))
+# (layers, global skip): a grouped conv with equal-width residuals; a bicubic skip with residuals sliced (8 -> 4)
+# and zero-padded (4 -> 8, and the 3-channel image -> 8)
+STRUCTURES = {
+    "grouped-residuals": ([{"in": 3, "out": 8}, {"in": 8, "out": 8, "act": "prelu", "groups": 2, "residual": 1},
+                           {"in": 8, "out": 8, "act": "none", "k": 1, "residual": 1},
+                           {"in": 8, "out": 12, "act": "none"}], "repeat"),
+    "bicubic-sliced-padded": ([{"in": 3, "out": 8, "act": "none"}, {"in": 8, "out": 4, "residual": 1},
+                               {"in": 4, "out": 8, "act": "prelu", "residual": 2},
+                               {"in": 8, "out": 8, "residual": 0}, {"in": 8, "out": 12, "act": "none"}], "bicubic"),
+}
 
 
-@pytest.mark.parametrize("specs,skip,fragment", [
-    ([{"in": 3, "out": 8}, {"in": 8, "out": 12}], "bicubic", "bicubic global skip"),
-    ([{"in": 3, "out": 8}, {"in": 8, "out": 8, "residual": 0}, {"in": 8, "out": 12}], "repeat", "zero-padded to 8"),
-    ([{"in": 3, "out": 8}, {"in": 8, "out": 4}, {"in": 4, "out": 4, "residual": 1}, {"in": 4, "out": 12}], "repeat",
-     "8 channels sliced to 4"),
-    ([{"in": 3, "out": 8}, {"in": 8, "out": 8}, {"in": 8, "out": 12, "src": 1}], "repeat", "chain"),
-])
-def test_what_the_int8_clib_cannot_express_is_named(specs, skip, fragment):
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+def test_wiring_equals_the_numpy_oracle_and_the_host_clib(structure, tmp_path):
+    """to_int8_network's map, held to the compiler's numpy oracle; then the host c-lib built from it."""
+    from compiler.clib.runner import CLib
+    from compiler.int8.network import build_int8_clib
+
+    specs, skip = STRUCTURES[structure]
     q = _quantized(specs, skip)
-    with pytest.raises(InputError, match=fragment):
+    net = to_int8_network(q)
+    assert net.residual_from == [None if s.get("residual") is None else s["residual"] - 1 for s in specs]
+    want = _codes(q, LR)
+    ref = reference_network(net, LR.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
+    _close(np.rint(ref * np.float32(255.0)), want)
+    build_int8_clib(net, (1, 3, *LR.shape[:2]), "host", tmp_path / "lib")  # checked against the oracle on the way
+    with CLib(tmp_path / "lib" / "libsrmodel.so") as lib:
+        _close(lib.run_rgb8(LR), want)
+
+
+def test_a_layer_off_the_chain_is_named(run_cli, tmp_path):
+    q = _quantized([{"in": 3, "out": 8}, {"in": 8, "out": 8}, {"in": 8, "out": 12, "src": 1}])
+    with pytest.raises(InputError, match="reads tensor 1.*chain"):
         to_int8_network(q)
-
-
-def test_compile_refuses_a_bicubic_skip_in_one_line(run_cli, tmp_path):
-    path = tmp_path / "g.pt"
-    save_model(path, _quantized([{"in": 3, "out": 8}, {"in": 8, "out": 12}], "bicubic"))
+    path = tmp_path / "q.pt"
+    save_model(path, q)
     r = run_cli("compile", path, "--format", "c-lib", "--size", SIZE, "-o", tmp_path / "c")
-    assert_one_line_error(r, "bicubic global skip")
+    assert_one_line_error(r, "layer l2 reads tensor 1", "chain")
     assert not (tmp_path / "c").exists()
 
 

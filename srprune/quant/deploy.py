@@ -2,15 +2,16 @@
 
 Why here and not in the compiler: the wiring of a quantised model (tensor ids in `specs[n]["src"/"residual"]`,
 layer n writes tensor n + 1, tensor 0 is the image) is srprune's file format; the compiler takes
-`compiler.int8.network.Int8Network` (a chain, residuals named by the producing layer, IMAGE for the image, a
-nearest-neighbour global skip or none). What the compiler's network cannot express is refused here with one line
-naming it: a bicubic global skip (searched genome networks), a layer that does not read its predecessor's output,
-a residual added across a width change (sliced or zero-padded channels). Grouped convs are handed over as their
-dense block-diagonal equivalent (`to_qconvs`: the same numbers, the other weights exact int8 zeros).
+`compiler.int8.network.Int8Network` (a chain, residuals named by the producing layer, IMAGE for the image, sliced or
+zero-padded to the layer's width; a nearest-neighbour or depthwise (bicubic) global skip, or none). What it cannot
+express is refused here with one line naming it: a layer that does not read its predecessor's output. Grouped convs
+are handed over as their dense block-diagonal equivalent (`to_qconvs`: the same numbers, the other weights exact
+int8 zeros).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,9 +23,6 @@ def to_int8_network(model: QuantizedSR, label: str = "the int8 model"):
     """The compiler's Int8Network of a quantised model; InputError naming the structure it cannot express."""
     from compiler.int8.network import IMAGE, Int8Network
 
-    if model.skip == "bicubic":
-        raise InputError(f"{label}: its bicubic global skip has no int8 c-lib form yet (the int8 kernels add a "
-                         "nearest-neighbour skip only); ECBSR- and ESPCN-style int8 models compile")
     layers = to_qconvs(model)
     residual_from: list[int | None] = []
     for n, spec in enumerate(model.specs):
@@ -32,16 +30,9 @@ def to_int8_network(model: QuantizedSR, label: str = "the int8 model"):
             raise InputError(f"{label}: layer {spec['name']} reads tensor {spec['src']}, not the previous layer's "
                              "output; the int8 c-lib runs a chain of layers")
         res = spec["residual"]
-        if res is None:
-            residual_from.append(None)
-            continue
-        width = model.colors if res == 0 else model.specs[res - 1]["out"]
-        if width != spec["out"]:
-            how = "sliced" if width > spec["out"] else "zero-padded"
-            raise InputError(f"{label}: layer {spec['name']} adds a residual of {width} channels {how} to "
-                             f"{spec['out']}; the int8 c-lib adds residuals of equal width only")
-        residual_from.append(IMAGE if res == 0 else res - 1)
-    return Int8Network(layers, model.scale, residual_from, skip=model.skip == "repeat")
+        residual_from.append(None if res is None else IMAGE if res == 0 else res - 1)
+    weight = model.skip_weight.numpy().astype(np.float32) if model.skip == "bicubic" else None
+    return Int8Network(layers, model.scale, residual_from, skip=model.skip != "none", skip_weight=weight)
 
 
 def float_counterpart(model: QuantizedSR) -> nn.Module:
