@@ -55,12 +55,20 @@ def hr_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def qmodels(tmp_path_factory, hr_folder) -> dict[str, Path]:
-    """PTQ of a small ECBSR (PReLU, nearest skip) and ESPCN (tanh, no skip), through the library's file I/O."""
+    """PTQ of a small ECBSR (PReLU, nearest skip), ESPCN (tanh, no skip) and searched genome network, through the
+    library's file I/O."""
     from srprune.quant.quantize import QuantConfig, quantize_model_file
+
+    from supernet.space import Cell, Genome
 
     root = tmp_path_factory.mktemp("q")
     out = {}
-    for name, cfg in (("ecbsr", {"blocks": 2, "width": 8}), ("espcn", {"f1": 8, "f2": 8})):
+    # a searched network: bicubic skip, residual cells that widen (16 -> 24: zero-padded) and narrow (-> 8: sliced),
+    # a depthwise cell (grouped conv), an ECB cell (re-parameterised)
+    cells = [Cell("res", 24, [16]), Cell("dws", 16, []), Cell("wide", 8, [16, 8]), Cell("ecb", 16, [16])]
+    genome = Genome(2, 16, "prelu", cells).to_dict()
+    for name, cfg in (("ecbsr", {"blocks": 2, "width": 8}), ("espcn", {"f1": 8, "f2": 8}),
+                      ("genome", {"genome": genome})):
         torch.manual_seed(0)
         save_model(root / f"{name}.pt", build_model(name, 2, **cfg))
         out[f"{name}-fp32"] = root / f"{name}.pt"
@@ -69,7 +77,7 @@ def qmodels(tmp_path_factory, hr_folder) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("name", ["ecbsr", "espcn"])
+@pytest.mark.parametrize("name", ["ecbsr", "espcn", "genome"])
 def test_host_clib_equals_the_integer_path(run_cli, qmodels, tmp_path, name):
     out = tmp_path / "c"
     r = run_cli("compile", qmodels[name], "--format", "c-lib", "--target", "host", "--size", SIZE, "-o", out)
@@ -156,13 +164,14 @@ def test_a_layer_off_the_chain_is_named(run_cli, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_float_counterpart_is_the_dequantised_network(qmodels):
+@pytest.mark.parametrize("name", ["ecbsr", "genome"])
+def test_float_counterpart_is_the_dequantised_network(qmodels, name):
     """The fp32 engines of `srprune bench` run this: w = s_w w_q, b = s_x s_w b_q, the PReLU slopes; so it is the
     source float model up to weight rounding (an untrained net's activation rounding is coarser: not compared)."""
     from srprune.models import deploy
 
-    q, _ = load_model(qmodels["ecbsr"])
-    src, _ = load_model(qmodels["ecbsr-fp32"])
+    q, _ = load_model(qmodels[name])
+    src, _ = load_model(qmodels[f"{name}-fp32"])
     f = float_counterpart(q)
     for n, (layer, spec) in enumerate(zip(q.layers, q.specs)):
         conv = f.get_submodule(spec["name"])
@@ -204,15 +213,16 @@ def _arm_tools() -> None:
         pytest.skip(f"arm64 tools unavailable: {missing or GNU_SYSROOT} (scripts/install-system-deps.sh)")
 
 
-def test_arm64_clibs_under_qemu_equal_the_integer_path(run_cli, qmodels, tmp_path):
+@pytest.mark.parametrize("name", ["ecbsr", "genome"])
+def test_arm64_clibs_under_qemu_equal_the_integer_path(run_cli, qmodels, tmp_path, name):
     from compiler.clib.toolchain import GNU_SYSROOT, glibc_shims
 
     _arm_tools()
-    q, _ = load_model(qmodels["ecbsr"])
+    q, _ = load_model(qmodels[name])
     (LR.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1.0 / 255.0)).tofile(tmp_path / "in.f32")
     want = _codes(q, LR)
     for target, isa in (("linux-arm64", "neon"), ("android-arm64-dotprod", "sdot")):
-        r = run_cli("compile", qmodels["ecbsr"], "--format", "c-lib", "--target", target, "--size", SIZE,
+        r = run_cli("compile", qmodels[name], "--format", "c-lib", "--target", target, "--size", SIZE,
                     "-o", tmp_path / target)
         assert r.code == 0, r.err
         assert json.loads((tmp_path / target / "manifest.json").read_text())["int8_isa"] == isa
