@@ -143,8 +143,14 @@ def reference_skip(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return acc
 
 
+def skip_lut() -> np.ndarray:
+    """float32(q) / 255 for every code q: the skip kernel loads these instead of dividing per tap (same values)."""
+    return (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float32)
+
+
 def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[int, ...]) -> tirx.PrimFunc:
-    """uint8 image -> the float32 depthwise skip (n, C s^2, h, w), as reference_skip (rows in parallel; scalar)."""
+    """uint8 image -> the float32 depthwise skip (n, C s^2, h, w), as reference_skip (rows in parallel; scalar;
+    x = float32(q) / 255 read from `skip_lut`)."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.script.ir_builder import tirx as T  # noqa: N812
 
@@ -157,6 +163,7 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
             T.func_attr({"tir.noalias": True})
             img = T.arg("image", T.buffer(image_shape, "uint8"))
             wt = T.arg("weight", T.buffer(weight_shape, "float32"))
+            lut = T.arg("lut", T.buffer((256,), "float32"))
             out = T.arg("out", T.buffer((n, co, h, w), "float32"))
             with T.parallel(0, n * co * h) as row:
                 b, o, y = row // (co * h), (row // h) % co, row % h
@@ -166,8 +173,8 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
                         yy = tirx.min(tirx.max(y + (ky - r), 0), h - 1)
                         for kx in range(k):
                             xx = tirx.min(tirx.max(x + (kx - r), 0), w - 1)
-                            v = tirx.Cast("float32", tirx.BufferLoad(img, [b, o // (co // c), yy, xx]))
-                            acc = acc + (v / tirx.const(255.0, "float32")) * tirx.BufferLoad(wt, [o, 0, ky, kx])
+                            q = tirx.Cast("int32", tirx.BufferLoad(img, [b, o // (co // c), yy, xx]))
+                            acc = acc + tirx.BufferLoad(lut, [q]) * tirx.BufferLoad(wt, [o, 0, ky, kx])
                     T.buffer_store(out, acc, [b, o, y, x])
     return ib.get().with_attr("tir.is_scheduled", True)
 
@@ -257,12 +264,12 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
     steps = [Step("srm_int8_quantize", (0, feat[IMAGE]))]
     skip_tensor = None
     if net.skip_weight is not None:  # computed first: the image's arena block is then free after the last reader
-        weight = const(net.skip_weight)
+        weight, lut = const(net.skip_weight), const(skip_lut())
         skip_tensor = len(tensors)
         shape = (n, net.skip_weight.shape[0], h, w)
         tensors.append(TensorDesc(REGION_ARENA, arena.take(4 * int(np.prod(shape))), shape, "float32"))
         funcs["srm_int8_skip"] = skip_primfunc((n, c, h, w), net.skip_weight.shape)
-        steps.append(Step("srm_int8_skip", (feat[IMAGE], weight, skip_tensor)))
+        steps.append(Step("srm_int8_skip", (feat[IMAGE], weight, lut, skip_tensor)))
     for i, k in enumerate(kernels):
         args = [feat[i - 1] if i else feat[IMAGE]] + [const(a) for a in k.consts]
         if k.spec.residual:
