@@ -144,11 +144,13 @@ def _onnx_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[]
 
 def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, threads: int | None = None,
                   engines: tuple[str, ...] = ENGINES, repeat: int = 10, warmup: int = 2,
-                  progress: bool = True, tuning_root: str | None = None, settle_ms: float = SETTLE_MS) -> dict:
+                  progress: bool = True, tuning_root: str | None = None, settle_ms: float = SETTLE_MS,
+                  extra: dict[str, Callable[[], object]] | None = None) -> dict:
     """{engine: {median_ms, min_ms, max_ms}} plus "macs" and "threads"; TVM is compiled for `host`.
 
     `tuning_root`: MetaSchedule databases to apply to the TVM build (compiler.tune); None: untuned.
     `settle_ms`: pause before each timed call (see SETTLE_MS).
+    `extra`: more runners timed in the same rounds, {name: one call} (e.g. an int8 c-lib of the same network).
     """
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
@@ -174,6 +176,7 @@ def bench_engines(model: nn.Module, input_shape: tuple[int, int, int, int], *, t
             runners["torch"] = _torch
         if "onnxruntime" in engines:
             runners["onnxruntime"] = _onnx_runner(model, x, threads)
+        runners.update(extra or {})
         times: dict[str, list[float]] = {e: [] for e in runners}
         for _ in range(warmup):
             for fn in runners.values():
@@ -200,7 +203,8 @@ def format_table(result: dict) -> str:
     lines = [f"input {'x'.join(map(str, result['input_shape']))}, {result['threads']} threads, "
              f"{macs / 1e9:.2f} GMACs per frame",
              f"{'engine':<12} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'GFLOP/s':>9} {'fps':>7}"]
-    for name in ENGINES:
+    extra = [k for k, v in result.items() if k not in ENGINES and isinstance(v, dict) and "median_ms" in v]
+    for name in [*ENGINES, *extra]:
         if name in result:
             r = result[name]
             gflops = 2 * macs / (r["median_ms"] / 1e3) / 1e9

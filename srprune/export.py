@@ -50,14 +50,14 @@ class Exported:
 
 
 def deployable(model: str, scale: int | None, seed: int = 0):
-    """(deployed model in eval mode, ModelInfo, colour channels) of a model file or architecture name."""
+    """(deployed model in eval mode, ModelInfo, colour channels) of a model file or architecture name.
+
+    An int8 model (srprune quantize) comes back as itself: its callers compile it with the int8 kernels
+    (`export`'s c-lib format) or bench it against its float counterpart.
+    """
     from srprune.models import deploy, resolve_model
 
-    from srprune.quant.qmodel import is_quantized
-
     net, info = resolve_model(model, scale, seed=seed)
-    if is_quantized(net):  # until the compiler's int8 kernels take QConv layers (srprune.quant.qmodel.to_qconvs)
-        raise InputError(f"{model} is an int8 model (srprune quantize); this build compiles float models only")
     return deploy(net).eval(), info, int((info.config or {}).get("colors", 3))
 
 
@@ -75,6 +75,7 @@ def export(req: ExportRequest) -> Exported:
     from compiler.build import compile_checked
     from srprune import __version__
     from srprune.data.cache import tuning_dir
+    from srprune.quant.qmodel import is_quantized
 
     if req.fmt not in FORMATS:
         raise InputError(f"unknown format {req.fmt!r} (formats: {', '.join(FORMATS)})")
@@ -90,6 +91,16 @@ def export(req: ExportRequest) -> Exported:
     note(f"compiling {info.name} x{info.scale} for {req.target.name} ({req.target.threads} threads), "
          f"input {'x'.join(map(str, shape))}")
     done = Exported({}, net, info, frame, shape)
+    if is_quantized(net):
+        if req.fmt != "c-lib":
+            raise InputError(f"{req.model} is an int8 model: the int8 kernels build a c-lib only (use --format c-lib)")
+        from compiler.int8.network import build_int8_clib
+        from srprune.quant.deploy import to_int8_network
+
+        int8 = to_int8_network(net, str(req.model))
+        done.manifest = build_int8_clib(int8, shape, req.target, req.out, meta=meta, force=req.force,
+                                        name=f"{info.name} x{info.scale}")
+        return done
     if req.fmt == "c-lib":
         from compiler.clib.export import build_clib
 

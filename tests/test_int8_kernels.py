@@ -218,8 +218,10 @@ def test_network_refuses_mismatched_quantisation():
         Int8Network(net.layers, 2, [None, None, None, None])
     with pytest.raises(CompilerError, match="not an earlier layer"):
         Int8Network(net.layers, 2, [None, 3, None, None])
-    with pytest.raises(CompilerError, match="other channels"):
-        Int8Network(net.layers, 2, [None, IMAGE, None, None])  # 3 image channels, the layer has 8
+    with pytest.raises(CompilerError, match="another quantisation"):  # the image's (1/255, 0), the layer adds A's
+        Int8Network(net.layers, 2, [None, IMAGE, None, None])
+    with pytest.raises(CompilerError, match="skip_weight"):
+        Int8Network(net.layers, 2, [None, 0, None, None], skip_weight=np.zeros((12, 1, 4, 4), np.float32))
 
 
 ARM_TOOLS = ("aarch64-linux-gnu-gcc", "qemu-aarch64", "clang", "ld.lld", "llvm-objdump-19")

@@ -61,17 +61,18 @@ class Int8Plan:
 
 
 def spec_for(layer: QConv, n: int, h: int, w: int, *, tail_shuffle: int = 1, skip: bool = False,
-             clamp: bool = False) -> Int8ConvSpec:
+             clamp: bool = False, res_channels: int = 0, fskip: bool = False) -> Int8ConvSpec:
     """The kernel spec of a QConv at an input size (the tail when layer.output is None)."""
     o, i, kh, kw = layer.weight.shape
     if layer.activation not in ACTIVATIONS:
         raise CompilerError(f"{layer.name or 'conv'}: unknown activation {layer.activation!r}")
     tail = layer.output is None
-    if not tail and (tail_shuffle != 1 or skip):
+    if not tail and (tail_shuffle != 1 or skip or fskip):
         raise CompilerError("PixelShuffle and the global skip belong to the tail (the layer with output None)")
     slope = float(np.asarray(layer.act_param).reshape(-1)[0]) if layer.activation == "leaky_relu" else 0.0
     return Int8ConvSpec(n, i, h, w, o, kh, kw, int(layer.padding), layer.activation, slope,
-                        layer.residual is not None, tail, tail_shuffle if tail else 1, skip and tail, clamp and tail)
+                        layer.residual is not None, tail, tail_shuffle if tail else 1, skip and tail, clamp and tail,
+                        res_channels if res_channels != o and layer.residual is not None else 0, fskip and tail)
 
 
 def choose_tile(spec: Int8ConvSpec, isa: Int8Isa) -> tuple[int, int]:
@@ -152,14 +153,17 @@ class Int8Kernel:
     def arg_names(self) -> list[str]:
         """Argument order: data, weight, bias, mult[, alpha][, residual][, image], out."""
         names = ["data", "weight", "bias", "mult"] + (["alpha"] if self.spec.act == "prelu" else [])
-        return names + (["residual"] if self.spec.residual else []) + (["image"] if self.spec.skip else []) + ["out"]
+        return names + (["residual"] if self.spec.residual else []) + (["image"] if self.spec.skip else []) + \
+            (["skip"] if self.spec.fskip else []) + ["out"]
 
 
 def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: str = "auto",
-                 tail_shuffle: int = 1, skip: bool = False, clamp: bool = False) -> Int8Kernel:
+                 tail_shuffle: int = 1, skip: bool = False, clamp: bool = False, res_channels: int = 0,
+                 fskip: bool = False) -> Int8Kernel:
     """The int8 kernel of `layer` for an (n, cin, h, w) uint8 input on one dot form (see Int8ConvSpec for the
-    tail's options)."""
-    spec = spec_for(layer, n, h, w, tail_shuffle=tail_shuffle, skip=skip, clamp=clamp)
+    tail's options and a residual of another width)."""
+    spec = spec_for(layer, n, h, w, tail_shuffle=tail_shuffle, skip=skip, clamp=clamp, res_channels=res_channels,
+                    fskip=fskip)
     if spec.cout % (spec.shuffle ** 2):
         raise CompilerError(f"PixelShuffle({spec.shuffle}) needs output channels divisible by {spec.shuffle ** 2}")
     plan = make_plan(spec, layer.weight, isa, sparse)
@@ -192,9 +196,11 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
             bias = T.arg("bias", T.buffer((spec.cout,), "int32"))
             mult = T.arg("mult", T.buffer((spec.cout,), "float32"))
             alpha = T.arg("alpha", T.buffer((spec.cout,), "float32")) if spec.act == "prelu" else None
-            resid = T.arg("residual", T.buffer((n, spec.cout, oh, ow), "uint8")) if spec.residual else None
+            res_shape = (n, spec.res_channels or spec.cout, oh, ow)
+            resid = T.arg("residual", T.buffer(res_shape, "uint8")) if spec.residual else None
             image_shape = (n, spec.cout // spec.shuffle ** 2, oh, ow)
             image = T.arg("image", T.buffer(image_shape, "uint8")) if spec.skip else None
+            fskip = T.arg("skip", T.buffer((n, spec.cout, oh, ow), "float32")) if spec.fskip else None
             out = T.arg("out", T.buffer(spec.out_shape, "float32" if spec.tail else "uint8"))
             tasks = row_tasks(oh)
             band = -(-oh // tasks)
@@ -212,7 +218,7 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
                     y = y0 + dy
                     copy_row(y - pad + kh - 1)
                     slots = [T.Bind(tirx.floormod(y - pad + ky, kh)) for ky in range(kh)]
-                    ep = WriteBack(spec, layer, out, bias, mult, alpha, resid, image, b, y)
+                    ep = WriteBack(spec, layer, out, bias, mult, alpha, resid, image, b, y, fskip)
                     per_tile = ot * isa.words
 
                     def tile(oc0, cols, base) -> None:

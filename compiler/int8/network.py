@@ -40,12 +40,15 @@ IMAGE = -1  # residual_from value: the quantised input image
 @dataclass
 class Int8Network:
     """Layers in order; `residual_from[i]` is the index of the earlier layer whose uint8 output layer i adds (IMAGE:
-    the input image; None: no residual). `skip`: the tail adds the nearest-neighbour upsampled input image."""
+    the input image; None: no residual), sliced to the layer's width or zero-padded (padding adds real zero).
+    `skip`: the tail adds the nearest-neighbour upsampled input image, or, with `skip_weight` (C s^2, 1, k, k), that
+    depthwise float32 conv of the image x = q / 255 with replicated borders, before the shuffle (a bicubic skip)."""
 
     layers: list[QConv]
     scale: int
     residual_from: list[int | None] = field(default_factory=list)
     skip: bool = True
+    skip_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -71,14 +74,26 @@ class Int8Network:
                 if not (src == IMAGE or 0 <= src < i):
                     raise CompilerError(f"layer {i}: residual_from {src} is not an earlier layer")
                 params = IMAGE_INPUT if src == IMAGE else self.layers[src].output
-                chans = self.layers[0].weight.shape[1] if src == IMAGE else self.layers[src].weight.shape[0]
-                if params != layer.residual or chans != layer.weight.shape[0]:
-                    raise CompilerError(f"layer {i}: its residual (from {src}) has other channels or quantisation")
+                if params != layer.residual:
+                    raise CompilerError(f"layer {i}: its residual (from {src}) has another quantisation")
         s2 = self.scale * self.scale
         if self.layers[-1].weight.shape[0] % s2:
             raise CompilerError(f"the tail's {self.layers[-1].weight.shape[0]} channels are not a multiple of {s2}")
         if self.skip and self.layers[-1].weight.shape[0] // s2 != self.layers[0].weight.shape[1]:
             raise CompilerError("the global skip needs as many output image channels as input channels")
+        if self.skip_weight is not None:
+            k = self.skip_weight.shape[-1]
+            want = (self.layers[-1].weight.shape[0], 1, k, k)
+            if not self.skip or tuple(self.skip_weight.shape) != want or k % 2 == 0:
+                raise CompilerError(f"skip_weight must be an odd depthwise kernel {want} of a network with a skip")
+            self.skip_weight = np.asarray(self.skip_weight, np.float32)
+
+    def residual_channels(self, i: int) -> int:
+        """Channels of layer i's residual input (0: none)."""
+        src = self.residual_from[i]
+        if src is None:
+            return 0
+        return self.layers[0].weight.shape[1] if src == IMAGE else self.layers[src].weight.shape[0]
 
 
 def quantize_image(x: np.ndarray) -> np.ndarray:
@@ -92,15 +107,76 @@ def reference_network(net: Int8Network, image: np.ndarray) -> np.ndarray:
     q = image
     for i, layer in enumerate(net.layers):
         src = net.residual_from[i]
-        q = reference_conv(q, layer, None if src is None else outs[src])
+        q = reference_conv(q, layer, None if src is None else _adapt(outs[src], layer))
         outs[i] = q
+    if net.skip_weight is not None:
+        q = (q + reference_skip(image, net.skip_weight)).astype(np.float32)
     n, c, h, w = q.shape
     s = net.scale
     y = q.reshape(n, c // (s * s), s, s, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (s * s), h * s, w * s)
-    if net.skip:
+    if net.skip and net.skip_weight is None:
         skip = image.astype(np.float32) * np.float32(1.0 / 255.0)
         y = (y + skip.repeat(s, axis=2).repeat(s, axis=3)).astype(np.float32)
     return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def _adapt(r: np.ndarray, layer: QConv) -> np.ndarray:
+    """A residual sliced to the layer's width, or padded with channels holding its zero point (real zero)."""
+    c, want = r.shape[1], layer.weight.shape[0]
+    if c >= want:
+        return r[:, :want]
+    pad = np.full((r.shape[0], want - c, *r.shape[2:]), layer.residual.zero_point, np.uint8)
+    return np.concatenate([r, pad], axis=1)
+
+
+def reference_skip(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The depthwise skip in numpy float32: x = float32(q) / 255, replicated borders, taps summed in row order."""
+    n, c, h, w = image.shape
+    co, _, k, _ = weight.shape
+    r = k // 2
+    x = np.pad(image.astype(np.float32) / np.float32(255.0), ((0, 0), (0, 0), (r, r), (r, r)), mode="edge")
+    x = x.repeat(co // c, axis=1)
+    acc = np.zeros((n, co, h, w), np.float32)
+    for ky in range(k):
+        for kx in range(k):
+            acc = (acc + x[:, :, ky:ky + h, kx:kx + w] * weight[:, 0, ky, kx].reshape(1, -1, 1, 1)).astype(np.float32)
+    return acc
+
+
+def skip_lut() -> np.ndarray:
+    """float32(q) / 255 for every code q: the skip kernel loads these instead of dividing per tap (same values)."""
+    return (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float32)
+
+
+def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[int, ...]) -> tirx.PrimFunc:
+    """uint8 image -> the float32 depthwise skip (n, C s^2, h, w), as reference_skip (rows in parallel; scalar;
+    x = float32(q) / 255 read from `skip_lut`)."""
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T  # noqa: N812
+
+    n, c, h, w = image_shape
+    co, _, k, _ = weight_shape
+    r = k // 2
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("main")
+            T.func_attr({"tir.noalias": True})
+            img = T.arg("image", T.buffer(image_shape, "uint8"))
+            wt = T.arg("weight", T.buffer(weight_shape, "float32"))
+            lut = T.arg("lut", T.buffer((256,), "float32"))
+            out = T.arg("out", T.buffer((n, co, h, w), "float32"))
+            with T.parallel(0, n * co * h) as row:
+                b, o, y = row // (co * h), (row // h) % co, row % h
+                with T.serial(0, w) as x:
+                    acc = tirx.const(0.0, "float32")
+                    for ky in range(k):
+                        yy = tirx.min(tirx.max(y + (ky - r), 0), h - 1)
+                        for kx in range(k):
+                            xx = tirx.min(tirx.max(x + (kx - r), 0), w - 1)
+                            q = tirx.Cast("int32", tirx.BufferLoad(img, [b, o // (co // c), yy, xx]))
+                            acc = acc + tirx.BufferLoad(lut, [q]) * tirx.BufferLoad(wt, [o, 0, ky, kx])
+                    T.buffer_store(out, acc, [b, o, y, x])
+    return ib.get().with_attr("tir.is_scheduled", True)
 
 
 def quantize_primfunc(shape: tuple[int, int, int, int]) -> tirx.PrimFunc:
@@ -134,7 +210,8 @@ def build_kernels(net: Int8Network, input_shape: tuple[int, int, int, int], isa:
     for i, layer in enumerate(net.layers):
         tail = i == len(net.layers) - 1
         k = build_kernel(layer, n, h, w, isa, sparse=sparse, tail_shuffle=net.scale if tail else 1,
-                         skip=net.skip and tail, clamp=tail)
+                         skip=net.skip and tail and net.skip_weight is None, clamp=tail,
+                         res_channels=net.residual_channels(i), fskip=tail and net.skip_weight is not None)
         if k.spec.out_hw != (h, w):
             raise CompilerError(f"layer {i}: the network keeps the frame size; padding {layer.padding} changes it")
         kernels.append(k)
@@ -185,12 +262,22 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
     tensors.append(TensorDesc(REGION_ARENA, arena.take(nbytes), (n, c, h, w), "uint8"))
     funcs = {"srm_int8_quantize": quantize_primfunc(tuple(input_shape))}
     steps = [Step("srm_int8_quantize", (0, feat[IMAGE]))]
+    skip_tensor = None
+    if net.skip_weight is not None:  # computed first: the image's arena block is then free after the last reader
+        weight, lut = const(net.skip_weight), const(skip_lut())
+        skip_tensor = len(tensors)
+        shape = (n, net.skip_weight.shape[0], h, w)
+        tensors.append(TensorDesc(REGION_ARENA, arena.take(4 * int(np.prod(shape))), shape, "float32"))
+        funcs["srm_int8_skip"] = skip_primfunc((n, c, h, w), net.skip_weight.shape)
+        steps.append(Step("srm_int8_skip", (feat[IMAGE], weight, lut, skip_tensor)))
     for i, k in enumerate(kernels):
         args = [feat[i - 1] if i else feat[IMAGE]] + [const(a) for a in k.consts]
         if k.spec.residual:
             args.append(feat[net.residual_from[i]])
         if k.spec.skip:
             args.append(feat[IMAGE])
+        if k.spec.fskip:
+            args.append(skip_tensor)
         if k.spec.tail:
             tensors.append(TensorDesc(REGION_OUTPUT, 0, k.spec.out_shape, "float32"))
         else:
@@ -211,7 +298,7 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
 
 def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], target: str | TargetSpec,
                     out_dir: str | os.PathLike, *, force: bool = False, check: bool = True, sparse: str = "auto",
-                    name: str = "int8 model", seed: int = 0) -> dict:
+                    name: str = "int8 model", seed: int = 0, meta: dict | None = None) -> dict:
     """Compile an int8 network into a c-lib folder (as compiler.clib.build_clib); returns the manifest.
 
     The dot form comes from the target's features (compiler.int8.isa.choose_isa). `check` (host targets): the
@@ -250,6 +337,7 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
             "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs, "system_symbols": built.needed,
             "numerics": numerics, "checksums": {f: sha256(tmp / f) for f in files},
             "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
+            "meta": dict(meta or {}),
         }
         write_manifest(tmp, manifest)
     return manifest

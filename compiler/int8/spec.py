@@ -24,6 +24,8 @@ class Int8ConvSpec:
     shuffle: int = 1  # tail: PixelShuffle(shuffle) fused
     skip: bool = False  # tail: + nearest-neighbour global skip of the uint8 input image
     clamp: bool = False  # tail: clamp to [0, 1] (the tail writes the network's output image)
+    res_channels: int = 0  # the residual's channels where they differ from cout: sliced, or zero-padded (adds 0)
+    fskip: bool = False  # tail: + a float32 skip tensor (n, cout, oh, ow) before the shuffle (a bicubic skip)
 
     @property
     def out_hw(self) -> tuple[int, int]:

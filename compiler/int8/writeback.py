@@ -36,6 +36,7 @@ class WriteBack:
     image: object
     b: object
     y: object
+    fskip: object = None  # the tail's float32 skip tensor (a bicubic skip), added before the shuffle
 
     def activated(self, acc, oc, lanes: int):
         """float32(acc + bias') * m, then the activation."""
@@ -55,10 +56,19 @@ class WriteBack:
         i32 = "int32" if lanes == 1 else f"int32x{lanes}"
         layer = self.layer
         if self.resid is not None:
-            r = tirx.Cast(i32, tirx.BufferLoad(self.resid, [self.b, oc, self.y, idx]))
+            rc = self.spec.res_channels
+            padded = 0 < rc < self.spec.cout  # channels >= rc add the zero-padding: (z_r - z_r) = 0
+            ch = tirx.min(oc, rc - 1) if padded else oc
+            r = tirx.Cast(i32, tirx.BufferLoad(self.resid, [self.b, ch, self.y, idx]))
             r = tirx.Cast(f32, r - c(int(layer.residual.zero_point), "int32"))
-            v = v + r * c(float(np.float32(layer.residual.scale)))
+            term = r * c(float(np.float32(layer.residual.scale)))
+            if padded:
+                keep = tirx.Select(oc < rc, _f32(1.0), _f32(0.0))
+                term = term * (tirx.Broadcast(keep, lanes) if lanes > 1 else keep)
+            v = v + term
         if self.spec.tail:
+            if self.fskip is not None:
+                v = v + tirx.BufferLoad(self.fskip, [self.b, oc, self.y, idx])
             return v
         inv = float(np.float32(1.0 / layer.output.scale))
         q = tirx.nearbyint(v * c(inv)) + c(float(layer.output.zero_point))

@@ -57,9 +57,14 @@ def compile_cmd(model, target, out, scale, size, threads, seed, force, fmt, tune
         click.echo(f"tuned {len(r.tasks)} operators for {r.seconds / 60:.1f} min: {r.trials} trials, "
                    f"{r.measured} measured schedules in {r.db_dir}", err=True)
     if fmt == "c-lib":
-        click.echo(f"wrote {out}/{m['library']} + {m['header']} ({spec['triple']}), max |diff| vs "
-                   f"PyTorch {m['numerics']['max_abs_diff']:.2e}, {m['steps']} kernel calls, "
-                   f"arena {m['arena_bytes'] / 2**20:.1f} MiB")
+        if m.get("precision") == "int8":
+            checked = ("not run here (cross target)" if m["numerics"] is None else
+                       f"max |diff| vs the integer reference {m['numerics']['max_abs_diff']:.2e}")
+            what = f"int8 ({m['int8_isa']}), {checked}"
+        else:
+            what = f"max |diff| vs PyTorch {m['numerics']['max_abs_diff']:.2e}"
+        click.echo(f"wrote {out}/{m['library']} + {m['header']} ({spec['triple']}), {what}, {m['steps']} kernel "
+                   f"calls, arena {m['arena_bytes'] / 2**20:.1f} MiB")
     else:
         click.echo(f"wrote {out}/{m['library']} ({spec['triple']}), max |diff| vs PyTorch "
                    f"{done.compiled.check['max_abs_diff']:.2e}, {done.compiled.fused_convs} convs on our kernels")
@@ -85,6 +90,8 @@ def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> Non
     from compiler.targets import get_target
     from srprune.data.cache import tuning_dir
     from srprune.export import deployable, frame_and_shape
+    from srprune.quant.deploy import bench_int8
+    from srprune.quant.qmodel import is_quantized
 
     if get_target(target).cross:
         raise InputError(f"bench runs engines on this machine; target {target} is cross-compiled (use host)")
@@ -92,6 +99,14 @@ def bench_cmd(model, target, scale, size, threads, repeat, engines, seed) -> Non
     wanted = None if size is None else parse_size(size)
     net, info, colors = deployable(model, scale, seed)
     frame, shape = frame_and_shape(wanted, info.scale, colors)
-    result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_dir()))
-    click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
+    if is_quantized(net):
+        result = bench_int8(net, shape, threads=threads, engines=names, repeat=repeat, tuning_root=str(tuning_dir()),
+                            label=model)
+        click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host: int8 c-lib "
+                   f"({result['int8_isa']}); {', '.join(names) or 'no other engine'} run the float counterpart "
+                   "(dequantised weights)")
+    else:
+        result = bench_engines(net, shape, threads=threads, engines=names, repeat=repeat,
+                               tuning_root=str(tuning_dir()))
+        click.echo(f"{info.name} x{info.scale}, output {frame[0]}x{frame[1]}, target host")
     click.echo(format_table(result))
