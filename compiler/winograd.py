@@ -363,10 +363,11 @@ def _output_tile(T, spec: ConvSpec, sched: WinogradSchedule, at: np.ndarray, mbu
 # ---- the per-layer choice ----------------------------------------------------------------------------------
 
 # Relative cost of a vector instruction of the transforms against one of the GEMM's multiply-adds (the
-# transforms are loads, shuffles, adds and stores through L1, the GEMM a dependency-free FMA stream), and the
-# fixed cost per output row of tiles; fitted to benchmarks/winograd.py on the AVX-512 host (conv3x3 32->32
-# 640x360: F(4) ~0.5 of direct, F(2) ~0.7), see docs/benchmarks.md `winograd`.
-TRANSFORM_WEIGHT = 1.5
+# transforms are loads, shuffles, adds and stores through L1, the GEMM a dependency-free FMA stream): fitted by
+# least squares to a first run of benchmarks/winograd.py (2-core AVX-512 host, loaded machine, 640x360; measured
+# F(4) / direct 0.35-0.75 and F(2) / direct 0.52-0.95 on 64-, 32- and 16-channel bodies and a shuffled tail; the
+# model is within 0.07 of each). Re-fit it from `python benchmarks/winograd.py` when the kernels change.
+TRANSFORM_WEIGHT = 2.0
 
 
 def direct_cost(spec: ConvSpec, vec: int, registers: int = 32) -> float:
