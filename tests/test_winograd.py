@@ -202,6 +202,50 @@ def test_auto_mode_picks_winograd_for_the_body() -> None:
     assert kinds[0] == "dense" and kinds[1:4] == ["winograd"] * 3, decisions  # the 3->32 head stays direct
 
 
+# ---- the latency table records the chosen kernel -------------------------------------------------------------
+
+def test_latency_table_times_and_records_the_chosen_kernel(tmp_path: Path) -> None:
+    """A conv layer is timed with the kernel the rewrite picks (Winograd for a 32-channel body, direct for the
+    3-channel head) and the table says which."""
+    from compiler.latency.config import LayerConfig
+    from compiler.latency.measure import build_layer, measure_into
+    from compiler.latency.runners import LocalRunner
+    from compiler.latency.table import load_table, open_table
+
+    host = get_target("host", 1)
+    body, head = LayerConfig("conv", 32, 32, 32, 64, act="relu"), LayerConfig("conv", 3, 32, 32, 64, act="relu")
+    assert choose_conv_kernel(ConvSpec(1, 32, 32, 64, 32, 3, 3, P1, act="relu"), host.vec, host.registers) == 4
+    table = open_table(tmp_path / "table.json", "host", 1)
+    assert measure_into(table, [body, head], host, LocalRunner(1), repeat=1, progress=False) == 2
+    saved = load_table(tmp_path / "table.json")
+    assert saved.get(body).kernel == "winograd4" and saved.get(head).kernel == "direct"
+    built = build_layer(body, host)
+    assert built.extra["kernel"] == "winograd4" and built.inputs[1].shape[0] == 36  # U: 6 x 6 transformed planes
+
+
+def test_latency_table_of_an_older_kernel_choice_is_remeasured_not_reused(tmp_path: Path) -> None:
+    import json
+
+    from compiler.latency.config import LayerConfig
+    from compiler.latency.table import KERNEL_CHOICE, load_table, open_table
+
+    path = tmp_path / "table.json"
+    table = open_table(path, "host", 1, machine="m")
+    conv, adapter = LayerConfig("conv", 32, 32, 32, 64), LayerConfig("adapter", 8, 12, 32, 64)
+    table.add(conv, [1.0], "direct")
+    table.add(adapter, [0.1], "graph")
+    table.save()
+    data = json.loads(path.read_text())
+    del data["header"][KERNEL_CHOICE]  # as a table built before Winograd existed
+    path.write_text(json.dumps(data))
+    with pytest.raises(CompilerError, match="rebuild it with `srprune latency build`"):
+        load_table(path)
+    again = open_table(path, "host", 1)  # what a build does: conv entries dropped, to be measured again
+    assert set(again.entries) == {adapter.key()} and again.header[KERNEL_CHOICE]
+    again.save()
+    assert len(load_table(path)) == 1
+
+
 # ---- arm64: the c-lib under qemu-aarch64 ----------------------------------------------------------------------
 
 TOOLS = ("aarch64-linux-gnu-gcc", "qemu-aarch64")
