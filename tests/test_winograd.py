@@ -252,10 +252,11 @@ TOOLS = ("aarch64-linux-gnu-gcc", "qemu-aarch64")
 
 
 def test_arm64_clib_under_qemu_within_tolerance(tmp_path: Path) -> None:
-    """F(4) and F(2) kernels built for linux-arm64 (NEON, 4 floats) run under qemu-aarch64 on a crop of a built-in
-    validation image: the stated tolerances against float64 PyTorch."""
+    """F(4) and F(2) kernels built for linux-arm64 (NEON, 4 floats), and F(4) for android-arm64 (loaded through glibc
+    shims), run under qemu-aarch64 on a crop of a built-in validation image: the stated tolerances against float64
+    PyTorch."""
     from compiler.clib.export import build_clib
-    from compiler.clib.toolchain import GNU_SYSROOT
+    from compiler.clib.toolchain import GNU_SYSROOT, glibc_shims
 
     if [t for t in TOOLS if shutil.which(t) is None] or not os.path.exists(f"{GNU_SYSROOT}/lib/libc.so.6"):
         pytest.skip("arm64 tools unavailable (run scripts/install-system-deps.sh)")
@@ -263,15 +264,21 @@ def test_arm64_clib_under_qemu_within_tolerance(tmp_path: Path) -> None:
     x = _validation_inputs(crop=24)[:1]
     x.tofile(tmp_path / "in.f32")
     want = _reference64(net, x)
-    for mode in ("f4", "f2"):
-        out = tmp_path / mode
+    builds = [("linux-arm64", "f4"), ("linux-arm64", "f2")]
+    if shutil.which("clang") and shutil.which("ld.lld"):
+        builds.append(("android-arm64", "f4"))
+    for target, mode in builds:
+        out = tmp_path / f"{target}-{mode}"
         with winograd_mode(mode):
-            build_clib(net, x.shape, "linux-arm64", out, name="wino", check=False)
-        proc = subprocess.run(["qemu-aarch64", "-L", GNU_SYSROOT, str(out / "srmodel_bench"), str(out / "libsrmodel.so"),
-                               "-n", "1", "-w", "0", "-t", "2", "-i", str(tmp_path / "in.f32"), "-o",
-                               str(tmp_path / f"{mode}.f32")], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        got = np.fromfile(tmp_path / f"{mode}.f32", np.float32).reshape(want.shape)
+            build_clib(net, x.shape, target, out, name="wino", check=False)
+        cmd = ["qemu-aarch64", "-L", GNU_SYSROOT]
+        if target == "android-arm64":  # the glibc bench of the linux build loads the Android library
+            cmd += ["-E", f"LD_LIBRARY_PATH={glibc_shims(tmp_path / 'shims')}"]
+        cmd += [str(tmp_path / "linux-arm64-f4" / "srmodel_bench"), str(out / "libsrmodel.so"), "-n", "1", "-w", "0",
+                "-t", "2", "-i", str(tmp_path / "in.f32"), "-o", str(tmp_path / f"{target}-{mode}.f32")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and f"target {target}" in proc.stdout, proc.stdout + proc.stderr
+        got = np.fromfile(tmp_path / f"{target}-{mode}.f32", np.float32).reshape(want.shape)
         rel = float(np.abs(got - want).max() / np.abs(want).max())
-        assert rel <= 4 * WINOGRAD_RTOL[int(mode[1])], (mode, rel)
+        assert rel <= 4 * WINOGRAD_RTOL[int(mode[1])], (target, mode, rel)
         assert _uint8_agreement(got, want) >= 0.999
