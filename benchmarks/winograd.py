@@ -1,7 +1,8 @@
 """Winograd F(2x2, 3x3) and F(4x4, 3x3) kernels vs our direct conv kernel: one layer, and plain-c32-d6 whole.
 
 (1) conv3x3 32->32 + ReLU at 640x360 (and the other layers of LAYERS): the direct kernel
-    (compiler.kernels), F(2x2) and F(4x4) (compiler.winograd), each built alone for the host, timed
+    (compiler.kernels), F(2x2) and F(4x4) (compiler.winograd; F(4x4) also without its software prefetch of the
+    next block's input rows, to check that it pays), each built alone for the host, timed
     round-robin (one call each per round), ratio = Winograd / direct per round (median [min, max]). The
     issue's goal: F(4x4) / direct <= 0.6 on conv3x3 32->32. The `model` column is what the compiler's
     cost model (`choose_conv_kernel`) picks for that layer, so a wrong pick shows next to the measurement.
@@ -68,6 +69,7 @@ def run_layers(size: tuple[int, int], rounds: int, target) -> list[dict]:
         for m in (2, 4):
             ws = choose_winograd_schedule(spec, m, target.vec, target.registers)
             variants.append((f"F({m}x{m})", winograd_primfunc(spec, ws), transform_weight(weight, ws)))
+        variants.append(("F(4x4), no prefetch", winograd_primfunc(spec, ws, prefetch=False), transform_weight(weight, ws)))
         timers, compile_s = [], []
         for _, func, warg in variants:
             timer, seconds = kernel_timer(func, _arrays(spec, warg, rng), target)
