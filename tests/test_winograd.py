@@ -25,8 +25,8 @@ from torch import nn
 from compiler.errors import CompilerError
 from compiler.kernels import ConvSpec
 from compiler.targets import get_target
-from compiler.winograd import (WINOGRAD_RTOL, choose_conv_kernel, choose_winograd_schedule, matrices,
-                               transform_weight, winograd_mode, winograd_primfunc)
+from compiler.winograd import (WINOGRAD_RTOL, choose_conv_kernel, choose_winograd_schedule, input_transform_1d,
+                               matrices, output_transform_1d, transform_weight, winograd_mode, winograd_primfunc)
 from tests.conftest import torch_conv_reference
 
 P1 = (1, 1, 1, 1)
@@ -41,6 +41,16 @@ def test_transforms_compute_a_3x3_correlation_in_float64() -> None:
         got = at @ ((g @ k @ g.T) * (bt @ d @ bt.T)) @ at.T
         want = np.array([[np.sum(d[y:y + 3, x:x + 3] * k) for x in range(m)] for y in range(m)])
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_kernel_transforms_equal_the_matrices() -> None:
+    """The kernel's 1-D transforms (common subexpressions shared) are B^T d and A^T v."""
+    rng = np.random.default_rng(1)
+    for m in (2, 4):
+        bt, _, at = matrices(m)
+        d = list(rng.standard_normal(m + 2))
+        np.testing.assert_allclose(input_transform_1d(m, d), bt @ d, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(output_transform_1d(m, d), at @ d, rtol=0, atol=1e-12)
 
 
 def _run(spec: ConvSpec, m: int, vec: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
