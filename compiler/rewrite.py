@@ -11,7 +11,8 @@ SR network's tail writes the image directly. Anything the kernels do not cover (
 non-constant weights) is left to TVM's default lowering, so the result is always correct.
 
 Per chain the rewrite picks the dense kernel (compiler.kernels) or a sparse one (compiler.sparse:
-the zero pattern of the constant weight baked into the code) with `compiler.sparse.choose_kernel`;
+the zero pattern of the constant weight baked into the code) with `compiler.sparse.choose_kernel`, and a dense
+3x3 one the direct or a Winograd kernel (compiler.winograd) with `compiler.winograd.choose_conv_kernel`;
 `fuse_convs_report` says which chain got which.
 """
 
@@ -30,6 +31,7 @@ from compiler.errors import CompilerError
 from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
 from compiler.relax_util import const_value, op_name, static_shape
 from compiler.sparse import DEFAULT_THRESHOLD, choose_kernel, pack_sparse_weight, sparse_conv2d_primfunc
+from compiler.winograd import choose_conv_kernel, choose_winograd_schedule, transform_weight, winograd_primfunc
 
 
 @dataclass
@@ -315,6 +317,9 @@ class _ChainRewriter(PyExprMutator):
         if plan is not None:
             return self._shuffled(chain, self._sparse_call(chain, spec, plan, kept))
         fused, sched = self._fused_schedule(chain, spec)
+        wino = self._winograd_call(chain, fused, kept)
+        if wino is not None:
+            return wino
         self.decisions.append({"kernel": "dense", "cin": cin, "cout": cout, "k": kh, "kept": kept,
                                "oc_tile": sched.oc_tile, "shuffle": fused.shuffle})
         key = (fused, sched)
@@ -331,6 +336,26 @@ class _ChainRewriter(PyExprMutator):
         if chain.residual is not None:
             repeated = fused.residual_repeat > 1
             args.append(self.visit_expr(chain.repeat_source if repeated else chain.residual))
+        call = relax.call_tir(self.kernels[key], args, relax.TensorType(fused.out_shape, "float32"))
+        return call if fused.shuffle == chain.shuffle else self._shuffled(chain, call)
+
+    def _winograd_call(self, chain: ConvChain, fused: ConvSpec, kept: float) -> relax.Expr | None:
+        """A call to a Winograd kernel (compiler.winograd) where `choose_conv_kernel` prefers it, else None."""
+        m = choose_conv_kernel(fused, self.vec, self.registers)
+        if not m:
+            return None
+        sched = choose_winograd_schedule(fused, m, self.vec, self.registers)
+        self.decisions.append({"kernel": "winograd", "m": m, "cin": fused.cin, "cout": fused.cout, "k": fused.kh,
+                               "kept": kept, "oc_tile": sched.oc_tile, "shuffle": fused.shuffle})
+        key = ("winograd", fused, sched)
+        if key not in self.kernels:
+            name = f"srwino{len(self.kernels)}_f{m}_{fused.cin}x{fused.cout}{'_' + fused.act if fused.act != 'none' else ''}"
+            self.kernels[key] = self.builder_.add_func(winograd_primfunc(fused, sched).with_attr("global_symbol", name),
+                                                       name)
+        args = [self.visit_expr(chain.data), relax.const(transform_weight(chain.weight, sched))]
+        args += [relax.const(v) for v in (chain.bias, chain.alpha) if v is not None]
+        if chain.residual is not None:
+            args.append(self.visit_expr(chain.repeat_source if fused.residual_repeat > 1 else chain.residual))
         call = relax.call_tir(self.kernels[key], args, relax.TensorType(fused.out_shape, "float32"))
         return call if fused.shuffle == chain.shuffle else self._shuffled(chain, call)
 
@@ -376,7 +401,7 @@ def fuse_convs_report(mod: tvm.IRModule, vec: int, registers: int = 32, func_nam
                       sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[tvm.IRModule, list[dict]]:
     """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, one dict per chain).
 
-    Each dict says which kernel the chain got ("dense" or "sparse"), its channels, kernel size, kept
+    Each dict says which kernel the chain got ("dense", "winograd" with its tile "m", or "sparse"), its channels, kernel size, kept
     weight fraction and tile. `sparse`: "auto" (sparse where the cost model says it pays, see
     compiler.sparse.choose_kernel), "dense" (never), "sparse" (every ungrouped conv).
     """

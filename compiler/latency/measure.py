@@ -2,7 +2,8 @@
 
 A `conv` layer is exactly the kernel `compiler.rewrite` emits for its chain: the same `ConvSpec`,
 the schedule `choose_schedule` picks for the target's SIMD width, built from
-`compiler.kernels.conv2d_primfunc`. `adapter` and `tail` layers are the small torch subgraphs the
+`compiler.kernels.conv2d_primfunc`, or the Winograd kernel where `compiler.winograd.choose_conv_kernel` picks one
+(the table records which: `Entry.kernel`). `adapter` and `tail` layers are the small torch subgraphs the
 networks contain, compiled with `compiler.build.compile_model`, so they lower as in a whole network.
 A pruned conv is the sparse kernel `compiler.sparse.choose_kernel` picks for its weight, and that
 weight comes from the caller (`weight_for`): a sparse kernel's code depends on where the zeros are,
@@ -120,8 +121,12 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         return _build_sparse(cfg, target, rng, check_pruned_weight(cfg, weight))
     if cfg.op == "conv":
         from compiler.kernels import choose_schedule, conv2d_primfunc
+        from compiler.winograd import choose_conv_kernel, kernel_name
 
         spec = conv_spec(cfg)
+        m = choose_conv_kernel(spec, target.vec, target.registers)  # the rewrite's per-layer choice
+        if m:
+            return _build_winograd(cfg, spec, m, target, rng)
         sched = choose_schedule(spec, target.vec, target.registers)
         func = conv2d_primfunc(spec, sched).with_attr("global_symbol", "layer")
         try:
@@ -129,12 +134,31 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         except Exception as exc:  # noqa: BLE001
             raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
         oh, ow = cfg.out_hw
-        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng), (1, cfg.cout, oh, ow), target)
+        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng), (1, cfg.cout, oh, ow), target,
+                          {"kernel": kernel_name(0)})
     from compiler.build import compile_model
 
     compiled = compile_model(layer_module(cfg), (1, cfg.cin, cfg.h, cfg.w), target, check=False)
     return BuiltLayer(compiled.executable, "main", True, [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32)],
-                      compiled.output_shape, target)
+                      compiled.output_shape, target, {"kernel": "graph"})
+
+
+def _build_winograd(cfg: LayerConfig, spec, m: int, target: TargetSpec, rng: np.random.Generator) -> BuiltLayer:
+    """The Winograd F(m) kernel the rewrite emits for this dense conv (compiler.winograd), on transformed weights."""
+    import tvm
+
+    from compiler.winograd import choose_winograd_schedule, kernel_name, transform_weight, winograd_primfunc
+
+    sched = choose_winograd_schedule(spec, m, target.vec, target.registers)
+    func = winograd_primfunc(spec, sched).with_attr("global_symbol", "layer")
+    try:
+        exe = tvm.compile(tvm.IRModule({"layer": func}), target=target.tvm_target())
+    except Exception as exc:  # noqa: BLE001
+        raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
+    args = _kernel_inputs(cfg, 1, rng)
+    args[1] = transform_weight(rng.standard_normal((cfg.cout, cfg.cin, 3, 3), dtype=np.float32), sched)
+    oh, ow = cfg.out_hw
+    return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target, {"kernel": kernel_name(m)})
 
 
 def check_pruned_weight(cfg: LayerConfig, weight: np.ndarray | None) -> np.ndarray:
@@ -189,7 +213,7 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
     if cfg.residual:
         args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
     return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target,
-                      {"sparse": True, "weight": weight, "bias": bias})
+                      {"sparse": True, "weight": weight, "bias": bias, "kernel": "sparse"})
 
 
 def build_network(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec) -> BuiltLayer:
@@ -238,8 +262,8 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
             timers = [runner.timer(b) for b in built]  # loads and warms up each layer once
             bar.set_postfix_str(f"time {len(part)} layers x {repeat} rounds", refresh=False)
             samples = interleaved(timers, repeat)
-            for cfg, ts in zip(part, samples):
-                table.add(cfg, ts)
+            for cfg, b, ts in zip(part, built, samples):
+                table.add(cfg, ts, kernel=b.extra.get("kernel", ""))
             bar.update(len(part))
             done += len(part)
             table.save()

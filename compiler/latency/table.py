@@ -28,7 +28,12 @@ TABLE_FILE = "table.json"
 PRUNED_WEIGHTS = "pruned_weights"
 # The compiler sources whose code a timing depends on (the fingerprint in the header).
 _COMPILER_SOURCES = ("kernels.py", "epilogue.py", "rewrite.py", "build.py", "pipeline.py", "targets.py", "canonicalize.py",
-                     "sparse.py")
+                     "sparse.py", "winograd.py")
+# Header field naming how conv layers choose their kernel (direct, Winograd F(m), sparse). A table whose conv
+# entries were timed under another rule (older tables: direct kernels only) holds times of other code: its conv
+# entries are re-measured by a build (`open_table`) and refused by a prediction (`load_table`).
+KERNEL_CHOICE = "kernel_choice"
+KERNEL_RULE = "direct|winograd(F2,F4)|sparse per layer, v1"
 
 
 def compiler_fingerprint() -> str:
@@ -55,21 +60,24 @@ def make_header(target: str, threads: int, machine: str | None = None) -> dict[s
     import tvm
 
     return {"target": target, "threads": int(threads), "tvm": str(tvm.__version__),
-            "machine": machine or machine_name(), "compiler": compiler_fingerprint(),
+            "machine": machine or machine_name(), "compiler": compiler_fingerprint(), KERNEL_CHOICE: KERNEL_RULE,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 @dataclass
 class Entry:
-    """One measured configuration: median of `samples_ms` (each one timed run after warm-up)."""
+    """One measured configuration: median of `samples_ms` (each one timed run after warm-up); `kernel` is the code
+    that ran (compiler.winograd.kernel_name: "direct", "winograd2", "winograd4"; "sparse"; "graph" for subgraphs)."""
 
     config: LayerConfig
     median_ms: float
     samples_ms: list[float] = field(default_factory=list)
+    kernel: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
-        return {"config": self.config.to_dict(), "median_ms": self.median_ms, "samples_ms": self.samples_ms}
+        out = {"config": self.config.to_dict(), "median_ms": self.median_ms, "samples_ms": self.samples_ms}
+        return {**out, "kernel": self.kernel} if self.kernel else out
 
 
 @dataclass
@@ -90,14 +98,14 @@ class LatencyTable:
         """The entry of `cfg`, or None."""
         return self.entries.get(cfg.key())
 
-    def add(self, cfg: LayerConfig, samples_ms: list[float]) -> Entry:
-        """Record a measurement (median of the samples); does not save."""
+    def add(self, cfg: LayerConfig, samples_ms: list[float], kernel: str = "") -> Entry:
+        """Record a measurement (median of the samples) and the kernel that ran; does not save."""
         if not samples_ms or any(not (s >= 0) for s in samples_ms):
             raise CompilerError(f"no valid timing samples for {cfg.key()}")
         ordered = sorted(float(s) for s in samples_ms)
         n = len(ordered)
         median = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
-        entry = Entry(cfg, median, [float(s) for s in samples_ms])
+        entry = Entry(cfg, median, [float(s) for s in samples_ms], str(kernel))
         self.entries[cfg.key()] = entry
         return entry
 
@@ -131,6 +139,21 @@ class LatencyTable:
         self.header[PRUNED_WEIGHTS] = source
         return len(stale)
 
+    def conv_entries(self) -> list[str]:
+        """Keys of the entries of conv layers (whose kernel the per-layer choice decides)."""
+        return [k for k, e in self.entries.items() if e.config.op == "conv"]
+
+    def use_kernel_rule(self) -> int:
+        """Adopt this compiler's kernel choice (KERNEL_RULE); drop conv entries timed under another. Returns how many
+        were dropped (not saved yet): they are measured again, never reused for code the compiler no longer emits."""
+        if self.header.get(KERNEL_CHOICE) == KERNEL_RULE:
+            return 0
+        stale = self.conv_entries()
+        for key in stale:
+            del self.entries[key]
+        self.header[KERNEL_CHOICE] = KERNEL_RULE
+        return len(stale)
+
     def check_target(self, target: str, threads: int) -> None:
         """Raise CompilerError unless this table was measured for `target` at `threads` threads."""
         t, n = self.header.get("target"), self.header.get("threads")
@@ -148,8 +171,9 @@ class LatencyTable:
         write_json(self.path, self.to_dict())
 
 
-def load_table(path: str | os.PathLike) -> LatencyTable:
-    """Read a table; a missing, foreign or corrupt file raises CompilerError naming the file and the problem."""
+def load_table(path: str | os.PathLike, *, check_kernels: bool = True) -> LatencyTable:
+    """Read a table; a missing, foreign or corrupt file raises CompilerError naming the file and the problem, and so
+    does (with `check_kernels`) a table whose conv layers were timed under another kernel choice (KERNEL_RULE)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -172,21 +196,26 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
     for key, item in raw.items():
         try:
             cfg = LayerConfig.from_dict(item["config"])
-            entry = table.add(cfg, item["samples_ms"])
+            entry = table.add(cfg, item["samples_ms"], item.get("kernel", ""))
         except (CompilerError, KeyError, TypeError, ValueError) as exc:
             raise CompilerError(f"{path}: corrupt latency table entry {key!r} ({exc})") from None
         if cfg.key() != key:
             raise CompilerError(f"{path}: corrupt latency table entry {key!r} (its configuration says {cfg.key()!r})")
         if abs(entry.median_ms - float(item.get("median_ms", entry.median_ms))) > 1e-9 * max(1.0, entry.median_ms):
             raise CompilerError(f"{path}: corrupt latency table entry {key!r} (median disagrees with its samples)")
+    if check_kernels and header.get(KERNEL_CHOICE) != KERNEL_RULE and table.conv_entries():
+        raise CompilerError(f"{path}: the table's conv layers were timed before this compiler's per-layer kernel "
+                            "choice (direct / Winograd / sparse); rebuild it with `srprune latency build`")
     return table
 
 
 def open_table(path: str | os.PathLike, target: str, threads: int, *, machine: str | None = None) -> LatencyTable:
-    """The table at `path` for (target, threads): loaded and checked if the file exists, else a new empty one."""
+    """The table at `path` for (target, threads): loaded and checked if the file exists (conv entries timed under an
+    older kernel choice dropped), else a new empty one."""
     path = Path(path)
     if path.exists():
-        table = load_table(path)
+        table = load_table(path, check_kernels=False)
         table.check_target(target, threads)
+        table.use_kernel_rule()  # conv entries of an older kernel choice are measured again
         return table
     return LatencyTable(path, make_header(target, threads, machine))
