@@ -220,3 +220,23 @@ def test_android_stage_refuses_mismatches(arm, capsys):
         main(["android", "stage", str(folder), "--target", "android-arm64-fp16", "--device", "armv8-a"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "armv8-a lacks" in err
+
+
+def test_app_engine_reports_the_refusal(arm):
+    """The app's C layer (what the JNI code throws as an exception) gets the library's message, not a crash."""
+    if shutil.which("javac") is None:
+        pytest.skip("javac unavailable (the JNI headers come from the JDK)")
+    from compiler.clib.toolchain import CSRC
+    from srprune import android
+    from test_android_native import _harness
+
+    root = arm[0]
+    app = root / "app"
+    (app / android.HEADER).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(CSRC / "srmodel.h", app / android.HEADER)
+    qemu, exe = _harness(root, app)
+    qemu = [qemu[0], "-cpu", "cortex-a53", *qemu[1:]]
+    proc = subprocess.run([*qemu, str(exe), str(root / "android-arm64-fp16" / "libsrmodel.so"), "x", "y", "0", "1",
+                           str(root)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "cannot create the model: srmodel_create: this CPU lacks fp16 arithmetic" in proc.stdout, proc.stdout

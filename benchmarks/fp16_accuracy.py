@@ -1,0 +1,70 @@
+"""fp16 vs fp32 c-lib on the built-in validation images under qemu-aarch64 -cpu max (docs/benchmarks.md `fp16`).
+
+Accuracy, not timing (qemu timings mean nothing): MODEL (a model file or a registered name, untrained seeded weights)
+is built for android-arm64 (fp32) and android-arm64-fp16 at each validation image's own size, both run under
+qemu-aarch64 through glibc shims, and their outputs are scored by the protocol (PSNR-Y against HR, crop = scale)
+and compared (max |diff| of the float outputs).
+
+    python benchmarks/fp16_accuracy.py [MODEL] [--scale 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from compiler.clib.export import build_clib
+from compiler.clib.toolchain import GNU_SYSROOT, glibc_shims
+from srprune.data.datasets import load_dataset
+from srprune.imresize import to_uint8
+from srprune.metrics import psnr
+from srprune.models import deploy
+from srprune.models.resolve import resolve_model
+
+TARGETS = ("android-arm64", "android-arm64-fp16")
+
+
+def run_qemu(lib: Path, shims: Path, x: np.ndarray, out_shape: tuple[int, ...], work: Path) -> np.ndarray:
+    """The library's own srmodel_bench under qemu-aarch64 -cpu max on input x; its float32 output."""
+    (work / "in.f32").write_bytes(np.ascontiguousarray(x, np.float32).tobytes())
+    cmd = ["qemu-aarch64", "-cpu", "max", "-L", GNU_SYSROOT, f"{GNU_SYSROOT}/lib/ld-linux-aarch64.so.1",
+           "--library-path", str(shims), str(lib.parent / "srmodel_bench"), str(lib), "-n", "1", "-w", "0",
+           "-t", "2", "-i", str(work / "in.f32"), "-o", str(work / "out.f32")]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
+    return np.fromfile(work / "out.f32", np.float32).reshape(out_shape)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default="ecbsr")
+    ap.add_argument("--scale", type=int, default=2)
+    args = ap.parse_args()
+    net, info = resolve_model(args.model, args.scale)
+    net = deploy(net).eval()
+    s = info.scale
+    print(f"| image | LR size | PSNR-Y fp32 (dB) | PSNR-Y fp16 (dB) | fp16 - fp32 (dB) | max abs diff |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shims = glibc_shims(work / "shims")
+        for k, pair in enumerate(load_dataset("builtin", s, "val")):
+            lr, hr = pair.lr, pair.hr
+            x = (lr.transpose(2, 0, 1)[None].astype(np.float32) / 255)
+            out_shape = (1, 3, lr.shape[0] * s, lr.shape[1] * s)
+            outs = {}
+            for target in TARGETS:
+                folder = work / f"{k}-{target}"
+                build_clib(net, x.shape, target, folder, check=False)
+                outs[target] = run_qemu(folder / "libsrmodel.so", shims, x, out_shape, work)
+            scores = [psnr(to_uint8(outs[t][0].transpose(1, 2, 0) * 255), hr, s) for t in TARGETS]
+            diff = float(np.abs(outs[TARGETS[1]] - outs[TARGETS[0]]).max())
+            print(f"| {pair.name} | {lr.shape[1]}x{lr.shape[0]} | {scores[0]:.4f} | {scores[1]:.4f} | "
+                  f"{scores[1] - scores[0]:+.4f} | {diff:.2e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
