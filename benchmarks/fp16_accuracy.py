@@ -45,6 +45,8 @@ def rows(spec: str, scale: int, work: Path, shims: Path) -> list[str]:
     net, info = resolve_model(spec, scale)
     net = deploy(net).eval()
     s, out = info.scale, []
+    label = f"{info.name} x{s} " + ("(untrained, seed 0)" if info.path is None else
+                                    f"(trained, {((info.meta or {}).get('train') or {}).get('steps', '?')} steps)")
     for k, pair in enumerate(load_dataset("builtin", s, "val")):
         lr, hr = pair.lr, pair.hr
         x = lr.transpose(2, 0, 1)[None].astype(np.float32) / 255
@@ -56,7 +58,7 @@ def rows(spec: str, scale: int, work: Path, shims: Path) -> list[str]:
             outs[target] = run_qemu(folder / "libsrmodel.so", shims, x, out_shape, work)
         scores = [psnr(to_uint8(outs[t][0].transpose(1, 2, 0) * 255), hr, s) for t in TARGETS]
         diff = float(np.abs(outs[TARGETS[1]] - outs[TARGETS[0]]).max())
-        out.append(f"| {spec} x{s} | {pair.name} | {lr.shape[1]}x{lr.shape[0]} | {scores[0]:.4f} | {scores[1]:.4f} | "
+        out.append(f"| {label} | {pair.name} | {lr.shape[1]}x{lr.shape[0]} | {scores[0]:.4f} | {scores[1]:.4f} | "
                    f"{scores[1] - scores[0]:+.4f} | {diff:.2e} |")
         print(out[-1], flush=True)
     return out
