@@ -181,7 +181,8 @@ def write_artifact(compiled: CompiledModel, out_dir: str | os.PathLike, *, meta:
                 raise CompilerError(f"linking for {compiled.target.name} failed: {msg[-1] if msg else exc}") from exc
         manifest = {
             "format": "srprune-compiled", "version": 1,
-            "target": compiled.target.describe(),
+            "target": compiled.target.describe(), "precision": compiled.target.precision,
+            "cpu_features": list(compiled.target.features),
             "library": LIB_NAME,
             "input": {"name": "input", "shape": list(compiled.input_shape), "dtype": "float32", "layout": "NCHW",
                       "range": [0.0, 1.0]},

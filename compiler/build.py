@@ -20,7 +20,7 @@ from compiler.errors import CompilerError
 from compiler.importer import check_shape
 from compiler.native_log import native_log
 from compiler.pipeline import lower, tvm_errors
-from compiler.targets import TargetSpec, get_target, set_runtime_threads
+from compiler.targets import CHECK_TOL, TargetSpec, get_target, set_runtime_threads
 from compiler.tune import database_dir, has_records
 
 DEFAULT_TOL = 1e-4
@@ -94,7 +94,7 @@ def compile_model(model: nn.Module, input_shape: tuple[int, int, int, int], targ
     out_shape = tuple(int(d) for d in mod["main"].ret_ty.shape.values)
     compiled = CompiledModel(exe, spec, shape, out_shape, fused, tuning_db=tuning_db)
     if check and not spec.cross:
-        compiled.check = verify(compiled, model, tol=tol, seed=seed)
+        compiled.check = verify(compiled, model, tol=max(tol, CHECK_TOL[spec.precision]), seed=seed)
     return compiled
 
 
@@ -107,9 +107,11 @@ def compile_checked(model: nn.Module, input_shape: tuple[int, int, int, int], ta
     spec = target if isinstance(target, TargetSpec) else get_target(target)
     compiled = compile_model(model, input_shape, spec, tuning_root=tuning_root)
     if spec.cross:  # cannot run arm64 code here
-        host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers)
+        host_spec = dataclasses.replace(get_target("host"), vec=spec.vec, registers=spec.registers,
+                                        precision=spec.precision)
         host = compile_model(model, input_shape, host_spec, check=False)
-        compiled.check = {**verify(host, model), "checked_on": f"host build with the target's {spec.vec}-float schedules"}
+        compiled.check = {**verify(host, model, tol=max(DEFAULT_TOL, CHECK_TOL[spec.precision])),
+                          "checked_on": f"host build with the target's {spec.vec}-lane {spec.precision} schedules"}
     return compiled
 
 

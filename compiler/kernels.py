@@ -47,6 +47,13 @@ class ConvSpec:
     # channel c, row y*s + i, column x*s + j (the tail conv of an SR network writes the image directly).
     shuffle: int = 1
     slope: float = 0.0  # leaky ReLU's negative slope (a constant in the code)
+    # Element types (compiler.half): `compute` = weights, the input window and the multiply-adds ("float16" on
+    # the fp16 target); the epilogue (bias, activation, residual add) always runs in float32. The tensors
+    # between layers are float16 where both ends are our fp16 kernels, float32 elsewhere (model input/output).
+    compute: str = "float32"
+    data_dtype: str = "float32"
+    residual_dtype: str = "float32"
+    out_dtype: str = "float32"
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -111,13 +118,13 @@ def choose_schedule(spec: ConvSpec, vec: int, registers: int = 32) -> Schedule:
     return Schedule(vec=vec, nvec=nvec, oc_tile=max(fits))
 
 
-def pack_weight(weight: np.ndarray, oc_tile: int) -> np.ndarray:
+def pack_weight(weight: np.ndarray, oc_tile: int, dtype: str = "float32") -> np.ndarray:
     """OIHW -> [O/oc_tile, I, H, W, oc_tile] so one tap's weights for a register tile are contiguous."""
     o, i, kh, kw = weight.shape
     if o % oc_tile:
         raise CompilerError(f"output channels {o} are not a multiple of the tile {oc_tile}")
     packed = weight.reshape(o // oc_tile, oc_tile, i, kh, kw).transpose(0, 2, 3, 4, 1)
-    return np.ascontiguousarray(packed, dtype="float32")
+    return np.ascontiguousarray(packed, dtype=dtype)
 
 
 # Row tasks per image: the parallel loop runs this many contiguous bands of output rows. A multiple of
@@ -154,11 +161,16 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
     oh = spec.out_hw[0]
     tasks = row_tasks(oh)
     band = -(-oh // tasks)
-    zero = tirx.const(0.0, "float32")
+    ct = spec.compute
+    zero = tirx.const(0.0, ct)
+
+    def conv(v, lanes: int = 1):  # the input's element type -> the compute type (the fp16 model's first layer)
+        return v if spec.data_dtype == ct else tirx.Cast(ct if lanes == 1 else f"{ct}x{lanes}", v)
+
     with T.parallel(0, n * tasks) as bt:
         b = bt // tasks if n > 1 else tirx.const(0, "int32")
         y0 = (bt % tasks) * band
-        ring = T.sblock_alloc_buffer((cin, kh, pw), "float32")  # TVM allocates it inside the task
+        ring = T.sblock_alloc_buffer((cin, kh, pw), ct)  # TVM allocates it inside the task
 
         def copy_row(row) -> None:
             slot = tirx.floormod(row, kh)
@@ -168,10 +180,10 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
                         for x in range(left):
                             T.buffer_store(ring, zero, [c, slot, x])
                         with T.serial(0, w // vec) as xv:
-                            T.buffer_store(ring, tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]),
+                            T.buffer_store(ring, conv(tirx.BufferLoad(data, [b, c, row, tirx.Ramp(xv * vec, 1, vec)]), vec),
                                            [c, slot, tirx.Ramp(xv * vec + left, 1, vec)])
                         for x in range(w // vec * vec, w):
-                            T.buffer_store(ring, data[b, c, row, x], [c, slot, x + left])
+                            T.buffer_store(ring, conv(data[b, c, row, x]), [c, slot, x + left])
                         with T.serial(w + left, pw) as x:
                             T.buffer_store(ring, zero, [c, slot, x])
                     with T.Else():
@@ -230,20 +242,20 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
     cin_g = cin // spec.groups
     xtiles = -(-ow // wt)
     pw = xtiles * wt + kw - 1  # padded window width: whole tiles, zeros past the input
-    f32 = "float32"
+    f32, ct = "float32", spec.compute
     with IRBuilder() as ib:
         with T.prim_func(s_tir=True):
             T.func_name("main")
             T.func_attr({"tir.noalias": True})
-            data = T.arg("data", T.buffer((n, cin, h, w), f32))
-            weight = T.arg("weight", T.buffer((cout // ot, cin_g, kh, kw, ot), f32))
+            data = T.arg("data", T.buffer((n, cin, h, w), spec.data_dtype))
+            weight = T.arg("weight", T.buffer((cout // ot, cin_g, kh, kw, ot), ct))
             bias = T.arg("bias", T.buffer((cout,), f32)) if spec.bias else None
             alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
-            resid = T.arg("residual", T.buffer(spec.residual_shape, f32)) if spec.residual else None
-            out = T.arg("out", T.buffer(spec.out_shape, f32))
+            resid = T.arg("residual", T.buffer(spec.residual_shape, spec.residual_dtype)) if spec.residual else None
+            out = T.arg("out", T.buffer(spec.out_shape, spec.out_dtype))
             chunk = _reduction_chunk(spec, chunk_columns)
             # partial sums between channel chunks (none when one chunk covers every input channel)
-            acc = T.sblock_alloc_buffer((ot, wt), f32, scope="local") if chunk < cin_g else None
+            acc = T.sblock_alloc_buffer((ot, wt), ct, scope="local") if chunk < cin_g else None
 
             def tiles(ring, slots, b, y) -> None:
                 with T.serial(0, cout // ot) as oco:
@@ -296,7 +308,7 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
     ow = spec.out_hw[1]
     ot, vec, nv, wt = sched.oc_tile, sched.vec, sched.nvec, sched.w_tile
     cin_g, cout_g = spec.cin // spec.groups, spec.cout // spec.groups
-    f32 = "float32"
+    ct = spec.compute
     x0 = xo * wt
     group_in = (oco * ot // cout_g) * cin_g  # first input channel of this tile's group
 
@@ -328,7 +340,7 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
                 with T.Then():
                     for oi in range(ot):
                         for xv in range(nv):
-                            T.buffer_store(acc, tirx.Broadcast(tirx.const(0.0, f32), vec),
+                            T.buffer_store(acc, tirx.Broadcast(tirx.const(0.0, ct), vec),
                                            [oi, tirx.Ramp(xv * vec, 1, vec)])
             loaded = [[T.Bind(tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])) for xv in range(nv)]
                       for oi in range(ot)]
@@ -337,7 +349,8 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
                 for xv in range(nv):
                     T.buffer_store(acc, summed[oi][xv], [oi, tirx.Ramp(xv * vec, 1, vec)])
     def result(oi: int, xv: int):
-        return final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
+        v = final[oi][xv] if final is not None else tirx.BufferLoad(acc, [oi, tirx.Ramp(xv * vec, 1, vec)])
+        return to_f32(v, vec, spec.compute)
 
     backs = []
     for oi in range(ot):
@@ -353,6 +366,16 @@ def _emit_tile(T, spec: ConvSpec, sched: Schedule, ring, slots, acc, chunk: int,
             else:
                 store_shuffled(T, backs[oi0:oi0 + s], [result(oi0 + j, xv) for j in range(s)], x, vec,
                                whole=ow % wt == 0)
+
+
+def to_f32(v, lanes: int, dtype: str):
+    """`v` (element type `dtype`) as float32, for the epilogue (which is written for float32 only)."""
+    return v if dtype == "float32" else tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v)
+
+
+def _to_out(v, dtype: str, lanes: int):
+    """A float32 epilogue result in the output tensor's element type."""
+    return v if dtype == "float32" else tirx.Cast(dtype if lanes == 1 else f"{dtype}x{lanes}", v)
 
 
 @dataclass
@@ -375,7 +398,8 @@ class WriteBack:
     def store(self, T, v, x, lanes: int, activated: bool = False) -> None:  # noqa: N803
         """out[b, oc, y, x : x + lanes] = epilogue(v)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        T.buffer_store(self.out, self.epilogue(v, x, lanes, activated), [self.b, self.oc, self.y, idx])
+        T.buffer_store(self.out, _to_out(self.epilogue(v, x, lanes, activated), self.spec.out_dtype, lanes),
+                       [self.b, self.oc, self.y, idx])
 
     def epilogue(self, v, x, lanes: int, activated: bool = False):
         """epilogue(v) of `lanes` conv outputs at column x: + bias, activation (compiler.epilogue), + residual
@@ -385,7 +409,7 @@ class WriteBack:
         if self.resid is not None:
             repeat = self.spec.residual_repeat
             channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
-            v = v + tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx])
+            v = v + to_f32(tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx]), lanes, self.spec.residual_dtype)
         return v
 
     def activate(self, v, lanes: int):
@@ -427,7 +451,7 @@ def store_shuffled(T, backs: list[WriteBack], vs: list, x, vec: int, whole: bool
     s = first.spec.shuffle
     ow = first.spec.out_hw[1]
     values = [wb.epilogue(v, x, vec) for wb, v in zip(backs, vs)]
-    mixed = tirx.Shuffle(values, [(m % s) * vec + m // s for m in range(s * vec)])
+    mixed = _to_out(tirx.Shuffle(values, [(m % s) * vec + m // s for m in range(s * vec)]), first.spec.out_dtype, s * vec)
     channel, row = tirx.floordiv(first.oc, s * s), first.y * s + tirx.floormod(tirx.floordiv(first.oc, s), s)
 
     def store_all() -> None:

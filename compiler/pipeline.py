@@ -86,12 +86,12 @@ def canonicalize_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 class FuseConvs:
     """compiler.rewrite.fuse_convs as a module pass; `fused` holds the chains its last run rewrote."""
 
-    def __init__(self, vec: int, registers: int, sparse: str = "auto") -> None:
-        self.vec, self.registers, self.sparse = vec, registers, sparse
+    def __init__(self, vec: int, registers: int, sparse: str = "auto", precision: str = "fp32") -> None:
+        self.vec, self.registers, self.sparse, self.precision = vec, registers, sparse, precision
         self.fused = 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod, self.fused = fuse_convs(mod, self.vec, self.registers, sparse=self.sparse)
+        mod, self.fused = fuse_convs(mod, self.vec, self.registers, sparse=self.sparse, precision=self.precision)
         return mod
 
 
@@ -102,7 +102,7 @@ def import_and_rewrite(model: nn.Module, shape: tuple[int, int, int, int], spec:
     `sparse`: "auto" (a pruned conv gets a sparse kernel where compiler.sparse's cost model says it pays),
     "dense" (never) or "sparse" (every ungrouped conv).
     """
-    fuse = FuseConvs(spec.vec, spec.registers, sparse)
+    fuse = FuseConvs(spec.vec, spec.registers, sparse, spec.precision)
     mod = tvm.transform.Sequential([canonicalize_pass, fuse], name="ImportAndRewrite")(import_module(model, shape))
     return mod, fuse.fused
 

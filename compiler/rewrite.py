@@ -290,9 +290,11 @@ class _ChainRewriter(PyExprMutator):
     """Emits one call_tir per chain at the chain's last binding; the rest becomes dead code."""
 
     def __init__(self, mod: tvm.IRModule, chains: list[ConvChain], vec: int, registers: int,
-                 sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> None:
+                 sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD, compute: str = "float32",
+                 half_ends: frozenset = frozenset()) -> None:
         super().__init__(mod)
         self.by_end = {c.end: c for c in chains}
+        self.compute, self.half_ends = compute, half_ends
         self.vec, self.registers = vec, registers
         self.sparse, self.threshold = sparse, threshold
         self.kernels: dict[tuple, relax.GlobalVar] = {}
@@ -310,14 +312,23 @@ class _ChainRewriter(PyExprMutator):
     def _kernel_call(self, chain: ConvChain) -> relax.Expr:
         n, cin, h, w = static_shape(chain.data)
         cout, _, kh, kw = chain.weight.shape
+        def dtype(expr) -> str:
+            return self.compute if expr in self.half_ends else "float32"
+
+        resid = chain.repeat_source if chain.residual_repeat > 1 else chain.residual
         spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
-                        chain.act, chain.residual is not None, slope=chain.slope)
+                        chain.act, chain.residual is not None, slope=chain.slope, compute=self.compute,
+                        data_dtype=dtype(chain.data), residual_dtype=dtype(chain.residual), out_dtype=dtype(chain.end))
         plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold)
         kept = float(np.count_nonzero(chain.weight)) / max(1, chain.weight.size)
         if plan is not None:
             return self._shuffled(chain, self._sparse_call(chain, spec, plan, kept))
         fused, sched = self._fused_schedule(chain, spec)
-        wino = self._winograd_call(chain, fused, kept)
+        if fused.residual_repeat > 1:
+            fused = dataclasses.replace(fused, residual_dtype=dtype(resid))
+        # Winograd kernels are float32 only (compiler.winograd): an fp16 build keeps its 3x3 convs direct.
+        all_f32 = {fused.compute, fused.data_dtype, fused.residual_dtype, fused.out_dtype} == {"float32"}
+        wino = self._winograd_call(chain, fused, kept) if all_f32 else None
         if wino is not None:
             return wino
         self.decisions.append({"kernel": "dense", "cin": cin, "cout": cout, "k": kh, "kept": kept,
@@ -328,7 +339,7 @@ class _ChainRewriter(PyExprMutator):
                     f"{'_shuffle' + str(fused.shuffle) if fused.shuffle > 1 else ''}")
             func = conv2d_primfunc(fused, sched).with_attr("global_symbol", name)
             self.kernels[key] = self.builder_.add_func(func, name)
-        args = [self.visit_expr(chain.data), relax.const(pack_weight(chain.weight, sched.oc_tile))]
+        args = [self.visit_expr(chain.data), relax.const(pack_weight(chain.weight, sched.oc_tile, self.compute))]
         if chain.bias is not None:
             args.append(relax.const(chain.bias))
         if chain.alpha is not None:
@@ -336,7 +347,7 @@ class _ChainRewriter(PyExprMutator):
         if chain.residual is not None:
             repeated = fused.residual_repeat > 1
             args.append(self.visit_expr(chain.repeat_source if repeated else chain.residual))
-        call = relax.call_tir(self.kernels[key], args, relax.TensorType(fused.out_shape, "float32"))
+        call = relax.call_tir(self.kernels[key], args, relax.TensorType(fused.out_shape, fused.out_dtype))
         return call if fused.shuffle == chain.shuffle else self._shuffled(chain, call)
 
     def _winograd_call(self, chain: ConvChain, fused: ConvSpec, kept: float) -> relax.Expr | None:
@@ -390,15 +401,31 @@ class _ChainRewriter(PyExprMutator):
         self.decisions.append({"kernel": "sparse", "cin": cin, "cout": spec.cout, "k": spec.kh, "kept": kept,
                                "oc_tile": plan.oc_tile, "nvec": plan.nvec,
                                "tile_kept": plan.kept_columns() / (len(plan.tiles) * cin * spec.kh * spec.kw)})
-        args = [self.visit_expr(chain.data), relax.const(pack_sparse_weight(chain.weight, plan))]
+        args = [self.visit_expr(chain.data), relax.const(pack_sparse_weight(chain.weight, plan, spec.compute))]
         if chain.residual is not None:
             args.append(self.visit_expr(chain.residual))
         oh, ow = spec.out_hw
-        return relax.call_tir(gvar, args, relax.TensorType((n, spec.cout, oh, ow), "float32"))
+        return relax.call_tir(gvar, args, relax.TensorType((n, spec.cout, oh, ow), spec.out_dtype))
+
+
+def half_ends(func: relax.Function, chains: list[ConvChain]) -> frozenset:
+    """The chain results that only our kernels read (as data or residual): these stay float16 between fp16
+    layers. The model's output and anything another op reads (a PixelShuffle kept apart, a repeat, a strided
+    conv TVM lowers) stay float32, so every op outside our kernels sees float32 as before."""
+    bindings = [b for block in func.body.blocks for b in block.bindings if isinstance(b, relax.VarBinding)]
+    uses: dict[relax.Var, list[relax.Var]] = {}
+    for binding in bindings:
+        for var in relax.analysis.free_vars(binding.value):
+            uses.setdefault(var, []).append(binding.var)
+    outputs = set(relax.analysis.free_vars(func.body.body))
+    members = {v for c in chains for v in c.members}
+    return frozenset(c.end for c in chains
+                     if c.end not in outputs and uses.get(c.end) and all(u in members for u in uses[c.end]))
 
 
 def fuse_convs_report(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main", *,
-                      sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[tvm.IRModule, list[dict]]:
+                      sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD,
+                      precision: str = "fp32") -> tuple[tvm.IRModule, list[dict]]:
     """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, one dict per chain).
 
     Each dict says which kernel the chain got ("dense", "winograd" with its tile "m", or "sparse"), its channels, kernel size, kept
@@ -409,7 +436,13 @@ def fuse_convs_report(mod: tvm.IRModule, vec: int, registers: int = 32, func_nam
     chains = find_chains(mod[func_name])
     if not chains:
         return mod, []
-    rewriter = _ChainRewriter(mod, chains, vec, registers, sparse, threshold)
+    from compiler.targets import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise CompilerError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    compute = PRECISIONS[precision]
+    half = half_ends(mod[func_name], chains) if compute != "float32" else frozenset()
+    rewriter = _ChainRewriter(mod, chains, vec, registers, sparse, threshold, compute, half)
     new_func = rewriter.visit_expr(mod[func_name])
     new_mod = rewriter.builder_.get()
     new_mod[func_name] = new_func
@@ -418,7 +451,8 @@ def fuse_convs_report(mod: tvm.IRModule, vec: int, registers: int = 32, func_nam
 
 
 def fuse_convs(mod: tvm.IRModule, vec: int, registers: int = 32, func_name: str = "main", *,
-               sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD) -> tuple[tvm.IRModule, int]:
+               sparse: str = "auto", threshold: float = DEFAULT_THRESHOLD, precision: str = "fp32") -> tuple[tvm.IRModule, int]:
     """Rewrite the conv chains of `mod[func_name]` into kernel calls; returns (module, chains rewritten)."""
-    new_mod, decisions = fuse_convs_report(mod, vec, registers, func_name, sparse=sparse, threshold=threshold)
+    new_mod, decisions = fuse_convs_report(mod, vec, registers, func_name, sparse=sparse, threshold=threshold,
+                                           precision=precision)
     return new_mod, len(decisions)

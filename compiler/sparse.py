@@ -30,7 +30,7 @@ from tvm import tirx
 
 from compiler.errors import CompilerError
 from compiler.epilogue import ACTIVATIONS
-from compiler.kernels import ConvSpec, WriteBack, emit_row_bands
+from compiler.kernels import ConvSpec, WriteBack, emit_row_bands, to_f32
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 
@@ -210,13 +210,12 @@ def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.
     oh, ow = spec.out_hw
     ot, vec, wt = plan.oc_tile, plan.vec, plan.w_tile
     pw = -(-ow // wt) * wt + spec.kw - 1
-    f32 = "float32"
     with IRBuilder() as ib:
         with T.prim_func(private=True, s_tir=True):
-            data = T.arg("data", T.buffer((n, cin, h, w), f32))
-            weight = T.arg("weight", T.buffer((max(1, plan.packed_size()),), f32))
-            resid = T.arg("residual", T.buffer((n, cout, oh, ow), f32)) if spec.residual else None
-            out = T.arg("out", T.buffer((n, cout, oh, ow), f32))
+            data = T.arg("data", T.buffer((n, cin, h, w), spec.data_dtype))
+            weight = T.arg("weight", T.buffer((max(1, plan.packed_size()),), spec.compute))
+            resid = T.arg("residual", T.buffer((n, cout, oh, ow), spec.residual_dtype)) if spec.residual else None
+            out = T.arg("out", T.buffer((n, cout, oh, ow), spec.out_dtype))
             # No "tir.noalias" on purpose: the output stores may then alias the weights, so LLVM keeps
             # each weight load inside the row loop instead of hoisting hundreds of them (spills).
             offsets = np.cumsum([0] + [len(t.cols) * ot for t in plan.tiles]).tolist()
@@ -260,11 +259,11 @@ class _TileCtx:
         ow = spec.out_hw[1]
         xtiles = -(-ow // wt)
         ksz = spec.kh * spec.kw
-        zero = tirx.const(0.0, "float32")
+        zero = tirx.const(0.0, spec.compute)
         b, y = self.b, self.y
         cols = list(tile.cols)
         chunks = [cols[k:k + plan.chunk] for k in range(0, len(cols), plan.chunk)] or [[]]
-        part = T.sblock_alloc_buffer((ot, xtiles * wt), "float32") if len(chunks) > 1 else None
+        part = T.sblock_alloc_buffer((ot, xtiles * wt), spec.compute) if len(chunks) > 1 else None
         for ci, chunk in enumerate(chunks):
             first, last = ci == 0, ci == len(chunks) - 1
             with T.serial(0, xtiles) as xo:
@@ -294,7 +293,7 @@ class _TileCtx:
                                    None if self.alpha is None else tirx.const(float(self.alpha[oc]), "float32"))
                     for xv in range(nv):
                         a = acc[oi][xv] if acc[oi][xv] is not None else tirx.Broadcast(zero, vec)
-                        wb.store_vector(T, a, x0 + xv * vec, vec, whole=ow % wt == 0)
+                        wb.store_vector(T, to_f32(a, vec, spec.compute), x0 + xv * vec, vec, whole=ow % wt == 0)
 
 
 def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 32, mode: str = "auto",
@@ -327,11 +326,11 @@ def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int =
     return plan if ratio < threshold else None
 
 
-def pack_sparse_weight(weight: np.ndarray, plan: SparsePlan) -> np.ndarray:
+def pack_sparse_weight(weight: np.ndarray, plan: SparsePlan, dtype: str = "float32") -> np.ndarray:
     """The kept weights in kernel order: for each tile, for each kept column, the tile's rows."""
     mat = weight_matrix(weight).astype("float32")
     parts = [mat[np.ix_(t.rows, t.cols)].T.reshape(-1) for t in plan.tiles if t.cols]
-    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, "float32"), dtype="float32")
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, "float32"), dtype=dtype)
 
 
 def sparse_conv2d_primfunc(spec: ConvSpec, plan: SparsePlan, weight: np.ndarray, bias: np.ndarray | None = None,

@@ -28,6 +28,11 @@ class TargetSpec:
     threads: int
     triple: str
     cross: bool
+    # What the kernels compute in ("fp32", "fp16"; the int8 branch adds "int8") and the CPU features the code
+    # was compiled to use (CPU_FEATURES names): the c-lib refuses to load on a CPU without them, the manifest
+    # records both, and `srprune android stage` checks them against the device profile.
+    precision: str = "fp32"
+    features: tuple[str, ...] = ()
 
     def tvm_target(self) -> tvm.target.Target:
         """The TVM Target object."""
@@ -36,7 +41,30 @@ class TargetSpec:
     def describe(self) -> dict:
         """Plain data for manifests and reports."""
         return {"name": self.name, "tvm": dict(self.tvm), "vec": self.vec, "threads": self.threads,
-                "triple": self.triple}
+                "triple": self.triple, "precision": self.precision, "features": list(self.features)}
+
+
+# The CPU features a target may require, each checked by the c-lib at load (csrc/srmodel_rt.c srm_cpu_check;
+# the bit is the index here, shared with codegen.py): aarch64 from getauxval(AT_HWCAP), x86 from cpuid.
+CPU_FEATURES = ("fp16", "dotprod", "avx2", "fma", "avx512f", "avx512vnni")
+# Element type of each precision's activations between layers (the API stays float32 / uint8 RGB).
+PRECISIONS = {"fp32": "float32", "fp16": "float16"}
+# Least tolerance of a build's check against PyTorch (float32) per precision: fp16 rounds every layer's output to
+# 11 significant bits (about 2e-3 at 1.0; 3e-3 seen on the ECB-style x2 model), so 1e-2 = 2.5 levels of an 8-bit image.
+CHECK_TOL = {"fp32": 0.0, "fp16": 1e-2}
+
+
+def feature_mask(features: tuple[str, ...] | list[str]) -> int:
+    """The c-lib's bit mask of `features` (CPU_FEATURES order); CompilerError on an unknown name."""
+    unknown = [f for f in features if f not in CPU_FEATURES]
+    if unknown:
+        raise CompilerError(f"unknown CPU feature(s) {', '.join(unknown)}; known: {', '.join(CPU_FEATURES)}")
+    return sum(1 << CPU_FEATURES.index(f) for f in set(features))
+
+
+def _host_required(features: set[str]) -> tuple[str, ...]:
+    """What a host build needs at load: the vector extensions its code is compiled for (mcpu = this CPU)."""
+    return tuple(f for f in ("avx2", "fma", "avx512f", "avx512vnni") if f in features)
 
 
 def host_cpu_features() -> set[str]:
@@ -116,20 +144,25 @@ def get_target(name: str, threads: int | None = None) -> TargetSpec:
     nthreads = threads or (default_threads() if name == "host" else 4)
     if name == "host":
         cpu, triple = codegen.llvm_get_system_cpu(), codegen.llvm_get_system_triple()
-        vec, regs = _host_vector_width(host_cpu_features(), triple)
+        feats = host_cpu_features()
+        vec, regs = _host_vector_width(feats, triple)
         tgt = {"kind": "llvm", "mcpu": cpu, "mtriple": triple, "num-cores": nthreads}
-        return TargetSpec(name, tgt, vec, regs, nthreads, triple, cross=False)
+        return TargetSpec(name, tgt, vec, regs, nthreads, triple, cross=False, features=_host_required(feats))
+    # (triple, mcpu, mattr, precision, required features). The arm64 mcpu stays generic: cortex-a76 would let
+    # LLVM use its fp16/dotprod instructions anywhere, also in the plain target that promises a bare ARMv8 CPU.
+    # The dotprod target keeps fp32 kernels until the int8 kernels land (precision "int8" then).
     arm = {
-        "linux-arm64": ("aarch64-linux-gnu", "generic", ["+neon"]),
-        "android-arm64": ("aarch64-linux-android", "cortex-a76", ["+neon"]),
-        "android-arm64-fp16": ("aarch64-linux-android", "cortex-a76", ["+neon", "+fullfp16"]),
-        "android-arm64-dotprod": ("aarch64-linux-android", "cortex-a76", ["+neon", "+dotprod"]),
+        "linux-arm64": ("aarch64-linux-gnu", "generic", ["+neon"], "fp32", ()),
+        "android-arm64": ("aarch64-linux-android", "generic", ["+neon"], "fp32", ()),
+        "android-arm64-fp16": ("aarch64-linux-android", "generic", ["+neon", "+fullfp16"], "fp16", ("fp16",)),
+        "android-arm64-dotprod": ("aarch64-linux-android", "generic", ["+neon", "+dotprod"], "fp32", ("dotprod",)),
     }
     if name not in arm:
         raise CompilerError(f"unknown target {name!r}; known targets: {', '.join(TARGET_NAMES)}")
-    triple, mcpu, attrs = arm[name]
+    triple, mcpu, attrs, precision, required = arm[name]
     tgt = {"kind": "llvm", "mtriple": triple, "mcpu": mcpu, "mattr": attrs, "num-cores": nthreads}
-    return TargetSpec(name, tgt, 4, 32, nthreads, triple, cross=True)
+    vec = 8 if precision == "fp16" else 4  # lanes per 128-bit NEON register
+    return TargetSpec(name, tgt, vec, 32, nthreads, triple, cross=True, precision=precision, features=required)
 
 
 def set_runtime_threads(threads: int) -> None:

@@ -24,6 +24,12 @@ APP_DIR = Path(__file__).resolve().parents[1] / "android_app"
 ABI = "arm64-v8a"
 TRIPLE = "aarch64-linux-android"
 TARGET = "android-arm64"
+TARGETS = ("android-arm64", "android-arm64-fp16", "android-arm64-dotprod")
+# What a phone's CPU offers, by architecture level (compiler.targets.CPU_FEATURES names): the c-lib of a target
+# needing more refuses to load on it (srmodel_create: SRMODEL_ERR_CPU), so staging one for such a phone is refused
+# here. armv8.2-a (Cortex-A55/A75 and later, most phones since 2018) has fp16 arithmetic and dot products.
+DEVICE_PROFILES = {"armv8-a": (), "armv8.2-a": ("fp16", "dotprod")}
+DEFAULT_DEVICE = "armv8.2-a"
 # Where the app expects each staged file (relative to the app folder).
 JNI_LIB = Path("app/src/main/jniLibs") / ABI / "libsrmodel.so"
 HEADER = Path("app/src/main/cpp/staged/srmodel.h")
@@ -54,8 +60,9 @@ class Staged:
 # ---------------------------------------------------------------- staging
 
 
-def read_clib(folder: Path) -> dict:
-    """The manifest of a c-lib folder compiled for android-arm64, checked; InputError naming the problem."""
+def read_clib(folder: Path, target: str = TARGET, device: str | None = None) -> dict:
+    """The manifest of a c-lib folder compiled for `target`, checked (also against the CPU features of the
+    `device` profile, when given); InputError naming the problem."""
     from compiler.artifact import sha256
 
     path = folder / "manifest.json"
@@ -68,7 +75,8 @@ def read_clib(folder: Path) -> dict:
                          f"(srprune compile MODEL --target {TARGET} --format c-lib)")
     triple = (manifest.get("target") or {}).get("triple")
     if triple != TRIPLE:
-        raise InputError(f"{folder} was compiled for {triple}, not {TRIPLE} ({ABI}); recompile with --target {TARGET}")
+        raise InputError(f"{folder} was compiled for {triple}, not {TRIPLE} ({ABI}); recompile with --target {target}")
+    check_target(manifest, folder, target, device)
     lib = folder / manifest.get("library", "libsrmodel.so")
     want = (manifest.get("checksums") or {}).get(lib.name)
     if not lib.is_file() or want is None or sha256(lib) != want:
@@ -82,25 +90,47 @@ def read_clib(folder: Path) -> dict:
     return manifest
 
 
+def check_target(manifest: dict, folder: Path, target: str, device: str | None) -> None:
+    """Refuse a c-lib whose target, precision or required CPU features do not match `target` and `device`.
+
+    Manifests from before precision was recorded are fp32 with no required features (what those builds were)."""
+    from compiler.targets import get_target
+
+    if target not in TARGETS:
+        raise InputError(f"unknown Android target {target!r}; one of {', '.join(TARGETS)}")
+    if device is not None and device not in DEVICE_PROFILES:
+        raise InputError(f"unknown device profile {device!r}; one of {', '.join(DEVICE_PROFILES)}")
+    want = get_target(target)
+    name = (manifest.get("target") or {}).get("name", TARGET)
+    precision = manifest.get("precision", "fp32")
+    if name != target or precision != want.precision:
+        raise InputError(f"{folder} was compiled for {name} ({precision}), not {target} ({want.precision}); "
+                         f"recompile with --target {target} or stage it with --target {name}")
+    lacking = [f for f in manifest.get("cpu_features", []) if device is not None and f not in DEVICE_PROFILES[device]]
+    if lacking:
+        raise InputError(f"{folder} needs CPU features {', '.join(lacking)}, which device profile {device} lacks "
+                         f"(the library would refuse to load); use --target {TARGET} or a device profile that has them")
+
+
 def compile_clib(model: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,
-                 out: Path) -> dict:
-    """Compile MODEL (file or name) for android-arm64 as a c-lib into `out` (as `srprune compile` does)."""
+                 out: Path, target: str = TARGET) -> dict:
+    """Compile MODEL (file or name) for `target` as a c-lib into `out` (as `srprune compile` does)."""
     from compiler.targets import get_target
     from srprune.export import ExportRequest, export
 
-    return export(ExportRequest(model, get_target(TARGET, threads), out, fmt="c-lib", scale=scale, size=size,
+    return export(ExportRequest(model, get_target(target, threads), out, fmt="c-lib", scale=scale, size=size,
                                 seed=seed, force=True, rgb_only=True)).manifest
 
 
 def resolve_clib(spec: str, scale: int | None, size: tuple[int, int] | None, threads: int | None, seed: int,
-                 work: Path) -> tuple[Path, str]:
-    """A c-lib folder for SPEC: itself; a run's compiled/android-arm64 (compiled there from final/model.pt
+                 work: Path, target: str = TARGET) -> tuple[Path, str]:
+    """A c-lib folder for SPEC: itself; a run's compiled/TARGET (compiled there from final/model.pt
     when absent, so the next stage skips compiling); or a model file/name compiled now into `work`."""
     path = Path(spec)
     if path.is_dir() and (path / "manifest.json").is_file():
         return path, f"compiled folder {path}"
     if path.is_dir():
-        compiled = RunLayout(path, TARGET).compiled
+        compiled = RunLayout(path, target).compiled
         if (compiled / "manifest.json").is_file():
             kind = json.loads((compiled / "manifest.json").read_text(encoding="utf-8")).get("kind")
             if kind == "c-lib":
@@ -108,12 +138,12 @@ def resolve_clib(spec: str, scale: int | None, size: tuple[int, int] | None, thr
         final = RunLayout(path).final_model
         if not final.is_file():
             raise InputError(f"{path} is neither a compiled folder (manifest.json) nor a run with "
-                             f"compiled/{TARGET}/ or final/model.pt")
+                             f"compiled/{target}/ or final/model.pt")
         if not compiled.exists():
-            compile_clib(str(final), scale, size, threads, seed, compiled)
+            compile_clib(str(final), scale, size, threads, seed, compiled, target)
             return compiled, f"run {path} (compiled now into {compiled})"
         spec = str(final)  # compiled/android-arm64 holds another kind of artifact: leave it alone
-    compile_clib(spec, scale, size, threads, seed, work)
+    compile_clib(spec, scale, size, threads, seed, work, target)
     return work, f"compiled now from {spec}"
 
 
@@ -164,8 +194,9 @@ def bundled_test_image(out_wh: tuple[int, int], scale: int) -> tuple[str, "np.nd
 
 
 def stage(spec: str, app: Path = APP_DIR, *, scale: int | None = None, size: tuple[int, int] | None = None,
-          threads: int | None = None, seed: int = 0) -> Staged:
-    """Put a model for android-arm64 into the app: library, header, bench, manifest, test image."""
+          threads: int | None = None, seed: int = 0, target: str = TARGET, device: str | None = DEFAULT_DEVICE) -> Staged:
+    """Put a model for `target` into the app: library, header, bench, manifest, test image; refused when the
+    artifact's target/precision differ from `target` or it needs CPU features the `device` profile lacks."""
     import tempfile
 
     from srprune.imageio import write_image
@@ -175,9 +206,11 @@ def stage(spec: str, app: Path = APP_DIR, *, scale: int | None = None, size: tup
     app = Path(app)
     if not (app / "app" / "build.gradle").is_file():
         raise InputError(f"{app} is not the demo app (no app/build.gradle); pass --app android_app")
+    if target not in TARGETS or (device is not None and device not in DEVICE_PROFILES):
+        check_target({}, Path(spec), target, device)  # the one-line error for a mistyped name, before any work
     with tempfile.TemporaryDirectory(prefix="srprune-stage-") as tmp:
-        folder, source = resolve_clib(spec, scale, size, threads, seed, Path(tmp) / "clib")
-        manifest = read_clib(folder)
+        folder, source = resolve_clib(spec, scale, size, threads, seed, Path(tmp) / "clib", target)
+        manifest = read_clib(folder, target, device)
         _, _, h, w = manifest["input"]["shape"]
         s = int(manifest["meta"]["scale"])
         image, lr, hr = bundled_test_image((w * s, h * s), s)

@@ -104,10 +104,12 @@ def test_target_table() -> None:
     assert host.vec == expected  # the SIMD width comes from the CPU, not a generic default
     for name in TARGET_NAMES[1:]:
         spec = get_target(name)
-        assert spec.cross and spec.vec == 4 and spec.triple.startswith("aarch64")
-        assert "+neon" in spec.tvm["mattr"]
+        assert spec.cross and spec.vec == (8 if name.endswith("fp16") else 4) and spec.triple.startswith("aarch64")
+        assert "+neon" in spec.tvm["mattr"] and spec.tvm["mcpu"] == "generic"  # nothing beyond what mattr names
     assert "+dotprod" in get_target("android-arm64-dotprod").tvm["mattr"]
     assert "+fullfp16" in get_target("android-arm64-fp16").tvm["mattr"]
+    assert [(get_target(n).precision, get_target(n).features) for n in TARGET_NAMES[1:]] == \
+        [("fp32", ()), ("fp32", ()), ("fp16", ("fp16",)), ("fp32", ("dotprod",))]
     with pytest.raises(CompilerError, match="threads"):
         get_target("host", threads=0)
 

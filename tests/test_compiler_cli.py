@@ -78,6 +78,6 @@ def test_compile_cross_target_checks_its_schedules_on_host(run_cli, tmp_path) ->
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target"]["triple"] == "aarch64-linux-android" and manifest["target"]["vec"] == 4
     assert manifest["numerics"]["max_abs_diff"] <= 1e-4
-    assert "4-float schedules" in manifest["numerics"]["checked_on"]
+    assert "4-lane fp32 schedules" in manifest["numerics"]["checked_on"]
     header = subprocess.run(["readelf", "-h", str(out / "model.so")], capture_output=True, text=True).stdout
     assert re.search(r"Machine:\s+AArch64", header)

@@ -24,8 +24,9 @@ def _ints(values, per_line: int = 16) -> str:
     return ",\n  ".join(lines)
 
 
-def driver_source(plan: Plan, describe: str, threads: int) -> str:
-    """The C file defining `srm_model_plan` for `plan`."""
+def driver_source(plan: Plan, describe: str, threads: int, features: int = 0, target: str = "") -> str:
+    """The C file defining `srm_model_plan` for `plan`; `features`: the CPU feature mask srmodel_create checks
+    (compiler.targets.feature_mask), `target`: the target's name for its message."""
     shapes: list[int] = []
     tensor_rows = []
     for t in plan.tensors:
@@ -75,7 +76,8 @@ const srm_plan srm_model_plan = {{
   {plan.arena_bytes}ULL,
   {len(plan.tensors)}, {len(plan.steps)}, {max_args},
   srm_tensors, srm_shapes, srm_steps, srm_args, srm_model_consts,
-  {plan.input_tensor}, {plan.output_tensor}, {1 if plan.output_copy else 0}, {int(threads)}
+  {plan.input_tensor}, {plan.output_tensor}, {1 if plan.output_copy else 0}, {int(threads)},
+  {int(features)}u, {_c_string(target)}
 }};
 """
 

@@ -23,7 +23,7 @@ from compiler.clib.codegen import consts_asm, driver_source, version_script
 from compiler.clib.plan import Plan, build_plan
 from compiler.clib.toolchain import CSRC, Toolchain, classify, needed_symbols, run, stub_libraries, toolchain_for
 from compiler.errors import CompilerError
-from compiler.targets import TargetSpec, get_target
+from compiler.targets import CHECK_TOL, TargetSpec, feature_mask, get_target
 
 LIB_NAME = "libsrmodel.so"
 HEADER = "srmodel.h"
@@ -63,7 +63,8 @@ def link_clib(plan: Plan, target: TargetSpec, work: Path, describe: str, *, benc
     tc = toolchain_for(target.name, target.triple)
     tc.check()
     (work / "consts.bin").write_bytes(plan.consts)
-    (work / "model.c").write_text(driver_source(plan, describe, target.threads), encoding="utf-8")
+    (work / "model.c").write_text(driver_source(plan, describe, target.threads, feature_mask(target.features),
+                                                target.name), encoding="utf-8")
     (work / "consts.S").write_text(consts_asm(work / "consts.bin"), encoding="utf-8")
     (work / "srmodel.map").write_text(version_script(), encoding="utf-8")
     objs = [kernels_object(plan, target, work / "kernels.o"),
@@ -101,12 +102,13 @@ def verify_clib(library: str | os.PathLike, model: nn.Module, *, tol: float = DE
 def host_check(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec, *,
                tol: float = DEFAULT_TOL, tuning_db: str | None = None) -> dict:
     """Numerics of a cross target checked here: the same plan built for the host with the target's SIMD width."""
-    host = dataclasses.replace(get_target("host"), vec=target.vec, registers=target.registers)
+    host = dataclasses.replace(get_target("host"), vec=target.vec, registers=target.registers,
+                               precision=target.precision)
     plan = build_plan(model, input_shape, host, tuning_db)
     with tempfile.TemporaryDirectory() as work:
         built = link_clib(plan, host, Path(work), "host check", bench=False)
         result = verify_clib(built.library, model, tol=tol)
-    return {**result, "checked_on": f"host c-lib build with the target's {target.vec}-float schedules"}
+    return {**result, "checked_on": f"host c-lib build with the target's {target.vec}-lane {target.precision} schedules"}
 
 
 def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec,
@@ -120,6 +122,7 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
     (arm64 code cannot run here outside qemu).
     """
     spec = target if isinstance(target, TargetSpec) else get_target(target)
+    tol = max(tol, CHECK_TOL[spec.precision])
     out = Path(out_dir)
     check_out_dir(out, force)
     plan = build_plan(model, input_shape, spec, tuning_db)
@@ -137,7 +140,8 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
         files = [LIB_NAME, HEADER] + ([BENCH] if (tmp / BENCH).exists() else [])
         manifest = {
             "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
-            "target": spec.describe(), "library": LIB_NAME, "header": HEADER,
+            "target": spec.describe(), "precision": spec.precision, "cpu_features": list(spec.features),
+            "library": LIB_NAME, "header": HEADER,
             "bench": BENCH if (tmp / BENCH).exists() else None,
             "input": {"name": "input", "shape": list(plan.input_shape), "dtype": "float32", "layout": "NCHW",
                       "range": [0.0, 1.0]},

@@ -27,7 +27,7 @@ BIONIC = {
     "libc.so": {"malloc", "free", "calloc", "realloc", "posix_memalign", "memalign", "aligned_alloc", "memcpy",
                 "memmove", "memset", "memcmp", "strlen", "strcmp", "strncmp", "vsnprintf", "snprintf", "printf",
                 "fprintf", "puts", "fputs", "fopen", "fclose", "fread", "fwrite", "fflush", "abort", "exit",
-                "strtol", "strtod", "atoi", "qsort", "clock_gettime", "sched_yield", "getenv",
+                "strtol", "strtod", "atoi", "qsort", "clock_gettime", "sched_yield", "getenv", "getauxval",
                 "pthread_create", "pthread_join", "pthread_mutex_lock", "pthread_mutex_unlock", "pthread_mutex_init",
                 "pthread_mutex_destroy", "pthread_cond_wait", "pthread_cond_broadcast", "pthread_cond_signal",
                 "pthread_cond_init", "pthread_cond_destroy", "pthread_once", "pthread_self", "__errno",

@@ -33,12 +33,17 @@ def android_group() -> None:
               "[default: 1280x720, rounded down to one].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
-def stage_cmd(model, app, scale, size, threads, seed) -> None:
+@click.option("--target", type=click.Choice(android.TARGETS), default=android.TARGET, show_default=True,
+              help="What the library computes in: fp32 (android-arm64) or fp16 (android-arm64-fp16).")
+@click.option("--device", type=click.Choice(list(android.DEVICE_PROFILES)), default=android.DEFAULT_DEVICE,
+              show_default=True, help="CPU level of the phone: a library needing features it lacks is refused.")
+def stage_cmd(model, app, scale, size, threads, seed, target, device) -> None:
     """Put MODEL into the app: a c-lib folder compiled for android-arm64, a run folder, a model file or a name
     (compiled for android-arm64 first). Writes the library, its header, the bench, the manifest and the test image."""
     from srprune.frame import parse_size
 
-    staged = android.stage(model, app, scale=scale, size=None if size is None else parse_size(size), threads=threads, seed=seed)
+    staged = android.stage(model, app, scale=scale, size=None if size is None else parse_size(size), threads=threads,
+                           seed=seed, target=target, device=device)
     click.echo(f"staged {staged.model} x{staged.scale} ({staged.input_wh[0]}x{staged.input_wh[1]} -> "
                f"{staged.output_wh[0]}x{staged.output_wh[1]}) from {staged.source} into {staged.app}")
     for f in staged.files:

@@ -42,6 +42,7 @@ extern "C" {
 #define SRMODEL_ERR_NOMEM 3  /* out of memory */
 #define SRMODEL_ERR_KERNEL 4 /* a compiled kernel reported an error */
 #define SRMODEL_ERR_THREAD 5 /* a worker thread could not be started */
+#define SRMODEL_ERR_CPU 6    /* create: the CPU lacks an instruction set extension the library was compiled for */
 
 #ifndef SRMODEL_API
 #define SRMODEL_API __attribute__((visibility("default")))

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 
 #include "srmodel.h"
+#include "srmodel_cpu.h"
 #include "srmodel_rt.h"
 
 /* ---- the libc subset we use ------------------------------------------------------------- */
@@ -375,6 +376,10 @@ int srmodel_create(srmodel** out) {
   const srm_plan* p = &srm_model_plan;
   if (!out) return fail(NULL, SRMODEL_ERR_ARG, "srmodel_create: out is NULL");
   *out = NULL;
+  char lacking[256];
+  if (srm_cpu_missing(p->required_features, lacking, sizeof lacking))
+    return fail(NULL, SRMODEL_ERR_CPU, "srmodel_create: this CPU lacks %s, which this library (target %s) was "
+                "compiled to use; use a build for a plainer target", lacking, p->target);
   pthread_mutex_lock(&g_run_mu);
   srmodel* m = g_dead;
   if (m) g_dead = m->next_dead;

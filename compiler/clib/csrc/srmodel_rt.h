@@ -65,6 +65,8 @@ typedef struct {
   uint32_t input_tensor, output_tensor;
   int32_t output_copy; /* 1: the result lives in the arena and is copied to the caller's buffer */
   int32_t default_threads;
+  uint32_t required_features; /* SRM_FEAT_* (srmodel_cpu.h) checked by srmodel_create */
+  const char* target;         /* the target's name, for that message */
 } srm_plan;
 
 /* Defined by the generated model.c. */
