@@ -103,7 +103,8 @@ def check_target(manifest: dict, folder: Path, target: str, device: str | None) 
     want = get_target(target)
     name = (manifest.get("target") or {}).get("name", TARGET)
     precision = manifest.get("precision", "fp32")
-    if name != target or precision != want.precision:
+    # An int8 library suits every arm64 target: its kernels follow the target's features (sdot or the NEON form).
+    if name != target or precision not in (want.precision, "int8"):
         raise InputError(f"{folder} was compiled for {name} ({precision}), not {target} ({want.precision}); "
                          f"recompile with --target {target} or stage it with --target {name}")
     lacking = [f for f in manifest.get("cpu_features", []) if device is not None and f not in DEVICE_PROFILES[device]]

@@ -229,7 +229,9 @@ def test_app_engine_reports_the_refusal(arm):
     from test_android_native import _harness
 
     root = arm[0]
-    app = root / "app"
+    app = root / "app"  # a copy of the app's sources with the library's header staged, as `android stage` leaves it
+    if not app.exists():
+        shutil.copytree(ROOT / "android_app", app, ignore=shutil.ignore_patterns("jniLibs", "staged", "assets", "build"))
     (app / android.HEADER).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(CSRC / "srmodel.h", app / android.HEADER)
     qemu, exe = _harness(root, app)

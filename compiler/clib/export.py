@@ -111,6 +111,29 @@ def host_check(model: nn.Module, input_shape: tuple[int, int, int, int], target:
     return {**result, "checked_on": f"host c-lib build with the target's {target.vec}-lane {target.precision} schedules"}
 
 
+def clib_manifest(folder: Path, spec: TargetSpec, plan, built, numerics: dict | None, meta: dict | None,
+                  **extra: object) -> dict:
+    """The manifest of a c-lib folder (fp32/fp16 from build_clib, int8 from compiler.int8.network): one shape, so
+    `srprune android stage` and the loaders check every library the same way. `extra` adds fields (int8_isa)."""
+    files = [f for f in (LIB_NAME, HEADER, BENCH) if (folder / f).exists()]
+    return {
+        "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
+        "target": spec.describe(), "precision": spec.precision, "cpu_features": list(spec.features),
+        "library": LIB_NAME, "header": HEADER, "bench": BENCH if (folder / BENCH).exists() else None,
+        "input": {"name": "input", "shape": list(plan.input_shape), "dtype": "float32", "layout": "NCHW",
+                  "range": [0.0, 1.0]},
+        "output": {"shape": list(plan.output_shape), "dtype": "float32", "layout": "NCHW"},
+        "kernels": len(plan.kernels), "steps": len(plan.steps), "arena_bytes": plan.arena_bytes,
+        "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs,
+        "system_symbols": built.needed,
+        "numerics": numerics,
+        "checksums": {f: sha256(folder / f) for f in files},
+        "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
+        "meta": dict(meta or {}),
+        **extra,
+    }
+
+
 def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target: str | TargetSpec,
                out_dir: str | os.PathLike, *, meta: dict | None = None, force: bool = False,
                check: bool = True, tol: float = DEFAULT_TOL, name: str = "model",
@@ -137,22 +160,6 @@ def build_clib(model: nn.Module, input_shape: tuple[int, int, int, int], target:
             if built.bench:
                 shutil.copy2(built.bench, tmp / BENCH)
         shutil.copy2(CSRC / HEADER, tmp / HEADER)
-        files = [LIB_NAME, HEADER] + ([BENCH] if (tmp / BENCH).exists() else [])
-        manifest = {
-            "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
-            "target": spec.describe(), "precision": spec.precision, "cpu_features": list(spec.features),
-            "library": LIB_NAME, "header": HEADER,
-            "bench": BENCH if (tmp / BENCH).exists() else None,
-            "input": {"name": "input", "shape": list(plan.input_shape), "dtype": "float32", "layout": "NCHW",
-                      "range": [0.0, 1.0]},
-            "output": {"shape": list(plan.output_shape), "dtype": "float32", "layout": "NCHW"},
-            "kernels": len(plan.kernels), "steps": len(plan.steps), "arena_bytes": plan.arena_bytes,
-            "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs,
-            "system_symbols": built.needed,
-            "numerics": numerics,
-            "checksums": {f: sha256(tmp / f) for f in files},
-            "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
-            "meta": dict(meta or {}),
-        }
+        manifest = clib_manifest(tmp, spec, plan, built, numerics, meta)
         write_manifest(tmp, manifest)
     return manifest

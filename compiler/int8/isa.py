@@ -119,8 +119,14 @@ def choose_isa(target: TargetSpec) -> Int8Isa:
     raise CompilerError(f"target {target.name} has neither AVX-512 VNNI nor AVX2: no int8 kernels for it")
 
 
+# The CPU features each form's code needs (compiler.targets.CPU_FEATURES names): what the c-lib checks at load.
+REQUIRED_FEATURES = {"vnni": ("avx512f", "avx512vnni"), "avx2": ("avx2",), "sdot": ("dotprod",), "neon": ()}
+
+
 def kernel_target(target: TargetSpec, isa: Int8Isa) -> TargetSpec:
-    """The target the int8 kernels are built for: the `neon` form on aarch64 explicitly without dotprod."""
+    """The target the int8 kernels are built for: requiring exactly the form's CPU features, and the `neon` form on
+    aarch64 explicitly without dotprod."""
+    target = dataclasses.replace(target, features=REQUIRED_FEATURES[isa.name])
     if isa.name != "neon":
         return target
     attrs = [a for a in target.tvm.get("mattr", []) if a != "+dotprod"]

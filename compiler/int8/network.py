@@ -15,8 +15,8 @@ reference_conv per layer), the test oracle.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ import numpy as np
 import tvm
 from tvm import tirx
 
-from compiler.artifact import check_out_dir, sha256, staged_folder, write_manifest
+from compiler.artifact import check_out_dir, staged_folder, write_manifest
 from compiler.clib.plan import ALIGN, REGION_ARENA, REGION_CONST, REGION_INPUT, REGION_OUTPUT, Plan, Step, TensorDesc
 from compiler.errors import CompilerError
 from compiler.int8.isa import Int8Isa, choose_isa, kernel_target
@@ -305,7 +305,7 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
     library's output on a random image must equal `reference_network` within 1/255 (one uint8 step) everywhere;
     arm64 builds are checked under qemu by the tests.
     """
-    from compiler.clib.export import BENCH, HEADER, LIB_NAME, link_clib
+    from compiler.clib.export import BENCH, HEADER, LIB_NAME, clib_manifest, link_clib
     from compiler.clib.toolchain import CSRC
 
     spec = target if isinstance(target, TargetSpec) else get_target(target)
@@ -325,20 +325,10 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
             if built.bench:
                 shutil.copy2(built.bench, tmp / BENCH)
         shutil.copy2(CSRC / HEADER, tmp / HEADER)
-        files = [LIB_NAME, HEADER] + ([BENCH] if (tmp / BENCH).exists() else [])
-        manifest = {
-            "format": "srprune-compiled", "version": 1, "kind": "c-lib", "abi_version": 1,
-            "target": spec.describe(), "library": LIB_NAME, "header": HEADER,
-            "bench": BENCH if (tmp / BENCH).exists() else None, "precision": "int8", "int8_isa": isa.name,
-            "input": {"name": "input", "shape": list(plan.input_shape), "dtype": "float32", "layout": "NCHW",
-                      "range": [0.0, 1.0]},
-            "output": {"shape": list(plan.output_shape), "dtype": "float32", "layout": "NCHW"},
-            "kernels": len(plan.kernels), "steps": len(plan.steps), "arena_bytes": plan.arena_bytes,
-            "const_bytes": len(plan.consts), "fused_convs": plan.fused_convs, "system_symbols": built.needed,
-            "numerics": numerics, "checksums": {f: sha256(tmp / f) for f in files},
-            "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
-            "meta": dict(meta or {}),
-        }
+        # The precision is the kernels' (int8) and the required features are those of the form built (the NEON
+        # form needs nothing beyond ARMv8-A), whatever the target would ask of fp32 code.
+        kernels_spec = dataclasses.replace(kernel_target(spec, isa), precision="int8")
+        manifest = clib_manifest(tmp, kernels_spec, plan, built, numerics, meta, int8_isa=isa.name)
         write_manifest(tmp, manifest)
     return manifest
 
