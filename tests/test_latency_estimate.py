@@ -177,3 +177,28 @@ def test_cli_estimate_prints_layers_and_total(run_cli):
     assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
     bad = run_cli("latency", "estimate", "--cpu", "cortex-a99", json.dumps(genome))
     assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
+
+
+def test_calibrate_reports_the_estimates_error(run_cli, tmp_path):
+    """With --cpu, `latency calibrate` prints the static estimate of each phone-measured network and its MAPE:
+    a phone measuring exactly 2x the estimate: the estimate is -50% off, MAPE 50%."""
+    from compiler.latency.estimate import Estimator, get_cpu
+    from compiler.targets import get_target
+    from srprune.latency import genome_layers
+    from tests.test_latency_cli import GENOME, _bench_record, _device_table
+
+    run = tmp_path / "run"
+    _device_table(run)
+    target = get_target("android-arm64", 4)
+    est = Estimator(target, get_cpu("cortex-a55", target))
+    static = sum(est.layer(c).ms for c in genome_layers(GENOME, (48, 64)))
+    f = tmp_path / "bench.json"
+    f.write_text(json.dumps(_bench_record(GENOME, 2 * static)))
+    r = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4",
+                "--device-bench", f, "--cpu", "cortex-a55")
+    assert r.code == 0, r.err
+    assert "(-50.0%)" in r.out and "MAPE 50.0%" in r.out
+    assert "estimated (static model of CPU cortex-a55)" in r.out
+    bad = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4",
+                  "--device-bench", f, "--cpu", "cortex-a99")
+    assert_one_line_error(bad, "unknown cpu 'cortex-a99'")

@@ -409,12 +409,16 @@ def _cycles(code: KernelCode, core: Core, triple: str, macs: float, tiles: int, 
 
 
 def copy_cycles_per_element(code: KernelCode, core: Core, triple: str) -> float:
-    """Cycles per float copied by the kernel's copy loop (none found: one 4-float store a cycle)."""
+    """Cycles per float copied by the kernel's copy loop (none found: one 4-float store a cycle).
+
+    Capped at one cycle a float: on small rows LLVM unrolls the row copy, and the loop found is then an edge
+    loop that is not what moves most of the data.
+    """
     if code.copy is None:
         return 0.25
     lanes = 4 if triple.startswith("aarch64") else 8
     c = run_mca("\n".join(code.copy.body), core.mca, triple).cycles_per_iteration
-    return c / (code.copy.stores() * lanes)
+    return min(1.0, c / (code.copy.stores() * lanes))
 
 
 def _spread(parallel: int, used: list[tuple[Core, float]], per_core: dict[str, float]) -> float:
