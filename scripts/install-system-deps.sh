@@ -10,6 +10,7 @@ declare -A NEED=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
   [qemu-aarch64]=qemu-user
   [javac]=openjdk-17-jdk-headless  # android_app: Java sources compiled against stubs, jni.h for the JNI layer
+  [llvm-mca-19]=llvm-19  # `srprune latency estimate`: llvm-mca's CPU models (neoverse-n1/v1, cortex-a55)
 )
 
 # file -> Debian package (libraries that no command reveals)
