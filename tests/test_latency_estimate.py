@@ -202,3 +202,14 @@ def test_calibrate_reports_the_estimates_error(run_cli, tmp_path):
     bad = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4",
                   "--device-bench", f, "--cpu", "cortex-a99")
     assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
+
+
+def test_shipped_android_estimate_config_resolves():
+    """configs/android-estimate.yaml: android-arm64 without rpc, latency estimated on the S865, budget in ms."""
+    from srprune.search.config import load
+    from tests.conftest import ROOT
+
+    cfg = load(ROOT / "configs" / "android-estimate.yaml")
+    assert (cfg["target"], cfg["rpc"], cfg["threads"], cfg["output_size"]) == ("android-arm64", None, 4, "1280x720")
+    assert cfg["latency"]["source"] == "estimate" and cfg["latency"]["cpu"] == "snapdragon-865"
+    assert cfg["scale"] == 2 and cfg["data"] == "builtin" and cfg["budget_ms"] > 0
