@@ -252,9 +252,10 @@ def calibrate_cmd(target, run_dir, threads, files, cpu) -> None:
     if cpu is not None:
         from srprune.latency import device_bench_points
         from srprune.latency.estimated import estimate_error
+        from srprune.search.latency_stage import pruned_weight
 
         points = [p for name, rec in records for p in device_bench_points(rec, tspec.threads, name)]
-        err = estimate_error(tspec, cpu, points)
+        err = estimate_error(tspec, cpu, points, pruned_weight)
         for r in err["rows"]:
             click.echo(f"  {err['label']}: {r['estimated_ms']:.2f} ms vs measured {r['measured_ms']:.2f} ms "
                        f"({r['error_pct']:+.1f}%)")

@@ -97,19 +97,19 @@ def estimate_layers(est: Estimator, layers: list[tuple[str, LayerConfig, Any]]) 
     return rows
 
 
-def estimate_error(target: TargetSpec, cpu: str, points: list[tuple[list[LayerConfig], float]]) -> dict[str, Any]:
+def estimate_error(target: TargetSpec, cpu: str, points: list[tuple[list[LayerConfig], float]],
+                   weight_for: Any = None) -> dict[str, Any]:
     """The static estimate of each measured network (layers, measured ms) on `cpu`: per network and MAPE.
 
-    Pruned layers are estimated on the pruner's masks (as the run's table is), not the phone model's own
-    weights: what the bench record names is the network's layers, not its weights.
+    `weight_for(cfg)` gives pruned layers their weights (the run's table uses the pruner's masks,
+    srprune.search.latency_stage.pruned_weight): a bench record names the network's layers, not its weights.
     """
     from srprune.latency.stats import mape
-    from srprune.search.latency_stage import pruned_weight
 
     est = make_estimator(target, cpu)
     rows = []
     for layers, ms in points:
-        total = sum(est.layer(c, pruned_weight(c) if c.scheme != "dense" else None).ms for c in layers)
+        total = sum(est.layer(c, weight_for(c) if c.scheme != "dense" and weight_for else None).ms for c in layers)
         rows.append({"estimated_ms": total, "measured_ms": ms, "error_pct": 100.0 * (total - ms) / ms})
     return {"cpu": cpu, "label": est.cpu.label(), "rows": rows,
             "mape_pct": mape([r["estimated_ms"] for r in rows], [r["measured_ms"] for r in rows])}
