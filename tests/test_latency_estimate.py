@@ -213,3 +213,19 @@ def test_shipped_android_estimate_config_resolves():
     assert (cfg["target"], cfg["rpc"], cfg["threads"], cfg["output_size"]) == ("android-arm64", None, 4, "1280x720")
     assert cfg["latency"]["source"] == "estimate" and cfg["latency"]["cpu"] == "snapdragon-865"
     assert cfg["scale"] == 2 and cfg["data"] == "builtin" and cfg["budget_ms"] > 0
+
+
+def test_replan_and_labels_read_estimated_results():
+    """A compile result of an estimated run has `estimated_ms` and its label, and no `measured_ms`: the replanning
+    corrects predictions by it just as by a measurement, and the summaries name it as estimated."""
+    from srprune.search.latency_label import deployed_ms, latency_word, value_key
+    from srprune.search.replan import pick
+
+    dep = {"predicted_ms": 9.0, "estimated_ms": 12.0, "latency": "estimated (static model of CPU cortex-a77)"}
+    assert (deployed_ms(dep), latency_word(dep), value_key(dep)) == (12.0, dep["latency"], "estimated_ms")
+    assert latency_word({"measured_ms": 1.0}) == "measured"
+    records = [{"proxy_psnr": 34.9, "predicted_ms": 9.0, "genome": {"head": 1}, "prune": {}},
+               {"proxy_psnr": 34.8, "predicted_ms": 7.0, "genome": {"head": 2}, "prune": {}}]
+    feedback = [{"candidate": {"genome": {"head": 1}, "prune": {}}, "predicted_ms": 9.0, "estimated_ms": 12.0}]
+    best = pick(records, feedback, 8.0, 10.0)
+    assert best["genome"] == {"head": 2} and best["corrected_ms"] == pytest.approx(7.0 * 12.0 / 9.0)
