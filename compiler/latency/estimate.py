@@ -376,13 +376,11 @@ def kernel_code(cfg: LayerConfig, target: TargetSpec,
 
     Returns (code, the dense schedule, and for a sparse kernel the multiply-adds its plan executes, else None).
     """
-    from compiler.kernels import choose_schedule
+    from compiler.kernels import choose_schedule, conv2d_primfunc
     from compiler.latency.measure import build_layer, conv_spec
 
     if cfg.op != "conv":
         raise CompilerError(f"kernel_code takes conv layers, got {cfg.key()}")
-    from compiler.kernels import conv2d_primfunc
-
     built = build_layer(cfg, target, weight=weight)
     asm = _kernel_asm(built)
     sched = choose_schedule(conv_spec(cfg), target.vec, target.registers)
@@ -400,6 +398,7 @@ def kernel_code(cfg: LayerConfig, target: TargetSpec,
 
 
 def _cycles(code: KernelCode, core: Core, triple: str, macs: float, tiles: int, copy_elems: float) -> dict[str, float]:
+    """A dense kernel's cycles on one core: hot loop x (MACs / its FMA lanes), epilogue x tiles, copy x floats."""
     hot = run_mca("\n".join(code.hot.body), core.mca, triple).cycles_per_iteration
     parts = {"hot": hot * macs / code.hot.fma()}
     if code.epilogue:
@@ -442,7 +441,7 @@ class Estimator:
         self.cpu = cpu
         self.threads = threads or target.threads
         self.used = cpu.used(self.threads)
-        self.triple = target.triple if not target.cross else target.triple
+        self.triple = target.triple
         for core in {c.name: c for c, _ in self.used}.values():
             check_model(core, self.triple)
         self._cache: dict[str, LayerEstimate] = {}
