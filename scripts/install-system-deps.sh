@@ -15,6 +15,7 @@ declare -A NEED=(
   [zipalign]=zipalign
   [apksigner]=apksigner
   [dexdump]=dexdump
+  [llvm-mca-19]=llvm-19  # `srprune latency estimate`: llvm-mca's CPU models (neoverse-n1/v1, cortex-a55)
 )
 
 # file -> Debian package (libraries that no command reveals)

@@ -226,7 +226,9 @@ def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n
 @click.option("--threads", type=click.IntRange(1), default=None, help="The table's thread count.")
 @click.option("--device-bench", "files", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               required=True, help="`srprune android bench --json` output of a searched model (repeatable).")
-def calibrate_cmd(target, run_dir, threads, files) -> None:
+@click.option("--cpu", default=None, help="Also report the static estimate's error on these measurements for this "
+              "CPU (cortex-a77, snapdragon-865, ...; see `srprune latency estimate`).")
+def calibrate_cmd(target, run_dir, threads, files, cpu) -> None:
     """Re-fit the calibration on whole-network times measured on the phone by `srprune android bench`."""
     from srprune.latency import calibrate_from_device
 
@@ -239,7 +241,23 @@ def calibrate_cmd(target, run_dir, threads, files) -> None:
             raise InputError(f"{f}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"{f}: not JSON (expected `srprune android bench --json` output)") from None
+    if cpu is not None:
+        from srprune.latency.estimated import check_cpu
+
+        check_cpu(cpu, tspec, "--cpu")
     cal = calibrate_from_device(run_dir, tspec.name, tspec.threads, records)
     click.echo(f"{tspec.name}, {tspec.threads} threads: calibration from {len(cal.points)} device measurement(s): "
                f"measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
                f"(RUN/latency/{tspec.name}/predictor.json)")
+    if cpu is not None:
+        from srprune.latency import device_bench_points
+        from srprune.latency.estimated import estimate_error
+        from srprune.search.latency_stage import pruned_weight
+
+        points = [p for name, rec in records for p in device_bench_points(rec, tspec.threads, name)]
+        err = estimate_error(tspec, cpu, points, pruned_weight)
+        for r in err["rows"]:
+            click.echo(f"  {err['label']}: {r['estimated_ms']:.2f} ms vs measured {r['measured_ms']:.2f} ms "
+                       f"({r['error_pct']:+.1f}%)")
+        click.echo(f"static estimate of CPU {cpu} vs the phone's measurements: MAPE {err['mape_pct']:.1f}% "
+                   f"over {len(err['rows'])} measurement(s)")

@@ -21,7 +21,9 @@ def _summary(run) -> None:
     dep = (states.get("compile") or {}).get("result") or {}
     ev = (states.get("evaluate") or {}).get("result") or {}
     if dep:
-        click.echo(f"latency on {run.target.name}: measured {dep['measured_ms']:.1f} ms per frame "
+        from srprune.search.latency_label import deployed_ms, latency_word
+
+        click.echo(f"latency on {run.target.name}: {latency_word(dep)} {deployed_ms(dep):.1f} ms per frame "
                    f"(predicted {dep['predicted_ms']:.1f}), budget {dep['budget_ms']:g} ms "
                    f"-> {dep['budget_fill']:.0%} of it{'' if dep['within_budget'] else ', OVER BUDGET'}")
     for name, r in ev.items():

@@ -37,6 +37,7 @@ def setting(default: Any, rule: Rule, doc: str = "") -> Any:
 
 SAMPLERS = ("tpe", "gp", "random")
 SEARCH_SCHEMES = ("dense", "block", "pattern")
+LATENCY_SOURCES = ("measure", "estimate")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class LatencySettings:
 
     repeat: int = setting(5, Num(1, 1000, integer=True), "timed runs per layer (median)")
     calibrate: int = setting(4, Num(1, 1000, integer=True), "whole networks measured to calibrate the layer sum")
+    source: str = setting("measure", Text(LATENCY_SOURCES), "measure (on the target: this machine or rpc) | "
+                          "estimate (static: llvm-mca on the emitted code, no device; see docs/latency_estimate.md)")
+    cpu: str | None = setting(None, Text(optional=True), "source estimate: the CPU (cortex-a77, snapdragon-865, ...; "
+                              "host on target host)")
 
 
 @dataclass(frozen=True)
@@ -248,9 +253,17 @@ def _check_target(cfg: dict[str, Any]) -> None:
     except CompilerError as e:
         raise InputError(f"config: {'rpc' if 'RPC' in str(e) else 'target'}: {e}") from None
     cfg["threads"] = target.threads
+    if cfg["latency"]["source"] == "estimate":
+        from srprune.latency.estimated import check_cpu
+
+        check_cpu(cfg["latency"]["cpu"], target, "config: latency.cpu")
+        return
+    if cfg["latency"]["cpu"] is not None:
+        raise InputError("config: latency.cpu is for latency.source: estimate (measure measures the target itself)")
     if target.cross and not cfg["rpc"]:
         raise InputError(f"config: target {target.name} is cross-compiled; set rpc: rpc://HOST:PORT (a TVM RPC "
-                         "server on the device) to measure it")
+                         "server on the device) to measure it, or latency: {source: estimate, cpu: cortex-a77} "
+                         "for a static estimate")
 
 
 def _check_search(s: dict[str, Any]) -> None:

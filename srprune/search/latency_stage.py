@@ -130,8 +130,10 @@ def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int
     from srprune.latency import build_latency_model, load_predictor, make_runner
 
     space = SearchSpace.from_dict(cfg["supernet"]["space"])
-    runner = make_runner(target, cfg["rpc"])
     lat = cfg["latency"]
+    if lat.get("source") == "estimate":
+        return _estimate_stage(cfg, run_dir, target, out_hw, space, progress)
+    runner = make_runner(target, cfg["rpc"])
     built = build_latency_model(run_dir, target, runner, space, out_hw,
                                 pruned=pruned_kernels(space, cfg["search"], out_hw), repeat=int(lat["repeat"]),
                                 calibrate_n=int(lat["calibrate"]), recalibrate=True, progress=progress)
@@ -140,3 +142,17 @@ def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int
     fast = check_budget(predictor, cfg, space, out_hw)
     return {"layers": len(built.table.entries), "measured_now": built.measured, "fastest_ms": fast,
             "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms}}
+
+
+def _estimate_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int, int], space: SearchSpace,
+                    progress: bool) -> dict[str, Any]:
+    """`latency.source: estimate`: the table from llvm-mca on the emitted code (no device, no calibration)."""
+    from srprune.latency import load_predictor
+    from srprune.latency.estimated import build_estimated_table
+
+    table, n = build_estimated_table(run_dir, target, cfg["latency"]["cpu"], space, out_hw,
+                                     pruned=pruned_kernels(space, cfg["search"], out_hw), progress=progress)
+    predictor = load_predictor(run_dir, target.name, target.threads)
+    fast = check_budget(predictor, cfg, space, out_hw)
+    return {"layers": len(table.entries), "estimated_now": n, "fastest_ms": fast,
+            "latency": table.header["estimate"]["label"], "calibration": None}

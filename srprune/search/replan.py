@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from srcommon.atomic import write_text
 from srcommon.progress import note
 from srprune.search.arch import STUDY_ARCH, SearchContext
+from srprune.search.latency_label import deployed_ms, latency_word, value_key
 from srprune.search.ratios import STUDY_RATIOS
 
 if TYPE_CHECKING:
@@ -25,9 +26,9 @@ def _key(candidate: dict) -> str:
 
 def pick(records: list[dict], feedback: list[dict], lower_ms: float, upper_ms: float) -> dict | None:
     """From `records` ({proxy_psnr, predicted_ms, genome, prune}) the best one not in `feedback` whose predicted
-    time, corrected by the last measurement, lies in [lower_ms, upper_ms]; None if there is none."""
+    time, corrected by the last measurement (or estimate), lies in [lower_ms, upper_ms]; None if there is none."""
     last = feedback[-1]
-    correction = float(last["measured_ms"]) / float(last["predicted_ms"])
+    correction = deployed_ms(last) / float(last["predicted_ms"])
     tried = {_key(f["candidate"]) for f in feedback}
     best = None
     for r in records:
@@ -79,20 +80,21 @@ def replan(run: "Run") -> bool:
     if not dep:
         return False
     budget = float(dep["budget_ms"])
-    over = dep["measured_ms"] > budget
-    under = dep["measured_ms"] < budget * run.config.search.min_fill
+    ms = deployed_ms(dep)
+    over = ms > budget
+    under = ms < budget * run.config.search.min_fill
     if not (over or under):
         return False
     feedback_path = run.layout.feedback
     feedback = json.loads(feedback_path.read_text()) if feedback_path.exists() else []
     chosen = json.loads(run.layout.chosen.read_text())
     entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]}, "proxy_psnr": chosen["proxy_psnr"],
-             "predicted_ms": dep["predicted_ms"], "measured_ms": dep["measured_ms"], "within_budget": not over}
+             "predicted_ms": dep["predicted_ms"], value_key(dep): ms, "within_budget": not over}
     if feedback and feedback[-1]["candidate"] == entry["candidate"]:
         return False  # this deployment was handled already (a re-run of a finished run, or a restored one)
     feedback.append(entry)
     write_text(feedback_path, json.dumps(feedback, indent=1) + "\n")
-    what = f"measured {dep['measured_ms']:.1f} ms, {'over' if over else 'under'} the window of the {budget:g} ms budget"
+    what = f"{latency_word(dep)} {ms:.1f} ms, {'over' if over else 'under'} the window of the {budget:g} ms budget"
     new = next_choice(run.search_context(), run.storage(), feedback) if len(feedback) <= run.config.search.replans \
         else None
     if new is None:
@@ -101,8 +103,8 @@ def replan(run: "Run") -> bool:
             best = max(ok, key=lambda f: f["proxy_psnr"])
             new = {**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
                    "stage": "replan", "restored": True}
-            note(f"[run] {what}; no other candidate fits: restoring the earlier deployment that measured "
-                       f"{best['measured_ms']:.1f} ms")
+            note(f"[run] {what}; no other candidate fits: restoring the earlier deployment of "
+                       f"{deployed_ms(best):.1f} ms ({latency_word(dep)})")
         else:
             note(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
                        f"measurement, or search.replans ({run.config.search.replans}) are used up")

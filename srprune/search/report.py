@@ -18,6 +18,7 @@ import yaml
 
 from srprune.errors import InputError
 from srprune.layout import RunLayout
+from srprune.search.latency_label import deployed_ms, latency_word
 
 
 def _read_json(path: Path) -> Any:
@@ -31,7 +32,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budget: float | None,
-               measured: float | None) -> str:
+               measured: float | None, word: str = "measured") -> str:
     """PSNR vs latency: every trial, the feasible front, the chosen one and the budget, as SVG text."""
     import matplotlib
 
@@ -63,7 +64,7 @@ def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budg
     if budget:
         ax.axvline(budget, c="k", ls="--", lw=0.8, label=f"budget {budget:g} ms")
     if measured and chosen:
-        ax.scatter([measured], [chosen["proxy_psnr"]], s=60, marker="x", c="red", label="chosen, measured ms")
+        ax.scatter([measured], [chosen["proxy_psnr"]], s=60, marker="x", c="red", label=f"chosen, {word} ms")
     ax.set_xlabel("latency per frame, ms (predicted by the latency model)")
     ax.set_ylabel("proxy PSNR-Y, dB (shared weights, masks, no fine-tuning)")
     ax.legend(fontsize=7, loc="lower right")
@@ -114,12 +115,24 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
              f"<p>x{cfg['scale']} super-resolution, target <b>{html.escape(str(cfg['target']))}</b> "
              f"({cfg['threads']} threads), budget <b>{budget:g} ms</b> per {html.escape(str(cfg['output_size']))} "
              f"output frame; training data {html.escape(str(cfg['data']))}.</p>"]
+    lat_cfg = cfg.get("latency") or {}
+    if lat_cfg.get("source") == "estimate":
+        parts.append(f"<p><b>Every latency in this report is estimated (static model of CPU "
+                     f"{html.escape(str(lat_cfg.get('cpu')))})</b>: llvm-mca on the code compiled for the target, "
+                     "nothing measured on a device; caches, memory bandwidth and thread start-up are not modelled "
+                     "(docs/latency_estimate.md).</p>")
     summary = []
     left_out = [f"{name} ({why})" for name, why in stale.items() if name != "report" and name in stages]
     if left_out:
         summary.append("<b>Not shown, stale:</b> " + html.escape("; ".join(left_out)) + ". Re-run the pipeline "
                        "(srprune run -c RUN/config.yaml) to bring them up to date.")
-    if lat:
+    word = latency_word(lat) if lat else "measured"
+    if lat and "estimated_ms" in lat:
+        verdict = "within" if lat["within_budget"] else "OVER"
+        summary.append(f"Latency of the compiled model, <b>{html.escape(word)}</b>: <b>{lat['estimated_ms']:.1f} ms</b> "
+                       f"(llvm-mca on its own kernels; nothing was measured on a device) = {lat['budget_fill']:.0%} "
+                       f"of the budget, {verdict} it; predicted from the estimated table {lat['predicted_ms']:.1f} ms.")
+    elif lat:
         verdict = "within" if lat["within_budget"] else "OVER"
         summary.append(f"Measured latency of the compiled model: <b>{lat['measured_ms']:.1f} ms</b> (median of "
                        f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
@@ -127,7 +140,8 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                        f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}.")
     feedback = _read_json(layout.feedback) or []
     if feedback:
-        tried = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted" for f in feedback)
+        tried = "; ".join(f"{deployed_ms(f):.1f} ms {'measured' if 'measured_ms' in f else 'estimated'} vs "
+                          f"{f['predicted_ms']:.1f} predicted" for f in feedback)
         summary.append(f"Replanned after measurements outside the budget window ({len(feedback)}): {tried}. The model "
                        "above is the candidate chosen after correcting every trial's prediction by the last measurement.")
     if metrics:
@@ -138,7 +152,8 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
         parts.append("<ul>" + "".join(f"<li>{s}</li>" for s in summary) + "</ul>")
     if stage2:
         parts.append("<h2>Search: proxy PSNR vs predicted latency</h2>")
-        parts.append(pareto_svg(stage2, stage3, chosen, budget, lat["measured_ms"] if lat else None))
+        parts.append(pareto_svg(stage2, stage3, chosen, budget, deployed_ms(lat) if lat else None,
+                                "estimated" if lat and "estimated_ms" in lat else "measured"))
         n_ok = sum(r["feasible"] == "True" for r in stage2)
         steps = int(cfg["search"].get("adapt_steps", 0))
         adapt = f", after {steps} adaptation steps on fixed batches" if steps else ""
@@ -160,10 +175,12 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
             k = f"{r['k']}x{r['k']}" + (" dw" if r["groups"] > 1 else "")
             scheme = r["scheme"] + (f" {r['block'][0]}x{r['block'][1]}" if r["scheme"] == "block" else "")
             rows.append([r["layer"], block, width, f"{r['cin']}->{r['cout']}", k if r["op"] == "conv" else r["op"],
-                         scheme, _fmt(r["ratio"]), _fmt(r["predicted_ms"]), _fmt(r.get("measured_ms"))])
+                         scheme, _fmt(r["ratio"]), _fmt(r["predicted_ms"]),
+                         _fmt(r.get("measured_ms", r.get("estimated_ms")))])
         if rows:
             parts.append(_table(["layer", "block", "cell width", "channels", "kernel", "scheme", "ratio",
-                                 "predicted ms", "measured ms (alone)"], rows))
+                                 "predicted ms", "estimated ms (own kernel)" if lat and "estimated_ms" in lat
+                                 else "measured ms (alone)"], rows))
         parts.append(f"<p>Genome: <code>{html.escape(json.dumps(g))}</code></p>")
     if metrics:
         rows = []

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 def run(run: "Run", fresh: bool) -> dict[str, Any]:
     """Compile and measure; the summary is what the replanning and the run's headline read."""
     r = compile_final(run.config, run.layout, run.target, progress=run.progress)
-    return {k: r[k] for k in ("predicted_ms", "measured_ms", "budget_ms", "within_budget", "budget_fill",
-                              "max_abs_diff")}
+    keys = ("predicted_ms", "measured_ms", "estimated_ms", "budget_ms", "within_budget", "budget_fill",
+            "max_abs_diff", "latency")
+    return {k: r[k] for k in keys if k in r}
 
 
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
@@ -44,6 +45,13 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
                                 force=True))
     compiled, manifest, shape = done.compiled, done.manifest, done.shape
     cand = Candidate.from_dict(done.info.meta["candidate"])
+    if cfg.latency.source == "estimate":  # no device: the static estimate of the compiled model's own kernels
+        from srprune.search.estimated_compile import estimate_final
+
+        result = estimate_final(cfg, layout, target, done, cand)
+        OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)
+        write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
+        return result
     runner = make_runner(target, cfg.rpc)
     predictor = load_predictor(layout.root, target.name, target.threads)
     net_timer = runner.timer(built_network(compiled))
@@ -73,7 +81,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
 
 STAGE = Stage(
     name="compile",
-    reads=("target", "threads", "rpc", "output_size", "budget_ms"),
+    reads=("target", "threads", "rpc", "output_size", "budget_ms", "latency.source", "latency.cpu"),
     after=("finetune", "latency"),
     writes=lambda layout: [layout.compiled],
     run=run,

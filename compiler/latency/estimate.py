@@ -1,0 +1,559 @@
+"""A static latency estimate of a layer on a named CPU: llvm-mca on the assembly the compiler emits.
+
+Why static: without a phone on RPC nothing here can time arm64 code (qemu timings mean nothing), but
+the code is known exactly: the layer is built with the same path as the measured table
+(`compiler.latency.measure.build_layer`), its assembly taken from the module (`get_source("asm")`),
+and llvm-mca-19 predicts the cycles of a loop from the CPU's scheduling model.
+
+Per conv layer (dense or sparse kernel):
+- hot loop: the innermost loop (a backward branch with no loop inside) holding the most FMA lanes;
+  cycles per iteration from llvm-mca; trip count = the layer's MACs / FMA lanes per iteration;
+- epilogue: the code of the loop around the hot loop that is not the hot loop (accumulator set-up,
+  bias, activation, residual, stores), once per output tile of the schedule;
+- staging: the innermost FMA-free loop that stores vectors (the padded input rows copied into the
+  kernel's buffer), per input element;
+- cycles / clock, spread over the threads by the kernel's parallel loop (static chunks: the slowest
+  core used decides).
+`tail` = its 3x3 conv + the 5x5 grouped bicubic conv (as conv layers) + one copy of its output;
+`adapter` = one copy of its elements. Not modelled: caches and memory bandwidth (llvm-mca assumes
+every load hits L1), thread start-up and synchronisation, frequency scaling, other processes.
+
+Pitfall handled here: LLVM 19's -mcpu=cortex-a76/a77/a78/x1 silently use the Cortex-A57 model
+(dispatch width 3, one 128-bit FMA a cycle); cpus.json maps each core to a model that describes it
+(A76/A77/A78 -> neoverse-n1, X1 -> neoverse-v1) and `check_model` checks llvm-mca's reported dispatch width.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from compiler.targets import TargetSpec
+
+MCA = "llvm-mca-19"
+CPU_FILE = Path(__file__).with_name("cpus.json")
+A57_DISPATCH = 3  # what LLVM 19 silently falls back to for cortex-a76/a77/a78/x1
+ITERATIONS = 100
+
+
+# --- the CPU table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Core:
+    """One core type: its llvm-mca model, that model's dispatch width, 128-bit FMA pipes, typical clock."""
+
+    name: str
+    mca: str
+    dispatch: int
+    fma128_per_cycle: int
+    ghz: float
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """What `--cpu` names: a core (all threads on it at its clock) or a SoC (clusters, fastest cores first)."""
+
+    name: str
+    kind: str  # "core" | "soc" | "host"
+    cores: tuple[tuple[Core, float], ...]  # (core, GHz) per physical core, fastest first
+    triple: str = "aarch64-linux-android"
+    phones: str = ""
+
+    def used(self, threads: int) -> list[tuple[Core, float]]:
+        """The cores `threads` threads run on: the fastest ones (a core name: that core, `threads` times)."""
+        if self.kind != "soc":
+            return [self.cores[0]] * threads
+        return list(self.cores[:max(1, min(threads, len(self.cores)))])
+
+    def label(self) -> str:
+        """How reports name the latency: never as measured."""
+        return f"estimated (static model of CPU {self.name})"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_table() -> dict[str, Any]:
+    """compiler/latency/cpus.json: the project's named cores and SoCs."""
+    return json.loads(CPU_FILE.read_text(encoding="utf-8"))
+
+
+def cpu_names() -> list[str]:
+    """Every name `--cpu` accepts on arm64 (cores, then SoCs)."""
+    t = cpu_table()
+    return sorted(t["cores"]) + sorted(t["socs"])
+
+
+def _core(name: str) -> Core:
+    c = cpu_table()["cores"][name]
+    return Core(name, c["mca"], int(c["dispatch"]), int(c["fma128_per_cycle"]), float(c["ghz"]))
+
+
+def get_cpu(name: str, target: TargetSpec | None = None) -> Cpu:
+    """The named CPU for `target`; unknown names raise CompilerError listing the known ones.
+
+    On the host target the name is `host` (or the LLVM name of this machine's CPU): llvm-mca's model of
+    this CPU at the clock /proc/cpuinfo reports, for validating the method against measured tables.
+    """
+    t = cpu_table()
+    if target is not None and not target.cross:
+        from tvm.target import codegen
+
+        llvm = str(codegen.llvm_get_system_cpu())
+        if name not in ("host", llvm):
+            raise CompilerError(f"on target host the cpu is 'host' ({llvm}), not {name!r}")
+        core = Core(llvm, llvm, 0, 0, host_ghz())
+        return Cpu(llvm, "host", tuple([(core, core.ghz)] * max(1, target.threads)), target.triple)
+    if name in t["cores"]:
+        core = _core(name)
+        return Cpu(name, "core", ((core, core.ghz),))
+    if name in t["socs"]:
+        soc = t["socs"][name]
+        cores = []
+        for cl in soc["clusters"]:
+            cores += [(_core(cl["core"]), float(cl["ghz"]))] * int(cl["count"])
+        cores.sort(key=lambda c: -c[1] * c[0].fma128_per_cycle)
+        return Cpu(name, "soc", tuple(cores), phones=soc.get("phones", ""))
+    raise CompilerError(f"unknown cpu {name!r}; known: {', '.join(cpu_names())}")
+
+
+def host_ghz() -> float:
+    """This machine's nominal clock (the model name's '@ x.xxGHz', else cpuinfo's MHz)."""
+    from compiler.targets import cpu_model
+
+    m = re.search(r"@\s*([\d.]+)\s*GHz", cpu_model())
+    if m:
+        return float(m.group(1))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return 3.0
+
+
+# --- llvm-mca --------------------------------------------------------------------------------------
+
+
+def mca_tool() -> str:
+    """The llvm-mca-19 executable; missing -> CompilerError with the package to install."""
+    path = shutil.which(MCA)
+    if path is None:
+        raise CompilerError(f"{MCA} not found: install Debian's llvm-19 (scripts/install-system-deps.sh)")
+    return path
+
+
+@dataclass(frozen=True)
+class McaResult:
+    """llvm-mca's summary of a block run `iterations` times."""
+
+    iterations: int
+    instructions: int
+    total_cycles: int
+    dispatch_width: int
+    block_rthroughput: float
+
+    @property
+    def cycles_per_iteration(self) -> float:
+        """Steady-state cycles of one pass over the block."""
+        return self.total_cycles / self.iterations
+
+
+def parse_mca(text: str) -> McaResult:
+    """The summary lines of llvm-mca's report (Iterations, Instructions, Total Cycles, Dispatch Width, Block RThroughput)."""
+    def grab(key: str) -> str:
+        m = re.search(rf"^{key}:\s*([\d.]+)\s*$", text, re.M)
+        if m is None:
+            raise CompilerError(f"llvm-mca report without '{key}'")
+        return m.group(1)
+
+    return McaResult(int(grab("Iterations")), int(grab("Instructions")), int(grab("Total Cycles")),
+                     int(grab("Dispatch Width")), float(grab("Block RThroughput")))
+
+
+@functools.lru_cache(maxsize=4096)
+def run_mca(body: str, mcpu: str, triple: str) -> McaResult:
+    """llvm-mca-19 on `body` (assembly instructions) for `mcpu`; an unknown CPU name is an error, not a fallback."""
+    with tempfile.NamedTemporaryFile("w", suffix=".s", delete=True) as f:
+        f.write(body if body.endswith("\n") else body + "\n")
+        f.flush()
+        r = subprocess.run([mca_tool(), f"-mtriple={triple}", f"-mcpu={mcpu}", f"-iterations={ITERATIONS}",
+                            "-summary-view", "-instruction-info=0", "-resource-pressure=0", f.name],
+                           capture_output=True, text=True, timeout=300)
+    if "not a recognized processor" in r.stderr or r.returncode != 0:
+        raise CompilerError(f"llvm-mca -mcpu={mcpu}: {(r.stderr.strip().splitlines() or ['failed'])[0]}")
+    return parse_mca(r.stdout)
+
+
+def check_model(core: Core, triple: str = "aarch64-linux-android") -> int:
+    """llvm-mca's dispatch width for `core`'s model; CompilerError unless it is the table's (and never the A57's)."""
+    probe = "fmla v0.4s, v1.4s, v2.4s\n" if triple.startswith("aarch64") else "vfmadd231ps %ymm1, %ymm2, %ymm0\n"
+    width = run_mca(probe, core.mca, triple).dispatch_width
+    if core.dispatch and width != core.dispatch:
+        raise CompilerError(f"llvm-mca's model {core.mca} for {core.name} has dispatch width {width}, "
+                            f"the table says {core.dispatch}")
+    if triple.startswith("aarch64") and core.name != "cortex-a57" and width == A57_DISPATCH:
+        raise CompilerError(f"llvm-mca's model {core.mca} for {core.name} is the Cortex-A57 model")
+    return width
+
+
+# --- assembly -> loops ----------------------------------------------------------------------------
+
+_LABEL = re.compile(r"^([.\w$]+):")
+_BRANCH = re.compile(r"^(?:b(?:\.\w+)?|cbn?z|tbn?z|j\w+)\s+(?:.*,\s*)?([.\w$]+)$")
+_ARM_FMA = re.compile(r"^f(?:mla|mla)\s+v\d+\.(\d+)[shd]\b")
+_ARM_DOT = re.compile(r"^[su]dot\s+v\d+\.(\d+)s\b")
+_X86_FMA = re.compile(r"^vfn?m(?:add|sub)\w*p[sh]\b.*%([xyz])mm\d+\s*$")
+_X86_LANES = {"x": 4, "y": 8, "z": 16}
+_ARM_STORE = re.compile(r"^(?:st[1-4]|stp?|stur)\s+q|^st1\s+\{")
+_X86_STORE = re.compile(r"^vmov\w*\s+%[xyz]mm\d+,\s*-?\w*\(")
+
+
+def fma_lanes(ins: str) -> int:
+    """Multiply-adds one instruction does (0 for anything else): fmla .4s = 4, .8h = 8, vfmadd on zmm = 16."""
+    m = _ARM_FMA.match(ins)
+    if m:
+        return int(m.group(1))
+    m = _ARM_DOT.match(ins)
+    if m:
+        return 4 * int(m.group(1))
+    m = _X86_FMA.match(ins)
+    if m:
+        return _X86_LANES[m.group(1)]
+    return 0
+
+
+def vector_store(ins: str) -> bool:
+    """A store of a whole vector register (the copy loops' work)."""
+    return bool(_ARM_STORE.match(ins) or _X86_STORE.match(ins))
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Lines [start, end] of the assembly: from the back-branch's target label to the branch."""
+
+    start: int
+    end: int
+    body: tuple[str, ...]  # instructions only
+
+    def fma(self) -> int:
+        """FMA lanes per iteration."""
+        return sum(fma_lanes(i) for i in self.body)
+
+    def stores(self) -> int:
+        """Vector stores per iteration."""
+        return sum(vector_store(i) for i in self.body)
+
+    def contains(self, other: Loop) -> bool:  # noqa: D102
+        return self.start <= other.start and other.end <= self.end and (self.start, self.end) != (other.start, other.end)
+
+
+def _instruction(line: str, comment: str) -> str | None:
+    """The instruction on an assembly line (None for labels, directives, comments)."""
+    if not line[:1].isspace():
+        return None
+    s = line.split(comment)[0].strip()
+    if not s or s.startswith("."):
+        return None
+    return " ".join(s.split())
+
+
+def comment_marker(asm: str) -> str:
+    """AArch64 assembly comments with '//' ('#' starts immediates); x86 AT&T with '#'."""
+    return "#" if re.search(r"%(?:[re]?[a-z]{2}|[xyz]mm\d+)\b", asm) else "//"
+
+
+def find_loops(asm: str) -> tuple[list[Loop], list[str]]:
+    """Every loop of the assembly (a branch back to a label above it) and the lines."""
+    lines = asm.splitlines()
+    comment = comment_marker(asm)
+    labels = {}
+    for i, line in enumerate(lines):
+        m = _LABEL.match(line)
+        if m:
+            labels[m.group(1)] = i
+    loops = []
+    for j, line in enumerate(lines):
+        ins = _instruction(line, comment)
+        if ins is None:
+            continue
+        m = _BRANCH.match(ins)
+        if m and labels.get(m.group(1), j + 1) <= j:
+            a = labels[m.group(1)]
+            body = tuple(x for x in (_instruction(ln, comment) for ln in lines[a:j + 1]) if x)
+            loops.append(Loop(a, j, body))
+    return loops, lines
+
+
+def innermost(loops: list[Loop]) -> list[Loop]:
+    """Loops with no other loop inside."""
+    return [lp for lp in loops if not any(lp.contains(o) for o in loops)]
+
+
+@dataclass(frozen=True)
+class KernelCode:
+    """What the estimate needs of one compiled kernel: the hot loop, its epilogue and its copy loop."""
+
+    hot: Loop
+    epilogue: tuple[str, ...]
+    copy: Loop | None
+    parallel: int  # extent of the kernel's parallel loop (1: none)
+    fma_loops: tuple[Loop, ...] = ()  # every distinct innermost loop with FMAs (a sparse kernel's column chunks)
+
+    @classmethod
+    def from_asm(cls, asm: str, parallel: int = 1) -> KernelCode:
+        """Find the hot loop (innermost, most FMA lanes), the rest of its enclosing loop, and the copy loop."""
+        loops, _ = find_loops(asm)
+        inner = innermost(loops)
+        hot_loops = [lp for lp in inner if lp.fma() > 0]
+        if not hot_loops:
+            raise CompilerError("no loop with vector FMAs in the kernel's assembly")
+        hot = max(hot_loops, key=lambda lp: (lp.fma(), -len(lp.body)))
+        distinct: list[Loop] = []  # LLVM's rotated copies of one loop overlap: keep the shortest of each
+        for lp in sorted(hot_loops, key=lambda lp: lp.end - lp.start):
+            if not any(lp.start <= d.end and d.start <= lp.end for d in distinct):
+                distinct.append(lp)
+        around = [lp for lp in loops if lp.contains(hot)]
+        epi: tuple[str, ...] = ()
+        if around:
+            outer = min(around, key=lambda lp: lp.end - lp.start)
+            _, lines = find_loops(asm)
+            keep = [ln for i, ln in enumerate(lines[outer.start:outer.end + 1], outer.start)
+                    if not hot.start <= i <= hot.end]
+            epi = tuple(x for x in (_instruction(ln, comment_marker(asm)) for ln in keep) if x)
+        copies = [lp for lp in inner if lp.fma() == 0 and lp.stores() > 0]
+        copy = max(copies, key=lambda lp: lp.stores() / len(lp.body)) if copies else None
+        return cls(hot, epi, copy, max(1, parallel), tuple(sorted(distinct, key=lambda lp: lp.start)))
+
+
+# --- a layer -> cycles -> milliseconds ------------------------------------------------------------
+
+
+@dataclass
+class LayerEstimate:
+    """One layer's estimate: milliseconds and how they were made up (cycles of the slowest thread)."""
+
+    ms: float
+    parts: dict[str, float] = field(default_factory=dict)  # cycles per part, whole layer, one core
+    detail: dict[str, Any] = field(default_factory=dict)
+    core_parts: dict[str, dict[str, float]] = field(default_factory=dict)  # cycles per part by core type
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"ms": self.ms, "parts": self.parts, "detail": self.detail}
+
+
+def _kernel_asm(built: Any) -> str:
+    mod = built.executable.mod if hasattr(built.executable, "mod") else built.executable
+    try:
+        return mod.inspect_source("asm")
+    except Exception:  # noqa: BLE001  (older TVM spellings)
+        return mod.get_source("asm")
+
+
+def _parallel_extent(func: Any) -> int:
+    m = re.search(r"T\.parallel\((\d+)\)", func.script())
+    return int(m.group(1)) if m else 1
+
+
+def kernel_code(cfg: LayerConfig, target: TargetSpec,
+                weight: np.ndarray | None = None) -> tuple[KernelCode, Any, float | None]:
+    """Build the conv `cfg` for `target` as the table does and parse its assembly.
+
+    Returns (code, the dense schedule, and for a sparse kernel the multiply-adds its plan executes, else None).
+    """
+    from compiler.kernels import choose_schedule, conv2d_primfunc
+    from compiler.latency.measure import build_layer, conv_spec
+
+    if cfg.op != "conv":
+        raise CompilerError(f"kernel_code takes conv layers, got {cfg.key()}")
+    built = build_layer(cfg, target, weight=weight)
+    asm = _kernel_asm(built)
+    sched = choose_schedule(conv_spec(cfg), target.vec, target.registers)
+    # The TIR of a built layer is not kept: the parallel extent is the dense kernel's (sparse kernels
+    # split the same output rows).
+    parallel = _parallel_extent(conv2d_primfunc(conv_spec(cfg), sched))
+    executed = None
+    if built.extra.get("sparse"):
+        from compiler import sparse
+
+        plan = sparse.choose_kernel(conv_spec(cfg), built.extra["weight"], target.vec, target.registers)
+        oh, ow = cfg.out_hw
+        executed = float(plan.kept_columns() * plan.oc_tile * oh * math.ceil(ow / plan.w_tile) * plan.w_tile)
+    return KernelCode.from_asm(asm, parallel), sched, executed
+
+
+def _cycles(code: KernelCode, core: Core, triple: str, macs: float, tiles: int, copy_elems: float) -> dict[str, float]:
+    """A dense kernel's cycles on one core: hot loop x (MACs / its FMA lanes), epilogue x tiles, copy x floats."""
+    hot = run_mca("\n".join(code.hot.body), core.mca, triple).cycles_per_iteration
+    parts = {"hot": hot * macs / code.hot.fma()}
+    if code.epilogue:
+        parts["epilogue"] = run_mca("\n".join(code.epilogue), core.mca, triple).cycles_per_iteration * tiles
+    parts["copy"] = copy_elems * copy_cycles_per_element(code, core, triple)
+    return parts
+
+
+def copy_cycles_per_element(code: KernelCode, core: Core, triple: str) -> float:
+    """Cycles per float copied by the kernel's copy loop (none found: one 4-float store a cycle).
+
+    Capped at one cycle a float: on small rows LLVM unrolls the row copy, and the loop found is then an edge
+    loop that is not what moves most of the data.
+    """
+    if code.copy is None:
+        return 0.25
+    lanes = 4 if triple.startswith("aarch64") else 8
+    c = run_mca("\n".join(code.copy.body), core.mca, triple).cycles_per_iteration
+    return min(1.0, c / (code.copy.stores() * lanes))
+
+
+def _spread(parallel: int, used: list[tuple[Core, float]], per_core: dict[str, float]) -> float:
+    """Milliseconds when the parallel loop's `parallel` chunks are split statically over the used cores.
+
+    Each thread gets ceil(parallel / threads) chunks; the slowest core used decides. No parallel loop:
+    one thread on the fastest core.
+    """
+    if parallel <= 1:
+        core, ghz = used[0]
+        return per_core[core.name] / (ghz * 1e6)
+    share = math.ceil(parallel / len(used)) / parallel
+    return max(per_core[core.name] * share / (ghz * 1e6) for core, ghz in used)
+
+
+class Estimator:
+    """Layer estimates for one target and CPU, cached by layer key (a key's code is fixed)."""
+
+    def __init__(self, target: TargetSpec, cpu: Cpu, threads: int | None = None) -> None:
+        self.target = target
+        self.cpu = cpu
+        self.threads = threads or target.threads
+        self.used = cpu.used(self.threads)
+        self.triple = target.triple
+        for core in {c.name: c for c, _ in self.used}.values():
+            check_model(core, self.triple)
+        self._cache: dict[str, LayerEstimate] = {}
+        self._copy: dict[str, float] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for table headers and reports."""
+        cores = [{"core": c.name, "mca": c.mca, "ghz": g} for c, g in self.used]
+        return {"cpu": self.cpu.name, "kind": self.cpu.kind, "threads": self.threads, "cores": cores,
+                "label": self.cpu.label(), "mca": MCA}
+
+    def layer(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
+        """The estimate of one layer (conv dense or pruned, tail, adapter)."""
+        key = cfg.key()
+        if key not in self._cache:
+            self._cache[key] = self._layer(cfg, weight)
+        return self._cache[key]
+
+    def _conv(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
+        code, sched, executed = kernel_code(cfg, self.target, weight)
+        if executed is not None:
+            return self._sparse(cfg, code, executed)
+        oh, ow = cfg.out_hw
+        tiles = oh * math.ceil(ow / (sched.vec * sched.nvec)) * math.ceil(cfg.cout / sched.oc_tile)
+        macs = float(cfg.macs())
+        core_parts = {core.name: _cycles(code, core, self.triple, macs, tiles, cfg.cin * cfg.h * cfg.w)
+                      for core, _ in self.used}
+        ms = _spread(code.parallel, self.used, {n: sum(p.values()) for n, p in core_parts.items()})
+        detail = {"hot_fma_lanes": code.hot.fma(), "hot_instructions": len(code.hot.body),
+                  "epilogue_instructions": len(code.epilogue), "tiles": tiles, "parallel": code.parallel}
+        return LayerEstimate(ms, core_parts[self.used[0][0].name], detail, core_parts)
+
+    def _sparse(self, cfg: LayerConfig, code: KernelCode, executed: float) -> LayerEstimate:
+        """A sparse kernel: every column-chunk loop runs along the row the same number of times
+        (executed MACs / FMA lanes of all chunk loops); its write-back and input copy are the dense
+        kernel's (the same WriteBack and row bands), so they come from the dense twin's estimate."""
+        from dataclasses import replace as _replace
+
+        twin = self.layer(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
+        lanes = sum(lp.fma() for lp in code.fma_loops)
+        trips = executed / lanes
+        core_parts = {}
+        for core, _ in self.used:
+            fma = sum(run_mca("\n".join(lp.body), core.mca, self.triple).cycles_per_iteration
+                      for lp in code.fma_loops) * trips
+            rest = {k: v for k, v in twin.core_parts[core.name].items() if k != "hot"}
+            core_parts[core.name] = {"hot": fma, **rest}
+        ms = _spread(code.parallel, self.used, {n: sum(p.values()) for n, p in core_parts.items()})
+        detail = {"fma_loops": len(code.fma_loops), "fma_lanes": lanes, "executed_macs": executed,
+                  "parallel": code.parallel}
+        return LayerEstimate(ms, core_parts[self.used[0][0].name], detail, core_parts)
+
+    def _copy_ms(self, elements: float) -> tuple[float, float]:
+        """(ms, cycles) of copying `elements` floats, at the copy rate of a reference conv kernel's copy loop."""
+        if self._copy is None:
+            ref = LayerConfig("conv", 8, 8, 16, 64)
+            code, _, _ = kernel_code(ref, self.target)
+            self._copy = {c.name: copy_cycles_per_element(code, c, self.triple) for c, _ in self.used}
+        per_core = {name: elements * rate for name, rate in self._copy.items()}
+        return _spread(64, self.used, per_core), max(per_core.values())
+
+    def _layer(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
+        if cfg.op == "conv":
+            return self._conv(cfg, weight)
+        if cfg.op == "adapter":
+            ms, cyc = self._copy_ms(cfg.elements())
+            return LayerEstimate(ms, {"copy": cyc}, {"elements": cfg.elements()})
+        # tail: tail conv + grouped 5x5 bicubic conv + the PixelShuffle copy of the output
+        out = 3 * cfg.scale * cfg.scale
+        conv = self.layer(LayerConfig("conv", cfg.cin, out, cfg.h, cfg.w))
+        up = self.layer(LayerConfig("conv", 3, out, cfg.h, cfg.w, k=5, groups=3, pad=2, bias=False))
+        ms, cyc = self._copy_ms(out * cfg.h * cfg.w)
+        return LayerEstimate(conv.ms + up.ms + ms, {"tail_conv": conv.ms, "bicubic_conv": up.ms, "shuffle": ms},
+                             {"parts_unit": "ms"})
+
+
+# --- a table of estimates -------------------------------------------------------------------------
+
+ESTIMATE_SOURCE = "estimate"
+
+
+def estimate_header(estimator: Estimator) -> dict[str, Any]:
+    """Header fields that mark a table as estimated (read by `table_label`)."""
+    return {"source": ESTIMATE_SOURCE, "estimate": estimator.describe()}
+
+
+def table_label(header: dict[str, Any]) -> str:
+    """How a table's latencies must be named: 'measured', or 'estimated (static model of CPU X)'."""
+    if header.get("source") == ESTIMATE_SOURCE:
+        return str((header.get("estimate") or {}).get("label") or "estimated (static model)")
+    return "measured"
+
+
+def estimate_into(table: Any, configs: list[LayerConfig], estimator: Estimator, *, progress: bool = True,
+                  weight_for: Any = None, chunk: int = 16) -> int:
+    """Estimate every configuration of `configs` the table lacks (saved every `chunk`); returns how many.
+
+    Each entry's one 'sample' is the estimate; the table's header says it is one (`estimate_header`).
+    """
+    from srcommon.progress import progress_bar
+
+    todo = table.missing(configs)
+    bar = progress_bar(total=len(todo), desc=f"estimate {estimator.cpu.name}", unit="layer", disable=not progress)
+    try:
+        for i, cfg in enumerate(todo, 1):
+            weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
+            table.add(cfg, [estimator.layer(cfg, weight).ms])
+            bar.update(1)
+            if i % chunk == 0:
+                table.save()
+    finally:
+        bar.close()
+    if todo:
+        table.save()
+    return len(todo)

@@ -1,0 +1,115 @@
+"""The latency model of a run from the static estimate (llvm-mca on the emitted code) instead of measurements.
+
+Why a table like the measured one: the search, the budget check and the report read a `Predictor`; a
+table whose entries are estimates (header `source: estimate`, the CPU's label) plugs into all of
+them unchanged, and `label` tells every reader to call the numbers "estimated (static model of CPU
+X)", never measured. There is no calibration (nothing was measured to fit it on): the predictor sums
+the layers as they are, and a phone measurement later (`srprune latency calibrate`) reports the
+estimate's error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+from srprune.errors import InputError
+from srprune.layout import calibration_path, table_path
+
+if TYPE_CHECKING:
+    from compiler.latency.estimate import Estimator
+    from compiler.latency.table import LatencyTable
+    from compiler.targets import TargetSpec
+    from srprune.latency.workflow import PrunedKernels
+    from supernet.space import SearchSpace
+
+
+def make_estimator(target: TargetSpec, cpu: str) -> Estimator:
+    """The estimator of `cpu` for `target`; an unknown CPU or a missing llvm-mca-19 is one InputError line."""
+    from compiler.latency.estimate import Estimator, get_cpu
+
+    try:
+        return Estimator(target, get_cpu(cpu, target))
+    except CompilerError as e:
+        raise InputError(str(e)) from None
+
+
+def check_cpu(cpu: Any, target: TargetSpec, where: str = "cpu") -> str:
+    """`cpu` is a name the estimate knows for `target` (the table of compiler/latency/cpus.json, or host)."""
+    from compiler.latency.estimate import get_cpu
+
+    if not isinstance(cpu, str) or not cpu:
+        raise InputError(f"{where}: a CPU name is required for the estimate (e.g. cortex-a77, snapdragon-865)")
+    try:
+        get_cpu(cpu, target)
+    except CompilerError as e:
+        raise InputError(f"{where}: {e}") from None
+    return cpu
+
+
+def build_estimated_table(run_dir: str | Path, target: TargetSpec, cpu: str, space: SearchSpace,
+                          out_hw: tuple[int, int], *, pruned: PrunedKernels | None = None,
+                          progress: bool = True) -> tuple[LatencyTable, int]:
+    """RUN/latency/TARGET/table.json from estimates (completes a killed build); returns (table, estimated now).
+
+    A table measured, or estimated for another CPU, is replaced: its numbers mean something else.
+    """
+    from compiler.latency.estimate import estimate_header, estimate_into
+    from compiler.latency.table import LatencyTable, make_header, open_table
+    from srprune.latency.layers import space_layers
+
+    est = make_estimator(target, cpu)
+    path = table_path(run_dir, target.name)
+    want = estimate_header(est)
+    table = open_table(path, target.name, target.threads, machine=est.cpu.label()) if path.exists() else None
+    if table is None or {k: table.header.get(k) for k in want} != want:
+        table = LatencyTable(path, {**make_header(target.name, target.threads, est.cpu.label()), **want})
+    cpath = calibration_path(run_dir, target.name)
+    if cpath.exists():  # a calibration fitted on measurements does not apply to estimates
+        cpath.unlink()
+    n = estimate_into(table, space_layers(space, out_hw), est, progress=progress)
+    if pruned:
+        n += estimate_into(table, pruned.configs, est, progress=progress, weight_for=pruned.weight_for)
+    if not path.exists():
+        table.save()
+    return table, n
+
+
+def label(run_dir: str | Path, target: str) -> str:
+    """'measured' or 'estimated (static model of CPU X)': how RUN/latency/TARGET's numbers must be named."""
+    from compiler.latency.estimate import table_label
+    from compiler.latency.table import load_table
+
+    path = table_path(run_dir, target)
+    if not path.exists():
+        return "measured"
+    return table_label(load_table(path).header)
+
+
+def estimate_layers(est: Estimator, layers: list[tuple[str, LayerConfig, Any]]) -> list[dict[str, Any]]:
+    """Per layer (name, config, weight or None): the estimate in ms and its parts."""
+    rows = []
+    for name, cfg, weight in layers:
+        e = est.layer(cfg, weight)
+        rows.append({"name": name, "layer": cfg.key(), "ms": e.ms, "macs": cfg.macs(), "parts": e.parts})
+    return rows
+
+
+def estimate_error(target: TargetSpec, cpu: str, points: list[tuple[list[LayerConfig], float]],
+                   weight_for: Any = None) -> dict[str, Any]:
+    """The static estimate of each measured network (layers, measured ms) on `cpu`: per network and MAPE.
+
+    `weight_for(cfg)` gives pruned layers their weights (the run's table uses the pruner's masks,
+    srprune.search.latency_stage.pruned_weight): a bench record names the network's layers, not its weights.
+    """
+    from srprune.latency.stats import mape
+
+    est = make_estimator(target, cpu)
+    rows = []
+    for layers, ms in points:
+        total = sum(est.layer(c, weight_for(c) if c.scheme != "dense" and weight_for else None).ms for c in layers)
+        rows.append({"estimated_ms": total, "measured_ms": ms, "error_pct": 100.0 * (total - ms) / ms})
+    return {"cpu": cpu, "label": est.cpu.label(), "rows": rows,
+            "mape_pct": mape([r["estimated_ms"] for r in rows], [r["measured_ms"] for r in rows])}

@@ -1,0 +1,40 @@
+"""The compile stage without a device (`latency.source: estimate`): the static estimate of the compiled model.
+
+Why the model's own kernels: the table's pruned entries were estimated on the pruner's masks of random
+weights, the compiled model's sparse kernels follow its trained weights; estimating each layer of the
+deployed model with its own weights (as `srprune latency estimate` does) is this mode's stand-in for
+timing the compiled network, and it is labelled as an estimate everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from srprune.layout import RunLayout
+from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
+from srprune.search.config import RunConfig
+
+
+def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, cand: Candidate) -> dict[str, Any]:
+    """compiled/TARGET/latency.json for an estimated run: predicted (table) and estimated (own kernels) ms."""
+    from srprune.latency import latency_prune, load_predictor, named_genome_layers
+    from srprune.latency.estimated import estimate_layers, make_estimator
+
+    out_hw = cfg.out_hw
+    est = make_estimator(target, str(cfg.latency.cpu))
+    predictor = load_predictor(layout.root, target.name, target.threads)
+    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
+    modules = dict(done.model.named_modules())
+    rows = estimate_layers(est, [(n, c, modules[n].weight.detach().numpy() if c.scheme != "dense" else None)
+                                 for n, c in named])
+    breakdown = layer_breakdown(predictor, cand, out_hw)
+    for row, r in zip(breakdown, rows):
+        row["estimated_ms"] = r["ms"]
+    total = sum(r["ms"] for r in rows)
+    budget = float(cfg.budget_ms)
+    check = (done.compiled.check or {}).get("max_abs_diff")
+    return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
+            "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
+            "estimated_ms": total, "latency": est.cpu.label(), "estimate": est.describe(),
+            "within_budget": total <= budget, "budget_fill": total / budget, "max_abs_diff": check,
+            "fused_convs": done.compiled.fused_convs, "library": done.manifest["library"], "layers": breakdown}

@@ -1,0 +1,231 @@
+"""The static latency estimate (compiler.latency.estimate): CPU models, assembly parsing on real arm64 kernels,
+a dense conv against the FMA-peak formula, estimated tables in a run, and the one-line errors.
+
+Needs llvm-mca-19 (Debian's llvm-19; scripts/install-system-deps.sh installs it); skipped with the reason without.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from compiler.latency.config import LayerConfig
+from tests.conftest import assert_one_line_error
+
+pytestmark = pytest.mark.skipif(shutil.which("llvm-mca-19") is None,
+                                reason="llvm-mca-19 missing (install llvm-19: scripts/install-system-deps.sh)")
+
+
+def _mca_dispatch(mcpu: str) -> int:
+    """Dispatch width llvm-mca-19 reports for `mcpu`, straight from the tool (the independent reference)."""
+    out = subprocess.run(["llvm-mca-19", "-mtriple=aarch64-linux-android", f"-mcpu={mcpu}"],
+                         input="fmla v0.4s, v1.4s, v2.4s\n", capture_output=True, text=True, check=True).stdout
+    return int(next(line.split(":")[1] for line in out.splitlines() if line.startswith("Dispatch Width")))
+
+
+def test_core_models_are_not_the_a57_fallback():
+    """The pitfall is real (LLVM 19 gives cortex-a77 the A57 model, width 3), and no table core maps to it."""
+    from compiler.latency.estimate import A57_DISPATCH, _core, check_model, cpu_table
+
+    assert _mca_dispatch("cortex-a57") == A57_DISPATCH
+    assert _mca_dispatch("cortex-a77") == A57_DISPATCH  # why the table maps the big cores to neoverse models
+    expected = {"cortex-a55": 2, "cortex-a76": 8, "cortex-a77": 8, "cortex-a78": 8, "cortex-x1": 15}
+    for name in cpu_table()["cores"]:
+        core = _core(name)
+        assert core.mca not in ("cortex-a57", "cortex-a76", "cortex-a77", "cortex-a78", "cortex-x1")
+        assert check_model(core) == _mca_dispatch(core.mca) == expected[name] != A57_DISPATCH
+
+
+def test_soc_uses_its_fastest_cores():
+    """A SoC runs `threads` threads on its fastest cores; the S865's four big ones are A77s (2.84 + 3 x 2.42)."""
+    from compiler.latency.estimate import get_cpu
+
+    cpu = get_cpu("snapdragon-865")
+    assert [(c.name, g) for c, g in cpu.used(4)] == [("cortex-a77", 2.84)] + [("cortex-a77", 2.42)] * 3
+    assert {c.name for c, _ in cpu.used(8)} == {"cortex-a77", "cortex-a55"}
+    assert cpu.label() == "estimated (static model of CPU snapdragon-865)"
+
+
+@pytest.fixture(scope="module")
+def arm_conv():
+    """A dense 3x3 conv built for android-arm64 with the table's own path, and its parsed code."""
+    from compiler.latency.estimate import kernel_code
+    from compiler.targets import get_target
+
+    target = get_target("android-arm64", 1)
+    cfg = LayerConfig("conv", 16, 16, 24, 64, act="relu")
+    code, sched, executed = kernel_code(cfg, target)
+    return cfg, target, code, sched, executed
+
+
+def test_hot_loop_of_a_real_arm64_kernel(arm_conv):
+    """The hot loop is the schedule's accumulator tile: fmla .4s only, a multiple of oc_tile x nvec vectors; llvm-mca
+    reads every instruction of it, and its cycles lie between the two-FMA-pipe bound and one instruction a cycle."""
+    from compiler.latency.estimate import _core, run_mca
+
+    cfg, target, code, sched, executed = arm_conv
+    assert executed is None
+    fmla = [i for i in code.hot.body if i.startswith("fmla")]
+    assert fmla and all(".4s" in i for i in fmla)
+    assert code.hot.fma() == 4 * len(fmla) and len(fmla) % (sched.oc_tile * sched.nvec) == 0
+    assert code.parallel > 1 and code.copy is not None and code.epilogue
+    res = run_mca("\n".join(code.hot.body), _core("cortex-a77").mca, target.triple)
+    assert res.instructions == len(code.hot.body) * res.iterations  # nothing of the body was dropped
+    assert len(fmla) / 2 <= res.cycles_per_iteration <= len(code.hot.body)
+
+
+def test_parse_mca_summary():
+    from compiler.errors import CompilerError
+    from compiler.latency.estimate import parse_mca
+
+    text = ("Iterations:        100\nInstructions:      89900\nTotal Cycles:      32709\nTotal uOps:        127400\n\n"
+            "Dispatch Width:    8\nuOps Per Cycle:    3.89\nIPC:               2.75\nBlock RThroughput: 321.0\n")
+    r = parse_mca(text)
+    assert (r.iterations, r.instructions, r.dispatch_width, r.block_rthroughput) == (100, 89900, 8, 321.0)
+    assert r.cycles_per_iteration == pytest.approx(327.09)
+    with pytest.raises(CompilerError):
+        parse_mca("Iterations: 100\n")
+
+
+@pytest.mark.parametrize("cpu", ["cortex-a77", "cortex-a55", "cortex-x1"])
+def test_dense_conv_within_a_sane_factor_of_the_fma_peak(cpu):
+    """Estimate / (MACs / (4 lanes x FMA pipes x clock)) lies in [1, 3] on one thread: never faster than the
+    peak, and a register-tiled conv is not 3x off it on any of these models."""
+    from compiler.latency.estimate import Estimator, get_cpu
+    from compiler.targets import get_target
+
+    target = get_target("android-arm64", 1)
+    est = Estimator(target, get_cpu(cpu, target))
+    cfg = LayerConfig("conv", 32, 32, 24, 128, act="relu")
+    core, ghz = est.used[0]
+    ideal_ms = cfg.macs() / (4 * core.fma128_per_cycle * ghz * 1e9) * 1e3
+    ratio = est.layer(cfg).ms / ideal_ms
+    assert 1.0 <= ratio <= 3.0, (cpu, ratio)
+
+
+def test_more_threads_and_sparser_kernels_are_faster():
+    """4 threads beat 1 (the parallel loop's bands split; at best 4x), a 50% block-sparse kernel beats its dense twin."""
+    import numpy as np
+
+    from compiler.latency.estimate import Estimator, get_cpu
+    from compiler.targets import get_target
+    from srprune.search.latency_stage import pruned_weight
+
+    dense = LayerConfig("conv", 16, 16, 96, 64, act="relu")
+    t1, t4 = get_target("android-arm64", 1), get_target("android-arm64", 4)
+    one = Estimator(t1, get_cpu("cortex-a77", t1)).layer(dense).ms
+    est = Estimator(t4, get_cpu("cortex-a77", t4))
+    four = est.layer(dense).ms
+    assert one / 4 * 0.99 <= four <= one / 2
+    sparse = LayerConfig("conv", 16, 16, 96, 64, act="relu", scheme="block", ratio=0.5, block=(4, 8))
+    w = pruned_weight(sparse)
+    assert np.mean(w == 0) == pytest.approx(0.5, abs=0.05)
+    assert 0.3 * four < est.layer(sparse, w).ms < four
+
+
+def test_estimated_table_in_a_run_is_labelled(tmp_path):
+    """`latency.source: estimate`'s table: every layer of the space, marked as an estimate, read by the Predictor."""
+    from compiler.latency.table import load_table
+    from compiler.targets import get_target
+    from srprune.latency import load_predictor, space_layers
+    from srprune.latency.estimated import build_estimated_table, label
+    from supernet.space import SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 1, "widths": [8], "blocks": ["conv", "skip"], "scales": [2]})
+    target = get_target("android-arm64", 4)
+    table, n = build_estimated_table(tmp_path, target, "cortex-a77", space, (16, 64), progress=False)
+    assert n == len(space_layers(space, (16, 64))) == len(table)
+    assert label(tmp_path, target.name) == "estimated (static model of CPU cortex-a77)"
+    assert load_table(table.path).header["estimate"]["cores"][0]["mca"] == "neoverse-n1"
+    pred = load_predictor(tmp_path, target.name, 4)
+    assert pred.calibration.alpha == 1.0 and all(e.median_ms > 0 for e in pred.table.entries.values())
+    _, again = build_estimated_table(tmp_path, target, "cortex-a77", space, (16, 64), progress=False)
+    assert again == 0  # resumes: nothing left to estimate
+
+
+def test_config_unknown_cpu_is_one_line(tmp_path, run_cli):
+    from srprune.errors import InputError
+    from srprune.search.config import resolve
+
+    base = {"run_dir": str(tmp_path / "r"), "budget_ms": 30, "target": "android-arm64",
+            "supernet": {"space": {"scales": [2]}}}
+    with pytest.raises(InputError, match=r"latency\.cpu: unknown cpu 'cortex-a99'; known: cortex-a55"):
+        resolve({**base, "latency": {"source": "estimate", "cpu": "cortex-a99"}})
+    with pytest.raises(InputError, match=r"latency\.cpu: a CPU name is required"):
+        resolve({**base, "latency": {"source": "estimate"}})
+    with pytest.raises(InputError, match="set rpc"):
+        resolve(base)
+    assert resolve({**base, "latency": {"source": "estimate", "cpu": "snapdragon-865"}})["latency"]["cpu"] == \
+        "snapdragon-865"
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(json.dumps({**base, "latency": {"source": "estimate", "cpu": "cortex-a99"}}))
+    assert_one_line_error(run_cli("run", "-c", cfg), "unknown cpu 'cortex-a99'")
+
+
+def test_cli_estimate_prints_layers_and_total(run_cli):
+    genome = {"scale": 2, "head": 8, "activation": "relu",
+              "cells": [{"block": "conv", "width": 8, "layers": []}]}
+    r = run_cli("latency", "estimate", "--target", "android-arm64", "--cpu", "cortex-a77", "--size", "128x32",
+                "--json", json.dumps(genome))
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert [row["name"] for row in doc["layers"]] == ["head", "cells.0.conv", "tail"]
+    assert doc["total_ms"] == pytest.approx(sum(row["ms"] for row in doc["layers"]))
+    assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
+    bad = run_cli("latency", "estimate", "--cpu", "cortex-a99", json.dumps(genome))
+    assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
+
+
+def test_calibrate_reports_the_estimates_error(run_cli, tmp_path):
+    """With --cpu, `latency calibrate` prints the static estimate of each phone-measured network and its MAPE:
+    a phone measuring exactly 2x the estimate: the estimate is -50% off, MAPE 50%."""
+    from compiler.latency.estimate import Estimator, get_cpu
+    from compiler.targets import get_target
+    from srprune.latency import genome_layers
+    from tests.test_latency_cli import GENOME, _bench_record, _device_table
+
+    run = tmp_path / "run"
+    _device_table(run)
+    target = get_target("android-arm64", 4)
+    est = Estimator(target, get_cpu("cortex-a55", target))
+    static = sum(est.layer(c).ms for c in genome_layers(GENOME, (48, 64)))
+    f = tmp_path / "bench.json"
+    f.write_text(json.dumps(_bench_record(GENOME, 2 * static)))
+    r = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4",
+                "--device-bench", f, "--cpu", "cortex-a55")
+    assert r.code == 0, r.err
+    assert "(-50.0%)" in r.out and "MAPE 50.0%" in r.out
+    assert "estimated (static model of CPU cortex-a55)" in r.out
+    bad = run_cli("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4",
+                  "--device-bench", f, "--cpu", "cortex-a99")
+    assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
+
+
+def test_shipped_android_estimate_config_resolves():
+    """configs/android-estimate.yaml: android-arm64 without rpc, latency estimated on the S865, budget in ms."""
+    from srprune.search.config import load
+    from tests.conftest import ROOT
+
+    cfg = load(ROOT / "configs" / "android-estimate.yaml")
+    assert (cfg["target"], cfg["rpc"], cfg["threads"], cfg["output_size"]) == ("android-arm64", None, 4, "1280x720")
+    assert cfg["latency"]["source"] == "estimate" and cfg["latency"]["cpu"] == "snapdragon-865"
+    assert cfg["scale"] == 2 and cfg["data"] == "builtin" and cfg["budget_ms"] > 0
+
+
+def test_replan_and_labels_read_estimated_results():
+    """A compile result of an estimated run has `estimated_ms` and its label, and no `measured_ms`: the replanning
+    corrects predictions by it just as by a measurement, and the summaries name it as estimated."""
+    from srprune.search.latency_label import deployed_ms, latency_word, value_key
+    from srprune.search.replan import pick
+
+    dep = {"predicted_ms": 9.0, "estimated_ms": 12.0, "latency": "estimated (static model of CPU cortex-a77)"}
+    assert (deployed_ms(dep), latency_word(dep), value_key(dep)) == (12.0, dep["latency"], "estimated_ms")
+    assert latency_word({"measured_ms": 1.0}) == "measured"
+    records = [{"proxy_psnr": 34.9, "predicted_ms": 9.0, "genome": {"head": 1}, "prune": {}},
+               {"proxy_psnr": 34.8, "predicted_ms": 7.0, "genome": {"head": 2}, "prune": {}}]
+    feedback = [{"candidate": {"genome": {"head": 1}, "prune": {}}, "predicted_ms": 9.0, "estimated_ms": 12.0}]
+    best = pick(records, feedback, 8.0, 10.0)
+    assert best["genome"] == {"head": 2} and best["corrected_ms"] == pytest.approx(7.0 * 12.0 / 9.0)
