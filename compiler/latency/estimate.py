@@ -381,7 +381,13 @@ def kernel_code(cfg: LayerConfig, target: TargetSpec,
 
     if cfg.op != "conv":
         raise CompilerError(f"kernel_code takes conv layers, got {cfg.key()}")
-    built = build_layer(cfg, target, weight=weight)
+    # The model counts one FMA per multiply-accumulate of the direct/sparse kernels; a Winograd kernel does fewer
+    # (and spends time in transforms it does not model yet), so the estimate builds the direct kernel: an upper
+    # bound for layers the compiler gives to Winograd (compiler.winograd.choose_conv_kernel).
+    from compiler.winograd import winograd_mode
+
+    with winograd_mode("direct"):
+        built = build_layer(cfg, target, weight=weight)
     asm = _kernel_asm(built)
     sched = choose_schedule(conv_spec(cfg), target.vec, target.registers)
     # The TIR of a built layer is not kept: the parallel extent is the dense kernel's (sparse kernels
