@@ -20,6 +20,20 @@ _APP = click.option("--app", "app", type=click.Path(file_okay=False, path_type=P
                     show_default=True, help="The demo app's Gradle project.")
 
 
+def _compile_options(command):
+    """The options of compiling MODEL for the app (stage and apk take the same)."""
+    for option in reversed([
+            click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
+                         help="Upscaling factor (with a name)."),
+            click.option("--size", default=None, help="Output frame WIDTHxHEIGHT when compiling, a multiple of the "
+                         "scale [default: 1280x720, rounded down to one]."),
+            click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4)."),
+            click.option("--seed", type=int, default=0, show_default=True,
+                         help="Seed of untrained weights for a name.")]):
+        command = option(command)
+    return command
+
+
 @cli.group("android")
 def android_group() -> None:
     """The Android demo app: stage a model into it, build the APK, install it, time the model on a phone."""
@@ -28,11 +42,7 @@ def android_group() -> None:
 @android_group.command("stage")
 @click.argument("model")
 @_APP
-@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None, help="Upscaling factor (with a name).")
-@click.option("--size", default=None, help="Output frame WIDTHxHEIGHT when compiling, a multiple of the scale "
-              "[default: 1280x720, rounded down to one].")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+@_compile_options
 @click.option("--target", type=click.Choice(android.TARGETS), default=android.TARGET, show_default=True,
               help="What the library computes in: fp32 (android-arm64) or fp16 (android-arm64-fp16).")
 @click.option("--device", type=click.Choice(list(android.DEVICE_PROFILES)), default=android.DEFAULT_DEVICE,
@@ -121,11 +131,7 @@ def bench_cmd(app, serial, threads, runs, warmup, json_out) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The APK [default: RUN/android/srprune-demo.apk for a run, else ./srprune-demo.apk].")
 @_APP
-@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None, help="Upscaling factor (with a name).")
-@click.option("--size", default=None, help="Output frame WIDTHxHEIGHT when compiling, a multiple of the scale "
-              "[default: 1280x720, rounded down to one].")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Default threads of the library (4).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+@_compile_options
 @click.option("--keystore", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Sign with this keystore instead of the debug key.")
 @click.option("--ks-pass", default=None, help="Keystore password for apksigner: pass:PW, env:VAR or file:PATH.")
