@@ -9,9 +9,11 @@ layers compacted as the model file holds them, masked layers with their exact ze
 it replaces anything: the written file is loaded back (ONNX Runtime, or torch.export.load) and run on an input of
 another size than the one it was traced with, against PyTorch, within 1e-4.
 
-Quantised models: the low-precision work writes int8 models as QDQ ONNX. Its hook is `WRITERS` and
-`_check_exportable`: a model whose meta says it is quantised is refused today with one line; that branch adds
-its QDQ writer there.
+Quantised models (the `quantized` architecture of `srprune quantize`) are written as QDQ ONNX by
+srprune.quant.qdq (`WRITERS["onnx-qdq"]`, chosen by `_check_exportable`); the written file is run in ONNX Runtime
+and compared with the model's integer path (`srprune eval`'s) within `srprune.quant.qdq.check_close`'s tolerance
+(one uint8 level on all but 0.1% of pixels, never more than 4), since runtimes requantise with their own rounding.
+pt2 of an int8 model is refused with one line; so is a file whose meta says quantised but that is no int8 model.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ExportedFile:
     max_abs_diff: float
     checked_with: str
     check_shape: tuple[int, int, int, int]
+    against: str = "PyTorch"
 
 
 def format_for(out: Path, fmt: str | None) -> str:
@@ -62,12 +65,21 @@ def format_for(out: Path, fmt: str | None) -> str:
     return fmt
 
 
-def _check_exportable(info) -> None:
-    """Hook for int8 models (QDQ ONNX, from the low-precision work): refused until that writer exists."""
+def _check_exportable(info, net: nn.Module | None = None, fmt: str = "onnx") -> str:
+    """The WRITERS key for this model and format: int8 models go to the QDQ writer (onnx only)."""
+    from srprune.quant.qmodel import is_quantized
+
+    label = info.path or info.name
+    if net is not None and is_quantized(net):
+        if fmt != "onnx":
+            raise InputError(f"{label} is an int8 model; {fmt} export of int8 models is not supported, "
+                             "use --format onnx (QDQ)")
+        return "onnx-qdq"
     meta = info.meta or {}
     if meta.get("quant") or meta.get("quantization"):
-        raise InputError(f"{info.path or info.name} is a quantised model; exporting int8 models (as QDQ ONNX) is "
-                         "not supported yet")
+        raise InputError(f"{label} is a quantised model but not of the int8 `quantized` architecture; exporting it "
+                         "is not supported yet")
+    return fmt
 
 
 def _dynamic(net: nn.Module, colors: int):
@@ -134,10 +146,16 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
     return run
 
 
-# The writer of each format; the low-precision work adds the QDQ path for int8 models here.
+def _write_qdq(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
+    from srprune.quant.qdq import write_qdq
+
+    return write_qdq(net, colors, tmp)
+
+
+# The writer of each format ("onnx-qdq": int8 models, chosen by `_check_exportable`).
 WRITERS: dict[str, Callable[[nn.Module, int, Path], Callable[[np.ndarray], np.ndarray]]] = {
-    "onnx": _write_onnx, "pt2": _write_pt2}
-CHECKED_WITH = {"onnx": "onnxruntime", "pt2": "torch.export.load"}
+    "onnx": _write_onnx, "pt2": _write_pt2, "onnx-qdq": _write_qdq}
+CHECKED_WITH = {"onnx": "onnxruntime", "pt2": "torch.export.load", "onnx-qdq": "onnxruntime"}
 
 
 def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: int | None = None, seed: int = 0,
@@ -150,12 +168,12 @@ def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: i
     fmt = format_for(out, fmt)
     target = check_output_file(out, force)  # before any slow work
     net, info, colors = deployable(spec, scale, seed)
-    _check_exportable(info)
+    writer = _check_exportable(info, net, fmt)
     x = np.random.default_rng(1).random((1, colors, *CHECK_HW), dtype=np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     with atomic_path(target) as tmp:
-        run = WRITERS[fmt](net, colors, tmp)
+        run = WRITERS[writer](net, colors, tmp)
         try:
             got = run(x)
         except InputError:
@@ -163,6 +181,16 @@ def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: i
         except Exception as exc:  # noqa: BLE001  (the written file does not load or run: never hand it out)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise InputError(f"the exported {fmt} file does not run in {CHECKED_WITH[fmt]}: {first}") from None
+        if writer == "onnx-qdq":  # the integer path vs the runtime's int8 kernels: not bit-exact
+            from srprune.quant.qdq import FRACTION, check_close
+
+            diff, beyond, ok = check_close(got, want)
+            if not ok:
+                raise InputError(f"the exported QDQ onnx file differs from the integer path by {diff:.2e} "
+                                 f"({beyond:.2%} of values beyond one uint8 level, > {FRACTION:.1%} or > 4 levels)"
+                                 f" at {CHECK_HW[1]}x{CHECK_HW[0]}; nothing was written")
+            return ExportedFile(target, fmt, info.name, info.scale, diff, CHECKED_WITH[writer], tuple(x.shape),
+                                "the integer path (int8 QDQ)")
         diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         if not diff <= TOLERANCE:
             raise InputError(f"the exported {fmt} file differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}) at "
