@@ -149,7 +149,7 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
 def _write_qdq(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
     from srprune.quant.qdq import write_qdq
 
-    return write_qdq(net, colors, tmp)
+    return write_qdq(net, colors, tmp, OPSET)
 
 
 # The writer of each format ("onnx-qdq": int8 models, chosen by `_check_exportable`).

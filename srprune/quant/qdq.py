@@ -134,15 +134,14 @@ def qdq_graph(model, opset: int = 18):
     return proto
 
 
-def write_qdq(net, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """WRITERS-style: write `net` (a QuantizedSR) as QDQ ONNX to `tmp`; return a runner of the written file."""
+def write_qdq(net, colors: int, tmp: Path, opset: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Write `net` (a QuantizedSR) as QDQ ONNX of `opset` (srprune.interchange's, which calls this) to `tmp`;
+    return a runner of the written file."""
     try:
         import onnx
     except ImportError:
         raise InputError("exporting ONNX needs the onnx package (pip install 'srprune[onnx]')") from None
-    from srprune.interchange import OPSET
-
-    onnx.save(qdq_graph(net, OPSET), str(tmp))
+    onnx.save(qdq_graph(net, opset), str(tmp))
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
