@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from compiler.latency.predict import CALIBRATION_FILE
@@ -20,6 +21,11 @@ from compiler.latency.table import TABLE_FILE
 def safe_name(target: str) -> str:
     """A folder name for a target name (rpc://host:port/key has characters a path must not)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("_") or "target"
+
+
+def stale_stamp() -> str:
+    """The name of one RUN/stale/ folder: the UTC time of the step that set things aside."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def table_path(run_dir: str | os.PathLike, target: str) -> Path:
@@ -60,6 +66,15 @@ class RunLayout:
     def stale(self) -> Path:
         """Where outputs of invalidated stages are moved (never deleted: the folder may hold user files)."""
         return self.root / "stale"
+
+    def set_aside(self, path: Path, stamp: str | None = None) -> Path:
+        """Move `path` (inside the run) to RUN/stale/STAMP/<the same relative path> and return where it went: what a
+        re-run replaces is kept, never deleted. One `stamp` groups what one step moved (default: now, UTC)."""
+        stamp = stamp or stale_stamp()
+        dest = self.stale / stamp / Path(path).resolve().relative_to(self.root.resolve())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).rename(dest)
+        return dest
 
     @property
     def latency(self) -> Path:

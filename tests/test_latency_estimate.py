@@ -144,6 +144,16 @@ def test_estimated_table_in_a_run_is_labelled(tmp_path):
     assert pred.calibration.alpha == 1.0 and all(e.median_ms > 0 for e in pred.table.entries.values())
     _, again = build_estimated_table(tmp_path, target, "cortex-a77", space, (16, 64), progress=False)
     assert again == 0  # resumes: nothing left to estimate
+    # another CPU replaces the table: the old one and a calibration beside it are kept in RUN/stale/, not deleted
+    from srprune.layout import calibration_path
+
+    old_table = table.path.read_bytes()
+    calibration_path(tmp_path, target.name).write_text('{"fitted": "on a phone"}')
+    build_estimated_table(tmp_path, target, "cortex-a55", space, (16, 64), progress=False)
+    kept = sorted(p for p in (tmp_path / "stale").rglob("*") if p.is_file())
+    assert [p.name for p in kept] == ["predictor.json", "table.json"]
+    assert kept[1].read_bytes() == old_table and kept[0].read_text() == '{"fitted": "on a phone"}'
+    assert not calibration_path(tmp_path, target.name).exists()
 
 
 def test_config_unknown_cpu_is_one_line(tmp_path, run_cli):

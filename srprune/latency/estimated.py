@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
-from srprune.layout import calibration_path, table_path
+from srprune.layout import RunLayout, calibration_path, stale_stamp, table_path
 
 if TYPE_CHECKING:
     from compiler.latency.estimate import Estimator
@@ -54,7 +54,8 @@ def build_estimated_table(run_dir: str | Path, target: TargetSpec, cpu: str, spa
                           progress: bool = True) -> tuple[LatencyTable, int]:
     """RUN/latency/TARGET/table.json from estimates (completes a killed build); returns (table, estimated now).
 
-    A table measured, or estimated for another CPU, is replaced: its numbers mean something else.
+    A table measured, or estimated for another CPU, is replaced: its numbers mean something else. It is moved to
+    RUN/stale/ with any calibration fitted on it (measurements, perhaps hours on a phone, are never deleted).
     """
     from compiler.latency.estimate import estimate_header, estimate_into
     from compiler.latency.table import LatencyTable, make_header, open_table
@@ -64,11 +65,14 @@ def build_estimated_table(run_dir: str | Path, target: TargetSpec, cpu: str, spa
     path = table_path(run_dir, target.name)
     want = estimate_header(est)
     table = open_table(path, target.name, target.threads, machine=est.cpu.label()) if path.exists() else None
+    layout, stamp = RunLayout(Path(run_dir)), stale_stamp()
     if table is None or {k: table.header.get(k) for k in want} != want:
+        if path.exists():
+            layout.set_aside(path, stamp)
         table = LatencyTable(path, {**make_header(target.name, target.threads, est.cpu.label()), **want})
     cpath = calibration_path(run_dir, target.name)
-    if cpath.exists():  # a calibration fitted on measurements does not apply to estimates
-        cpath.unlink()
+    if cpath.exists():  # a calibration fitted on measurements does not apply to estimates: kept aside
+        layout.set_aside(cpath, stamp)
     n = estimate_into(table, space_layers(space, out_hw), est, progress=progress)
     if pruned:
         n += estimate_into(table, pruned.configs, est, progress=progress, weight_for=pruned.weight_for)

@@ -28,7 +28,7 @@ from srprune.errors import InputError
 from srcommon.progress import note
 from srprune.search import config as config_mod
 from srprune.search.hashes import file_hashes, model_checksum, stale_stages, stage_hashes
-from srprune.layout import RunLayout
+from srprune.layout import RunLayout, stale_stamp
 from srprune.search.stages import BY_NAME, NAMES
 from srprune.search.stages import STAGES as STAGE_LIST
 
@@ -129,16 +129,14 @@ class Run:
         (outputs that no run of the stage recorded, e.g. a table from `srprune latency build`, are resumed)."""
         states = self.states()
         stages = [stage, *downstream(stage)]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = stale_stamp()
         moved = []
         for s in stages:
             if s == stage and stage not in states:
                 continue
             for path in BY_NAME[s].writes(self.layout):
                 if path.exists() or path.is_symlink():
-                    dest = self.layout.stale / stamp / path.relative_to(self.dir)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    path.rename(dest)
+                    self.layout.set_aside(path, stamp)
                     moved.append(s)
             if BY_NAME[s].study and s in states:
                 _delete_study(self.storage(), BY_NAME[s].study)
