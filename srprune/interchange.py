@@ -133,6 +133,11 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
     finally:
         noisy.setLevel(level)
     program.save(str(tmp), external_data=False)
+    return onnx_runner(tmp)
+
+
+def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A runner of a written ONNX file in ONNX Runtime (CPU): how every ONNX export is checked before it is kept."""
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
@@ -141,7 +146,7 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
             raise InputError("checking the exported ONNX needs onnxruntime (pip install 'srprune[onnx]')") from None
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return sess.run(None, {"input": x})[0]
     return run
 
@@ -149,7 +154,8 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
 def _write_qdq(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
     from srprune.quant.qdq import write_qdq
 
-    return write_qdq(net, colors, tmp, OPSET)
+    write_qdq(net, tmp, OPSET)
+    return onnx_runner(tmp)
 
 
 # The writer of each format ("onnx-qdq": int8 models, chosen by `_check_exportable`).
