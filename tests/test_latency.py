@@ -41,6 +41,16 @@ def test_config_key_round_trip_and_validation():
         LayerConfig.from_dict({**c.to_dict(), "speed": 1})
 
 
+def test_config_precision_is_its_own_entry_and_fp32_keys_are_unchanged():
+    fp32 = _conv(16, 32, act="relu")
+    int8 = _conv(16, 32, act="relu", precision="int8")
+    assert "precision" not in fp32.to_dict() and fp32.key() == "conv:16>32@8x8:k3g1p1:b1:relu:r0"
+    assert int8.key() == fp32.key() + ":int8" and int8.family() != fp32.family()
+    assert LayerConfig.from_dict(json.loads(json.dumps(int8.to_dict()))) == int8
+    with pytest.raises(CompilerError, match="precision"):
+        _conv(16, 32, precision="int4")
+
+
 # --- table ---------------------------------------------------------------------------------------
 
 

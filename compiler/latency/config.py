@@ -6,7 +6,10 @@ code depends on exactly (cin, cout, kernel, groups, padding, input size, bias, a
 `ConvSpec`. Ops the rewrite leaves to TVM's default lowering are their own kinds: `adapter` (the
 channel pad/slice of a skip across a width change) and `tail` (tail conv + fixed bicubic skip +
 PixelShuffle, timed as the one subgraph it is). Pruning fields (scheme, ratio, block) are part of
-the key from the start so that sparse kernels get their own entries; `dense` has ratio 0.
+the key from the start so that sparse kernels get their own entries; `dense` has ratio 0. `precision` is the
+arithmetic of the layer's kernel (fp32; int8 = the int8 kernels of compiler/int8; fp16 = the arm64 fp16 kernels):
+the same layer in another precision is other code with another time, so it is its own entry (keys of fp32
+entries carry no precision, so tables written before the field stay valid).
 Target and threads are the table's (one table per target and thread count), not each entry's.
 """
 
@@ -20,6 +23,7 @@ from compiler.errors import CompilerError
 OPS = ("conv", "adapter", "tail")
 SCHEMES = ("dense", "block", "pattern", "unstructured")
 ACTS = ("none", "relu", "prelu")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class LayerConfig:
     scheme: str = "dense"
     ratio: float = 0.0
     block: tuple[int, int] = (0, 0)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -53,6 +58,8 @@ class LayerConfig:
             raise CompilerError(f"layer act must be one of {', '.join(ACTS)}, got {self.act!r}")
         if self.scheme not in SCHEMES:
             raise CompilerError(f"layer scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.precision not in PRECISIONS:
+            raise CompilerError(f"layer precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= float(self.ratio) < 1.0 or (self.scheme == "dense" and self.ratio != 0.0):
             raise CompilerError(f"layer ratio must be in [0, 1) (0 for dense), got {self.ratio!r}")
         object.__setattr__(self, "ratio", round(float(self.ratio), 4))
@@ -89,17 +96,21 @@ class LayerConfig:
             s += f":s{self.scale}"
         if self.scheme != "dense":
             s += f":{self.scheme}{self.ratio:.4f}/{self.block[0]}x{self.block[1]}"
+        if self.precision != "fp32":
+            s += f":{self.precision}"
         return s
 
     def family(self) -> tuple:
         """Configurations whose time follows one smooth law in (MACs, memory): the regressor's groups."""
         depthwise = self.groups > 1 and self.groups == self.cin
-        return (self.op, self.k, depthwise, self.act != "none", self.residual, self.scheme, self.scale)
+        return (self.op, self.k, depthwise, self.act != "none", self.residual, self.scheme, self.scale, self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON)."""
         d = asdict(self)
         d["block"] = list(self.block)
+        if self.precision == "fp32":
+            del d["precision"]  # fp32 entries read and write as before the field existed
         return d
 
     @classmethod
