@@ -31,7 +31,8 @@ from compiler.errors import CompilerError
 from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
 from compiler.relax_util import const_value, op_name, static_shape
 from compiler.sparse import DEFAULT_THRESHOLD, choose_kernel, pack_sparse_weight, sparse_conv2d_primfunc
-from compiler.winograd import choose_conv_kernel, choose_winograd_schedule, transform_weight, winograd_primfunc
+from compiler.winograd import (choose_conv_kernel, choose_winograd_schedule, dense_relative_cost, transform_weight,
+                               winograd_primfunc)
 
 
 @dataclass
@@ -319,7 +320,8 @@ class _ChainRewriter(PyExprMutator):
         spec = ConvSpec(n, cin, h, w, cout, kh, kw, chain.pad, chain.groups, chain.bias is not None,
                         chain.act, chain.residual is not None, slope=chain.slope, compute=self.compute,
                         data_dtype=dtype(chain.data), residual_dtype=dtype(chain.residual), out_dtype=dtype(chain.end))
-        plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold)
+        plan = choose_kernel(spec, chain.weight, self.vec, self.registers, self.sparse, self.threshold,
+                             dense_relative_cost(spec, self.vec, self.registers))
         kept = float(np.count_nonzero(chain.weight)) / max(1, chain.weight.size)
         if plan is not None:
             return self._shuffled(chain, self._sparse_call(chain, spec, plan, kept))

@@ -297,11 +297,13 @@ class _TileCtx:
 
 
 def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 32, mode: str = "auto",
-                  threshold: float = DEFAULT_THRESHOLD) -> SparsePlan | None:
+                  threshold: float = DEFAULT_THRESHOLD, dense_relative: float = 1.0) -> SparsePlan | None:
     """The sparse plan to use for this conv, or None for the dense kernel.
 
     mode "dense": never sparse; "sparse": always (ungrouped convs); "auto": sparse when the modelled
-    cost of the best plan is below `threshold` times the dense kernel's.
+    cost of the best plan is below `threshold` times the dense kernel's. `dense_relative` is the dense kernel
+    the compiler would use instead, relative to the direct kernel (compiler.winograd.dense_relative_cost: below 1
+    where Winograd is chosen), so a sparse kernel is only taken where it beats that kernel.
     """
     from compiler.kernels import choose_schedule
 
@@ -309,8 +311,11 @@ def choose_kernel(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int =
         raise CompilerError(f"unknown sparse mode {mode!r}; expected one of {SPARSE_MODES}")
     if not 0.0 < threshold <= 1.0:
         raise CompilerError(f"sparse threshold must be in (0, 1], got {threshold!r}")
+    if not 0.0 < dense_relative <= 1.0:
+        raise CompilerError(f"dense_relative must be in (0, 1], got {dense_relative!r}")
     if mode == "dense" or spec.groups != 1:
         return None
+    threshold = threshold * dense_relative if mode == "auto" else threshold
     if mode == "auto" and kept_fraction(weight) >= threshold:
         return None  # no plan can beat the threshold: skip the (quadratic) row grouping
     try:

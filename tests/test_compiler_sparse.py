@@ -135,6 +135,35 @@ def test_choose_kernel_decides_by_sparsity() -> None:
         choose_kernel(spec, dense, 16, threshold=1.5)
 
 
+def test_sparse_kernel_must_beat_winograd_where_winograd_is_the_dense_choice() -> None:
+    """A 50%-block-pruned 32->32 conv models at 0.5 of the direct kernel, F(4x4) Winograd at about 0.48: keeping
+    the dense (Winograd) kernel is faster, so the rewrite must not take the sparse one; at 75% it still pays."""
+    from compiler.importer import import_module
+    from compiler.rewrite import fuse_convs_report
+    from compiler.winograd import dense_relative_cost, direct_cost, winograd_cost
+
+    spec = ConvSpec(1, 32, 360, 640, 32, 3, 3, (1, 1, 1, 1), act="relu")
+    rel = dense_relative_cost(spec, 16)
+    assert rel == pytest.approx(min(winograd_cost(spec, m, 16) for m in (2, 4)) / direct_cost(spec, 16))
+    assert rel < 0.7  # Winograd is the dense choice here (the independent formulas above)
+    half, most = _block_weight(32, 32, (4, 8), 0.5), _block_weight(32, 32, (4, 8), 0.75)
+    assert choose_kernel(spec, half, 16) is not None  # against the direct kernel alone it would be taken
+    assert choose_kernel(spec, half, 16, dense_relative=rel) is None
+    assert choose_kernel(spec, most, 16, dense_relative=rel) is not None
+    fp16 = dataclasses.replace(spec, compute="float16", data_dtype="float16", out_dtype="float16")
+    assert dense_relative_cost(fp16, 16) == 1.0  # Winograd is float32 only
+    with pytest.raises(CompilerError, match="dense_relative"):
+        choose_kernel(spec, half, 16, dense_relative=0.0)
+
+    for weight, kind in ((half, "winograd"), (most, "sparse")):
+        conv = torch.nn.Conv2d(32, 32, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(weight))
+        _, decisions = fuse_convs_report(import_module(torch.nn.Sequential(conv, torch.nn.ReLU()).eval(),
+                                                       (1, 32, 360, 640)), 16)
+        assert [d["kernel"] for d in decisions] == [kind]
+
+
 def test_code_size_cap_trades_accumulators_for_code() -> None:
     """Kept columns x oc_tile x nvec (the unrolled multiply-adds) never exceeds the cap."""
     spec = ConvSpec(1, 32, 8, 640, 32, 3, 3, (1, 1, 1, 1))

@@ -205,6 +205,43 @@ def test_predictor_sparse_factor_interpolates_measured_ratios(tmp_path):
         p.layer_ms(_conv(32, 32, act="relu", scheme="block", ratio=0.5, block=(2, 8)))
 
 
+def test_predictor_prices_sparse_kernels_against_the_direct_twin(tmp_path):
+    """Winograd entries carry their direct kernel's time; a sparse factor is taken and applied against it, and a
+    pruned layer never costs more than its dense kernel (the compiler keeps the dense kernel where it is faster)."""
+    dense, big = _conv(24, 24, act="relu"), _conv(48, 48, act="relu")
+    b50 = _conv(24, 24, act="relu", scheme="block", ratio=0.5, block=(4, 8))
+    b25 = _conv(24, 24, act="relu", scheme="block", ratio=0.25, block=(4, 8))
+    t = LatencyTable(tmp_path / "table.json", make_header("host", 2))
+    t.add(dense, [3.0], kernel="winograd4", direct_ms=6.0)
+    t.add(big, [8.0], kernel="winograd4", direct_ms=24.0)
+    t.add(b50, [3.6], kernel="sparse")  # 0.6 of the direct twin (but slower than Winograd's 3.0)
+    t.add(b25, [3.0], kernel="winograd4")  # the compiler kept Winograd: says nothing about the sparse kernel
+    t.save()
+    p = Predictor(load_table(t.path))
+    assert p.sparse_factor(_conv(48, 48, act="relu", scheme="block", ratio=0.5, block=(4, 8))) == pytest.approx(0.6)
+    assert p.layer_ms(_conv(48, 48, act="relu", scheme="block", ratio=0.75, block=(4, 8))) == (
+        pytest.approx(min(24.0 * 0.6, 8.0)), "sparse-factor")  # flat beyond 0.5; Winograd (8.0) is faster
+    small = _conv(8, 8, act="relu")  # a direct-kernel layer: the factor applies to its own time
+    t.add(small, [1.0], kernel="direct")
+    p = Predictor(t)
+    assert p.layer_ms(_conv(8, 8, act="relu", scheme="block", ratio=0.5, block=(4, 8)))[0] == pytest.approx(0.6)
+    only_fallback = LatencyTable(tmp_path / "t2.json", make_header("host", 2))
+    only_fallback.add(dense, [3.0], kernel="winograd4", direct_ms=6.0)
+    only_fallback.add(b25, [3.0], kernel="winograd4")
+    assert Predictor(only_fallback).layer_ms(b50)[0] == pytest.approx(3.0)  # never sparse: the dense time
+
+
+def test_table_direct_twin_round_trips_and_bad_values_are_refused(tmp_path):
+    t = LatencyTable(tmp_path / "table.json", make_header("host", 2))
+    t.add(_conv(24, 24), [3.0, 3.2, 2.9], kernel="winograd4", direct_ms=6.5)
+    t.save()
+    e = load_table(t.path).get(_conv(24, 24))
+    assert (e.kernel, e.direct_ms, e.median_ms) == ("winograd4", 6.5, 3.0)
+    assert load_table(t.path).direct_view().get(_conv(24, 24)).median_ms == 6.5
+    with pytest.raises(CompilerError, match="direct-kernel time"):
+        t.add(_conv(8, 8), [1.0], direct_ms=0.0)
+
+
 def test_fit_calibration_recovers_coefficients():
     sn = [(10, 5), (50, 9), (100, 12), (30, 15), (70, 7), (20, 20), (90, 4), (60, 11)]
     cal = fit_calibration([(s, n, 1.2 * s + 3.0 + 0.4 * n) for s, n in sn])

@@ -229,6 +229,7 @@ def test_latency_table_times_and_records_the_chosen_kernel(tmp_path: Path) -> No
     assert measure_into(table, [body, head], host, LocalRunner(1), repeat=1, progress=False) == 2
     saved = load_table(tmp_path / "table.json")
     assert saved.get(body).kernel == "winograd4" and saved.get(head).kernel == "direct"
+    assert saved.get(body).direct_ms > 0 and saved.get(head).direct_ms is None  # the direct twin, timed beside it
     built = build_layer(body, host)
     assert built.extra["kernel"] == "winograd4" and built.inputs[1].shape[0] == 36  # U: 6 x 6 transformed planes
 

@@ -3,9 +3,11 @@
 A `conv` layer is exactly the kernel `compiler.rewrite` emits for its chain: the same `ConvSpec`,
 the schedule `choose_schedule` picks for the target's SIMD width, built from
 `compiler.kernels.conv2d_primfunc`, or the Winograd kernel where `compiler.winograd.choose_conv_kernel` picks one
-(the table records which: `Entry.kernel`). `adapter` and `tail` layers are the small torch subgraphs the
+(the table records which: `Entry.kernel`; a Winograd layer's direct kernel is timed beside it, `Entry.direct_ms`,
+the reference its pruned forms' speed factors are taken against). `adapter` and `tail` layers are the small torch subgraphs the
 networks contain, compiled with `compiler.build.compile_model`, so they lower as in a whole network.
-A pruned conv is the sparse kernel `compiler.sparse.choose_kernel` picks for its weight, and that
+A pruned conv is the sparse kernel `compiler.sparse.choose_kernel` picks for its weight (only where it beats
+the dense kernel the rewrite would use, Winograd included), and that
 weight comes from the caller (`weight_for`): a sparse kernel's code depends on where the zeros are,
 so the timed weight must carry the structure the pruner produces, and only the pruner's owner (srprune,
 which this package must not import) knows it. Timing back-ends are in `compiler.latency.runners`.
@@ -24,6 +26,7 @@ from torch import nn
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from compiler.latency.runners import BuiltLayer, Runner, interleaved
+from compiler.latency.table import median
 from compiler.targets import TargetSpec
 
 # The weight (out, in/groups, k, k) of a pruned layer configuration, zero where the pruner prunes.
@@ -196,7 +199,10 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
 
     dense_cfg = LayerConfig(**{**cfg.to_dict(), "scheme": "dense", "ratio": 0.0, "block": (0, 0)})
     spec = conv_spec(cfg)
-    plan = sparse.choose_kernel(spec, weight, target.vec, target.registers)
+    from compiler.winograd import dense_relative_cost
+
+    plan = sparse.choose_kernel(spec, weight, target.vec, target.registers,
+                                dense_relative=dense_relative_cost(spec, target.vec, target.registers))
     if plan is None:
         return build_layer(dense_cfg, target)
     bias = rng.standard_normal(cfg.cout).astype(np.float32) if cfg.bias else None
@@ -214,6 +220,16 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
         args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
     return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target,
                       {"sparse": True, "weight": weight, "bias": bias, "kernel": "sparse"})
+
+
+def direct_twin(cfg: LayerConfig, built: BuiltLayer, target: TargetSpec) -> BuiltLayer | None:
+    """The direct kernel of a dense conv that `built` runs as Winograd (its `Entry.direct_ms`), else None."""
+    from compiler.winograd import winograd_mode
+
+    if not built.extra.get("kernel", "").startswith("winograd"):
+        return None
+    with winograd_mode("direct"):
+        return build_layer(cfg, target)
 
 
 def build_network(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec) -> BuiltLayer:
@@ -253,21 +269,24 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
     try:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            built = []
+            built, twins = [], []
             for cfg in part:
                 bar.set_postfix_str(f"compile {cfg.key()[:40]}", refresh=False)
                 weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
                 built.append(build_layer(cfg, target, weight=weight))
+                twins.append(direct_twin(cfg, built[-1], target))
                 bar.update(1)
-            timers = [runner.timer(b) for b in built]  # loads and warms up each layer once
-            bar.set_postfix_str(f"time {len(part)} layers x {repeat} rounds", refresh=False)
+            timers = [runner.timer(b) for b in built + [t for t in twins if t is not None]]  # loads, warms up once
+            bar.set_postfix_str(f"time {len(timers)} kernels x {repeat} rounds", refresh=False)
             samples = interleaved(timers, repeat)
-            for cfg, b, ts in zip(part, built, samples):
-                table.add(cfg, ts, kernel=b.extra.get("kernel", ""))
+            twin_samples = iter(samples[len(built):])
+            for cfg, b, twin, ts in zip(part, built, twins, samples):
+                direct = median(next(twin_samples)) if twin is not None else None
+                table.add(cfg, ts, kernel=b.extra.get("kernel", ""), direct_ms=direct)
             bar.update(len(part))
             done += len(part)
             table.save()
-            del built, timers
+            del built, twins, timers
     finally:
         bar.close()
     return done

@@ -5,11 +5,15 @@ runs them back to back; measured = alpha * sum + beta + gamma * layers, fitted (
 squares, the error MAPE measures) on whole-network measurements of a few random candidates.
 Unseen layers: the same configuration at another input size scales with the output pixels; else
 a per-family linear law t = c0 + c1 * MACs + c2 * floats moved, fitted on the table's entries.
-Unseen pruned layers: the layer's dense time times the measured speed factor of its scheme (and
-block size and kernel size) at its ratio. Why a factor and not a table entry per pruned layer: a
-sparse kernel bakes its weights into straight-line code and takes 5-40 s to compile, so a table
-times a few pruned layers per scheme (each beside its dense twin) and the factor, interpolated
-linearly in the ratio between the measured ratios (1.0 at ratio 0), carries them to every layer.
+Unseen pruned layers: the layer's direct-kernel dense time times the measured speed factor of its scheme (and
+block size and kernel size) at its ratio, or its dense time where that is less (the compiler takes a sparse
+kernel only where it beats the dense kernel it would use, Winograd included: compiler.sparse.choose_kernel).
+Why a factor and not a table entry per pruned layer: a sparse kernel bakes its weights into straight-line
+code and takes 5-40 s to compile, so a table times a few pruned layers per scheme (each beside its dense
+twin) and the factor, interpolated linearly in the ratio between the measured ratios (1.0 at ratio 0),
+carries them to every layer. Why against the direct kernel: a sparse kernel is the direct kernel skipping
+pruned weights, so its factor carries across layer shapes; Winograd's gain over direct grows with the
+channels, so a factor taken against a Winograd twin of one shape mispredicts others (by up to 1.8x).
 A prediction is a few dict look-ups (well under a millisecond).
 """
 
@@ -113,8 +117,10 @@ def _size_free(cfg: LayerConfig) -> LayerConfig:
 class Predictor:
     """Layer times from a table (exact, size-scaled or regressed) and the calibrated network time."""
 
-    def __init__(self, table: LatencyTable, calibration: Calibration | None = None) -> None:
+    def __init__(self, table: LatencyTable, calibration: Calibration | None = None, *, _direct: bool = False) -> None:
         self.table = table
+        # Pruned layers are priced against direct-kernel times: a predictor on the table's direct view.
+        self._direct = self if _direct else Predictor(table.direct_view(), _direct=True)
         self.calibration = calibration or Calibration()
         self._exact = {k: e.median_ms for k, e in table.entries.items()}
         self._by_shape: dict[str, list[tuple[int, float]]] = {}
@@ -141,8 +147,9 @@ class Predictor:
 
     def _estimate(self, cfg: LayerConfig) -> tuple[float, str]:
         if cfg.scheme != "dense" and cfg.op == "conv":
-            dense_ms, _ = self.layer_ms(replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
-            return dense_ms * self.sparse_factor(cfg), "sparse-factor"
+            dense = replace(cfg, scheme="dense", ratio=0.0, block=(0, 0))
+            sparse_ms = self._direct.layer_ms(dense)[0] * self.sparse_factor(cfg)
+            return min(sparse_ms, self.layer_ms(dense)[0]), "sparse-factor"
         oh, ow = cfg.out_hw
         same = self._by_shape.get(_size_free(cfg).key())
         if same:
@@ -167,13 +174,16 @@ class Predictor:
         return self._laws[family]
 
     def sparse_factor(self, cfg: LayerConfig) -> float:
-        """Measured time of a pruned layer over its dense twin, for `cfg`'s scheme, block and kernel size."""
+        """Measured time of a pruned layer's sparse kernel over its dense twin's direct kernel, for `cfg`'s scheme,
+        block and kernel size."""
         kind = _sparse_kind(cfg)
         curve = self._factors.get(kind)
         if curve is None:
             curve = self._factor_curve(kind)
             self._factors[kind] = curve
         if not curve:
+            if any(e.config.scheme != "dense" and _sparse_kind(e.config) == kind for e in self.table.entries.values()):
+                return float("inf")  # measured, but the compiler kept the dense kernel every time: no speed-up
             raise CompilerError(f"the latency table has no measured {cfg.scheme} layers like {cfg.key()}; "
                                 f"build it with this scheme and block size among the search's choices")
         ratios = [0.0] + [r for r, _ in curve]
@@ -181,13 +191,14 @@ class Predictor:
         return float(np.interp(cfg.ratio, ratios, factors))
 
     def _factor_curve(self, kind: tuple) -> list[tuple[float, float]]:
-        """(ratio, mean factor) over the table's pruned entries of `kind` that have a dense twin."""
+        """(ratio, mean factor) over the table's pruned entries of `kind` that ran a sparse kernel and have a dense
+        twin (entries where the compiler kept the dense kernel say nothing about the sparse kernel's speed)."""
         by_ratio: dict[float, list[float]] = {}
         for key, e in self.table.entries.items():
             c = e.config
-            if c.scheme == "dense" or _sparse_kind(c) != kind:
+            if c.scheme == "dense" or _sparse_kind(c) != kind or e.kernel not in ("sparse", ""):
                 continue
-            twin = self._exact.get(replace(c, scheme="dense", ratio=0.0, block=(0, 0)).key())
+            twin = self._direct._exact.get(replace(c, scheme="dense", ratio=0.0, block=(0, 0)).key())
             if twin:
                 by_ratio.setdefault(c.ratio, []).append(e.median_ms / twin)
         return sorted((r, float(np.mean(f))) for r, f in by_ratio.items())

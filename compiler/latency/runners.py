@@ -68,15 +68,19 @@ class Runner(Protocol):
 
 
 def interleaved(timers: list[Timer], rounds: int) -> list[list[float]]:
-    """Milliseconds of `rounds` runs of each timer, one run of each per round.
+    """Milliseconds of `rounds` runs of each timer, one timed run of each per round.
 
     Why round-robin: on a shared machine the load changes over seconds, so a burst hits every
-    timed thing alike instead of a few of them wholesale.
+    timed thing alike instead of a few of them wholesale. Why each timed run is the second of two back to
+    back: in a network a layer reads what the layer before it has just written (and a video loop runs frame
+    after frame), so its data is in the caches; timed straight after the other timers of a round, a layer
+    alone would read everything from memory and measure up to 30% slower than it runs in the network, more for
+    memory-bound layers (a residual add, a channel pad) than for compute-bound ones (sparse kernels).
     """
     samples: list[list[float]] = [[] for _ in timers]
     for _ in range(rounds):
         for i, t in enumerate(timers):
-            samples[i].extend(t(1))
+            samples[i].append(t(2)[-1])
     return samples
 
 

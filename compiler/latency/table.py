@@ -33,7 +33,14 @@ _COMPILER_SOURCES = ("kernels.py", "epilogue.py", "rewrite.py", "build.py", "pip
 # entries were timed under another rule (older tables: direct kernels only) holds times of other code: its conv
 # entries are re-measured by a build (`open_table`) and refused by a prediction (`load_table`).
 KERNEL_CHOICE = "kernel_choice"
-KERNEL_RULE = "direct|winograd(F2,F4)|sparse per layer, v1"
+KERNEL_RULE = "direct|winograd(F2,F4)|sparse per layer, v2 (sparse only below the chosen dense kernel; direct twins)"
+
+
+def median(samples: list[float]) -> float:
+    """The median of timing samples (the mean of the middle two for an even count)."""
+    ordered = sorted(float(s) for s in samples)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
 def compiler_fingerprint() -> str:
@@ -73,11 +80,20 @@ class Entry:
     median_ms: float
     samples_ms: list[float] = field(default_factory=list)
     kernel: str = ""
+    # A dense conv that runs a Winograd kernel: the median time of the direct kernel on the same layer, timed in the
+    # same rounds. Why: a pruned layer's sparse kernel is a direct kernel skipping pruned weights, so its speed factor
+    # is measured and applied against the direct time (compiler.latency.predict).
+    direct_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
-        out = {"config": self.config.to_dict(), "median_ms": self.median_ms, "samples_ms": self.samples_ms}
-        return {**out, "kernel": self.kernel} if self.kernel else out
+        out: dict[str, Any] = {"config": self.config.to_dict(), "median_ms": self.median_ms,
+                               "samples_ms": self.samples_ms}
+        if self.kernel:
+            out["kernel"] = self.kernel
+        if self.direct_ms is not None:
+            out["direct_ms"] = self.direct_ms
+        return out
 
 
 @dataclass
@@ -98,16 +114,29 @@ class LatencyTable:
         """The entry of `cfg`, or None."""
         return self.entries.get(cfg.key())
 
-    def add(self, cfg: LayerConfig, samples_ms: list[float], kernel: str = "") -> Entry:
-        """Record a measurement (median of the samples) and the kernel that ran; does not save."""
+    def add(self, cfg: LayerConfig, samples_ms: list[float], kernel: str = "", direct_ms: float | None = None) -> Entry:
+        """Record a measurement (median of the samples), the kernel that ran and (Winograd) the direct kernel's
+        median; does not save."""
         if not samples_ms or any(not (s >= 0) for s in samples_ms):
             raise CompilerError(f"no valid timing samples for {cfg.key()}")
-        ordered = sorted(float(s) for s in samples_ms)
-        n = len(ordered)
-        median = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
-        entry = Entry(cfg, median, [float(s) for s in samples_ms], str(kernel))
+        if direct_ms is not None and not float(direct_ms) > 0:
+            raise CompilerError(f"direct-kernel time of {cfg.key()} must be positive, got {direct_ms!r}")
+        entry = Entry(cfg, median(samples_ms), [float(s) for s in samples_ms], str(kernel),
+                      None if direct_ms is None else float(direct_ms))
         self.entries[cfg.key()] = entry
         return entry
+
+    def direct_view(self) -> LatencyTable:
+        """The same entries with each Winograd entry's time replaced by its direct twin's (entries without one left
+        out): the table a direct-kernel-only compiler would have, against which sparse speed factors are taken."""
+        view = LatencyTable(self.path, dict(self.header))
+        for key, e in self.entries.items():
+            if e.kernel.startswith("winograd"):
+                if e.direct_ms is None:
+                    continue
+                e = Entry(e.config, e.direct_ms, [e.direct_ms], "direct")
+            view.entries[key] = e
+        return view
 
     def missing(self, configs: list[LayerConfig]) -> list[LayerConfig]:
         """The configurations not yet measured, in order, without duplicates."""
@@ -196,7 +225,7 @@ def load_table(path: str | os.PathLike, *, check_kernels: bool = True) -> Latenc
     for key, item in raw.items():
         try:
             cfg = LayerConfig.from_dict(item["config"])
-            entry = table.add(cfg, item["samples_ms"], item.get("kernel", ""))
+            entry = table.add(cfg, item["samples_ms"], item.get("kernel", ""), item.get("direct_ms"))
         except (CompilerError, KeyError, TypeError, ValueError) as exc:
             raise CompilerError(f"{path}: corrupt latency table entry {key!r} ({exc})") from None
         if cfg.key() != key:
