@@ -35,6 +35,10 @@ def _per_block(rows: list[dict]) -> str:
         if sel:
             lines.append(f"{block} {mape([r['predicted_ms'] for r in sel], [r['measured_ms'] for r in sel]):.1f}% "
                          f"(n={len(sel)})")
+    for kind, sel in (("pruned", [r for r in rows if r.get("prune")]), ("dense", [r for r in rows if not r.get("prune")])):
+        if sel:
+            lines.append(f"{kind} networks {mape([r['predicted_ms'] for r in sel], [r['measured_ms'] for r in sel]):.1f}%"
+                         f" (n={len(sel)})")
     return ", ".join(lines)
 
 
@@ -51,11 +55,12 @@ def _best_factor(result: dict) -> float:
 def _split_session(result: dict, table, k: int = 6) -> dict:
     """An earlier session re-scored as `validate` does now: calibrate on k of its networks, score the rest."""
     from compiler.latency.predict import Predictor, fit_calibration
-    from srprune.latency import genome_layers, mape, spearman
+    from srprune.latency import genome_layers, latency_prune, mape, spearman
 
     pred = Predictor(table)
     w, h = result["output_size"]
-    pts = [(pred.sum_ms(genome_layers(r["genome"], (h, w))), r["layers"], r["measured_ms"]) for r in result["rows"]]
+    pts = [(pred.sum_ms(genome_layers(r["genome"], (h, w), latency_prune(r.get("prune") or {}))), r["layers"],
+            r["measured_ms"]) for r in result["rows"]]
     cal_idx = {int(i * len(pts) / k) for i in range(k)}
     cal = fit_calibration([pts[i] for i in sorted(cal_idx)])
     rest = [i for i in range(len(pts)) if i not in cal_idx]
@@ -101,15 +106,20 @@ def main() -> None:
     if args.reuse:
         result = json.loads(out.read_text())
     else:
+        from srprune.latency import HD_720P
+        from srprune.search.config import DEFAULTS
+        from srprune.search.latency_stage import pruned_kernels
+
         runner = make_runner(target)
         space = SearchSpace()
+        pruned = pruned_kernels(space, DEFAULTS["search"], HD_720P)  # the pruned layers and networks a run sees
         t0 = time.time()
-        build_table(args.run, target, runner, space)
+        build_table(args.run, target, runner, space, pruned=pruned)
         if not calibration_path(args.run, target.name).exists():
-            calibrate(args.run, target, runner, space, n=args.calibrate, rounds=args.rounds)
+            calibrate(args.run, target, runner, space, n=args.calibrate, rounds=args.rounds, pruned=pruned)
         print(f"table + calibration ready in {time.time() - t0:.0f} s", file=sys.stderr)
         result = validate(load_predictor(args.run, target.name, target.threads), target, runner, space,
-                          n=args.n, rounds=args.rounds, calibrate_n=args.calibrate)
+                          n=args.n, rounds=args.rounds, calibrate_n=args.calibrate, pruned=pruned)
         out.write_text(json.dumps(result, indent=1))
     scatter_plot(result, PLOT)
     table = load_table(table_path(args.run, target.name))
@@ -118,12 +128,12 @@ def main() -> None:
     w, h = result["output_size"]
     c = result["calibration"]
     from compiler.latency.predict import Predictor
-    from srprune.latency import genome_layers
+    from srprune.latency import genome_layers, latency_prune
 
     pred = Predictor(table)
     share = []
     for r in result["rows"]:
-        layers = genome_layers(r["genome"], (h, w))
+        layers = genome_layers(r["genome"], (h, w), latency_prune(r.get("prune") or {}))
         share.append(sum(pred.layer_ms(x)[0] for x in layers if x.op == "tail") / pred.sum_ms(layers) * 100)
     lines = [
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
@@ -134,8 +144,11 @@ def main() -> None:
         f"- Table: {len(table)} layer configurations of the default search space (widths 8-64, blocks conv/res/wide/"
         f"ecb/dws/skip, x2) at the 640x360 LR size of a {w}x{h} output, each compiled alone with the compiler's own "
         f"kernels and timed on {table.header['threads']} threads: chunks of 32 layers compiled, then timed "
-        "round-robin, 5 rounds, median.",
-        f"- Validation: {result['n']} random sub-networks (seed 2000), each compiled whole with `compile_model` "
+        "round-robin, 5 rounds (each timed run the second of two back to back), median; plus the pruned layers "
+        "of the default search (block 4x8 / pattern at its ratios, beside their dense twins; Winograd layers also "
+        "timed with the direct kernel, the reference of the sparse speed factors).",
+        f"- Validation: {result['n']} random sub-networks (seed 2000; every second one pruned at random with the "
+        "default search's schemes and ratios, as the networks a run deploys), each compiled whole with `compile_model` "
         f"(checked against PyTorch) and timed round-robin in groups of 5 ({len(result['rows'][0]['samples_ms'])} "
         f"rounds, median): {meas[0]:.0f}-{meas[-1]:.0f} ms per frame.",
         f"- Calibration used for the numbers below: {c['networks']} further random networks measured in the same "

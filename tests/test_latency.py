@@ -323,3 +323,24 @@ def test_pruned_weight_is_the_pruners_pattern_structure():
     kept = taps[taps.any(axis=1)]
     assert set(kept.sum(axis=1)) == {4} and len({tuple(t) for t in kept}) <= 8
     assert 1 - taps.mean() == pytest.approx(0.75, abs=0.01)
+
+
+def test_random_pruned_network_is_masked_as_its_prune_says():
+    """Calibration/validation networks pruned as the search prunes: every layer the prune dict names has the zero
+    fraction of its ratio in the model's own weight (counted), the others stay dense, and the layers the predictor
+    sums carry the same pruning."""
+    from srprune.latency import latency_prune, named_genome_layers
+    from srprune.search.latency_stage import random_pruned_network
+
+    genome = {"scale": 2, "head": 16, "activation": "relu", "cells": [
+        {"block": "res", "width": 16, "layers": [16]}, {"block": "conv", "width": 16, "layers": []}]}
+    search = {"schemes": ["block"], "blocks": [[4, 8]], "ratios": [0.5, 0.75]}
+    prune, model = random_pruned_network(Genome.coerce(genome), np.random.default_rng(3), search, (32, 64))
+    modules = dict(model.named_modules())
+    assert set(prune) == {"cells.0.c1", "cells.0.c2", "cells.1.conv"}  # every prunable conv (not head/tail)
+    for name, p in prune.items():
+        w = modules[name].weight.detach().numpy()
+        assert p["scheme"] == "block" and 1 - np.count_nonzero(w) / w.size == pytest.approx(p["ratio"], abs=0.01)
+    assert np.count_nonzero(modules["head"].weight.detach().numpy()) == modules["head"].weight.numel()
+    layers = dict(named_genome_layers(genome, (32, 64), latency_prune(prune)))
+    assert {n for n, c in layers.items() if c.scheme == "block"} == set(prune)

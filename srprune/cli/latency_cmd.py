@@ -208,8 +208,11 @@ def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n
     pred = load_predictor(run_dir, tspec.name, tspec.threads)
     _stale_note(pred)
     runner = make_runner(tspec, rpc, timeout)
-    result = validate(pred, tspec, runner, _space(config_path), out_hw, n=n, seed=seed, rounds=rounds,
-                      calibrate_n=n_cal)
+    from srprune.search.latency_stage import pruned_kernels
+
+    space = _space(config_path)
+    result = validate(pred, tspec, runner, space, out_hw, n=n, seed=seed, rounds=rounds, calibrate_n=n_cal,
+                      pruned=pruned_kernels(space, _search(config_path), out_hw))
     folder = table_path(run_dir, tspec.name).parent
     write_text(folder / "validate.json", json.dumps(result, indent=1))
     plot = plot or folder / "validate.png"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,12 +29,14 @@ from srprune.latency.stats import mape, spearman
 from supernet.space import Genome, SearchSpace
 
 if TYPE_CHECKING:  # the compiler modules that import TVM load when something is measured, not on import
+    from torch import nn
+
     from compiler.latency.measure import WeightFor
     from compiler.targets import TargetSpec
 
-__all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "PrunedKernels", "build_latency_model", "build_table", "calibrate",
+__all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "Network", "PrunedKernels", "build_latency_model", "build_table", "calibrate",
            "calibrate_from_device", "calibration_path", "device_bench_points", "load_predictor", "make_runner",
-           "measure_genomes", "random_genomes", "table_path", "validate"]
+           "measure_networks", "random_genomes", "random_networks", "table_path", "validate"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,23 @@ class PrunedKernels:
     configs: list[LayerConfig]
     weight_for: WeightFor
     source: str
+    # A deployed network of a genome pruned at random as the search prunes ({deployed layer: prune} and the masked
+    # model), or None. Why: the calibration and the validation must include networks like those a run deploys
+    # (pruned ones, whose sparse kernels behave unlike dense layers in a network), not only dense ones.
+    prune_network: Callable[[Genome, np.random.Generator], tuple[dict[str, dict], nn.Module]] | None = None
+
+
+@dataclass
+class Network:
+    """A network the calibration or validation times whole: its genome, its pruning ({} = dense) and its model."""
+
+    genome: Genome
+    prune: dict[str, dict]
+    model: nn.Module
+
+    def layers(self, out_hw: tuple[int, int]) -> list[LayerConfig]:
+        """Its layer configurations, as the predictor sums them."""
+        return genome_layers(self.genome, out_hw, latency_prune(self.prune))
 
 
 @dataclass
@@ -74,36 +94,52 @@ def random_genomes(space: SearchSpace, n: int, seed: int, scale: int | None = No
     return out
 
 
-def measure_genomes(genomes: list[Genome], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P, *,
-                    rounds: int = 5, group: int = 5, progress: bool = True, seed: int = 0) -> list[dict]:
-    """Whole-network median milliseconds of each genome's deployed GenomeNet, compiled with compile_model.
+def random_networks(space: SearchSpace, n: int, seed: int, pruned: PrunedKernels | None = None) -> list[Network]:
+    """`n` distinct random genomes' deployed networks (seeded weights); with `pruned.prune_network`, every second
+    one pruned at random as the search prunes."""
+    import torch
+
+    from supernet.standalone import GenomeNet
+
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for i, g in enumerate(random_genomes(space, n, seed)):
+        if pruned is not None and pruned.prune_network is not None and i % 2:
+            prune, model = pruned.prune_network(g, rng)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                prune, model = {}, GenomeNet(g).deploy()
+        out.append(Network(g, prune, model.eval()))
+    return out
+
+
+def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P,
+                     *, rounds: int = 5, group: int = 5, progress: bool = True) -> list[dict]:
+    """Whole-network median milliseconds of each network, compiled with compile_model.
 
     Why groups and rounds: the machine is shared, so networks of a group are timed round-robin (one
     run each per round, `rounds` rounds) and compared by their medians; groups bound the memory of
     the compiled networks held at once.
     """
-    import torch
-
     from compiler.latency.measure import build_network
     from compiler.latency.runners import interleaved
     from srcommon.progress import progress_bar
-    from supernet.standalone import GenomeNet
 
     results: list[dict] = []
-    bar = progress_bar(total=len(genomes), desc="networks", unit="net", disable=not progress)
+    bar = progress_bar(total=len(networks), desc="networks", unit="net", disable=not progress)
     try:
-        for start in range(0, len(genomes), group):
-            chunk = genomes[start:start + group]
+        for start in range(0, len(networks), group):
+            chunk = networks[start:start + group]
             built = []
-            for g in chunk:
-                torch.manual_seed(seed)
-                net = GenomeNet(g).deploy().eval()
-                h, w = lr_size(out_hw, g.scale)
-                built.append(build_network(net, (1, 3, h, w), target))
+            for net in chunk:
+                h, w = lr_size(out_hw, net.genome.scale)
+                built.append(build_network(net.model, (1, 3, h, w), target))
             timers = [runner.timer(b) for b in built]  # loads and warms up each network once
             samples = interleaved(timers, rounds)
-            for g, s in zip(chunk, samples):
-                results.append({"genome": g.to_dict(), "measured_ms": statistics.median(s), "samples_ms": s})
+            for net, s in zip(chunk, samples):
+                results.append({"genome": net.genome.to_dict(), "prune": net.prune, "measured_ms": statistics.median(s),
+                                "samples_ms": s})
             del built, timers
             bar.update(len(chunk))
     finally:
@@ -148,7 +184,7 @@ def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner,
     cpath = calibration_path(run_dir, target.name)
     now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
     if now:
-        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, progress=progress)
+        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress)
     else:
         cal = load_calibration(cpath, table.header) if calibrate_n else None
     return LatencyBuild(table, n, dropped, cal, now)
@@ -156,23 +192,26 @@ def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner,
 
 def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
               out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = 1000, rounds: int = 5,
-              progress: bool = True) -> Calibration:
-    """Fit the overhead on `n` random networks measured whole; saves RUN/latency/TARGET/predictor.json."""
+              pruned: PrunedKernels | None = None, progress: bool = True) -> Calibration:
+    """Fit the overhead on `n` random networks measured whole (every second one pruned as the search prunes, where
+    `pruned` says how); saves RUN/latency/TARGET/predictor.json."""
     from compiler.latency.predict import fit_calibration, save_calibration
     from compiler.latency.table import load_table
 
     table = load_table(table_path(run_dir, target.name))
     table.check_target(target.name, target.threads)
     pred = Predictor(table)
-    genomes = random_genomes(space, n, seed)
-    measured = measure_genomes(genomes, target, runner, out_hw, rounds=rounds, progress=progress)
+    networks = random_networks(space, n, seed, pruned)
+    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, progress=progress)
     points = []
-    for g, m in zip(genomes, measured):
-        layers = genome_layers(g, out_hw)
+    for net, m in zip(networks, measured):
+        layers = net.layers(out_hw)
         points.append((pred.sum_ms(layers), len(layers), m["measured_ms"]))
     cal = fit_calibration(points)
-    for point, g, m in zip(cal.points, genomes, measured):  # kept for re-fits and reports
-        point.update(genome=g.to_dict(), samples_ms=m["samples_ms"])
+    for point, net, m in zip(cal.points, networks, measured):  # kept for re-fits and reports
+        point.update(genome=net.genome.to_dict(), samples_ms=m["samples_ms"])
+        if net.prune:
+            point["prune"] = net.prune
     save_calibration(cal, calibration_path(run_dir, target.name), table.header)
     return cal
 
@@ -247,8 +286,10 @@ def load_predictor(run_dir: str | Path, target: str, threads: int) -> Predictor:
 
 
 def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: SearchSpace, out_hw: tuple[int, int] = HD_720P, *,
-             n: int = 30, seed: int = 2000, rounds: int = 5, calibrate_n: int = 6, progress: bool = True) -> dict:
+             n: int = 30, seed: int = 2000, rounds: int = 5, calibrate_n: int = 6, pruned: PrunedKernels | None = None,
+             progress: bool = True) -> dict:
     """Predicted vs measured on `n` random networks (a seed apart from the build's calibration): MAPE, Spearman.
+    With `pruned`, every second network is pruned at random as the search prunes (as in the calibration).
 
     Why a same-session calibration: on a shared machine the load (and so every wall-clock time) shifts
     between sessions by tens of percent, uniformly across networks. With `calibrate_n` > 0, that many
@@ -259,17 +300,19 @@ def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: Se
     from compiler.latency.predict import fit_calibration
 
     total = n + calibrate_n
-    genomes = random_genomes(space, total, seed)
+    networks = random_networks(space, total, seed, pruned)
     cal_idx = {int(i * total / calibrate_n) for i in range(calibrate_n)} if calibrate_n else set()
-    measured = measure_genomes(genomes, target, runner, out_hw, rounds=rounds, progress=progress)
+    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, progress=progress)
     rows, cal_points = [], []
-    for i, (g, m) in enumerate(zip(genomes, measured)):
-        layers = genome_layers(g, out_hw)
+    for i, (net, m) in enumerate(zip(networks, measured)):
+        layers = net.layers(out_hw)
         point = (predictor.sum_ms(layers), len(layers), m["measured_ms"])
         if i in cal_idx:
             cal_points.append(point)
             continue
-        rows.append({"genome": g.to_dict(), "blocks": [c.block for c in g.cells], "layers": len(layers),
+        g = net.genome
+        rows.append({"genome": g.to_dict(), "prune": net.prune, "blocks": [c.block for c in g.cells],
+                     "layers": len(layers),
                      "sum_ms": point[0], "predicted_stored_ms": predictor.predict(layers),
                      "measured_ms": m["measured_ms"], "samples_ms": m["samples_ms"]})
     cal = fit_calibration(cal_points) if cal_points else predictor.calibration

@@ -12,6 +12,7 @@ srprune.latency's `build_latency_model`, which this stage and `srprune latency b
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from srprune.latency import PrunedKernels, lr_size
 from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
                                       searchable_layers, pruning_spec)
 from supernet.blocks import deployed_kernel_sizes
-from supernet.space import SearchSpace
+from supernet.space import Genome, SearchSpace
 
 # Names the weights pruned layers are timed on (stored in the table header; change it when
 # `pruned_weight` changes what it makes, so that tables re-measure their pruned entries).
@@ -91,9 +92,31 @@ def pruned_weight(cfg: LayerConfig, seed: int = 0) -> np.ndarray:
     return model.conv.weight.detach().numpy().copy()
 
 
+def random_pruned_network(genome: Genome, rng: np.random.Generator, search: dict[str, Any],
+                          out_hw: tuple[int, int]) -> tuple[dict[str, dict], torch.nn.Module]:
+    """`genome`'s deployed network (seeded weights) with each prunable layer given a random scheme, block size and
+    ratio among the search's choices, masked by the search's own pruner: a network like those a run deploys, for
+    the latency model's calibration and validation. Returns ({layer: prune}, model)."""
+    from supernet.standalone import GenomeNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**31)))
+        model = GenomeNet(genome).deploy().eval()
+    prune = {}
+    for name, c in searchable_layers(genome, out_hw).items():
+        scheme = str(rng.choice(search["schemes"]))
+        block = tuple(search["blocks"][int(rng.integers(len(search["blocks"])))]) if scheme == "block" else None
+        if scheme != "dense" and fits(c, scheme, block):
+            prune[name] = layer_prune(scheme, block, float(rng.choice(search["ratios"])))
+    apply_masks(model, pruning_spec(prune))
+    return prune, model
+
+
 def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> PrunedKernels:
-    """What the latency model times of the search's pruning: `sparse_configs` on `pruned_weight`s."""
-    return PrunedKernels(sparse_configs(space, search, out_hw), pruned_weight, PRUNED_WEIGHTS)
+    """What the latency model times of the search's pruning: `sparse_configs` on `pruned_weight`s, and randomly
+    pruned networks for its calibration (`random_pruned_network`)."""
+    return PrunedKernels(sparse_configs(space, search, out_hw), pruned_weight, PRUNED_WEIGHTS,
+                         functools.partial(random_pruned_network, search=search, out_hw=out_hw))
 
 
 def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale: int,
