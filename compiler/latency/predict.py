@@ -10,6 +10,11 @@ block size and kernel size) at its ratio. Why a factor and not a table entry per
 sparse kernel bakes its weights into straight-line code and takes 5-40 s to compile, so a table
 times a few pruned layers per scheme (each beside its dense twin) and the factor, interpolated
 linearly in the ratio between the measured ratios (1.0 at ratio 0), carries them to every layer.
+Precisions (`LayerConfig.precision`): an int8 or fp16 layer is its own entry, looked up, size-scaled and
+family-fitted among its own precision only (the precision is in the key and the family), and a pruned one is
+scaled from its dense twin of the same precision by that precision's own speed factor (the int8 sparse kernel
+skips other zeros than the fp32 one). int8 adapters cost nothing: the int8 network slices or zero-pads a
+residual in its consumer's write-back. A precision the table has no entry of is a one-line CompilerError.
 A prediction is a few dict look-ups (well under a millisecond).
 """
 
@@ -102,8 +107,8 @@ def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibra
 
 
 def _sparse_kind(cfg: LayerConfig) -> tuple:
-    """What a sparse speed factor depends on besides the ratio."""
-    return (cfg.scheme, cfg.block, cfg.k)
+    """What a sparse speed factor depends on besides the ratio (the precision: each has its own sparse kernel)."""
+    return (cfg.scheme, cfg.block, cfg.k, cfg.precision)
 
 
 def _size_free(cfg: LayerConfig) -> LayerConfig:
@@ -126,15 +131,21 @@ class Predictor:
         self._laws: dict[tuple, np.ndarray | None] = {}
         self._cache: dict[str, tuple[float, str]] = {}
         self._factors: dict[tuple, list[tuple[float, float]]] = {}
+        self.precisions = frozenset(e.config.precision for e in table.entries.values())
 
     def layer_ms(self, cfg: LayerConfig) -> tuple[float, str]:
-        """(milliseconds, how): how is 'table', 'scaled', 'fitted' or 'sparse-factor'."""
+        """(milliseconds, how): how is 'table', 'scaled', 'fitted', 'sparse-factor' or 'fused' (an int8 adapter)."""
         key = cfg.key()
         hit = self._exact.get(key)
         if hit is not None:
             return hit, "table"
         cached = self._cache.get(key)
         if cached is None:
+            if cfg.precision != "fp32" and cfg.precision not in self.precisions:
+                raise CompilerError(f"the latency table has no {cfg.precision} layers; build them with "
+                                    f"`srprune latency build --precisions fp32,{cfg.precision}`")
+            if cfg.op == "adapter" and cfg.precision == "int8":
+                return 0.0, "fused"  # sliced or zero-padded in the consuming int8 kernel's write-back
             cached = self._estimate(cfg)
             self._cache[key] = cached
         return cached
@@ -174,7 +185,8 @@ class Predictor:
             curve = self._factor_curve(kind)
             self._factors[kind] = curve
         if not curve:
-            raise CompilerError(f"the latency table has no measured {cfg.scheme} layers like {cfg.key()}; "
+            where = "" if cfg.precision == "fp32" else f" in {cfg.precision}"
+            raise CompilerError(f"the latency table has no measured {cfg.scheme} layers{where} like {cfg.key()}; "
                                 f"build it with this scheme and block size among the search's choices")
         ratios = [0.0] + [r for r, _ in curve]
         factors = [1.0] + [f for _, f in curve]
