@@ -243,3 +243,14 @@ def test_build_with_int8_times_int8_entries(run_cli, tmp_path):
     genome = {"scale": 2, "head": 8, "activation": "relu", "cells": [{"block": "conv", "width": 8, "layers": []}]}
     parts = Predictor(table).breakdown(genome_layers(genome, (16, 32), precision="int8"))
     assert [p["source"] for p in parts] == ["table"] * 3
+    r = run_cli("latency", "predict", json.dumps(genome), "--run", run, "--precision", "int8", "--json", *COMMON)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["predicted_ms"] == pytest.approx(sum(p["ms"] for p in parts))
+
+
+def test_a_precision_for_a_layer_the_network_lacks_is_refused():
+    from srprune.errors import InputError
+
+    genome = {"scale": 2, "head": 8, "activation": "relu", "cells": [{"block": "conv", "width": 8, "layers": []}]}
+    with pytest.raises(InputError, match="cells.5.conv"):
+        named_genome_layers(genome, (16, 32), precision={"cells.5.conv": "int8"})

@@ -178,9 +178,16 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
 @click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads the table was measured with.")
 @click.option("--layers", "show_layers", is_flag=True, help="Also print every layer's time and its source.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Every layer in this precision (the table needs its entries: build --precisions).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> None:
-    """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET."""
+def predict_cmd(spec, target, run_dir, size, threads, show_layers, precision, as_json) -> None:
+    """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET.
+
+    With another precision than fp32 the number is the sum of the layers' entries uncalibrated (the calibration
+    is fitted on fp32 networks)."""
+    from dataclasses import replace
+
     from srprune.latency import load_predictor
 
     tspec = _target(target, threads)
@@ -188,6 +195,11 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> N
     pred = load_predictor(run_dir, tspec.name, tspec.threads)
     _stale_note(pred)
     layers, name = _genome_or_model(spec, out_hw)
+    if precision != "fp32":
+        from compiler.latency.predict import Calibration
+
+        layers = [replace(c, precision=precision) for c in layers]
+        pred.calibration = Calibration()  # fitted on fp32 networks: not for another precision's sums
     ms = pred.predict(layers)
     parts = pred.breakdown(layers)
     if as_json:
