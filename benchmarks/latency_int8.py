@@ -32,6 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import add_timing_args, machine, publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Reading of the run in docs/benchmarks.md (written by hand after it; update it with the numbers when re-running).
+NOTES = (
+    "Reading (2026-12-06, measured under load; the lead may re-run it quiet). Two more runs the same day: 1 thread, "
+    "load 8.0 to 6.9: sum/measured 0.923 to 0.970 (median 0.949), Spearman 0.943; 2 threads, load 9.3 to 13.0: "
+    "0.757 to 1.033 (median 0.827), Spearman 0.771, per-round ratios down to 0.27: with more runnable threads than "
+    "cores every parallel kernel waits at its barrier for a descheduled thread, a cost per kernel call that a "
+    "layer timed alone does not see in the same way, so loaded multi-thread numbers say little; at 1 thread the sum "
+    "of int8 entries is within about 10% of the int8 c-lib and ranks the networks as they measure. Where the time "
+    "goes: the int8 tail entry (127 to 143 ms at every width) is most of each network, and nearly all of it is the "
+    "bicubic skip kernel (`compiler.int8.network.skip_primfunc`, scalar: 25 taps x 12 channels per LR pixel), not "
+    "the tail conv; vectorising that kernel is what whole int8 GenomeNets need next (issue 19), and the table "
+    "will show it (the tail entry times that kernel)."
+)
+
+
+def _shown(path: Path) -> str:
+    """A path as the doc names it: relative to the repository where it is inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _quantised(genome, seed: int):
@@ -130,9 +151,10 @@ def run(config: Path, n: int, rounds: int, threads: int | None, seed: int) -> di
     from srprune.latency.stats import spearman
 
     return {"machine": machine(target.threads), "threads": target.threads, "rounds": rounds, "n": n, "seed": seed,
-            "config": str(config), "output_size": [w, h], "int8_isa": isa, "loadavg_start": list(load0),
+            "config": _shown(config), "output_size": [w, h], "int8_isa": isa, "loadavg_start": list(load0),
             "loadavg_end": list(os.getloadavg()), "timing_s": timing_s, "wall_s": time.perf_counter() - t_start,
             "distinct_layers": len(keys), "rows": rows,
+            "layers_ms": {k: {"median_ms": float(np.median(v)), "kernel": kernels[k]} for k, v in layer_s.items()},
             "spearman": spearman([r["sum_ms"] for r in rows], [r["measured_ms"] for r in rows])}
 
 
@@ -146,7 +168,8 @@ def markdown(res: dict) -> str:
         f"Machine: {res['machine']}. Measured under load (other agents' work on the same 2 cores; load average "
         f"{la[0]:.1f} at the start, {lb[0]:.1f} at the end): absolute times are loaded ones, the ratios are per round "
         f"of one interleaved timing ({res['rounds']} rounds, one call of every layer and network per round after a "
-        f"warm-up). Command: `python benchmarks/latency_int8.py --n {res['n']} --rounds {res['rounds']} --doc` "
+        f"warm-up). Command: `python benchmarks/latency_int8.py --n {res['n']} --rounds {res['rounds']} "
+        f"--threads {res['threads']} --doc` "
         f"({res['wall_s']:.0f} s, of which {res['timing_s']:.0f} s timing).", "",
         f"{res['n']} random genomes (seed {res['seed']}) of `{res['config']}`'s space at a {w}x{h} output, quantised "
         "by srprune.quant's PTQ (random init, min-max ranges over 4 random images) and built as the int8 c-lib "
@@ -161,10 +184,14 @@ def markdown(res: dict) -> str:
         cells = " ".join(f"{b}:{wd}" for b, wd in zip(r["blocks"], r["widths"]))
         lines.append(f"| {i} | {cells} | {r['layers']} | {r['sparse_layers']} | {r['sum_ms']:.2f} | "
                      f"{r['measured_ms']:.2f} | {r['ratio_median']:.3f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] |")
+    top = sorted(res["layers_ms"].items(), key=lambda kv: -kv[1]["median_ms"])[:5]
+    lines += ["", "Costliest entries (median ms, kernel): " + "; ".join(
+        f"`{k}` {v['median_ms']:.2f} ({v['kernel']})" for k, v in top) + "."]
     lines += ["", f"Across networks: sum/measured from {min(ratios):.3f} to {max(ratios):.3f} (median "
               f"{float(np.median(ratios)):.3f}); Spearman(sum, measured) = {res['spearman']:.3f}. A calibration of "
               "int8 networks (alpha x sum + beta + gamma x layers, as fitted for fp32) is not built yet: the fp32 "
               "calibration of a table must not be applied to int8 sums."]
+    lines += ["", NOTES]
     return "\n".join(lines)
 
 
