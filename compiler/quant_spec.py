@@ -67,6 +67,28 @@ class QConv:
         return (np.float64(self.input.scale) * self.weight_scale.astype(np.float64)).astype(np.float32)
 
 
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight in [-127, 127], float32 scale per output channel): symmetric, max |w| -> 127 (an all-zero
+    channel gets scale 1). One home for the contract's weight rule: srprune's PTQ/QAT and the latency table's int8
+    entries quantise with it, so an exact zero (a pruned weight) stays an exact int8 zero."""
+    w = np.asarray(weight, np.float32)
+    amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if w.size else np.zeros(w.shape[0], np.float32)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(w.astype(np.float64) / scale.astype(np.float64).reshape(-1, *[1] * (w.ndim - 1))), -127, 127)
+    return q.astype(np.int8), scale
+
+
+def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped weight (O, I/g, k, k) as the dense block-diagonal (O, I, k, k) it equals (zeros elsewhere): how a
+    grouped conv reaches the int8 kernels, which have no grouped form."""
+    out_ch, per, k, kw = weight.shape
+    dense = np.zeros((out_ch, per * groups, k, kw), dtype=weight.dtype)
+    per_out = out_ch // groups
+    for g in range(groups):
+        dense[g * per_out:(g + 1) * per_out, g * per:(g + 1) * per] = weight[g * per_out:(g + 1) * per_out]
+    return dense
+
+
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
     """b_q[o] = round_half_even(b[o] / (s_x * s_w[o])) as int32."""
     q = np.rint(bias.astype(np.float64) / (np.float64(input_scale) * weight_scale.astype(np.float64)))

@@ -11,6 +11,18 @@ the dense kernel the rewrite would use, Winograd included), and that
 weight comes from the caller (`weight_for`): a sparse kernel's code depends on where the zeros are,
 so the timed weight must carry the structure the pruner produces, and only the pruner's owner (srprune,
 which this package must not import) knows it. Timing back-ends are in `compiler.latency.runners`.
+
+Other precisions (`LayerConfig.precision`) are the code the builds of that precision emit:
+- int8: the compiler.int8 kernel `build_int8_clib` emits for such a layer (`int8_qconv` makes the layer: seeded
+  random weights quantised per output channel, or the pruner's weight quantised so its zeros stay exact), on the
+  dot form `choose_isa` picks for the target, dense or sparse as `make_plan` decides ("auto"); timed on uint8
+  inputs. The int8 network has no adapter kernel (a residual of another width is sliced or zero-padded in its
+  consumer's write-back), so int8 adapters are not built (the predictor counts them as 0 ms); the int8 tail is
+  what the network runs at its ends: the input quantise kernel, the bicubic skip kernel and the tail conv with
+  the skip, PixelShuffle and clamp fused, as one Relax function.
+- fp16 (targets whose precision is fp16): the direct or sparse kernel with the fp16 build's element types
+  (`conv_spec`); tails and adapters compile through `compile_model` like fp32 ones, whose lowering follows the
+  target's precision. They run on arm64 only, so they are timed over RPC.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compiler.errors import CompilerError
-from compiler.latency.config import LayerConfig
+from compiler.latency.config import PRECISIONS, LayerConfig
 from compiler.latency.runners import BuiltLayer, Runner, interleaved
 from compiler.latency.table import median
 from compiler.targets import TargetSpec
@@ -89,24 +101,58 @@ def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator) -> 
     from compiler.kernels import pack_weight
 
     oh, ow = cfg.out_hw
+    dtype = _DTYPES[cfg.precision]
     weight = rng.standard_normal((cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k), dtype=np.float32)
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32), pack_weight(weight, oc_tile)]
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(dtype),
+            pack_weight(weight, oc_tile, dtype)]
     if cfg.bias:
         args.append(rng.standard_normal(cfg.cout, dtype=np.float32))
     if cfg.act == "prelu":
         args.append(np.full(cfg.cout, 0.25, dtype=np.float32))
     if cfg.residual:
-        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
+        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(dtype))
     return args
 
 
+# Element type of a float layer's tensors between kernels (compiler.targets.PRECISIONS).
+_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
 def conv_spec(cfg: LayerConfig):
-    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer."""
+    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer.
+
+    fp16: a layer between two of the fp16 build's kernels (compiler.rewrite.half_ends): weights, input window and
+    multiply-adds in float16, its input, residual and output tensors float16 (the epilogue stays float32).
+    """
     from compiler.kernels import ConvSpec
 
     p = cfg.pad
+    if cfg.precision not in _DTYPES:
+        raise CompilerError(f"layer {cfg.key()} is not a float layer")
+    t = _DTYPES[cfg.precision]
     return ConvSpec(1, cfg.cin, cfg.h, cfg.w, cfg.cout, cfg.k, cfg.k, (p, p, p, p), cfg.groups, cfg.bias,
-                    cfg.act, cfg.residual)
+                    cfg.act, cfg.residual, compute=t, data_dtype=t, residual_dtype=t, out_dtype=t)
+
+
+def check_precision(target: TargetSpec, precision: str) -> None:
+    """Refuse (one line) a precision whose kernels `target` cannot run: fp16 needs an fp16 target (fullfp16),
+    int8 a dot form (compiler.int8.isa.choose_isa: AVX-512 VNNI or AVX2 on x86; sdot or NEON on aarch64)."""
+    if precision == "fp32":
+        return
+    if precision == "fp16":
+        if target.precision != "fp16":
+            raise CompilerError(f"target {target.name} has no fp16 kernels (precision {target.precision}); "
+                                "fp16 layers are built for android-arm64-fp16")
+        return
+    if precision == "int8":
+        from compiler.int8.isa import choose_isa
+
+        try:
+            choose_isa(target)
+        except CompilerError as exc:
+            raise CompilerError(f"precision int8: {exc}") from None
+        return
+    raise CompilerError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
 
 
 def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.ndarray | None = None) -> BuiltLayer:
@@ -114,12 +160,14 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
 
     `weight` is required for a pruned layer: its zeros decide the sparse kernel's code (checked by
     `check_pruned_weight`). Dense layers draw a seeded random weight; their code does not depend on it.
+    `cfg.precision` picks the build whose code is timed (module docstring); one `target` cannot run is refused.
     """
-    import tvm
-
     rng = np.random.default_rng(seed)
+    check_precision(target, cfg.precision)
     if cfg.scheme != "dense" and cfg.op != "conv":
         raise CompilerError(f"only conv layers can be pruned, got {cfg.key()}")
+    if cfg.precision == "int8":
+        return _build_int8(cfg, target, rng, check_pruned_weight(cfg, weight) if cfg.scheme != "dense" else None)
     if cfg.scheme != "dense":
         return _build_sparse(cfg, target, rng, check_pruned_weight(cfg, weight))
     if cfg.op == "conv":
@@ -127,18 +175,16 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         from compiler.winograd import choose_conv_kernel, kernel_name
 
         spec = conv_spec(cfg)
-        m = choose_conv_kernel(spec, target.vec, target.registers)  # the rewrite's per-layer choice
+        # the rewrite's per-layer choice; Winograd kernels are float32 only, an fp16 build keeps 3x3 convs direct
+        m = choose_conv_kernel(spec, target.vec, target.registers) if cfg.precision == "fp32" else 0
         if m:
             return _build_winograd(cfg, spec, m, target, rng)
         sched = choose_schedule(spec, target.vec, target.registers)
         func = conv2d_primfunc(spec, sched).with_attr("global_symbol", "layer")
-        try:
-            exe = tvm.compile(tvm.IRModule({"layer": func}), target=target.tvm_target())
-        except Exception as exc:  # noqa: BLE001
-            raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
+        exe = _compile_kernel(cfg, func, target)
         oh, ow = cfg.out_hw
         return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng), (1, cfg.cout, oh, ow), target,
-                          {"kernel": kernel_name(0)})
+                          {"kernel": kernel_name(0)}, spec.out_dtype)
     from compiler.build import compile_model
 
     compiled = compile_model(layer_module(cfg), (1, cfg.cin, cfg.h, cfg.w), target, check=False)
@@ -146,22 +192,130 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
                       compiled.output_shape, target, {"kernel": "graph"})
 
 
-def _build_winograd(cfg: LayerConfig, spec, m: int, target: TargetSpec, rng: np.random.Generator) -> BuiltLayer:
-    """The Winograd F(m) kernel the rewrite emits for this dense conv (compiler.winograd), on transformed weights."""
+def _compile_kernel(cfg: LayerConfig, func: Any, target: TargetSpec) -> Any:
+    """One kernel PrimFunc (global symbol "layer") compiled alone for `target`; a failure is one line."""
     import tvm
 
+    try:
+        return tvm.compile(tvm.IRModule({"layer": func}), target=target.tvm_target())
+    except Exception as exc:  # noqa: BLE001
+        raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def _build_winograd(cfg: LayerConfig, spec, m: int, target: TargetSpec, rng: np.random.Generator) -> BuiltLayer:
+    """The Winograd F(m) kernel the rewrite emits for this dense conv (compiler.winograd), on transformed weights."""
     from compiler.winograd import choose_winograd_schedule, kernel_name, transform_weight, winograd_primfunc
 
     sched = choose_winograd_schedule(spec, m, target.vec, target.registers)
     func = winograd_primfunc(spec, sched).with_attr("global_symbol", "layer")
-    try:
-        exe = tvm.compile(tvm.IRModule({"layer": func}), target=target.tvm_target())
-    except Exception as exc:  # noqa: BLE001
-        raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
+    exe = _compile_kernel(cfg, func, target)
     args = _kernel_inputs(cfg, 1, rng)
     args[1] = transform_weight(rng.standard_normal((cfg.cout, cfg.cin, 3, 3), dtype=np.float32), sched)
     oh, ow = cfg.out_hw
     return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target, {"kernel": kernel_name(m)})
+
+
+# --- int8 layers -------------------------------------------------------------------------------------
+
+# Quantisation of the timed int8 layers' tensors. The code depends on them only through constants (the padding's
+# zero point, the folded bias, the requantisation), not its shape or speed; the output scale keeps random layers'
+# outputs mostly inside the uint8 range, so the reference test sees real values, not saturation.
+_INT8_INPUT = (0.02, 3)
+_INT8_OUTPUT = (0.5, 128)
+_INT8_RESIDUAL = (0.05, 120)
+_SKIP_TAPS = 5  # the GenomeNet's bicubic skip: a depthwise 5x5 on the image (compiler.int8.network.skip_primfunc)
+
+
+def int8_qconv(cfg: LayerConfig, seed: int = 0, weight: np.ndarray | None = None) -> Any:
+    """The `compiler.quant_spec.QConv` an int8 build runs for conv or tail layer `cfg`: `weight` (float OIHW, the
+    pruner's zeros) or a seeded N(0,1) weight, quantised per output channel (`quantize_weight`, so zeros stay
+    exact int8 zeros), a grouped conv as its dense block-diagonal equivalent (as srprune.quant hands it over), a
+    seeded int32 bias, PReLU slopes 0.25; the tail (op "tail") writes float32 (output None)."""
+    from compiler.quant_spec import QConv, QParams, block_diagonal, quantize_weight
+
+    rng = np.random.default_rng(seed)
+    shape = (cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k)
+    w = rng.standard_normal(shape, dtype=np.float32) if weight is None else np.asarray(weight, np.float32)
+    q, scale = quantize_weight(w)
+    if cfg.groups > 1:
+        q = block_diagonal(q, cfg.groups)
+    bias = rng.integers(-2000, 2000, cfg.cout).astype(np.int32) if cfg.bias else np.zeros(cfg.cout, np.int32)
+    tail = cfg.op == "tail"
+    act_param = np.full(cfg.cout, 0.25, np.float32) if cfg.act == "prelu" else None
+    return QConv(q, scale, bias, QParams(*_INT8_INPUT), None if tail else QParams(*_INT8_OUTPUT), cfg.act,
+                 act_param, padding=cfg.pad, residual=QParams(*_INT8_RESIDUAL) if cfg.residual else None,
+                 name=cfg.key())
+
+
+def _build_int8(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator,
+                weight: np.ndarray | None) -> BuiltLayer:
+    """The int8 network's code for `cfg` (module docstring): its conv kernel, or its ends for the tail.
+
+    `extra` keeps the QConv (and the skip weight) so the timed inputs can be checked against the integer
+    reference; `kernel` names the dot form and whether the sparse plan ran ("int8-vnni", "int8-vnni-sparse", ...).
+    """
+    from compiler.int8.isa import choose_isa, kernel_target
+    from compiler.int8.kernel import build_kernel
+
+    if cfg.op == "adapter":
+        raise CompilerError(f"{cfg.key()}: an int8 network has no adapter kernel (its consumer's write-back slices "
+                            "or zero-pads the residual); the predictor counts it as 0 ms")
+    isa = choose_isa(target)
+    ktarget = kernel_target(target, isa)
+    layer = int8_qconv(cfg, int(rng.integers(2**31)), weight)
+    oh, ow = cfg.out_hw
+    x = rng.integers(0, 256, (1, cfg.cin, cfg.h, cfg.w)).astype(np.uint8)
+    if cfg.op == "tail":
+        kernel = build_kernel(layer, 1, cfg.h, cfg.w, isa, tail_shuffle=cfg.scale, clamp=True, fskip=True)
+        return _int8_tail(cfg, kernel, ktarget, rng, x, layer)
+    kernel = build_kernel(layer, 1, cfg.h, cfg.w, isa)
+    exe = _compile_kernel(cfg, kernel.func.with_attr("global_symbol", "layer"), ktarget)
+    args = [x, *kernel.consts]
+    if cfg.residual:
+        args.append(rng.integers(0, 256, (1, cfg.cout, oh, ow)).astype(np.uint8))
+    name = f"int8-{isa.name}" + ("-sparse" if kernel.plan.sparse else "")
+    return BuiltLayer(exe, "layer", False, args, kernel.spec.out_shape, target,
+                      {"kernel": name, "qconv": layer, "kept_columns": kernel.plan.kept_columns()}, "uint8")
+
+
+def _int8_tail(cfg: LayerConfig, kernel: Any, target: TargetSpec, rng: np.random.Generator, trunk: np.ndarray,
+               layer: Any) -> BuiltLayer:
+    """The int8 network's ends as one Relax function: quantise the float32 image, the bicubic skip kernel on it,
+    the tail kernel (skip, PixelShuffle and clamp fused); inputs: image, trunk codes, then the constants."""
+    import tvm
+    from tvm import relax
+
+    from compiler.int8.network import quantize_primfunc, skip_lut, skip_primfunc
+    from compiler.pipeline import phase_passes, tvm_errors
+
+    s2 = cfg.scale * cfg.scale
+    image_shape = (1, 3, cfg.h, cfg.w)
+    if cfg.cout != 3 * s2:
+        raise CompilerError(f"{cfg.key()}: an int8 tail writes a 3-channel image ({3 * s2} channels)")
+    skip_w = (rng.random((3 * s2, 1, _SKIP_TAPS, _SKIP_TAPS)) / _SKIP_TAPS**2).astype(np.float32)
+    inputs = [rng.random(image_shape, dtype=np.float32), trunk, *kernel.consts, skip_w, skip_lut()]
+    params = [relax.Var(f"a{i}", relax.TensorType(a.shape, str(a.dtype))) for i, a in enumerate(inputs)]
+    image, codes, *consts = params
+    consts, sw, lut = consts[:-2], consts[-2], consts[-1]
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):  # no dataflow block: nothing for TVM to fuse, the kernels run as they are
+        funcs = {"srm_int8_quantize": quantize_primfunc(image_shape),
+                 "srm_int8_skip": skip_primfunc(image_shape, skip_w.shape), "srm_int8_tail": kernel.func}
+        gv = {n: bb.add_func(f.with_attr("global_symbol", n), n) for n, f in funcs.items()}
+        q = bb.emit(relax.call_tir(gv["srm_int8_quantize"], [image], relax.TensorType(image_shape, "uint8")))
+        skip = bb.emit(relax.call_tir(gv["srm_int8_skip"], [q, sw, lut],
+                                      relax.TensorType((1, 3 * s2, cfg.h, cfg.w), "float32")))
+        out = bb.emit(relax.call_tir(gv["srm_int8_tail"], [codes, *consts, skip],
+                                     relax.TensorType(kernel.spec.out_shape, "float32")))
+        bb.emit_func_output(out)
+    mod, tgt = bb.get(), target.tvm_target()
+    with tgt, tvm.transform.PassContext(opt_level=3), tvm_errors(f"cannot build layer {cfg.key()}"):
+        for _, step in phase_passes(tgt):  # the one pipeline every build runs after its rewrite
+            mod = step(mod)
+        exe = relax.build(mod, target=tgt, relax_pipeline=None)
+    name = f"int8-{kernel.isa.name}" + ("-sparse" if kernel.plan.sparse else "")
+    return BuiltLayer(exe, "main", True, inputs, kernel.spec.out_shape, target,
+                      {"kernel": name, "qconv": layer, "skip_weight": skip_w})
 
 
 def check_pruned_weight(cfg: LayerConfig, weight: np.ndarray | None) -> np.ndarray:
@@ -190,8 +344,6 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
     the compiler would emit for such a weight; where the compiler's cost model keeps the dense kernel,
     the dense kernel is timed.
     """
-    import tvm
-
     try:
         from compiler import sparse
     except ImportError:
@@ -204,22 +356,20 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
     plan = sparse.choose_kernel(spec, weight, target.vec, target.registers,
                                 dense_relative=dense_relative_cost(spec, target.vec, target.registers))
     if plan is None:
-        return build_layer(dense_cfg, target)
+        return build_layer(dense_cfg, target)  # keeps the precision: an fp16 layer's dense twin is fp16
     bias = rng.standard_normal(cfg.cout).astype(np.float32) if cfg.bias else None
     alpha = np.full(cfg.cout, 0.25, np.float32) if cfg.act == "prelu" else None
     func = sparse.sparse_conv2d_primfunc(spec, plan, weight, bias, alpha).with_attr("global_symbol", "layer")
-    try:
-        exe = tvm.compile(tvm.IRModule({"layer": func}), target=target.tvm_target())
-    except Exception as exc:  # noqa: BLE001
-        raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
+    exe = _compile_kernel(cfg, func, target)
     oh, ow = cfg.out_hw
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32)]
+    dtype = spec.data_dtype
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(dtype)]
     if len(func.params) == 3 + int(cfg.residual):  # the packed weights are an argument, not baked in
-        args.append(sparse.pack_sparse_weight(weight, plan))
+        args.append(sparse.pack_sparse_weight(weight, plan, spec.compute))
     if cfg.residual:
-        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
+        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(spec.residual_dtype))
     return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target,
-                      {"sparse": True, "weight": weight, "bias": bias, "kernel": "sparse"})
+                      {"sparse": True, "weight": weight, "bias": bias, "kernel": "sparse"}, spec.out_dtype)
 
 
 def direct_twin(cfg: LayerConfig, built: BuiltLayer, target: TargetSpec) -> BuiltLayer | None:

@@ -14,6 +14,11 @@ twin) and the factor, interpolated linearly in the ratio between the measured ra
 carries them to every layer. Why against the direct kernel: a sparse kernel is the direct kernel skipping
 pruned weights, so its factor carries across layer shapes; Winograd's gain over direct grows with the
 channels, so a factor taken against a Winograd twin of one shape mispredicts others (by up to 1.8x).
+Precisions (`LayerConfig.precision`): an int8 or fp16 layer is its own entry, looked up, size-scaled and
+family-fitted among its own precision only (the precision is in the key and the family), and a pruned one is
+scaled from its dense twin of the same precision by that precision's own speed factor (the int8 sparse kernel
+skips other zeros than the fp32 one). int8 adapters cost nothing: the int8 network slices or zero-pads a
+residual in its consumer's write-back. A precision the table has no entry of is a one-line CompilerError.
 A prediction is a few dict look-ups (well under a millisecond).
 """
 
@@ -106,8 +111,8 @@ def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibra
 
 
 def _sparse_kind(cfg: LayerConfig) -> tuple:
-    """What a sparse speed factor depends on besides the ratio."""
-    return (cfg.scheme, cfg.block, cfg.k)
+    """What a sparse speed factor depends on besides the ratio (the precision: each has its own sparse kernel)."""
+    return (cfg.scheme, cfg.block, cfg.k, cfg.precision)
 
 
 def _size_free(cfg: LayerConfig) -> LayerConfig:
@@ -132,15 +137,21 @@ class Predictor:
         self._laws: dict[tuple, np.ndarray | None] = {}
         self._cache: dict[str, tuple[float, str]] = {}
         self._factors: dict[tuple, list[tuple[float, float]]] = {}
+        self.precisions = frozenset(e.config.precision for e in table.entries.values())
 
     def layer_ms(self, cfg: LayerConfig) -> tuple[float, str]:
-        """(milliseconds, how): how is 'table', 'scaled', 'fitted' or 'sparse-factor'."""
+        """(milliseconds, how): how is 'table', 'scaled', 'fitted', 'sparse-factor' or 'fused' (an int8 adapter)."""
         key = cfg.key()
         hit = self._exact.get(key)
         if hit is not None:
             return hit, "table"
         cached = self._cache.get(key)
         if cached is None:
+            if cfg.precision != "fp32" and cfg.precision not in self.precisions:
+                raise CompilerError(f"the latency table has no {cfg.precision} layers; build them with "
+                                    f"`srprune latency build --precisions fp32,{cfg.precision}`")
+            if cfg.op == "adapter" and cfg.precision == "int8":
+                return 0.0, "fused"  # sliced or zero-padded in the consuming int8 kernel's write-back
             cached = self._estimate(cfg)
             self._cache[key] = cached
         return cached
@@ -184,7 +195,8 @@ class Predictor:
         if not curve:
             if any(e.config.scheme != "dense" and _sparse_kind(e.config) == kind for e in self.table.entries.values()):
                 return float("inf")  # measured, but the compiler kept the dense kernel every time: no speed-up
-            raise CompilerError(f"the latency table has no measured {cfg.scheme} layers like {cfg.key()}; "
+            where = "" if cfg.precision == "fp32" else f" in {cfg.precision}"
+            raise CompilerError(f"the latency table has no measured {cfg.scheme} layers{where} like {cfg.key()}; "
                                 f"build it with this scheme and block size among the search's choices")
         ratios = [0.0] + [r for r, _ in curve]
         factors = [1.0] + [f for _, f in curve]
@@ -196,7 +208,8 @@ class Predictor:
         by_ratio: dict[float, list[float]] = {}
         for key, e in self.table.entries.items():
             c = e.config
-            if c.scheme == "dense" or _sparse_kind(c) != kind or e.kernel not in ("sparse", ""):
+            if c.scheme == "dense" or _sparse_kind(c) != kind or not (e.kernel in ("sparse", "")
+                                                                      or e.kernel.endswith("-sparse")):
                 continue
             twin = self._direct._exact.get(replace(c, scheme="dense", ratio=0.0, block=(0, 0)).key())
             if twin:

@@ -40,7 +40,8 @@ class BuiltLayer:
     """Compiled code of one layer (or network) plus the arguments to time it with.
 
     `vm`: a Relax VM executable whose `main` takes `inputs`; otherwise a kernel `entry` whose
-    arguments are `inputs` followed by an output buffer of `out_shape`.
+    arguments are `inputs` followed by an output buffer of `out_shape` and `out_dtype` (uint8 for an int8 layer,
+    float16 for an fp16 one).
     """
 
     executable: Any
@@ -50,6 +51,7 @@ class BuiltLayer:
     out_shape: tuple[int, ...] = ()
     target: TargetSpec | None = None
     extra: dict = field(default_factory=dict)
+    out_dtype: str = "float32"
 
 
 class Runner(Protocol):
@@ -98,7 +100,7 @@ def _timer(mod: Any, built: BuiltLayer, dev: Any, tensor: Callable) -> Timer:
             res = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)("main")
             return [float(r) * 1e3 for r in res.results]
         return run
-    out = tensor(np.zeros(built.out_shape, dtype=np.float32))
+    out = tensor(np.zeros(built.out_shape, dtype=built.out_dtype))
     mod.get_function(built.entry)(*args, out)  # warm-up
 
     def run_kernel(repeat: int) -> list[float]:

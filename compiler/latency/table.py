@@ -28,7 +28,8 @@ TABLE_FILE = "table.json"
 PRUNED_WEIGHTS = "pruned_weights"
 # The compiler sources whose code a timing depends on (the fingerprint in the header).
 _COMPILER_SOURCES = ("kernels.py", "epilogue.py", "rewrite.py", "build.py", "pipeline.py", "targets.py", "canonicalize.py",
-                     "sparse.py", "winograd.py")
+                     "sparse.py", "winograd.py", "quant_spec.py", "int8/spec.py", "int8/isa.py", "int8/kernel.py",
+                     "int8/writeback.py", "int8/network.py")
 # Header field naming how conv layers choose their kernel (direct, Winograd F(m), sparse). A table whose conv
 # entries were timed under another rule (older tables: direct kernels only) holds times of other code: its conv
 # entries are re-measured by a build (`open_table`) and refused by a prediction (`load_table`).
@@ -74,7 +75,8 @@ def make_header(target: str, threads: int, machine: str | None = None) -> dict[s
 @dataclass
 class Entry:
     """One measured configuration: median of `samples_ms` (each one timed run after warm-up); `kernel` is the code
-    that ran (compiler.winograd.kernel_name: "direct", "winograd2", "winograd4"; "sparse"; "graph" for subgraphs)."""
+    that ran (compiler.winograd.kernel_name: "direct", "winograd2", "winograd4"; "sparse"; "graph" for subgraphs;
+    int8 entries "int8-FORM" or "int8-FORM-sparse", FORM the dot form of compiler.int8.isa: vnni, avx2, sdot, neon)."""
 
     config: LayerConfig
     median_ms: float

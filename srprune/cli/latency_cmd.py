@@ -1,6 +1,6 @@
 """`srprune latency build|predict|validate`: the compiler-aware latency model of a target, in a run folder.
 
-    srprune latency build --target host --run runs/NAME [--config cfg.yaml] [--size 1280x720]
+    srprune latency build --target host --run runs/NAME [--config cfg.yaml] [--size 1280x720] [--precisions fp32,int8]
     srprune latency predict GENOME|MODEL --target host --run runs/NAME
     srprune latency validate --target host --run runs/NAME --n 30 [--plot docs/latency_host.png]
     srprune latency calibrate --target android-arm64 --run runs/NAME --device-bench bench.json [more.json ...]
@@ -8,7 +8,8 @@
 The table and the calibration live in RUN/latency/TARGET/ (table.json, predictor.json); a killed
 build resumes where it stopped. Arm64 targets are measured on the device over TVM RPC (--rpc).
 `build` is the run's latency stage without the budget check (srprune.latency.build_latency_model):
-the dense layers of the config's search space plus the pruned kernels its `search` section can pick.
+the dense layers of the config's search space plus the pruned kernels its `search` section can pick, in each
+precision of `--precisions` (int8 on a host with AVX-512 VNNI or AVX2; fp16 on android-arm64-fp16).
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def _search(config_path: Path | None) -> dict:
     keys = ("schemes", "blocks", "ratios", "scheme_ratio")  # the ones the latency stage reads
     check_values({k: search[k] for k in keys}, RUN_RULES["search"], f"{config_path}: ", "search")
     return search
+
+
+def _precisions(text: str, spec) -> tuple[str, ...]:
+    """`--precisions fp32,int8` as a tuple; an unknown name or one the target cannot run is one line, before any work."""
+    from compiler.latency.config import PRECISIONS
+    from compiler.latency.measure import check_precision
+
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not names:
+        raise InputError("--precisions needs at least one of " + ", ".join(PRECISIONS))
+    for name in names:
+        if name not in PRECISIONS:
+            raise InputError(f"--precisions: unknown precision {name!r} (known: {', '.join(PRECISIONS)})")
+        check_precision(spec, name)
+    return names
 
 
 def _frame(size: str) -> tuple[int, int]:
@@ -121,8 +137,10 @@ def latency() -> None:
 @click.option("--rpc", default=None, help=_RPC_HELP)
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Seconds to wait for an RPC server.")
+@click.option("--precisions", "precisions", default="fp32", show_default=True,
+              help="Comma-separated precisions to time every layer in (fp32, int8, fp16).")
 @click.option("--force", is_flag=True, help="Discard the existing table and calibration and start over.")
-def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, timeout, force) -> None:
+def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, timeout, precisions, force) -> None:
     """Measure every layer configuration of the search space on TARGET (resumes a killed build)."""
     from srcommon.lock import FolderLock
     from srprune.latency import build_latency_model, calibration_path, make_runner
@@ -130,6 +148,7 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
     from srprune.search.latency_stage import pruned_kernels
 
     spec = _target(target, threads)
+    chosen = _precisions(precisions, spec)
     space = _space(config_path)
     search = _search(config_path)
     out_hw = _frame(size)
@@ -140,8 +159,9 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
         for p in (tpath, cpath):
             if p.exists():
                 p.unlink()
-    built = build_latency_model(run_dir, spec, runner, space, out_hw, pruned=pruned_kernels(space, search, out_hw),
-                                repeat=repeat, calibrate_n=n_cal)
+    built = build_latency_model(run_dir, spec, runner, space, out_hw,
+                                pruned=pruned_kernels(space, search, out_hw, chosen), repeat=repeat,
+                                calibrate_n=n_cal, precisions=chosen)
     stale = f", {built.dropped} pruned re-measured on the pruner's masks" if built.dropped else ""
     click.echo(f"{tpath}: {len(built.table)} layers ({built.measured} measured now{stale}) for {spec.name}, "
                f"{spec.threads} threads")
@@ -158,9 +178,16 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
 @click.option("--size", default="1280x720", show_default=True, help="Output frame size WIDTHxHEIGHT.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads the table was measured with.")
 @click.option("--layers", "show_layers", is_flag=True, help="Also print every layer's time and its source.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="Every layer in this precision (the table needs its entries: build --precisions).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> None:
-    """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET."""
+def predict_cmd(spec, target, run_dir, size, threads, show_layers, precision, as_json) -> None:
+    """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET.
+
+    With another precision than fp32 the number is the sum of the layers' entries uncalibrated (the calibration
+    is fitted on fp32 networks)."""
+    from dataclasses import replace
+
     from srprune.latency import load_predictor
 
     tspec = _target(target, threads)
@@ -168,6 +195,11 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, as_json) -> N
     pred = load_predictor(run_dir, tspec.name, tspec.threads)
     _stale_note(pred)
     layers, name = _genome_or_model(spec, out_hw)
+    if precision != "fp32":
+        from compiler.latency.predict import Calibration
+
+        layers = [replace(c, precision=precision) for c in layers]
+        pred.calibration = Calibration()  # fitted on fp32 networks: not for another precision's sums
     ms = pred.predict(layers)
     parts = pred.breakdown(layers)
     if as_json:

@@ -9,8 +9,8 @@ The compiler's side (configurations, table file, timing back-ends, predictor) is
 what the search can prune, and on which weights its kernels are timed, is `srprune.search.latency_stage`.
 """
 
-from srprune.latency.layers import (HD_720P, genome_layers, latency_prune, lr_size, model_layers,
-                                    named_genome_layers, space_layers)
+from srprune.latency.layers import (HD_720P, genome_layers, in_precisions, latency_prune, lr_size, model_layers,
+                                    named_genome_layers, space_layers, with_precision)
 from srprune.latency.plot import scatter_plot
 from srprune.latency.stats import mape, spearman
 from srprune.latency.workflow import (DEVICE_BENCH_FORMAT, LatencyBuild, PrunedKernels, build_latency_model,
@@ -20,7 +20,8 @@ from srprune.latency.workflow import (DEVICE_BENCH_FORMAT, LatencyBuild, PrunedK
 
 __all__ = [
     "DEVICE_BENCH_FORMAT", "HD_720P", "LatencyBuild", "PrunedKernels", "build_latency_model", "build_table",
-    "calibrate", "calibrate_from_device", "calibration_path", "device_bench_points", "genome_layers",
+    "calibrate", "calibrate_from_device", "calibration_path", "device_bench_points", "genome_layers", "in_precisions",
     "latency_prune", "load_predictor", "lr_size", "make_runner", "mape", "measure_networks", "model_layers",
     "named_genome_layers", "random_genomes", "random_networks", "scatter_plot", "space_layers", "spearman", "validate",
+    "with_precision",
 ]

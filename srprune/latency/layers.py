@@ -15,11 +15,17 @@ convs itself (supernet.blocks, `deployed_convs`), so this module knows no block 
     tail    tail(w, scale)
 
 All cells run at the LR size of the frame: floor(output / scale), as for MACs (DESIGN.md).
+Precision (`LayerConfig.precision`, fp32 / fp16 / int8) is per layer: `named_genome_layers(..., precision=)` takes
+one for the whole network or a {deployed layer name: precision} mapping (names it lacks are fp32; an adapter it
+does not name takes its consumer's, the next layer's: the int8 network slices or pads a residual in the consuming
+kernel). `space_layers(..., precisions=)` lists every configuration in each precision (no int8 adapters: they
+have no kernel of their own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from compiler.latency.config import LayerConfig
@@ -65,11 +71,12 @@ def _cell_layers(block: str, cin: int, width: int, layers: list[int], act: str, 
 
 
 def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
-                        prune: dict[str, dict] | None = None) -> list[tuple[str, LayerConfig]]:
+                        prune: dict[str, dict] | None = None,
+                        precision: str | Mapping[str, str] = "fp32") -> list[tuple[str, LayerConfig]]:
     """(name, config) of every layer of the deployed network of `genome` for an output of `out_hw`.
 
     `prune` maps deployed module names (e.g. "cells.0.c1") to {"scheme", "ratio", "block"}; layers it
-    does not name are dense.
+    does not name are dense. `precision`: one for every layer, or per deployed name (module docstring).
     """
     g = Genome.coerce(genome)
     hw = lr_size(out_hw, g.scale)
@@ -79,6 +86,22 @@ def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P
         out.extend(_cell_layers(c.block, cin, c.width, c.layers, g.activation, hw, f"cells.{i}", prune))
     out.append(("tail", LayerConfig("tail", g.out_width, 3 * g.scale**2, hw[0], hw[1], k=3, pad=1,
                                     scale=g.scale)))
+    return with_precision(out, precision)
+
+
+def with_precision(named: list[tuple[str, LayerConfig]],
+                   precision: str | Mapping[str, str]) -> list[tuple[str, LayerConfig]]:
+    """`named` layers in `precision` (one name for all, or per layer name; see the module docstring)."""
+    if isinstance(precision, str):
+        return [(n, replace(c, precision=precision)) for n, c in named]
+    unknown = sorted(set(precision) - {n for n, _ in named})
+    if unknown:
+        raise InputError(f"precision names layer {unknown[0]!r}, which the network does not have")
+    out = list(named)
+    for i in reversed(range(len(out))):  # backwards: an adapter takes its consumer's (already set) precision
+        n, c = out[i]
+        p = precision.get(n) or (out[i + 1][1].precision if c.op == "adapter" and i + 1 < len(out) else "fp32")
+        out[i] = (n, replace(c, precision=p))
     return out
 
 
@@ -89,13 +112,27 @@ def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
-                  prune: dict[str, dict] | None = None) -> list[LayerConfig]:
+                  prune: dict[str, dict] | None = None, precision: str | Mapping[str, str] = "fp32") -> list[LayerConfig]:
     """The layer configurations of `genome` (see `named_genome_layers`)."""
-    return [c for _, c in named_genome_layers(genome, out_hw, prune)]
+    return [c for _, c in named_genome_layers(genome, out_hw, prune, precision)]
 
 
-def space_layers(space: SearchSpace, out_hw: tuple[int, int] = HD_720P) -> list[LayerConfig]:
-    """Every distinct layer configuration a genome of `space` can produce at `out_hw` (dense), sorted by cost.
+def in_precisions(configs: list[LayerConfig], precisions: tuple[str, ...] | list[str]) -> list[LayerConfig]:
+    """`configs` in each of `precisions` (fp32 configs kept as they are), without int8 adapters (no kernel of
+    their own: fused into their consumer), distinct."""
+    out: dict[str, LayerConfig] = {}
+    for p in precisions:
+        for c in configs:
+            if not (p == "int8" and c.op == "adapter"):
+                c = replace(c, precision=p)
+                out.setdefault(c.key(), c)
+    return list(out.values())
+
+
+def space_layers(space: SearchSpace, out_hw: tuple[int, int] = HD_720P,
+                 precisions: tuple[str, ...] | list[str] = ("fp32",)) -> list[LayerConfig]:
+    """Every distinct layer configuration a genome of `space` can produce at `out_hw` (dense), in each of
+    `precisions` (`in_precisions`), sorted by cost.
 
     Cheapest first, so an interrupted build has covered as many configurations as it could.
     """
@@ -114,7 +151,7 @@ def space_layers(space: SearchSpace, out_hw: tuple[int, int] = HD_720P) -> list[
                     for layers in space.inner_choices(block):
                         for _, c in _cell_layers(block, cin, width, layers, act, hw, "x", {}):
                             seen.setdefault(c.key(), c)
-    return sorted(seen.values(), key=lambda c: (c.macs() + c.elements(), c.key()))
+    return sorted(in_precisions(list(seen.values()), precisions), key=lambda c: (c.macs() + c.elements(), c.key()))
 
 
 def model_layers(model: Any, out_hw: tuple[int, int] = HD_720P, meta: dict | None = None) -> list[LayerConfig]:

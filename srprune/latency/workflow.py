@@ -149,17 +149,21 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
 
 def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
                 out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None, repeat: int = 5,
-                progress: bool = True) -> tuple[LatencyTable, int, int]:
-    """Measure what RUN/latency/TARGET/table.json lacks: every dense layer of `space` at `out_hw`, then `pruned`.
+                progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",)) -> tuple[LatencyTable, int, int]:
+    """Measure what RUN/latency/TARGET/table.json lacks: every dense layer of `space` at `out_hw` in each of
+    `precisions`, then `pruned` (whose configurations carry their precisions: `pruned_kernels(..., precisions)`).
 
     Resumes a killed build. Returns (table, entries measured now, pruned entries dropped as stale).
+    A precision the target cannot run is refused before anything is measured.
     """
-    from compiler.latency.measure import measure_into
+    from compiler.latency.measure import check_precision, measure_into
     from compiler.latency.table import open_table
 
+    for p in dict.fromkeys([*precisions, *(c.precision for c in (pruned.configs if pruned else []))]):
+        check_precision(target, p)
     table = open_table(table_path(run_dir, target.name), target.name, target.threads)
     dropped = table.use_pruned_weights(pruned.source) if pruned else 0
-    n = measure_into(table, space_layers(space, out_hw), target, runner, repeat=repeat, progress=progress)
+    n = measure_into(table, space_layers(space, out_hw, precisions), target, runner, repeat=repeat, progress=progress)
     if pruned:
         n += measure_into(table, pruned.configs, target, runner, repeat=repeat, progress=progress,
                           weight_for=pruned.weight_for)
@@ -171,16 +175,18 @@ def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: 
 def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
                         out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None,
                         repeat: int = 5, calibrate_n: int = 6, recalibrate: bool = False,
-                        progress: bool = True) -> LatencyBuild:
-    """Build or complete RUN/latency/TARGET: the table (`build_table`) and the calibration (`calibrate`).
+                        progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",)) -> LatencyBuild:
+    """Build or complete RUN/latency/TARGET: the table (`build_table`, dense layers in `precisions`) and the
+    calibration (`calibrate`).
 
     The calibration is fitted again when `recalibrate`, when entries were measured now, or when none is
     stored; `calibrate_n` 0 skips it. Used by both the run's latency stage and `srprune latency build`.
+    The calibration is fitted on fp32 networks (whole int8 networks are not calibrated yet).
     """
     from compiler.latency.predict import load_calibration
 
     table, n, dropped = build_table(run_dir, target, runner, space, out_hw, pruned=pruned, repeat=repeat,
-                                    progress=progress)
+                                    progress=progress, precisions=precisions)
     cpath = calibration_path(run_dir, target.name)
     now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
     if now:

@@ -55,11 +55,11 @@ class QuantConfig:
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight in [-127, 127], float32 scale per output channel): symmetric, max |w| -> 127."""
-    amax = w.detach().float().abs().amax(dim=tuple(range(1, w.ndim)))
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    q = torch.round(w.detach().double() / scale.double().view(-1, *[1] * (w.ndim - 1))).clamp(-127, 127)
-    return q.to(torch.int8), scale
+    """(int8 weight in [-127, 127], float32 scale per output channel): compiler.quant_spec.quantize_weight's rule."""
+    from compiler.quant_spec import quantize_weight as contract_rule
+
+    q, scale = contract_rule(w.detach().float().cpu().numpy())
+    return torch.from_numpy(q), torch.from_numpy(scale)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
-from srprune.latency import PrunedKernels, lr_size
+from srprune.latency import PrunedKernels, in_precisions, lr_size
 from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
                                       searchable_layers, pruning_spec)
 from supernet.blocks import deployed_kernel_sizes
@@ -32,11 +32,13 @@ from supernet.space import Genome, SearchSpace
 PRUNED_WEIGHTS = "srprune.pruning masks (search spec) on seeded N(0,1) weights, v1"
 
 
-def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> list[LayerConfig]:
+def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int],
+                   precisions: tuple[str, ...] | list[str] = ("fp32",)) -> list[LayerConfig]:
     """Pruned layers to time (each beside its dense twin) so the predictor has a speed factor per scheme.
 
     One representative conv (the middle trunk width, ReLU) per kernel size the space uses, for every
-    scheme, block size and ratio the search can pick.
+    scheme, block size and ratio the search can pick, in each of `precisions` (each precision's sparse kernel
+    exploits other zeros, so each has its own factors, measured against its own dense twin).
     """
     hw = lr_size(out_hw, min(space.scales))
     w = space.widths[len(space.widths) // 2]
@@ -58,7 +60,7 @@ def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
                     p = layer_prune(scheme, block, r)
                     out.append(LayerConfig("conv", w, w, hw[0], hw[1], k=k, pad=k // 2, act="relu", scheme=scheme,
                                            ratio=p["ratio"], block=tuple(p.get("block") or (0, 0))))
-    return list({c.key(): c for c in out}.values())
+    return in_precisions(list({c.key(): c for c in out}.values()), precisions)
 
 
 class _OneConv(torch.nn.Module):
@@ -112,10 +114,12 @@ def random_pruned_network(genome: Genome, rng: np.random.Generator, search: dict
     return prune, model
 
 
-def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int]) -> PrunedKernels:
-    """What the latency model times of the search's pruning: `sparse_configs` on `pruned_weight`s, and randomly
-    pruned networks for its calibration (`random_pruned_network`)."""
-    return PrunedKernels(sparse_configs(space, search, out_hw), pruned_weight, PRUNED_WEIGHTS,
+def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int, int],
+                   precisions: tuple[str, ...] | list[str] = ("fp32",)) -> PrunedKernels:
+    """What the latency model times of the search's pruning: `sparse_configs` (in `precisions`) on
+    `pruned_weight`s (the same masks whatever the precision: an int8 layer is the pruned weight quantised), and
+    randomly pruned networks for its calibration (`random_pruned_network`)."""
+    return PrunedKernels(sparse_configs(space, search, out_hw, precisions), pruned_weight, PRUNED_WEIGHTS,
                          functools.partial(random_pruned_network, search=search, out_hw=out_hw))
 
 
