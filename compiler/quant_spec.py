@@ -67,6 +67,17 @@ class QConv:
         return (np.float64(self.input.scale) * self.weight_scale.astype(np.float64)).astype(np.float32)
 
 
+def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped weight (O, I/g, k, k) as the dense block-diagonal (O, I, k, k) it equals (zeros elsewhere): the int8
+    kernels take dense weights only, and their sparse plan skips the zero columns."""
+    out_ch, per, k, _ = weight.shape
+    dense = np.zeros((out_ch, per * groups, k, k), dtype=weight.dtype)
+    per_out = out_ch // groups
+    for g in range(groups):
+        dense[g * per_out:(g + 1) * per_out, g * per:(g + 1) * per] = weight[g * per_out:(g + 1) * per_out]
+    return dense
+
+
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
     """b_q[o] = round_half_even(b[o] / (s_x * s_w[o])) as int32."""
     q = np.rint(bias.astype(np.float64) / (np.float64(input_scale) * weight_scale.astype(np.float64)))

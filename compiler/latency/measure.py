@@ -82,28 +82,38 @@ def layer_module(cfg: LayerConfig) -> nn.Module:
     raise CompilerError(f"layer op {cfg.op!r} is not a graph layer")
 
 
-def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator,
+                   compute: str = "float32") -> list[np.ndarray]:
+    """Seeded arguments of a direct conv kernel; data, weight and residual in the kernel's `compute` type."""
     from compiler.kernels import pack_weight
 
     oh, ow = cfg.out_hw
     weight = rng.standard_normal((cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k), dtype=np.float32)
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32), pack_weight(weight, oc_tile)]
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(compute),
+            pack_weight(weight, oc_tile, compute)]
     if cfg.bias:
         args.append(rng.standard_normal(cfg.cout, dtype=np.float32))
     if cfg.act == "prelu":
         args.append(np.full(cfg.cout, 0.25, dtype=np.float32))
     if cfg.residual:
-        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
+        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(compute))
     return args
 
 
-def conv_spec(cfg: LayerConfig):
-    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer."""
+def conv_spec(cfg: LayerConfig, target: TargetSpec | None = None):
+    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer on `target`.
+
+    On an fp16 target (precision "fp16") the rewrite's kernels multiply-add in float16 and pass float16 tensors
+    between them: a body layer's data, residual and output are float16 (the network's first and last layers read or
+    write float32 at one end; a table entry is the body's form). Without a target: float32.
+    """
     from compiler.kernels import ConvSpec
+    from compiler.targets import PRECISIONS
 
     p = cfg.pad
+    dtype = PRECISIONS.get(target.precision, "float32") if target is not None else "float32"
     return ConvSpec(1, cfg.cin, cfg.h, cfg.w, cfg.cout, cfg.k, cfg.k, (p, p, p, p), cfg.groups, cfg.bias,
-                    cfg.act, cfg.residual)
+                    cfg.act, cfg.residual, compute=dtype, data_dtype=dtype, residual_dtype=dtype, out_dtype=dtype)
 
 
 def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.ndarray | None = None) -> BuiltLayer:
@@ -123,8 +133,9 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         from compiler.kernels import choose_schedule, conv2d_primfunc
         from compiler.winograd import choose_conv_kernel, kernel_name
 
-        spec = conv_spec(cfg)
-        m = choose_conv_kernel(spec, target.vec, target.registers)  # the rewrite's per-layer choice
+        spec = conv_spec(cfg, target)
+        # the rewrite's per-layer choice; Winograd kernels are float32 only (an fp16 build keeps 3x3 convs direct)
+        m = choose_conv_kernel(spec, target.vec, target.registers) if spec.compute == "float32" else 0
         if m:
             return _build_winograd(cfg, spec, m, target, rng)
         sched = choose_schedule(spec, target.vec, target.registers)
@@ -134,8 +145,8 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         except Exception as exc:  # noqa: BLE001
             raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
         oh, ow = cfg.out_hw
-        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng), (1, cfg.cout, oh, ow), target,
-                          {"kernel": kernel_name(0)})
+        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng, spec.compute),
+                          (1, cfg.cout, oh, ow), target, {"kernel": kernel_name(0)})
     from compiler.build import compile_model
 
     compiled = compile_model(layer_module(cfg), (1, cfg.cin, cfg.h, cfg.w), target, check=False)
@@ -195,7 +206,7 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
         raise CompilerError(f"no sparse kernels in this compiler; cannot time {cfg.key()}") from None
 
     dense_cfg = LayerConfig(**{**cfg.to_dict(), "scheme": "dense", "ratio": 0.0, "block": (0, 0)})
-    spec = conv_spec(cfg)
+    spec = conv_spec(cfg, target)
     plan = sparse.choose_kernel(spec, weight, target.vec, target.registers)
     if plan is None:
         return build_layer(dense_cfg, target)
@@ -207,11 +218,11 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
     except Exception as exc:  # noqa: BLE001
         raise CompilerError(f"cannot build layer {cfg.key()}: {str(exc).strip().splitlines()[0]}") from exc
     oh, ow = cfg.out_hw
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32)]
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(spec.data_dtype)]
     if len(func.params) == 3 + int(cfg.residual):  # the packed weights are an argument, not baked in
-        args.append(sparse.pack_sparse_weight(weight, plan))
+        args.append(sparse.pack_sparse_weight(weight, plan, spec.compute))
     if cfg.residual:
-        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32))
+        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(spec.residual_dtype))
     return BuiltLayer(exe, "layer", False, args, (1, cfg.cout, oh, ow), target,
                       {"sparse": True, "weight": weight, "bias": bias, "kernel": "sparse"})
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.quant_spec import IMAGE_INPUT, QConv, QParams, activation_f32
+from compiler.quant_spec import IMAGE_INPUT, QConv, QParams, activation_f32, block_diagonal
 from srprune.errors import InputError
 from srprune.models.registry import register
 
@@ -153,7 +153,7 @@ class QuantizedSR(nn.Module):
         layer, spec = self.layers[n], self.specs[n]
         weight = layer.weight.numpy()
         if spec["groups"] > 1:
-            weight = _dense(weight, spec["groups"])
+            weight = block_diagonal(weight, spec["groups"])
         act_param = layer.act_param.numpy().copy() if spec["act"] == "prelu" else None
         return QConv(weight.copy(), layer.weight_scale.numpy().copy(), layer.bias.numpy().copy(),
                      self.qparams(spec["src"]), None if spec["tail"] else self.qparams(n + 1), spec["act"],
@@ -199,16 +199,6 @@ def _adapt(r: torch.Tensor, channels: int) -> torch.Tensor:
     from srprune.quant.plan import adapt_channels
 
     return adapt_channels(r, channels)
-
-
-def _dense(weight: np.ndarray, groups: int) -> np.ndarray:
-    """A grouped weight (O, I/g, k, k) as the dense block-diagonal (O, I, k, k) it equals (zeros elsewhere)."""
-    out_ch, per, k, _ = weight.shape
-    dense = np.zeros((out_ch, per * groups, k, k), dtype=weight.dtype)
-    per_out = out_ch // groups
-    for g in range(groups):
-        dense[g * per_out:(g + 1) * per_out, g * per:(g + 1) * per] = weight[g * per_out:(g + 1) * per_out]
-    return dense
 
 
 def is_quantized(model: nn.Module) -> bool:
