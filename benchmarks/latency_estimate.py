@@ -57,9 +57,12 @@ def run(args: argparse.Namespace) -> dict:
     space = SearchSpace.from_dict(TINY_SPACE if args.tiny else DEMO_SPACE)
     layers = space_layers(space, (h, w))
     t0 = time.time()
+    source = "measured here"
     if args.table:
         table = load_table(args.table)
         table.check_target("host", target.threads)
+        h = table.header
+        source = f"{args.table}, created {h.get('created', '?')} by compiler {h.get('compiler', '?')}, its load not recorded"
     else:
         path = Path(tempfile.mkdtemp(prefix="latency-estimate-")) / "table.json"
         table = open_table(path, "host", target.threads)
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> dict:
         ratios = [r["measured_ms"] / r["estimated_ms"] for r in sel]
         kinds[k] = {"n": len(sel), "median_ratio": statistics.median(ratios), "min_ratio": min(ratios),
                     "max_ratio": max(ratios)}
+    convs = [r for r in rows if r["kind"] != "adapter"]
+    conv_spearman = spearman([r["estimated_ms"] for r in convs], [r["measured_ms"] for r in convs]) if convs else None
     overall = statistics.median([a / b for a, b in zip(m, e)])
     # the table records the kernel it timed: the estimate must model the same one (direct / winogradM)
     mismatch = [r["layer"] for r in rows if r["kernel"] and r["table_kernel"] not in (None, r["kernel"])]
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> dict:
             "cpu": est.describe(), "space": TINY_SPACE if args.tiny else DEMO_SPACE, "n": len(rows),
             "mape_pct": mape(e, m), "spearman": spearman(e, m), "median_ratio": overall,
             "mape_corrected_pct": mape(corrected, m), "kinds": kinds, "rows": rows, "kernel_mismatch": mismatch,
+            "spearman_without_adapters": conv_spearman, "n_without_adapters": len(convs), "table": source,
             "measure_seconds": measured_s, "estimate_seconds": estimated_s}
 
 
@@ -100,7 +106,7 @@ def markdown(res: dict, command: str) -> str:
     """The docs/benchmarks.md section."""
     cpu = res["cpu"]["cores"][0]
     lines = ["## Static latency estimate (llvm-mca-19) vs measured layer table, host", "",
-             f"Machine: {res['machine']}", f"Command: `{command}`", "",
+             f"Machine: {res['machine']}", f"Command: `{command}`", f"Measured table: {res['table']}", "",
              f"- {res['n']} dense layers of the demo's search space at the LR size of a "
              f"{res['output_size'][0]}x{res['output_size'][1]} output, {res['threads']} thread(s); measured with the "
              f"table's own path (compiled alone, interleaved rounds, median); estimated by llvm-mca-19 "
@@ -115,9 +121,18 @@ def markdown(res: dict, command: str) -> str:
              "| --- | ---: | ---: | ---: | ---: |"]
     for k, v in res["kinds"].items():
         lines.append(f"| {k} | {v['n']} | {v['median_ratio']:.2f} | {v['min_ratio']:.2f} | {v['max_ratio']:.2f} |")
+    sw = res.get("spearman_without_adapters")
+    if sw is not None:
+        lines += ["", f"Spearman without the {res['n'] - res['n_without_adapters']} adapters (graph-lowered channel "
+                  f"pad/slice copies): {sw:.3f} over {res['n_without_adapters']} conv and tail layers."]
     lines += ["", "What the static model misses: llvm-mca assumes every load hits L1 (no cache misses or memory "
               "bandwidth), ignores thread start-up and barriers, turbo/thermal clocks and other processes; the "
-              "ratio above is how much of that this host shows, not a property of a phone."]
+              "ratio above is how much of that this host shows, not a property of a phone. In this table: the "
+              "memory-bound kinds (adapters: pure copies; depthwise and 1x1 convs: few multiply-adds per byte; a "
+              "residual read on top of a 3x3 conv) measure several times their estimate, while compute-bound direct "
+              "3x3 convs measure below it (the estimate uses the nominal clock; the FMA ceiling of this host "
+              "implies a higher effective clock). That spread across kinds, not the Winograd kernels, is what "
+              "keeps the rank correlation below the goal."]
     return "\n".join(lines)
 
 

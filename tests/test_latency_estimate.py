@@ -92,22 +92,27 @@ def test_parse_mca_summary():
 
 @pytest.mark.parametrize("cpu", ["cortex-a77", "cortex-a55", "cortex-x1"])
 def test_dense_conv_within_a_sane_factor_of_the_fma_peak(cpu):
-    """Estimate / (MACs / (4 lanes x FMA pipes x clock)) lies in [1, 3] on one thread: never faster than the
-    peak, and a register-tiled conv is not 3x off it on any of these models."""
+    """The direct kernel: estimate / (MACs / (4 lanes x FMA pipes x clock)) lies in [1, 3] on one thread: never
+    faster than the peak, and a register-tiled conv is not 3x off it on any of these models (the compiler gives this
+    layer to Winograd, which does fewer multiplies: forced direct here)."""
     from compiler.latency.estimate import Estimator, get_cpu
     from compiler.targets import get_target
+    from compiler.winograd import winograd_mode
 
     target = get_target("android-arm64", 1)
     est = Estimator(target, get_cpu(cpu, target))
     cfg = LayerConfig("conv", 32, 32, 24, 128, act="relu")
     core, ghz = est.used[0]
     ideal_ms = cfg.macs() / (4 * core.fma128_per_cycle * ghz * 1e9) * 1e3
-    ratio = est.layer(cfg).ms / ideal_ms
+    with winograd_mode("direct"):
+        ratio = est.layer(cfg).ms / ideal_ms
     assert 1.0 <= ratio <= 3.0, (cpu, ratio)
 
 
 def test_more_threads_and_sparser_kernels_are_faster():
-    """4 threads beat 1 (the parallel loop's bands split; at best 4x), a 50% block-sparse kernel beats its dense twin."""
+    """4 threads beat 1 (the parallel loop's bands split; at best 4x), a 50% block-sparse kernel beats the direct
+    kernel of its dense twin (the compiler gives the dense layer itself to Winograd: not what sparsity is measured
+    against here)."""
     import numpy as np
 
     from compiler.latency.estimate import Estimator, get_cpu
@@ -123,7 +128,11 @@ def test_more_threads_and_sparser_kernels_are_faster():
     sparse = LayerConfig("conv", 16, 16, 96, 64, act="relu", scheme="block", ratio=0.5, block=(4, 8))
     w = pruned_weight(sparse)
     assert np.mean(w == 0) == pytest.approx(0.5, abs=0.05)
-    assert 0.3 * four < est.layer(sparse, w).ms < four
+    from compiler.winograd import winograd_mode
+
+    with winograd_mode("direct"):
+        direct = Estimator(t4, est.cpu).layer(dense).ms
+    assert 0.3 * direct < est.layer(sparse, w).ms < direct
 
 
 def test_estimated_table_in_a_run_is_labelled(tmp_path):

@@ -697,6 +697,11 @@ class Estimator:
             m = choose_conv_kernel(spec, self.target.vec, self.target.registers)  # the rewrite's choice
             if m:
                 return self._winograd(cfg, spec, m)
+        return self._direct(cfg, weight)
+
+    def _direct(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
+        """The direct kernel (or the sparse kernel of a pruned layer), not cached: a sparse kernel's write-back and
+        copy are those of the direct kernel of its dense twin, whichever kernel the twin itself gets."""
         code, sched, executed = kernel_code(cfg, self.target, weight)
         if executed is not None:
             return self._sparse(cfg, code, executed)
@@ -716,7 +721,7 @@ class Estimator:
         kernel's (the same WriteBack and row bands), so they come from the dense twin's estimate."""
         from dataclasses import replace as _replace
 
-        twin = self.layer(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
+        twin = self._direct(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
         lanes = sum(lp.fma() for lp in code.fma_loops)
         trips = executed / lanes
         core_parts = {}
