@@ -361,3 +361,37 @@ def test_int8_layer_is_estimated_from_the_int8_kernel(target_name, form, lanes):
     code = KernelCode.from_asm(_compile_asm(k.func, kernel_target(target, k.isa), "int8"), 1)
     ops = [i.split()[0] for i in code.hot.body]
     assert any(o.startswith(form) for o in ops) and (form == "sdot" or "sdot" not in ops)
+
+
+def test_cli_estimates_a_quantised_model_as_its_int8_clib(run_cli, tmp_path):
+    """`latency estimate` of a quantised model (srprune quantize): one row per kernel of its int8 c-lib in order
+    (quantise, bicubic skip, one conv per layer, names from the model), sdot on the dotprod target and the NEON form
+    on plain android-arm64; the total is their sum and is labelled as estimated."""
+    import cv2
+    import torch
+    from skimage import data
+
+    from srprune.models import build_model, resolve_model, save_model
+    from srprune.quant.quantize import QuantConfig, quantize_model_file
+    from supernet.space import Cell, Genome
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    cv2.imwrite(str(hr / "chelsea.png"), data.chelsea()[:48, :64, ::-1])
+    genome = Genome(2, 8, "relu", [Cell("res", 8, [8]), Cell("dws", 8, [])]).to_dict()
+    torch.manual_seed(0)
+    save_model(tmp_path / "g.pt", build_model("genome", 2, genome=genome))
+    q, _ = quantize_model_file(str(tmp_path / "g.pt"), str(hr), tmp_path / "g-q.pt", QuantConfig(), val_data=None,
+                               progress=False)
+    specs = resolve_model(str(q), None)[0].specs
+    for target, form in (("android-arm64-dotprod", "sdot"), ("android-arm64", "neon")):
+        r = run_cli("latency", "estimate", "--target", target, "--cpu", "cortex-a77", "--size", "128x32", "--json", q)
+        assert r.code == 0, r.err
+        doc = json.loads(r.out)
+        assert [row["name"] for row in doc["layers"]] == ["quantize", "skip"] + [s["name"] for s in specs]
+        convs = doc["layers"][2:]
+        assert all(row["layer"].startswith(f"int8 {form} conv") and row["ms"] > 0 for row in convs)
+        assert [row["macs"] for row in convs] == [s["out"] * s["in"] // s["groups"] * s["k"] ** 2 * 16 * 64
+                                                   for s in specs]
+        assert doc["total_ms"] == pytest.approx(sum(row["ms"] for row in doc["layers"]))
+        assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
