@@ -387,7 +387,8 @@ class KernelCode:
             _, lines = find_loops(asm)
             keep = [ln for i, ln in enumerate(lines[outer.start:outer.end + 1], outer.start)
                     if not hot.start <= i <= hot.end]
-            epi = tuple(x for x in (_instruction(ln, comment_marker(asm)) for ln in keep) if x)
+            comment = comment_marker(asm)  # once: a search over the whole assembly
+            epi = tuple(x for x in (_instruction(ln, comment) for ln in keep) if x)
         copies = [lp for lp in inner if lp.fma() == 0 and lp.stores() > 0]
         copy = max(copies, key=lambda lp: lp.stores() / len(lp.body)) if copies else None
         return cls(hot, epi, copy, max(1, parallel), tuple(sorted(distinct, key=lambda lp: lp.start)))
@@ -592,6 +593,7 @@ class Estimator:
         for core in {c.name: c for c, _ in self.used}.values():
             check_model(core, self.triple)
         self._cache: dict[str, LayerEstimate] = {}
+        self._twins: dict[str, LayerEstimate] = {}  # direct kernels of pruned layers' dense twins
         self._copy: dict[str, float] | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -721,7 +723,10 @@ class Estimator:
         kernel's (the same WriteBack and row bands), so they come from the dense twin's estimate."""
         from dataclasses import replace as _replace
 
-        twin = self._direct(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
+        dense = _replace(cfg, scheme="dense", ratio=0.0, block=(0, 0))
+        if dense.key() not in self._twins:
+            self._twins[dense.key()] = self._direct(dense)
+        twin = self._twins[dense.key()]
         lanes = sum(lp.fma() for lp in code.fma_loops)
         trips = executed / lanes
         core_parts = {}
