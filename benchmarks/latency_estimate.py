@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> dict:
         table = load_table(args.table)
         table.check_target("host", target.threads)
         h = table.header
-        source = f"{args.table}, created {h.get('created', '?')} by compiler {h.get('compiler', '?')}, its load not recorded"
+        source = (f"{args.table}, created {h.get('created', '?')} by compiler {h.get('compiler', '?')}, "
+                  "its load not recorded")
     else:
         path = Path(tempfile.mkdtemp(prefix="latency-estimate-")) / "table.json"
         table = open_table(path, "host", target.threads)

@@ -256,7 +256,8 @@ def test_instruction_classes():
     from compiler.latency.estimate import fma_lanes, mul_lanes, vector_stores
 
     assert [fma_lanes(i) for i in ("fmla v0.4s, v1.4s, v2.4s", "fmls v0.4s, v1.4s, v2.4s", "fmla v0.8h, v1.8h, v2.8h",
-                                   "sdot v0.4s, v1.16b, v2.16b", "smlal2 v0.4s, v1.8h, v2.h[3]", "fadd v0.4s, v1.4s, v2.4s",
+                                   "sdot v0.4s, v1.16b, v2.16b", "smlal2 v0.4s, v1.8h, v2.h[3]",
+                                   "fadd v0.4s, v1.4s, v2.4s",
                                    "vfmadd231ps %zmm1, %zmm2, %zmm0")] == [4, 4, 8, 16, 4, 0, 16]
     assert mul_lanes("fmul v0.4s, v1.4s, v2.4s") == mul_lanes("fmul v0.4s, v1.4s, v2.s[1]") == 4
     assert fma_lanes("fmul v0.4s, v1.4s, v2.4s") == 0

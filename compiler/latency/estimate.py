@@ -540,7 +540,8 @@ def winograd_parts(asm: str, spec: Any, sched: Any) -> list[Part]:
         nested = [lp for lp in loops if c_loop.contains(lp)]
         keep = [ln for i, ln in enumerate(lines[c_loop.start:c_loop.end + 1], c_loop.start)
                 if not any(lp.start <= i <= lp.end for lp in nested)]
-        parts.append(Part("input_rest", tuple(x for x in (_instruction(ln, comment) for ln in keep) if x), blocks * cin))
+        own = tuple(x for x in (_instruction(ln, comment) for ln in keep) if x)
+        parts.append(Part("input_rest", own, blocks * cin))
     return parts
 
 

@@ -129,8 +129,8 @@ def estimate_int8_network(est: Estimator, model: Any, out_hw: tuple[int, int]) -
             co * 25 * h * w)
     for spec, k in zip(model.specs, build_kernels(net, shape, isa)):
         macs = spec["out"] * (spec["in"] // spec["groups"]) * spec["k"] ** 2 * h * w
-        what = (f"int8 {isa.name} conv {spec['in']}>{spec['out']} k{spec['k']}g{spec['groups']}"
-                f"{' sparse' if k.plan.sparse else ''}{' +res' if k.spec.residual else ''}{' tail' if k.spec.tail else ''}")
+        flags = [f for f, on in ((" sparse", k.plan.sparse), (" +res", k.spec.residual), (" tail", k.spec.tail)) if on]
+        what = f"int8 {isa.name} conv {spec['in']}>{spec['out']} k{spec['k']}g{spec['groups']}{''.join(flags)}"
         add(spec["name"], what, est.int8_kernel(k), macs)
     return rows
 
