@@ -163,6 +163,12 @@ def test_estimated_table_in_a_run_is_labelled(tmp_path):
     assert [p.name for p in kept] == ["predictor.json", "table.json"]
     assert kept[1].read_bytes() == old_table and kept[0].read_text() == '{"fitted": "on a phone"}'
     assert not calibration_path(tmp_path, target.name).exists()
+    # a table estimated by an older method of the estimate is re-estimated (set aside like another CPU's)
+    doc = json.loads(table.path.read_text())
+    doc["header"]["estimate"]["method"] = 1
+    table.path.write_text(json.dumps(doc))
+    _, redone = build_estimated_table(tmp_path, target, "cortex-a55", space, (16, 64), progress=False)
+    assert redone == len(space_layers(space, (16, 64)))
 
 
 def test_config_unknown_cpu_is_one_line(tmp_path, run_cli):

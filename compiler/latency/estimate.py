@@ -48,6 +48,9 @@ MCA = "llvm-mca-19"
 CPU_FILE = Path(__file__).with_name("cpus.json")
 A57_DISPATCH = 3  # what LLVM 19 silently falls back to for cortex-a76/a77/a78/x1
 ITERATIONS = 100
+# The estimate's method, in every estimated table's header: a table estimated by another method is re-estimated
+# (2: Winograd, fp16 and int8 kernels modelled; multiply-adds by element, all vector stores counted).
+METHOD = 2
 
 
 # --- the CPU table ---------------------------------------------------------------------------------
@@ -601,7 +604,7 @@ class Estimator:
         """Plain data for table headers and reports."""
         cores = [{"core": c.name, "mca": c.mca, "ghz": g} for c, g in self.used]
         return {"cpu": self.cpu.name, "kind": self.cpu.kind, "threads": self.threads, "cores": cores,
-                "label": self.cpu.label(), "mca": MCA}
+                "label": self.cpu.label(), "mca": MCA, "method": METHOD}
 
     def layer(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
         """The estimate of one layer (conv dense or pruned, tail, adapter)."""
