@@ -16,9 +16,12 @@ Target and threads are the table's (one table per target and thread count), not 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.errors import CompilerError
+
+if TYPE_CHECKING:
+    from compiler.targets import TargetSpec
 
 OPS = ("conv", "adapter", "tail")
 SCHEMES = ("dense", "block", "pattern", "unstructured")
@@ -125,3 +128,9 @@ class LayerConfig:
             return cls(**{k: (tuple(v) if k == "block" else v) for k, v in data.items()})
         except TypeError as exc:
             raise CompilerError(f"layer configuration: {exc}") from None
+
+
+def layer_precision(cfg: LayerConfig, target: TargetSpec | None) -> str:
+    """The arithmetic of the layer's kernel: the layer's own precision (int8/fp16 layers of a mixed or quantised
+    model), else the target's (every kernel of an android-arm64-fp16 build computes in fp16)."""
+    return cfg.precision if cfg.precision != "fp32" or target is None else target.precision

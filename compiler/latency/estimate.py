@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import CompilerError
-from compiler.latency.config import LayerConfig
+from compiler.latency.config import LayerConfig, layer_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +48,9 @@ MCA = "llvm-mca-19"
 CPU_FILE = Path(__file__).with_name("cpus.json")
 A57_DISPATCH = 3  # what LLVM 19 silently falls back to for cortex-a76/a77/a78/x1
 ITERATIONS = 100
+# The estimate's method, in every estimated table's header: a table estimated by another method is re-estimated
+# (2: Winograd, fp16 and int8 kernels modelled; multiply-adds by element, all vector stores counted).
+METHOD = 2
 
 
 # --- the CPU table ---------------------------------------------------------------------------------
@@ -215,31 +218,68 @@ def check_model(core: Core, triple: str = "aarch64-linux-android") -> int:
 
 _LABEL = re.compile(r"^([.\w$]+):")
 _BRANCH = re.compile(r"^(?:b(?:\.\w+)?|cbn?z|tbn?z|j\w+)\s+(?:.*,\s*)?([.\w$]+)$")
-_ARM_FMA = re.compile(r"^f(?:mla|mla)\s+v\d+\.(\d+)[shd]\b")
+_ARM_FMA = re.compile(r"^fml[as]\s+v\d+\.(\d+)[shd]\b")
 _ARM_DOT = re.compile(r"^[su]dot\s+v\d+\.(\d+)s\b")
+_ARM_MLAL = re.compile(r"^[su]mlal2?\s+v\d+\.(\d+)s\b")  # the int8 NEON form: int16 x int16 + int32, 1 MAC a lane
+_ARM_FMUL = re.compile(r"^fmul\s+v\d+\.(\d+)[shd],\s*v\d+\.\d+[shd],\s*v\d+\.(?:\d+[shd]|[shd]\[\d+\])$")
 _X86_FMA = re.compile(r"^vfn?m(?:add|sub)\w*p[sh]\b.*%([xyz])mm\d+\s*$")
+_X86_FMUL = re.compile(r"^vmulp[sh]\s.*%([xyz])mm\d+\s*$")
 _X86_LANES = {"x": 4, "y": 8, "z": 16}
-_ARM_STORE = re.compile(r"^(?:st[1-4]|stp?|stur)\s+q|^st1\s+\{")
+_ARM_STORE = re.compile(r"^(stp|str|stur)\s+q\d+|^st1\s+\{([^}]*)\}")
 _X86_STORE = re.compile(r"^vmov\w*\s+%[xyz]mm\d+,\s*-?\w*\(")
+_ARITH = re.compile(r"^(?:f(?:add|sub|mul|ml[as])\s+v|v(?:add|sub|mul|fn?m\w+)p[sh]\s)")
+_SHUFFLE = re.compile(r"^(?:zip[12]|uzp[12]|trn[12]|ext|tbl|ins|mov\s+v\d+\.s\[|vperm|vshuf|vunpck|vinsert|vpunpck"
+                      r"|vblend|vextract)")
 
 
 def fma_lanes(ins: str) -> int:
-    """Multiply-adds one instruction does (0 for anything else): fmla .4s = 4, .8h = 8, vfmadd on zmm = 16."""
-    m = _ARM_FMA.match(ins)
-    if m:
-        return int(m.group(1))
-    m = _ARM_DOT.match(ins)
-    if m:
-        return 4 * int(m.group(1))
+    """Multiply-adds one instruction does (0 for anything else): fmla/fmls .4s = 4, .8h = 8, sdot .4s = 16 (4 lanes x
+    4 bytes), smlal .4s = 4, vfmadd on zmm = 16."""
+    for rx, per in ((_ARM_FMA, 1), (_ARM_DOT, 4), (_ARM_MLAL, 1)):
+        m = rx.match(ins)
+        if m:
+            return per * int(m.group(1))
     m = _X86_FMA.match(ins)
     if m:
         return _X86_LANES[m.group(1)]
     return 0
 
 
+def mul_lanes(ins: str) -> int:
+    """Products one instruction forms: its FMA lanes, or a vector multiply's lanes (a GEMM's first channel starts
+    its accumulators with a multiply, not a multiply-add)."""
+    m = _ARM_FMUL.match(ins)
+    if m:
+        return int(m.group(1))
+    m = _X86_FMUL.match(ins)
+    if m:
+        return _X86_LANES[m.group(1)]
+    return fma_lanes(ins)
+
+
+def vector_stores(ins: str) -> int:
+    """Whole vector registers one instruction stores (str q = 1, stp q = 2, st1 {a, b} = 2, vmovups zmm -> mem = 1)."""
+    m = _ARM_STORE.match(ins)
+    if m:
+        if m.group(1):
+            return 2 if m.group(1) == "stp" else 1
+        return len([r for r in m.group(2).split(",") if r.strip()])
+    return int(bool(_X86_STORE.match(ins)))
+
+
 def vector_store(ins: str) -> bool:
     """A store of a whole vector register (the copy loops' work)."""
-    return bool(_ARM_STORE.match(ins) or _X86_STORE.match(ins))
+    return vector_stores(ins) > 0
+
+
+def arithmetic(ins: str) -> bool:
+    """A vector floating-point add, subtract, multiply or multiply-add (a transform's work, not a copy's)."""
+    return bool(_ARITH.match(ins))
+
+
+def shuffle(ins: str) -> bool:
+    """A lane permutation (the Winograd column transform's transposes)."""
+    return bool(_SHUFFLE.match(ins))
 
 
 @dataclass(frozen=True)
@@ -254,9 +294,25 @@ class Loop:
         """FMA lanes per iteration."""
         return sum(fma_lanes(i) for i in self.body)
 
+    def muls(self) -> int:
+        """Products (multiply or multiply-add lanes) per iteration."""
+        return sum(mul_lanes(i) for i in self.body)
+
     def stores(self) -> int:
-        """Vector stores per iteration."""
-        return sum(vector_store(i) for i in self.body)
+        """Vector registers stored per iteration."""
+        return sum(vector_stores(i) for i in self.body)
+
+    def arith(self) -> int:
+        """Vector arithmetic instructions per iteration."""
+        return sum(arithmetic(i) for i in self.body)
+
+    def shuffles(self) -> int:
+        """Lane permutations per iteration."""
+        return sum(shuffle(i) for i in self.body)
+
+    def overlaps(self, other: Loop) -> bool:
+        """Whether the two loops share assembly lines."""
+        return self.start <= other.end and other.start <= self.end
 
     def contains(self, other: Loop) -> bool:  # noqa: D102
         return self.start <= other.start and other.end <= self.end and (self.start, self.end) != (other.start, other.end)
@@ -334,7 +390,8 @@ class KernelCode:
             _, lines = find_loops(asm)
             keep = [ln for i, ln in enumerate(lines[outer.start:outer.end + 1], outer.start)
                     if not hot.start <= i <= hot.end]
-            epi = tuple(x for x in (_instruction(ln, comment_marker(asm)) for ln in keep) if x)
+            comment = comment_marker(asm)  # once: a search over the whole assembly
+            epi = tuple(x for x in (_instruction(ln, comment) for ln in keep) if x)
         copies = [lp for lp in inner if lp.fma() == 0 and lp.stores() > 0]
         copy = max(copies, key=lambda lp: lp.stores() / len(lp.body)) if copies else None
         return cls(hot, epi, copy, max(1, parallel), tuple(sorted(distinct, key=lambda lp: lp.start)))
@@ -358,7 +415,9 @@ class LayerEstimate:
 
 
 def _kernel_asm(built: Any) -> str:
-    mod = built.executable.mod if hasattr(built.executable, "mod") else built.executable
+    """The assembly of a built layer (compiler.latency.runners.BuiltLayer) or of a TVM executable."""
+    exe = getattr(built, "executable", built)
+    mod = exe.mod if hasattr(exe, "mod") else exe
     try:
         return mod.inspect_source("asm")
     except Exception:  # noqa: BLE001  (older TVM spellings)
@@ -372,56 +431,143 @@ def _parallel_extent(func: Any) -> int:
 
 def kernel_code(cfg: LayerConfig, target: TargetSpec,
                 weight: np.ndarray | None = None) -> tuple[KernelCode, Any, float | None]:
-    """Build the conv `cfg` for `target` as the table does and parse its assembly.
+    """Build the conv `cfg` for `target` as the table does, with the direct (or sparse) kernel, and parse its assembly.
 
     Returns (code, the dense schedule, and for a sparse kernel the multiply-adds its plan executes, else None).
+    Layers the compiler gives to Winograd are estimated from the Winograd kernel (`Estimator._winograd`); this is the
+    direct kernel's code, which the rewrite emits for every other dense conv (and the fp16 target for all of them).
     """
     from compiler.kernels import choose_schedule, conv2d_primfunc
     from compiler.latency.measure import build_layer, conv_spec
+    from compiler.winograd import winograd_mode
 
     if cfg.op != "conv":
         raise CompilerError(f"kernel_code takes conv layers, got {cfg.key()}")
-    # The model counts one FMA per multiply-accumulate of the direct/sparse kernels; a Winograd kernel does fewer
-    # (and spends time in transforms it does not model yet), so the estimate builds the direct kernel: an upper
-    # bound for layers the compiler gives to Winograd (compiler.winograd.choose_conv_kernel).
-    from compiler.winograd import winograd_mode
-
     with winograd_mode("direct"):
         built = build_layer(cfg, target, weight=weight)
     asm = _kernel_asm(built)
-    sched = choose_schedule(conv_spec(cfg), target.vec, target.registers)
+    spec = conv_spec(cfg, target)
+    sched = choose_schedule(spec, target.vec, target.registers)
     # The TIR of a built layer is not kept: the parallel extent is the dense kernel's (sparse kernels
     # split the same output rows).
-    parallel = _parallel_extent(conv2d_primfunc(conv_spec(cfg), sched))
+    parallel = _parallel_extent(conv2d_primfunc(spec, sched))
     executed = None
     if built.extra.get("sparse"):
         from compiler import sparse
 
-        plan = sparse.choose_kernel(conv_spec(cfg), built.extra["weight"], target.vec, target.registers)
+        plan = sparse.choose_kernel(spec, built.extra["weight"], target.vec, target.registers)
         oh, ow = cfg.out_hw
         executed = float(plan.kept_columns() * plan.oc_tile * oh * math.ceil(ow / plan.w_tile) * plan.w_tile)
     return KernelCode.from_asm(asm, parallel), sched, executed
 
 
-def _cycles(code: KernelCode, core: Core, triple: str, macs: float, tiles: int, copy_elems: float) -> dict[str, float]:
-    """A dense kernel's cycles on one core: hot loop x (MACs / its FMA lanes), epilogue x tiles, copy x floats."""
+def _compile_asm(func: Any, target: TargetSpec, what: str) -> str:
+    """The assembly of one PrimFunc compiled for `target` (a Winograd or int8 kernel built outside the table's path)."""
+    import tvm
+
+    try:
+        exe = tvm.compile(tvm.IRModule({"layer": func.with_attr("global_symbol", "layer")}), target=target.tvm_target())
+    except Exception as exc:  # noqa: BLE001
+        raise CompilerError(f"cannot build {what}: {str(exc).strip().splitlines()[0]}") from exc
+    return _kernel_asm(exe)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of straight-line code or loop body and how many times the layer runs it."""
+
+    name: str
+    body: tuple[str, ...]
+    count: float
+
+
+def winograd_parts(asm: str, spec: Any, sched: Any) -> list[Part]:
+    """The parts of a Winograd F(m) kernel (compiler.winograd._build) in its assembly, each with its execution count
+    from the schedule:
+
+    - `gemm`: the innermost loop with the most products (oc_tile x nvec accumulators over a chunk of input channels);
+      count = the batched GEMM's products (computed tiles x alpha^2 x cin x cout) / products per iteration;
+    - `output`: the innermost loop in the GEMM's enclosing (channel-tile) loop that stores: A^T M A and the fused
+      write-back; count = vector stores of the output (computed tiles x cout x m^2 / vec) / stores per iteration
+      (falls back to the enclosing loop's code once per channel tile where LLVM unrolled it);
+    - `input_cols` / `input_rows`: innermost loops of the block loop outside the channel-tile loop that compute and
+      store (with lane shuffles: the column transform, else the row transform); counts from the vectors each
+      transform stores (blocks x cin x alpha^2 x nvec, and blocks x cin x alpha x padded row vectors);
+    - `input_rest`: the channel loop's own code outside its inner loops (address arithmetic, prefetches, what LLVM
+      unrolled: on x86 the whole row transform), once per block and input channel;
+    - the copy of the padded input rows (`fill`) is the caller's, at the copy loop's rate.
+    """
+    loops, lines = find_loops(asm)
+    inner = innermost(loops)
+    comment = comment_marker(asm)
+    m, a, vec, nv, ot, wt = sched.m, sched.alpha, sched.vec, sched.nvec, sched.oc_tile, sched.w_tile
+    oh, ow = spec.out_hw
+    blocks = math.ceil(oh / m) * math.ceil(math.ceil(ow / m) / wt)
+    cin, cout = spec.cin, spec.cout
+    nvc = (wt * m + vec) // vec
+    gemm = [lp for lp in inner if lp.muls() > 0]
+    if not gemm:
+        raise CompilerError("no loop with vector multiply-adds in the Winograd kernel's assembly")
+    hot = max(gemm, key=lambda lp: (lp.muls(), -len(lp.body)))
+    parts = [Part("gemm", hot.body, blocks * wt * a * a * cin * cout / hot.muls())]
+    around = sorted((lp for lp in loops if lp.contains(hot)), key=lambda lp: lp.end - lp.start)
+    if not around:
+        return parts
+    tile_loop = around[0]
+    outs = [lp for lp in inner if tile_loop.contains(lp) and not lp.overlaps(hot) and lp.stores() > 0]
+    if outs:
+        out = max(outs, key=lambda lp: (lp.stores(), len(lp.body)))
+        parts.append(Part("output", out.body, blocks * wt * cout * m * m / vec / out.stores()))
+    else:
+        keep = [ln for i, ln in enumerate(lines[tile_loop.start:tile_loop.end + 1], tile_loop.start)
+                if not hot.start <= i <= hot.end]
+        body = tuple(x for x in (_instruction(ln, comment) for ln in keep) if x)
+        parts.append(Part("output", body, blocks * cout / ot))
+    block_loop = next((lp for lp in around[1:] if lp.start < tile_loop.start or lp.end > tile_loop.end), None)
+    if block_loop is None:
+        return parts
+    trans = [lp for lp in inner if block_loop.contains(lp) and not lp.overlaps(tile_loop)
+             and lp.arith() > 0 and lp.stores() > 0]
+    cols = [lp for lp in trans if lp.shuffles() > 0]
+    rows = [lp for lp in trans if lp.shuffles() == 0]
+    if cols:
+        c = max(cols, key=lambda lp: lp.stores())
+        parts.append(Part("input_cols", c.body, blocks * cin * a * a * nv / c.stores()))
+    if rows:
+        r = max(rows, key=lambda lp: lp.stores())
+        parts.append(Part("input_rows", r.body, blocks * cin * a * nvc / r.stores()))
+    chan = [lp for lp in loops if block_loop.contains(lp) and not lp.overlaps(tile_loop) and trans
+            and all(lp.contains(t) for t in trans)]
+    if chan:  # the channel loop's own code, once per channel and block (with the unrolled loops: x86's row transform)
+        c_loop = min(chan, key=lambda lp: lp.end - lp.start)
+        nested = [lp for lp in loops if c_loop.contains(lp)]
+        keep = [ln for i, ln in enumerate(lines[c_loop.start:c_loop.end + 1], c_loop.start)
+                if not any(lp.start <= i <= lp.end for lp in nested)]
+        own = tuple(x for x in (_instruction(ln, comment) for ln in keep) if x)
+        parts.append(Part("input_rest", own, blocks * cin))
+    return parts
+
+
+def _cycles(code: KernelCode, core: Core, triple: str, macs: float, tiles: int, copy_elems: float,
+            lanes: int) -> dict[str, float]:
+    """A dense kernel's cycles on one core: hot loop x (MACs / its FMA lanes), epilogue x tiles, copy x elements."""
     hot = run_mca("\n".join(code.hot.body), core.mca, triple).cycles_per_iteration
     parts = {"hot": hot * macs / code.hot.fma()}
     if code.epilogue:
         parts["epilogue"] = run_mca("\n".join(code.epilogue), core.mca, triple).cycles_per_iteration * tiles
-    parts["copy"] = copy_elems * copy_cycles_per_element(code, core, triple)
+    parts["copy"] = copy_elems * copy_cycles_per_element(code, core, triple, lanes)
     return parts
 
 
-def copy_cycles_per_element(code: KernelCode, core: Core, triple: str) -> float:
-    """Cycles per float copied by the kernel's copy loop (none found: one 4-float store a cycle).
+def copy_cycles_per_element(code: KernelCode, core: Core, triple: str, lanes: int = 4) -> float:
+    """Cycles per element copied by the kernel's copy loop (`lanes` elements a vector store; none found: one store a
+    cycle).
 
-    Capped at one cycle a float: on small rows LLVM unrolls the row copy, and the loop found is then an edge
+    Capped at one cycle an element: on small rows LLVM unrolls the row copy, and the loop found is then an edge
     loop that is not what moves most of the data.
     """
     if code.copy is None:
-        return 0.25
-    lanes = 4 if triple.startswith("aarch64") else 8
+        return 1.0 / lanes
     c = run_mca("\n".join(code.copy.body), core.mca, triple).cycles_per_iteration
     return min(1.0, c / (code.copy.stores() * lanes))
 
@@ -451,13 +597,14 @@ class Estimator:
         for core in {c.name: c for c, _ in self.used}.values():
             check_model(core, self.triple)
         self._cache: dict[str, LayerEstimate] = {}
+        self._twins: dict[str, LayerEstimate] = {}  # direct kernels of pruned layers' dense twins
         self._copy: dict[str, float] | None = None
 
     def describe(self) -> dict[str, Any]:
         """Plain data for table headers and reports."""
         cores = [{"core": c.name, "mca": c.mca, "ghz": g} for c, g in self.used]
         return {"cpu": self.cpu.name, "kind": self.cpu.kind, "threads": self.threads, "cores": cores,
-                "label": self.cpu.label(), "mca": MCA}
+                "label": self.cpu.label(), "mca": MCA, "method": METHOD}
 
     def layer(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
         """The estimate of one layer (conv dense or pruned, tail, adapter)."""
@@ -466,17 +613,111 @@ class Estimator:
             self._cache[key] = self._layer(cfg, weight)
         return self._cache[key]
 
+    def _parts_estimate(self, parts: list[Part], parallel: int, extra: dict[str, dict[str, float]] | None = None,
+                        detail: dict[str, Any] | None = None) -> LayerEstimate:
+        """Cycles of each part (llvm-mca per pass x its count) on every core used, spread over the threads."""
+        core_parts = {}
+        for core, _ in self.used:
+            cyc = {}
+            for part in parts:
+                if part.body and part.count > 0:
+                    per = run_mca("\n".join(part.body), core.mca, self.triple).cycles_per_iteration
+                    cyc[part.name] = cyc.get(part.name, 0.0) + per * part.count
+            core_parts[core.name] = {**cyc, **((extra or {}).get(core.name) or {})}
+        ms = _spread(parallel, self.used, {n: sum(p.values()) for n, p in core_parts.items()})
+        return LayerEstimate(ms, core_parts[self.used[0][0].name], detail or {}, core_parts)
+
+    def _winograd(self, cfg: LayerConfig, spec: Any, m: int) -> LayerEstimate:
+        """The Winograd F(m) kernel the compiler emits for this layer: GEMM, output and input transforms from its own
+        assembly (`winograd_parts`), the copy of the padded input rows at the copy loop's rate."""
+        from compiler.winograd import choose_winograd_schedule, winograd_primfunc
+
+        sched = choose_winograd_schedule(spec, m, self.target.vec, self.target.registers)
+        func = winograd_primfunc(spec, sched)
+        asm = _compile_asm(func, self.target, cfg.key())
+        parts = winograd_parts(asm, spec, sched)
+        code = KernelCode.from_asm(asm, 1)
+        oh, ow = spec.out_hw
+        blocks = math.ceil(oh / m) * math.ceil(math.ceil(ow / m) / sched.w_tile)
+        fill = blocks * spec.cin * sched.alpha * (sched.w_tile * m + sched.vec)  # padded input rows copied
+        extra = {c.name: {"fill": fill * copy_cycles_per_element(code, c, self.triple, self.target.vec)}
+                 for c, _ in self.used}
+        detail = {"kernel": f"winograd{m}", "parallel": _parallel_extent(func),
+                  "parts": {p.name: {"instructions": len(p.body), "count": p.count} for p in parts},
+                  "gemm_products": sum(mul_lanes(i) for i in parts[0].body)}
+        return self._parts_estimate(parts, detail["parallel"], extra, detail)
+
+    def _int8(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
+        """An int8 conv (precision int8): the int8 kernel of compiler.int8 for the target's dot form (sdot with
+        +dotprod, the NEON smlal form without), on `weight` (int8, dense or block-diagonal) or a seeded one."""
+        from compiler.int8.isa import choose_isa
+        from compiler.int8.kernel import build_kernel
+
+        layer = int8_layer(cfg, weight)
+        k = build_kernel(layer, 1, cfg.h, cfg.w, choose_isa(self.target))
+        return self.int8_kernel(k)
+
+    def int8_kernel(self, kernel: Any) -> LayerEstimate:
+        """One built int8 kernel (compiler.int8.kernel.Int8Kernel): its dot-product loops x the products its plan
+        executes, the row copy into its window at the copy loop's rate (one byte an element)."""
+        from compiler.int8.isa import kernel_target
+
+        spec, plan, isa = kernel.spec, kernel.plan, kernel.isa
+        asm = _compile_asm(kernel.func, kernel_target(self.target, isa), f"int8 conv {spec}")
+        code = KernelCode.from_asm(asm, _parallel_extent(kernel.func))
+        oh, ow = spec.out_hw
+        wt = isa.vec * plan.nvec
+        cols = plan.kept_columns() if plan.sparse else len(plan.tiles[0]) * (spec.cout // plan.oc_tile)
+        executed = float(oh * math.ceil(ow / wt) * wt * 4 * plan.oc_tile * cols)
+        lanes = sum(lp.fma() for lp in code.fma_loops)
+        parts = [Part(f"dot{i}", lp.body, executed / lanes) for i, lp in enumerate(code.fma_loops)]
+        copy = float(spec.groups4 * 4 * (oh + spec.kh - 1) * (ow + 2 * spec.pad))
+        extra = {c.name: {"copy": copy * copy_cycles_per_element(code, c, self.triple, 16)} for c, _ in self.used}
+        detail = {"kernel": f"int8 {isa.name}", "dot_loops": len(code.fma_loops), "dot_macs": lanes,
+                  "executed_macs": executed, "sparse": plan.sparse, "parallel": code.parallel}
+        est = self._parts_estimate(parts, code.parallel, extra, detail)
+        est.parts = {"hot": sum(v for k, v in est.parts.items() if k.startswith("dot")), "copy": est.parts["copy"]}
+        return est
+
+    def row_kernel(self, func: Any, elements: float, what: str) -> LayerEstimate:
+        """An elementwise or scalar per-pixel kernel (the int8 c-lib's quantise and bicubic-skip kernels): its
+        busiest innermost loop x (output elements / elements it stores an iteration)."""
+        asm = _compile_asm(func, self.target, what)
+        loops, _ = find_loops(asm)
+        inner = [lp for lp in innermost(loops) if lp.stores() or any(_SCALAR_STORE.match(i) for i in lp.body)]
+        if not inner:
+            raise CompilerError(f"no storing loop in the assembly of {what}")
+        lp = max(inner, key=lambda x: len(x.body))
+        per = sum(vector_stores(i) * self.target.vec + bool(_SCALAR_STORE.match(i)) for i in lp.body)
+        return self._parts_estimate([Part("loop", lp.body, elements / per)], _parallel_extent(func),
+                                    detail={"loop_instructions": len(lp.body), "elements_per_iteration": per})
+
     def _conv(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
+        from compiler.latency.measure import conv_spec
+        from compiler.winograd import choose_conv_kernel
+
+        if layer_precision(cfg, self.target) == "int8":
+            return self._int8(cfg, weight)
+        spec = conv_spec(cfg, self.target)
+        if cfg.scheme == "dense" and spec.compute == "float32":
+            m = choose_conv_kernel(spec, self.target.vec, self.target.registers)  # the rewrite's choice
+            if m:
+                return self._winograd(cfg, spec, m)
+        return self._direct(cfg, weight)
+
+    def _direct(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
+        """The direct kernel (or the sparse kernel of a pruned layer), not cached: a sparse kernel's write-back and
+        copy are those of the direct kernel of its dense twin, whichever kernel the twin itself gets."""
         code, sched, executed = kernel_code(cfg, self.target, weight)
         if executed is not None:
             return self._sparse(cfg, code, executed)
         oh, ow = cfg.out_hw
         tiles = oh * math.ceil(ow / (sched.vec * sched.nvec)) * math.ceil(cfg.cout / sched.oc_tile)
         macs = float(cfg.macs())
-        core_parts = {core.name: _cycles(code, core, self.triple, macs, tiles, cfg.cin * cfg.h * cfg.w)
+        core_parts = {core.name: _cycles(code, core, self.triple, macs, tiles, cfg.cin * cfg.h * cfg.w, self.target.vec)
                       for core, _ in self.used}
         ms = _spread(code.parallel, self.used, {n: sum(p.values()) for n, p in core_parts.items()})
-        detail = {"hot_fma_lanes": code.hot.fma(), "hot_instructions": len(code.hot.body),
+        detail = {"kernel": "direct", "hot_fma_lanes": code.hot.fma(), "hot_instructions": len(code.hot.body),
                   "epilogue_instructions": len(code.epilogue), "tiles": tiles, "parallel": code.parallel}
         return LayerEstimate(ms, core_parts[self.used[0][0].name], detail, core_parts)
 
@@ -486,7 +727,10 @@ class Estimator:
         kernel's (the same WriteBack and row bands), so they come from the dense twin's estimate."""
         from dataclasses import replace as _replace
 
-        twin = self.layer(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
+        dense = _replace(cfg, scheme="dense", ratio=0.0, block=(0, 0))
+        if dense.key() not in self._twins:
+            self._twins[dense.key()] = self._direct(dense)
+        twin = self._twins[dense.key()]
         lanes = sum(lp.fma() for lp in code.fma_loops)
         trips = executed / lanes
         core_parts = {}
@@ -505,13 +749,18 @@ class Estimator:
         if self._copy is None:
             ref = LayerConfig("conv", 8, 8, 16, 64)
             code, _, _ = kernel_code(ref, self.target)
-            self._copy = {c.name: copy_cycles_per_element(code, c, self.triple) for c, _ in self.used}
+            self._copy = {c.name: copy_cycles_per_element(code, c, self.triple, self.target.vec) for c, _ in self.used}
         per_core = {name: elements * rate for name, rate in self._copy.items()}
         return _spread(64, self.used, per_core), max(per_core.values())
 
     def _layer(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
         if cfg.op == "conv":
             return self._conv(cfg, weight)
+        if cfg.op == "adapter" and layer_precision(cfg, self.target) == "int8":
+            # the int8 kernels read a residual of another width sliced or zero-padded (Int8ConvSpec.res_channels)
+            return LayerEstimate(0.0, {}, {"fused": "into the next int8 kernel's residual read"})
+        if cfg.op == "tail" and layer_precision(cfg, self.target) == "int8":
+            return self._int8_tail(cfg)
         if cfg.op == "adapter":
             ms, cyc = self._copy_ms(cfg.elements())
             return LayerEstimate(ms, {"copy": cyc}, {"elements": cfg.elements()})
@@ -522,6 +771,51 @@ class Estimator:
         ms, cyc = self._copy_ms(out * cfg.h * cfg.w)
         return LayerEstimate(conv.ms + up.ms + ms, {"tail_conv": conv.ms, "bicubic_conv": up.ms, "shuffle": ms},
                              {"parts_unit": "ms"})
+
+
+    def _int8_tail(self, cfg: LayerConfig) -> LayerEstimate:
+        """The int8 tail: the tail conv with the PixelShuffle, the float bicubic skip and the clamp fused (the int8
+        c-lib's last kernel), plus its scalar bicubic-skip kernel on the uint8 image."""
+        from compiler.int8.isa import choose_isa
+        from compiler.int8.kernel import build_kernel
+        from compiler.int8.network import skip_primfunc
+
+        out = 3 * cfg.scale * cfg.scale
+        layer = int8_layer(LayerConfig("conv", cfg.cin, out, cfg.h, cfg.w, precision="int8"), None, tail=True)
+        k = build_kernel(layer, 1, cfg.h, cfg.w, choose_isa(self.target), tail_shuffle=cfg.scale, clamp=True,
+                         fskip=True)
+        conv = self.int8_kernel(k)
+        skip = self.row_kernel(skip_primfunc((1, 3, cfg.h, cfg.w), (out, 1, 5, 5)), out * cfg.h * cfg.w,
+                               "the int8 bicubic skip")
+        return LayerEstimate(conv.ms + skip.ms, {"tail_conv": conv.ms, "bicubic_skip": skip.ms}, {"parts_unit": "ms"})
+
+
+_SCALAR_STORE = re.compile(r"^(?:str|stur)\s+s\d+|^vmovss\s+%xmm\d+,\s*-?\w*\(")
+
+
+def int8_layer(cfg: LayerConfig, weight: np.ndarray | None, tail: bool = False) -> Any:
+    """The QConv the int8 kernels take for `cfg`: `weight` (int8 (O, I/g, k, k) or its dense form), or seeded int8
+    weights with the pruned fraction zeroed (a grouped conv as its block-diagonal dense equivalent, as srprune's
+    quantised models hand it over). The scales are placeholders: the code does not depend on their values."""
+    import numpy as np
+
+    from compiler.quant_spec import QConv, QParams, block_diagonal
+
+    if cfg.scheme != "dense" and weight is None:
+        raise CompilerError(f"a pruned int8 layer needs its weight: {cfg.key()}")
+    if weight is None:
+        rng = np.random.default_rng(0)
+        weight = rng.integers(-127, 128, (cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k)).astype(np.int8)
+    weight = np.asarray(weight)
+    if weight.dtype != np.int8:
+        scale = max(float(np.abs(weight).max()), 1e-12) / 127
+        weight = np.round(weight / scale).astype(np.int8)
+    if weight.shape[1] != cfg.cin:
+        weight = block_diagonal(weight, cfg.cin // weight.shape[1])
+    q = QParams(1 / 255, 128)
+    return QConv(weight, np.full(cfg.cout, 0.01, np.float32), np.zeros(cfg.cout, np.int32), q, None if tail else q,
+                 cfg.act, np.full(cfg.cout, 0.25, np.float32) if cfg.act == "prelu" else None, cfg.pad,
+                 q if cfg.residual else None)
 
 
 # --- a table of estimates -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compiler.errors import CompilerError
-from compiler.latency.config import PRECISIONS, LayerConfig
+from compiler.latency.config import PRECISIONS, LayerConfig, layer_precision
 from compiler.latency.runners import BuiltLayer, Runner, interleaved
 from compiler.latency.table import median
 from compiler.targets import TargetSpec
@@ -97,20 +97,21 @@ def layer_module(cfg: LayerConfig) -> nn.Module:
     raise CompilerError(f"layer op {cfg.op!r} is not a graph layer")
 
 
-def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator,
+                   compute: str = "float32") -> list[np.ndarray]:
+    """Seeded arguments of a direct conv kernel; data, weight and residual in the kernel's `compute` type."""
     from compiler.kernels import pack_weight
 
     oh, ow = cfg.out_hw
-    dtype = _DTYPES[cfg.precision]
     weight = rng.standard_normal((cfg.cout, cfg.cin // cfg.groups, cfg.k, cfg.k), dtype=np.float32)
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(dtype),
-            pack_weight(weight, oc_tile, dtype)]
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(compute),
+            pack_weight(weight, oc_tile, compute)]
     if cfg.bias:
         args.append(rng.standard_normal(cfg.cout, dtype=np.float32))
     if cfg.act == "prelu":
         args.append(np.full(cfg.cout, 0.25, dtype=np.float32))
     if cfg.residual:
-        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(dtype))
+        args.append(rng.random((1, cfg.cout, oh, ow), dtype=np.float32).astype(compute))
     return args
 
 
@@ -118,18 +119,20 @@ def _kernel_inputs(cfg: LayerConfig, oc_tile: int, rng: np.random.Generator) -> 
 _DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
-def conv_spec(cfg: LayerConfig):
-    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer.
+def conv_spec(cfg: LayerConfig, target: TargetSpec | None = None):
+    """The `compiler.kernels.ConvSpec` the rewrite builds for this conv layer (on `target`: `layer_precision`).
 
     fp16: a layer between two of the fp16 build's kernels (compiler.rewrite.half_ends): weights, input window and
-    multiply-adds in float16, its input, residual and output tensors float16 (the epilogue stays float32).
+    multiply-adds in float16, its input, residual and output tensors float16 (the epilogue stays float32); the
+    network's first and last layers read or write float32 at one end, a table entry is the body's form.
     """
     from compiler.kernels import ConvSpec
 
     p = cfg.pad
-    if cfg.precision not in _DTYPES:
+    precision = layer_precision(cfg, target)
+    if precision not in _DTYPES:
         raise CompilerError(f"layer {cfg.key()} is not a float layer")
-    t = _DTYPES[cfg.precision]
+    t = _DTYPES[precision]
     return ConvSpec(1, cfg.cin, cfg.h, cfg.w, cfg.cout, cfg.k, cfg.k, (p, p, p, p), cfg.groups, cfg.bias,
                     cfg.act, cfg.residual, compute=t, data_dtype=t, residual_dtype=t, out_dtype=t)
 
@@ -174,17 +177,17 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         from compiler.kernels import choose_schedule, conv2d_primfunc
         from compiler.winograd import choose_conv_kernel, kernel_name
 
-        spec = conv_spec(cfg)
-        # the rewrite's per-layer choice; Winograd kernels are float32 only, an fp16 build keeps 3x3 convs direct
-        m = choose_conv_kernel(spec, target.vec, target.registers) if cfg.precision == "fp32" else 0
+        spec = conv_spec(cfg, target)
+        # the rewrite's per-layer choice; Winograd kernels are float32 only (an fp16 build keeps 3x3 convs direct)
+        m = choose_conv_kernel(spec, target.vec, target.registers) if spec.compute == "float32" else 0
         if m:
             return _build_winograd(cfg, spec, m, target, rng)
         sched = choose_schedule(spec, target.vec, target.registers)
         func = conv2d_primfunc(spec, sched).with_attr("global_symbol", "layer")
         exe = _compile_kernel(cfg, func, target)
         oh, ow = cfg.out_hw
-        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng), (1, cfg.cout, oh, ow), target,
-                          {"kernel": kernel_name(0)}, spec.out_dtype)
+        return BuiltLayer(exe, "layer", False, _kernel_inputs(cfg, sched.oc_tile, rng, spec.compute),
+                          (1, cfg.cout, oh, ow), target, {"kernel": kernel_name(0)}, spec.out_dtype)
     from compiler.build import compile_model
 
     compiled = compile_model(layer_module(cfg), (1, cfg.cin, cfg.h, cfg.w), target, check=False)
@@ -350,7 +353,7 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
         raise CompilerError(f"no sparse kernels in this compiler; cannot time {cfg.key()}") from None
 
     dense_cfg = LayerConfig(**{**cfg.to_dict(), "scheme": "dense", "ratio": 0.0, "block": (0, 0)})
-    spec = conv_spec(cfg)
+    spec = conv_spec(cfg, target)
     from compiler.winograd import dense_relative_cost
 
     plan = sparse.choose_kernel(spec, weight, target.vec, target.registers,
@@ -362,8 +365,7 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
     func = sparse.sparse_conv2d_primfunc(spec, plan, weight, bias, alpha).with_attr("global_symbol", "layer")
     exe = _compile_kernel(cfg, func, target)
     oh, ow = cfg.out_hw
-    dtype = spec.data_dtype
-    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(dtype)]
+    args = [rng.random((1, cfg.cin, cfg.h, cfg.w), dtype=np.float32).astype(spec.data_dtype)]
     if len(func.params) == 3 + int(cfg.residual):  # the packed weights are an argument, not baked in
         args.append(sparse.pack_sparse_weight(weight, plan, spec.compute))
     if cfg.residual:

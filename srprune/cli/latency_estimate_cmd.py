@@ -3,6 +3,7 @@
     srprune latency estimate --target android-arm64 --cpu cortex-a77 runs/demo
     srprune latency estimate --target android-arm64 --cpu snapdragon-865 model.pt --json
     srprune latency estimate --target host --cpu host '{"scale": 2, ...genome...}'
+    srprune latency estimate --target android-arm64-dotprod --cpu snapdragon-865 model_int8.pt   (srprune quantize)
 
 Nothing is measured: each layer is compiled for the target as the latency table builds it and
 llvm-mca-19 predicts its cycles on the CPU's scheduling model (compiler.latency.estimate). The whole
@@ -21,8 +22,9 @@ from srprune.cli.latency_cmd import _frame, _genome_or_model, _target, latency
 from srprune.errors import InputError
 
 
-def _layers(spec: str, out_hw: tuple[int, int]) -> tuple[list[tuple[str, Any, Any]], str]:
-    """(name, LayerConfig, weight or None) per layer of a run folder's final model, a model file or a genome."""
+def _layers(spec: str, out_hw: tuple[int, int]) -> tuple[list[tuple[str, Any, Any]] | Any, str]:
+    """(name, LayerConfig, weight or None) per layer of a run folder's final model, a model file or a genome; for a
+    quantised model file (srprune quantize) the model itself (its int8 c-lib's kernels are estimated)."""
     path = Path(spec)
     if path.is_dir():
         from srprune.layout import RunLayout
@@ -42,6 +44,10 @@ def _layers(spec: str, out_hw: tuple[int, int]) -> tuple[list[tuple[str, Any, An
     from srprune.models import deploy, resolve_model
 
     net, info = resolve_model(spec, None)
+    from srprune.quant.qmodel import is_quantized
+
+    if is_quantized(net):
+        return net, info.name
     genome = getattr(net, "genome", None)
     if not isinstance(genome, dict):
         raise InputError(f"{spec}: the estimate needs a searched network (a 'genome' model), got {info.name}")
@@ -66,14 +72,14 @@ def _layers(spec: str, out_hw: tuple[int, int]) -> tuple[list[tuple[str, Any, An
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate_cmd(spec: str, target: str, cpu: str, size: str, threads: int | None, as_json: bool) -> None:
     """Static latency estimate (llvm-mca on the emitted code) of a network on a named CPU, per layer and whole."""
-    from srprune.latency.estimated import check_cpu, estimate_layers, make_estimator
+    from srprune.latency.estimated import check_cpu, estimate_int8_network, estimate_layers, make_estimator
 
     tspec = _target(target, threads)
     out_hw = _frame(size)
     check_cpu(cpu, tspec, "--cpu")
     layers, name = _layers(spec, out_hw)
     est = make_estimator(tspec, cpu)
-    rows = estimate_layers(est, layers)
+    rows = estimate_layers(est, layers) if isinstance(layers, list) else estimate_int8_network(est, layers, out_hw)
     total = sum(r["ms"] for r in rows)
     what = est.cpu.label()
     if as_json:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
@@ -98,6 +100,38 @@ def estimate_layers(est: Estimator, layers: list[tuple[str, LayerConfig, Any]]) 
     for name, cfg, weight in layers:
         e = est.layer(cfg, weight)
         rows.append({"name": name, "layer": cfg.key(), "ms": e.ms, "macs": cfg.macs(), "parts": e.parts})
+    return rows
+
+
+def estimate_int8_network(est: Estimator, model: Any, out_hw: tuple[int, int]) -> list[dict[str, Any]]:
+    """Per kernel of the int8 c-lib a quantised model (srprune quantize) compiles to, in its order: the quantise
+    kernel, the bicubic skip (scalar), one int8 conv per layer (sdot on +dotprod targets, NEON smlal without;
+    compiler.int8.network.build_kernels, so a depthwise conv is its block-diagonal dense form as the c-lib runs it)."""
+    from compiler.int8.isa import choose_isa
+    from compiler.int8.network import build_kernels, quantize_primfunc, skip_primfunc
+    from srprune.quant.deploy import to_int8_network
+
+    net = to_int8_network(model)
+    h, w = out_hw[0] // net.scale, out_hw[1] // net.scale
+    shape = (1, int(model.colors), h, w)
+    isa = choose_isa(est.target)
+    rows = []
+
+    def add(name: str, what: str, e: Any, macs: int) -> None:
+        rows.append({"name": name, "layer": what, "ms": e.ms, "macs": macs, "parts": e.parts})
+
+    add("quantize", "float32 -> uint8 image", est.row_kernel(quantize_primfunc(shape), float(np.prod(shape)),
+                                                              "the int8 quantise kernel"), 0)
+    if net.skip_weight is not None:
+        co = net.skip_weight.shape[0]
+        add("skip", f"bicubic skip 5x5 x{co} (scalar)",
+            est.row_kernel(skip_primfunc(shape, net.skip_weight.shape), float(co * h * w), "the int8 bicubic skip"),
+            co * 25 * h * w)
+    for spec, k in zip(model.specs, build_kernels(net, shape, isa)):
+        macs = spec["out"] * (spec["in"] // spec["groups"]) * spec["k"] ** 2 * h * w
+        flags = [f for f, on in ((" sparse", k.plan.sparse), (" +res", k.spec.residual), (" tail", k.spec.tail)) if on]
+        what = f"int8 {isa.name} conv {spec['in']}>{spec['out']} k{spec['k']}g{spec['groups']}{''.join(flags)}"
+        add(spec["name"], what, est.int8_kernel(k), macs)
     return rows
 
 
