@@ -116,7 +116,8 @@ class ProbeTimer:
     GFLOP/s against (besides the quiet, cached figure of `ceiling`).
     """
 
-    def __init__(self, threads: int, seconds: float = 0.02) -> None:
+    def __init__(self, threads: int, seconds: float = 0.02, cpu_time: bool = False) -> None:
+        self.cpu_time = cpu_time  # the probe process's CPU time (one run, process start included: ~1 ms)
         cpus = process_cpus()
         self.cpus = [cpus[i % len(cpus)] for i in range(threads)]
         self._dir = tempfile.TemporaryDirectory(prefix="fma_ceiling.")
@@ -126,8 +127,18 @@ class ProbeTimer:
         self.flops = threads * self.iterations * probe.chains * probe.lanes * 2
 
     def __call__(self, repeat: int) -> list[float]:
+        if self.cpu_time:
+            return [self._cpu_ms() for _ in range(repeat)]
         # best of 2: the first run of a fresh process may still ramp the clock up
         return [run_probe(self.binary, self.iterations, 2, self.cpus).seconds * 1e3 for _ in range(repeat)]
+
+    def _cpu_ms(self) -> float:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run_probe(self.binary, self.iterations, 1, self.cpus)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e3
 
 
 def cache_path() -> Path:
