@@ -99,10 +99,10 @@ class Schedule:
 #   all. Fastest or within 4% of the fastest on AMD Zen 4 (an earlier run of benchmarks/conv_tiles.py); the same
 #   rule for AVX2 and NEON (not measured on a phone).
 # - "channels": 2 vectors x up to 12 channels (24 of 32 registers): fewer vector loads per multiply-add, more
-#   broadcasts. On an Intel AVX-512 core (the Xeon of docs `conv_tiles`, LLVM rocketlake) a line-splitting zmm load
-#   costs more issue bandwidth than a broadcast: this tile took 5-17% less time than 4 x 4 on every benchmark
-#   layer there in the last run of docs `conv_tiles` before this rule (2 threads, wall time), and 2-10% less on the
-#   32- and 64-channel bodies in 1-thread CPU-time checks under load.
+#   broadcasts. On an Intel AVX-512 core (the Xeon of docs `conv_tiles`, LLVM rocketlake) a zmm load, the more so one
+#   that splits a cache line, costs more issue bandwidth than a broadcast: this tile took 5-17% less time than 4 x 4
+#   on every benchmark layer there in the last run of docs `conv_tiles` before this rule (2 threads, wall time), and
+#   2-10% less on the 32- and 64-channel bodies in 1-thread CPU-time checks under load.
 TILE_SHAPES = ("pixels", "channels")
 
 
