@@ -108,6 +108,39 @@ def measure(threads: int, seconds: float = 0.25, repeats: int = 5, binary: Path 
         return run_probe(binary, iterations, repeats + 1, cpus)
 
 
+class ProbeTimer:
+    """The probe as one more timer of compiler.latency.runners.interleaved: f(repeat) -> milliseconds per run.
+
+    Why: on a shared machine a kernel loses time to other processes; the probe, run in the same rounds on the same
+    cores, loses about as much, so `flops / its milliseconds` is the ceiling *under the same load* to read a kernel's
+    GFLOP/s against (besides the quiet, cached figure of `ceiling`).
+    """
+
+    def __init__(self, threads: int, seconds: float = 0.02, cpu_time: bool = False) -> None:
+        self.cpu_time = cpu_time  # the probe process's CPU time (one run, process start included: ~1 ms)
+        cpus = process_cpus()
+        self.cpus = [cpus[i % len(cpus)] for i in range(threads)]
+        self._dir = tempfile.TemporaryDirectory(prefix="fma_ceiling.")
+        self.binary = compile_probe(Path(self._dir.name))
+        probe = run_probe(self.binary, 1_000_000, 2, self.cpus[:1])
+        self.iterations = max(10_000, int(probe.iterations * seconds / probe.seconds))
+        self.flops = threads * self.iterations * probe.chains * probe.lanes * 2
+
+    def __call__(self, repeat: int) -> list[float]:
+        if self.cpu_time:
+            return [self._cpu_ms() for _ in range(repeat)]
+        # best of 2: the first run of a fresh process may still ramp the clock up
+        return [run_probe(self.binary, self.iterations, 2, self.cpus).seconds * 1e3 for _ in range(repeat)]
+
+    def _cpu_ms(self) -> float:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run_probe(self.binary, self.iterations, 1, self.cpus)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e3
+
+
 def cache_path() -> Path:
     """$XDG_CACHE_HOME/srprune/fma_ceiling.json (default ~/.cache)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srprune" / "fma_ceiling.json"

@@ -93,20 +93,47 @@ class Schedule:
         return self.vec * self.nvec
 
 
-def choose_schedule(spec: ConvSpec, vec: int, registers: int = 32) -> Schedule:
+# Register-tile shapes of choose_schedule, per core family. The tile trades vector loads of the input row (nvec per
+# tap; at kx = 1, 2 they straddle two cache lines) against weight broadcasts (oc_tile per tap).
+# - "pixels": 4 channels x 4 vectors where the row is wide, within half the register file: the fewest loads in
+#   all. Fastest or within 4% of the fastest on AMD Zen 4 (an earlier run of benchmarks/conv_tiles.py); the same
+#   rule for AVX2 and NEON (not measured on a phone).
+# - "channels": 2 vectors x up to 12 channels (24 of 32 registers): fewer vector loads per multiply-add, more
+#   broadcasts. On an Intel AVX-512 core (the Xeon of docs `conv_tiles`, LLVM rocketlake) a zmm load, the more so one
+#   that splits a cache line, costs more issue bandwidth than a broadcast: this tile took 5-17% less time than 4 x 4
+#   on every benchmark layer there in the last run of docs `conv_tiles` before this rule (2 threads, wall time), and
+#   2-10% less on the 32- and 64-channel bodies in 1-thread CPU-time checks under load.
+TILE_SHAPES = ("pixels", "channels")
+
+
+def host_tile_shape(vec: int) -> str:
+    """The tile shape for a target with `vec`-float vectors: 16 floats (AVX-512, only ever the x86 host) on an
+    Intel core -> "channels"; anything else (AMD, AVX2, NEON, fp16 NEON) -> "pixels"."""
+    from compiler.targets import cpu_vendor
+
+    return "channels" if vec == 16 and cpu_vendor() == "GenuineIntel" else "pixels"
+
+
+def choose_schedule(spec: ConvSpec, vec: int, registers: int = 32, shape: str | None = None) -> Schedule:
     """Pick the register tile for a conv on a machine with `registers` vector registers of `vec` floats.
 
-    Accumulators (oc_tile * nvec) take at most about half the register file; the rest hold the
-    input vectors and broadcast weights. oc_tile divides the per-group output channels so no
-    output-channel predicate is needed. With 32 registers (AVX-512, NEON) a wide row gets 4 vectors x 4
-    channels: per tap 4 vector loads + 4 weight broadcasts feed 16 multiply-adds (8 x 2 needs 2 + 8), and
-    the write-back streams 4 output rows instead of 8. Measured side by side by benchmarks/conv_tiles.py
-    (docs `conv_tiles`, x86 AVX-512): 4 x 4 is the fastest tile or within 4% of it on every benchmark layer
-    (head, 16- and 32-channel bodies, tails); NEON gets the same rule, not measured on a phone.
+    `shape` (TILE_SHAPES; default host_tile_shape(vec)) sets the accumulator budget and the vectors per row:
+    "pixels" keeps oc_tile * nvec within half the register file, 4 vectors x 4 channels on a wide row with 32
+    registers (per tap 4 vector loads + 4 weight broadcasts feed 16 multiply-adds); "channels" takes 2 vectors
+    and up to three quarters of the register file (8 x 2 on 32 channels: 2 loads + 8 broadcasts per 16). The
+    rest of the registers hold the input vectors and the broadcast weights. oc_tile divides the per-group output
+    channels so no output-channel predicate is needed. Measured side by side by benchmarks/conv_tiles.py.
     """
+    shape = shape or host_tile_shape(vec)
+    if shape not in TILE_SHAPES:
+        raise CompilerError(f"unknown tile shape {shape!r}; expected one of {TILE_SHAPES}")
     ow = spec.out_hw[1]
-    nvec = 4 if registers >= 32 and ow >= 4 * vec else 2 if ow > vec else 1
-    budget = max(1, registers // 2 // nvec)
+    if shape == "channels":
+        nvec = 2 if ow > vec else 1
+        budget = max(1, registers * 3 // 4 // nvec)
+    else:
+        nvec = 4 if registers >= 32 and ow >= 4 * vec else 2 if ow > vec else 1
+        budget = max(1, registers // 2 // nvec)
     per_group = spec.cout // spec.groups
     if spec.groups > 1 and per_group == 1:
         nvec = 4 if ow > 3 * vec else nvec  # depthwise: no channel reuse, widen along the row instead
@@ -127,6 +154,8 @@ def pack_weight(weight: np.ndarray, oc_tile: int, dtype: str = "float32") -> np.
     return np.ascontiguousarray(packed, dtype=dtype)
 
 
+LINE_FLOATS = 16  # floats per 64-byte cache line
+
 # Row tasks per image: the parallel loop runs this many contiguous bands of output rows. A multiple of
 # every common thread count (1, 2, 3, 4, 6, 8, 12, 24), so the runtime's static split is balanced
 # whatever the target's thread count; a band re-reads kh - 1 rows to fill its window (emit_row_bands).
@@ -141,6 +170,16 @@ CHUNK_COLUMNS = 36
 def row_tasks(out_rows: int) -> int:
     """Bands of output rows the kernel runs in parallel (each at least MIN_BAND_ROWS rows)."""
     return next(t for t in ROW_TASKS if out_rows // t >= MIN_BAND_ROWS or t == 1)
+
+
+def ring_width(spec: ConvSpec, w_tile: int) -> int:
+    """Columns of a ring row: whole tiles of `w_tile` plus kw - 1, rounded up to whole 64-byte lines of float32.
+
+    Rows that start on a cache line make the kx = 0 loads of a tile whole-line loads (a one-off check on the Intel
+    Xeon of docs `conv_tiles`: 6-8% less time for the dense conv3x3 32->32 and 64->64, 1 thread).
+    """
+    pw = -(-spec.out_hw[1] // w_tile) * w_tile + spec.kw - 1
+    return -(-pw // LINE_FLOATS) * LINE_FLOATS
 
 
 def ring_slot(spec: ConvSpec, y, ky: int):
@@ -241,7 +280,7 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
     ot, vec, wt = sched.oc_tile, sched.vec, sched.w_tile
     cin_g = cin // spec.groups
     xtiles = -(-ow // wt)
-    pw = xtiles * wt + kw - 1  # padded window width: whole tiles, zeros past the input
+    pw = ring_width(spec, wt)  # padded window width: whole tiles, zeros past the input
     f32, ct = "float32", spec.compute
     with IRBuilder() as ib:
         with T.prim_func(s_tir=True):
@@ -267,9 +306,6 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
 
             emit_row_bands(T, spec, data, pw, vec, tiles)
     return ib.get()
-
-
-LINE_FLOATS = 16  # floats per 64-byte cache line
 
 
 def _prefetch_next_row(T, spec: ConvSpec, data, b, y, oco, xo, wt: int, ot: int) -> None:  # noqa: N803

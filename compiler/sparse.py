@@ -30,7 +30,7 @@ from tvm import tirx
 
 from compiler.errors import CompilerError
 from compiler.epilogue import ACTIVATIONS
-from compiler.kernels import ConvSpec, WriteBack, emit_row_bands, to_f32
+from compiler.kernels import ConvSpec, WriteBack, emit_row_bands, ring_width, to_f32
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 
@@ -209,7 +209,7 @@ def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.
     n, cin, h, w, cout = spec.n, spec.cin, spec.h, spec.w, spec.cout
     oh, ow = spec.out_hw
     ot, vec, wt = plan.oc_tile, plan.vec, plan.w_tile
-    pw = -(-ow // wt) * wt + spec.kw - 1
+    pw = ring_width(spec, wt)
     with IRBuilder() as ib:
         with T.prim_func(private=True, s_tir=True):
             data = T.arg("data", T.buffer((n, cin, h, w), spec.data_dtype))

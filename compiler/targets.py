@@ -7,6 +7,7 @@ their triple and NEON features explicitly because they are cross-compiled here.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -85,6 +86,20 @@ def host_cpu_features() -> set[str]:
         except OSError:
             pass
     return set()
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU vendor as /proc/cpuinfo gives it ("GenuineIntel", "AuthenticAMD"; "" where unknown): the dense kernel's
+    register tile depends on it (compiler.kernels.host_tile_shape)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def cpu_model() -> str:

@@ -7,19 +7,21 @@ is checked numerically even though no arm64 machine is available.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
 
 from compiler.errors import CompilerError
-from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, pack_weight
-from compiler.targets import get_target
+from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, host_tile_shape, pack_weight
+from compiler.targets import cpu_vendor, get_target
 from tests.conftest import torch_conv_reference
 
 TOL = 1e-4
 
 
-def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0, shape: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(kernel output, PyTorch reference) for random data/weights/bias/alpha/residual."""
     rng = np.random.default_rng(seed)
     x = rng.random((spec.n, spec.cin, spec.h, spec.w), dtype=np.float32)
@@ -29,7 +31,7 @@ def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0) -> tuple[np.ndarray, np
     res = rng.random(spec.residual_shape, dtype=np.float32)
     ref = torch_conv_reference(spec, x, w, b if spec.bias else None, alpha, res)
 
-    sched = choose_schedule(spec, vec)
+    sched = choose_schedule(spec, vec, shape=shape)
     func = conv2d_primfunc(spec, sched)
     lib = tvm.tirx.build(func, target=get_target("host").tvm_target())
     dev = tvm.cpu()
@@ -78,10 +80,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("vec", [16, 8, 4])
+@pytest.mark.parametrize(("vec", "shape"), [(16, "pixels"), (16, "channels"), (8, None), (4, None)])
 @pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.cin}x{s.cout}k{s.kh}g{s.groups}{s.act}{'r' if s.residual else ''}s{s.shuffle}")
-def test_kernel_matches_torch(spec: ConvSpec, vec: int) -> None:
-    got, want = _run_kernel(spec, vec)
+def test_kernel_matches_torch(spec: ConvSpec, vec: int, shape: str | None) -> None:
+    got, want = _run_kernel(spec, vec, shape=shape)
     assert got.shape == want.shape
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
@@ -89,14 +91,40 @@ def test_kernel_matches_torch(spec: ConvSpec, vec: int) -> None:
 
 def test_schedule_respects_register_budget_and_divides_channels() -> None:
     spec = ConvSpec(1, 32, 8, 640, 32, 3, 3, (1, 1, 1, 1))
-    s16 = choose_schedule(spec, 16, registers=32)
+    s16 = choose_schedule(spec, 16, registers=32, shape="pixels")
     assert s16 == Schedule(vec=16, nvec=4, oc_tile=4)  # 16 accumulators of 32 zmm registers, 4 x 4
     s8 = choose_schedule(spec, 8, registers=16)
     assert s8 == Schedule(vec=8, nvec=2, oc_tile=4)  # AVX2: 8 of 16 ymm registers
     tail = ConvSpec(1, 32, 8, 640, 10, 3, 3, (1, 1, 1, 1))
-    assert choose_schedule(tail, 16).oc_tile == 2  # largest divisor of 10 within the 4-channel budget
+    assert choose_schedule(tail, 16, shape="pixels").oc_tile == 2  # largest divisor of 10 within 4 channels
     narrow = ConvSpec(1, 32, 8, 40, 32, 3, 3, (1, 1, 1, 1))
-    assert choose_schedule(narrow, 16) == Schedule(vec=16, nvec=2, oc_tile=8)  # a 40-pixel row: 2 vectors
+    assert choose_schedule(narrow, 16, shape="pixels") == Schedule(vec=16, nvec=2, oc_tile=8)  # 40 pixels: 2 vectors
+    assert choose_schedule(spec, 4) == Schedule(vec=4, nvec=4, oc_tile=4)  # NEON keeps 4 x 4 on every host
+
+
+def test_channels_tile_shape() -> None:
+    """The "channels" shape: 2 vectors and up to 24 of 32 registers as accumulators (12 channels x 2)."""
+    body = ConvSpec(1, 32, 8, 640, 32, 3, 3, (1, 1, 1, 1))
+    assert choose_schedule(body, 16, shape="channels") == Schedule(vec=16, nvec=2, oc_tile=8)
+    wide = ConvSpec(1, 64, 8, 640, 64, 3, 3, (1, 1, 1, 1))
+    assert choose_schedule(wide, 16, shape="channels") == Schedule(vec=16, nvec=2, oc_tile=8)
+    tail = ConvSpec(1, 32, 8, 640, 12, 3, 3, (1, 1, 1, 1), shuffle=2)
+    assert choose_schedule(tail, 16, shape="channels") == Schedule(vec=16, nvec=2, oc_tile=12)
+    x4 = ConvSpec(1, 16, 8, 640, 48, 3, 3, (1, 1, 1, 1), shuffle=4)
+    assert choose_schedule(x4, 16, shape="channels").oc_tile == 12
+    narrow = ConvSpec(1, 8, 8, 16, 24, 3, 3, (1, 1, 1, 1))  # one vector per row: 24 channels x 1
+    assert choose_schedule(narrow, 16, shape="channels") == Schedule(vec=16, nvec=1, oc_tile=24)
+    with pytest.raises(CompilerError, match="tile shape"):
+        choose_schedule(body, 16, shape="square")
+
+
+def test_host_tile_shape_follows_the_cpu_vendor() -> None:
+    """Only 16-float vectors (the AVX-512 host) on an Intel core get "channels"; the vendor read independently."""
+    vendor = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("vendor_id")), "")
+    assert cpu_vendor() == vendor
+    assert host_tile_shape(16) == ("channels" if vendor == "GenuineIntel" else "pixels")
+    assert host_tile_shape(8) == host_tile_shape(4) == "pixels"
 
 
 def test_pack_weight_layout() -> None:
@@ -127,4 +155,4 @@ def test_schedule_keeps_shuffle_rows_in_one_tile() -> None:
     # 27 channels of a x3 tail: the tile must hold whole rows of 3 sub-pixels (3, 9, ...), not 1
     tail = ConvSpec(1, 16, 8, 640, 27, 3, 3, (1, 1, 1, 1), shuffle=3)
     assert choose_schedule(tail, 16).oc_tile % 3 == 0
-    assert choose_schedule(ConvSpec(1, 16, 8, 640, 48, 3, 3, (1, 1, 1, 1), shuffle=4), 16).oc_tile == 4
+    assert choose_schedule(ConvSpec(1, 16, 8, 640, 48, 3, 3, (1, 1, 1, 1), shuffle=4), 16, shape="pixels").oc_tile == 4

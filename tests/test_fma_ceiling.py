@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,21 @@ def test_gflops_is_the_formula_from_its_own_timing(probe):
         assert c.threads == threads and c.iterations >= 10_000
         assert c.gflops == pytest.approx(threads * c.iterations * c.chains * c.lanes * 2 / c.seconds / 1e9)
         assert 0 < c.gflops < threads * 6.0 * 2 * 16 * 2
+
+
+def test_probe_timer_in_wall_and_cpu_time():
+    """The interleaved probe: flops of one run from the probe's own parameters; both clocks give positive
+    milliseconds below the same physical bound as above, and a run's CPU time (1 thread) is not above its wall time
+    by more than the process start."""
+    wall, cpu = fma_ceiling.ProbeTimer(1, seconds=0.01), fma_ceiling.ProbeTimer(1, seconds=0.01, cpu_time=True)
+    c = run_probe(wall.binary, wall.iterations, 1, wall.cpus)
+    assert wall.flops == c.iterations * c.chains * c.lanes * 2
+    for timer in (wall, cpu):
+        (ms,) = timer(1)
+        assert 0 < timer.flops / ms / 1e6 < 6.0 * 2 * 16 * 2
+    t0 = time.perf_counter()
+    (ms,) = cpu(1)
+    assert ms <= (time.perf_counter() - t0) * 1e3 + 5
 
 
 def test_ceiling_is_cached_per_machine_and_forced_again(tmp_path, monkeypatch):
