@@ -3,7 +3,8 @@
 Per network (plain-c32-d6 and ecbsr-x2 as benchmarks/peers.py builds them, seeded and untrained, plus RUN's
 searched model with --run) at 1x3x360x640 (720p output at x2):
 - fp32 c-lib: `compiler.clib.build_clib` of the float network (the fp32 product path; Winograd where the compiler's
-  cost model picks it), checked against PyTorch;
+  cost model picks it), checked against PyTorch; and the same without Winograd (`winograd_mode("direct")`), the
+  fp32 direct kernels that benchmarks/int8_kernels.py compares layers against;
 - int8 c-lib: PTQ with `srprune quantize`'s code path (min-max ranges over the built-in training images' LR) and
   `compiler.int8.network.build_int8_clib` (`srprune compile --format c-lib` of an int8 model);
 - int8 c-lib, 50% block-sparse: the same after zeroing half of the (4 output x 4 input channels at one tap) blocks
@@ -17,7 +18,8 @@ check), ONNX Runtime with the same reference rounded to uint8 (srprune.quant.qdq
 its bound is refused ("wrong output") and no time is reported for it. The input is k / 255 (exact in uint8).
 
 Usage: python benchmarks/int8_networks.py [--threads 1,2] [--rounds 15] [--networks a,b] [--run RUN]
-                                          [--input HxW] [--peers-python PY] [--json FILE] [--doc]
+                                          [--input HxW] [--peers-python PY] [--breakdown] [--json FILE] [--doc]
+(--breakdown: each kernel call of the fp32 and int8 plans timed alone at the largest thread count.)
 """
 
 from __future__ import annotations
@@ -100,23 +102,29 @@ def _folder(folder: Path, x: np.ndarray, ref: np.ndarray) -> Path:
     return folder
 
 
-def prepare_fp32(model: nn.Module, shape: tuple[int, int, int, int], folder: Path) -> Path:
-    """FOLDER/clib: the fp32 c-lib (checked against PyTorch by build_clib); ref.npy: PyTorch's output."""
+def prepare_fp32(model: nn.Module, shape: tuple[int, int, int, int], folder: Path, winograd: str = "auto") -> Path:
+    """FOLDER/clib: the fp32 c-lib (checked against PyTorch by build_clib; `winograd`: compiler.winograd's mode,
+    "auto" as shipped, "direct" without Winograd); ref.npy: PyTorch's output."""
     from compiler.clib.export import build_clib
+    from compiler.winograd import winograd_mode
 
     _, x = image_input(shape)
-    build_clib(model, shape, "host", folder / "clib", name="fp32 model")
+    with winograd_mode(winograd):
+        build_clib(model, shape, "host", folder / "clib", name="fp32 model")
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     return _folder(folder, x, ref)
 
 
 def prepare_int8(net, shape: tuple[int, int, int, int], folder: Path, sparse: str = "auto") -> Path:
-    """FOLDER/clib: the int8 c-lib of `net` (compiler.int8 Int8Network); ref.npy: reference_network's output."""
+    """FOLDER/clib: the int8 c-lib of `net` (compiler.int8 Int8Network); ref.npy: reference_network's output.
+
+    build_int8_clib's own check is skipped: it is the same comparison (this image, the same bound) that every
+    worker makes before it is timed, and the numpy reference is the slow part of a 720p build."""
     from compiler.int8.network import build_int8_clib, reference_network
 
     image, x = image_input(shape)
-    build_int8_clib(net, shape, "host", folder / "clib", name="int8 model", sparse=sparse)
+    build_int8_clib(net, shape, "host", folder / "clib", name="int8 model", sparse=sparse, check=False)
     return _folder(folder, x, reference_network(net, image))
 
 
@@ -158,7 +166,8 @@ def run_network(name: str, model: nn.Module, shape: tuple[int, int, int, int], t
     from srprune.quant.deploy import to_int8_network
     from srprune.quant.qdq import MAX_DIFF
 
-    scale = 2
+    with torch.no_grad():
+        scale = model(torch.zeros(1, 3, 4, 4)).shape[-1] // 4
     base = tmp / name.replace(" ", "_").replace("(", "").replace(")", "")
     print(f"== {name}: building", file=sys.stderr, flush=True)
     q = quantize(model, scale)
@@ -166,6 +175,8 @@ def run_network(name: str, model: nn.Module, shape: tuple[int, int, int, int], t
     sparse_model, kept = block_sparse(model)
     net_sparse = to_int8_network(quantize(sparse_model, scale), name)
     variants = [("fp32", "clib", prepare_fp32(model, shape, base / "fp32"), DEFAULT_TOL, 1.0),
+                ("fp32 direct (no Winograd)", "clib", prepare_fp32(model, shape, base / "direct", "direct"),
+                 DEFAULT_TOL, 1.0),
                 ("int8", "clib", prepare_int8(net, shape, base / "int8"), INT8_TOL, 1.0),
                 ("int8 50% block-sparse", "clib", prepare_int8(net_sparse, shape, base / "sparse"), INT8_TOL, kept),
                 ("onnxruntime QDQ int8", "onnxruntime", prepare_qdq(q, net, shape, base / "qdq"), MAX_DIFF, 1.0)]
@@ -183,17 +194,78 @@ def run_network(name: str, model: nn.Module, shape: tuple[int, int, int, int], t
         finally:
             for w in workers:
                 w.close()
-        fp32 = workers[0]
+        fp32, direct = workers[0], workers[1]
         rows = {}
         for (label, engine, _, tol, frac), w in zip(variants, workers):
             if w.fail:
                 rows[label] = {"fail": w.fail}
                 continue
             stats = vs_base(w.times_ms, fp32.times_ms) if not fp32.fail else vs_base(w.times_ms, w.times_ms)
+            if not direct.fail:
+                d = vs_base(w.times_ms, direct.times_ms)
+                stats |= {"direct_median": d["ratio_median"], "direct_min": d["ratio_min"], "direct_max": d["ratio_max"]}
             rows[label] = stats | {"max_abs_diff": w.diff, "levels": w.diff * 255.0, "kept": frac,
                                    "gflops": 2 * macs / (stats["median_ms"] / 1e3) / 1e9}
         out["threads"][t] = rows
     return out
+
+
+def _step_arrays(plan, step, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random arguments of one plan step (its timing does not depend on the values)."""
+    out = []
+    for a in step.args:
+        d = plan.tensors[a]
+        if d.dtype.startswith("float"):
+            out.append(rng.random(d.shape, dtype=np.float32).astype(d.dtype))
+        else:
+            out.append(rng.integers(0, 100, d.shape).astype(d.dtype))
+    return out
+
+
+def breakdown(model: nn.Module, shape: tuple[int, int, int, int], threads: int, rounds: int) -> list[dict]:
+    """Each kernel call of the fp32 and the int8 c-lib's plans (compiler.clib.plan / compiler.int8.network.int8_plan)
+    built alone and timed in-process, all interleaved: where a whole network's time goes."""
+    from benchmarks._report import kernel_timer
+    from compiler.clib.plan import build_plan
+    from compiler.int8.isa import choose_isa
+    from compiler.int8.network import int8_plan
+    from compiler.latency.runners import interleaved
+    from compiler.targets import get_target, set_runtime_threads
+    from srprune.quant.deploy import to_int8_network
+
+    target = get_target("host", threads)
+    set_runtime_threads(target.threads)
+    with torch.no_grad():
+        scale = model(torch.zeros(1, 3, 4, 4)).shape[-1] // 4
+    plans = [("fp32", build_plan(model, shape, target)),
+             ("int8", int8_plan(to_int8_network(quantize(model, scale)), shape, choose_isa(target)))]
+    rng = np.random.default_rng(0)
+    rows, timers = [], []
+    for label, plan in plans:
+        for step in plan.steps:
+            arrays = _step_arrays(plan, step, rng)
+            timer, _ = kernel_timer(plan.tir[step.func], arrays, target)
+            timers.append(timer)
+            rows.append({"plan": label, "step": step.func, "in": list(arrays[0].shape), "out": list(arrays[-1].shape),
+                         "bytes": int(sum(a.nbytes for a in arrays))})
+    for row, ms in zip(rows, interleaved(timers, rounds)):
+        row["median_ms"] = float(np.median(ms))
+    return rows
+
+
+def breakdown_markdown(name: str, rows: list[dict], threads: int, whole: dict | None) -> list[str]:
+    """Per-step table of one network."""
+    lines = ["", f"{name}, per kernel call ({threads} thread{'s' if threads > 1 else ''}; each built alone, "
+             "interleaved, random inputs):", "",
+             "| plan | step | input | output | MB touched | median ms |", "| --- | --- | --- | --- | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['plan']} | {r['step']} | {'x'.join(map(str, r['in']))} | {'x'.join(map(str, r['out']))} "
+                     f"| {r['bytes'] / 2**20:.1f} | {r['median_ms']:.2f} |")
+    for plan in ("fp32", "int8"):
+        total = sum(r["median_ms"] for r in rows if r["plan"] == plan)
+        w = (whole or {}).get(plan, {}).get("median_ms")
+        lines.append(f"| {plan} | sum of steps | | | | {total:.2f}" + (f" (whole c-lib {w:.2f}) |" if w else " |"))
+    return lines
 
 
 def to_markdown(res: dict) -> str:
@@ -206,34 +278,41 @@ def to_markdown(res: dict) -> str:
              + f". {res['load']}. Input {res['input']}, seeded untrained weights, PTQ (min-max) on the built-in "
              f"training images; {res['rounds']} interleaved rounds (after 2 warm-up rounds), one persistent process "
              f"per variant, order rotated every round. `vs fp32` = per-round time ratio to the fp32 c-lib of the "
-             "same network (median [min, max]). GFLOP/s counts the dense network's multiply-adds x 2 (int8 and "
+             "same network as shipped (median [min, max]); `vs fp32 direct` = to its build without Winograd. GFLOP/s counts the dense network's multiply-adds x 2 (int8 and "
              "sparse above the fp32 ceiling = more work per instruction / fewer multiplies). Diff: max |output - "
              "reference| in uint8 levels; references: PyTorch (fp32), compiler.int8's integer reference (int8 "
              "c-libs, <= 1 level or not timed), the same reference rounded to uint8 (ONNX Runtime, <= 4 levels). "
              f"ONNX Runtime {res['ort']} (CPU EP, ORT_ENABLE_ALL). Command: `python benchmarks/int8_networks.py "
              "--doc`.", "",
              "| network | threads | variant | kept MACs | median ms | min | max | GFLOP/s | % of fp32 ceiling | "
-             "vs fp32 | diff (levels) |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "vs fp32 | vs fp32 direct | diff (levels) |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
     verdicts = []
     for net, r in res["networks"].items():
         for t, rows in r["threads"].items():
             for label, row in rows.items():
                 if "fail" in row:
-                    lines.append(f"| {net} | {t} | {label} | - | - | - | - | - | - | - | {row['fail']} |")
+                    lines.append(f"| {net} | {t} | {label} | - | - | - | - | - | - | - | - | {row['fail']} |")
                     continue
                 ratio = "1" if label == "fp32" else \
                     f"{row['ratio_median']:.2f} [{row['ratio_min']:.2f}, {row['ratio_max']:.2f}]"
+                vs_direct = (f"{row['direct_median']:.2f} [{row['direct_min']:.2f}, {row['direct_max']:.2f}]"
+                             if "direct_median" in row else "-")
                 lines.append(f"| {net} | {t} | {label} | {row['kept']:.2f} | {row['median_ms']:.1f} | "
                              f"{row['min_ms']:.1f} | {row['max_ms']:.1f} | {row['gflops']:.0f} | "
-                             f"{of_ceiling(row['gflops'], ceilings[t])} | {ratio} | {row['levels']:.2g} |")
+                             f"{of_ceiling(row['gflops'], ceilings[t])} | {ratio} | {vs_direct} | {row['levels']:.2g} |")
                 if label in GOALS and not net.startswith("searched"):
                     goal = GOALS[label]
                     verdicts.append(f"- {net}, {t} thread{'s' if int(t) > 1 else ''}, {label}: "
                                     f"{row['ratio_median']:.2f} vs goal {goal} "
-                                    f"({'met' if row['ratio_median'] <= goal else 'not met'})")
+                                    f"({'met' if row['ratio_median'] <= goal else 'not met'}); against fp32 without "
+                                    f"Winograd {row.get('direct_median', float('nan')):.2f} "
+                                    f"({'met' if row.get('direct_median', 9) <= goal else 'not met'})")
     lines += ["", "Goals of issue 19 (whole network vs fp32): int8 <= 0.45, int8 + 50% block-sparse <= 0.25.",
               *verdicts]
+    for name, b in (res.get("breakdown") or {}).items():
+        whole = res["networks"].get(name, {}).get("threads", {}).get(b["threads"])
+        lines += breakdown_markdown(name, b["rows"], b["threads"], whole)
     return "\n".join(lines)
 
 
@@ -245,6 +324,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="also RUN/final/model.pt (a searched model)")
     ap.add_argument("--input", default="360x640", help="HxW of the low-resolution input")
     ap.add_argument("--peers-python", default=sys.executable, help="the interpreter with onnxruntime")
+    ap.add_argument("--breakdown", action="store_true", help="also time each kernel call of the plans alone")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--doc", action="store_true", help="rewrite the int8_networks section of docs/benchmarks.md")
     args = ap.parse_args()
@@ -270,10 +350,15 @@ def main() -> None:
                                         Path(tmp), log)
         if log.exists() and log.stat().st_size:
             print(log.read_text()[-2000:], file=sys.stderr)
+    bd = {}
+    if args.breakdown:
+        for name, model in nets.items():
+            print(f"== {name}: per-step breakdown", file=sys.stderr, flush=True)
+            bd[name] = {"threads": max(threads), "rows": breakdown(model.eval(), shape, max(threads), args.rounds)}
     load = max(load, os.getloadavg()[0])
     res = {"machine": machine(max(threads)), "ceilings": {t: fma_ceiling_gflops(t) for t in threads},
            "input": f"1x3x{h}x{w}", "rounds": args.rounds, "ort": ort_version(args.peers_python),
-           "load": f"Measured under load (load average {load:.1f} on {os.cpu_count()} cores, other jobs running)"
+           "breakdown": bd, "load": f"Measured under load (load average {load:.1f} on {os.cpu_count()} cores, other jobs running)"
            if load > 0.5 else f"Load average {load:.1f}", "networks": results}
     publish(to_markdown(res), res, "int8_networks", args.json, args.doc)
 

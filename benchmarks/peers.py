@@ -48,9 +48,8 @@ def networks(run: Path | None) -> dict[str, nn.Module]:
     nets = dict(reference_networks())
     if run is not None:
         from srprune.export import deployable
-        from srprune.models.modelfile import load_model_file
 
-        nets[f"searched ({run.name})"] = deployable(load_model_file(run / "final" / "model.pt")).eval()
+        nets[f"searched ({run.name})"] = deployable(str(run / "final" / "model.pt"), None)[0].eval()
     return nets
 
 
