@@ -275,7 +275,7 @@ def breakdown(model: nn.Module, shape: tuple[int, int, int, int], threads: int, 
 def breakdown_markdown(name: str, rows: list[dict], threads: int) -> list[str]:
     """Per-step table of one network (timed after the whole networks, so not comparable with their rows)."""
     lines = ["", f"{name}, per kernel call ({threads} thread{'s' if threads > 1 else ''}; each built alone, "
-             "interleaved, random inputs; a later phase than the table above, so under another load):", "",
+             "interleaved, random inputs; timed in a separate phase from the table above, under another load):", "",
              "| plan | step | input | output | MB touched | median ms |", "| --- | --- | --- | --- | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['plan']} | {r['step']} | {'x'.join(map(str, r['in']))} | {'x'.join(map(str, r['out']))} "
