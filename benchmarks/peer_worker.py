@@ -9,7 +9,8 @@ model is converted and its output compared with PyTorch's (ref.npy); then each `
 and prints its wall-clock seconds; `quit` ends it. Files in FOLDER (written by peers.py): model.onnx, model.pt2
 (torch.export), model_peer.ts / model_peer.pt2 (the same network with peers.py's exact rewrites, for pnnx and
 litert-torch), model.pkl (the nn.Module, srprune's venv only), input.npy,
-ref.npy.
+ref.npy; for the `clib` engine (benchmarks/int8_networks.py: fp32 and int8 c-libs as the product ships them)
+a built c-lib folder FOLDER/clib.
 
 Usage: python peer_worker.py ENGINE FOLDER THREADS
 """
@@ -167,6 +168,16 @@ def _srprune(folder: Path, x: np.ndarray, threads: int) -> Run:
     return lambda: vm["main"](xt).numpy()
 
 
+def _clib(folder: Path, x: np.ndarray, threads: int) -> Run:
+    from compiler.clib.export import LIB_NAME
+    from compiler.clib.runner import CLib, aligned_empty
+
+    lib = CLib(folder / "clib" / LIB_NAME)
+    lib.set_threads(threads)
+    out = aligned_empty(lib.output_shape)
+    return lambda: lib.run(x, out)
+
+
 def _torch(folder: Path, x: np.ndarray, threads: int) -> Run:
     import torch
 
@@ -182,7 +193,7 @@ def _torch(folder: Path, x: np.ndarray, threads: int) -> Run:
 
 
 ENGINES: dict[str, Callable[[Path, np.ndarray, int], Run]] = {
-    "srprune": _srprune, "torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino, "ncnn": _ncnn,
+    "srprune": _srprune, "clib": _clib, "torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino, "ncnn": _ncnn,
     "mnn": _mnn, "litert": _litert, "executorch": _executorch}
 
 

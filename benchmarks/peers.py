@@ -36,7 +36,8 @@ from benchmarks._report import fma_ceiling_gflops, machine, of_ceiling, publish 
 from compiler.bench import SETTLE_MS, graph_macs  # noqa: E402
 
 PEERS = ("onnxruntime", "openvino", "ncnn", "mnn", "litert", "executorch")
-OURS = ("srprune", "torch")  # run with srprune's own interpreter
+OURS = ("srprune", "torch")
+LOCAL = OURS + ("clib",)  # engines run with srprune's own interpreter (clib: benchmarks/int8_networks.py)
 WORKER = Path(__file__).with_name("peer_worker.py")
 
 
@@ -47,9 +48,8 @@ def networks(run: Path | None) -> dict[str, nn.Module]:
     nets = dict(reference_networks())
     if run is not None:
         from srprune.export import deployable
-        from srprune.models.modelfile import load_model_file
 
-        nets[f"searched ({run.name})"] = deployable(load_model_file(run / "final" / "model.pt")).eval()
+        nets[f"searched ({run.name})"] = deployable(str(run / "final" / "model.pt"), None)[0].eval()
     return nets
 
 
@@ -155,7 +155,7 @@ class Worker:
 
 def start(engine: str, folder: Path, threads: int, peers_python: str, log: Path) -> Worker:
     """Start `engine`'s worker and wait until it has converted and checked the network."""
-    python = sys.executable if engine in OURS else peers_python
+    python = sys.executable if engine in LOCAL else peers_python
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads), TVM_NUM_THREADS=str(threads))
     w = Worker(engine)
     with open(log, "a") as err:

@@ -24,7 +24,8 @@ import tvm
 from compiler.errors import CompilerError
 from compiler.int8.isa import INSTRUCTION, Int8Isa, choose_isa, kernel_target
 from compiler.int8.kernel import build_kernel, make_plan, spec_for
-from compiler.int8.network import IMAGE, Int8Network, build_int8_clib, reference_network
+from compiler.int8.network import (IMAGE, Int8Network, build_int8_clib, reference_network, reference_skip,
+                                   skip_lut, skip_primfunc)
 from compiler.quant_spec import IMAGE_INPUT, QConv, QParams, reference_conv
 from compiler.targets import TargetSpec, get_target, host_cpu_features
 
@@ -208,6 +209,23 @@ def test_host_clib_equals_reference_network(tmp_path):
         rgb = lib.run_rgb8(image)
     expect = np.rint(want[0].transpose(1, 2, 0) * 255.0)
     assert np.abs(rgb.astype(np.int32) - expect).max() <= 1 and np.mean(rgb == expect) >= 0.999
+
+
+@pytest.mark.parametrize("shape,weight_shape,vec", [((1, 3, 7, 37), (12, 1, 5, 5), 16), ((2, 3, 5, 3), (12, 1, 3, 3), 16),
+                                                    ((1, 1, 9, 10), (4, 1, 5, 5), 4)])
+def test_bicubic_skip_kernel_equals_reference(shape, weight_shape, vec):
+    """The vectorised depthwise skip (vector body, scalar row tail, rows narrower than a vector, edges replicated)
+    against numpy's reference_skip, within float32 contraction."""
+    import tvm
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.random(weight_shape).astype(np.float32)
+    lib = tvm.tirx.build(skip_primfunc(shape, weight_shape, vec), target=get_target("host").tvm_target())
+    args = [tvm.runtime.tensor(a) for a in (img, w, skip_lut(), np.zeros((shape[0], weight_shape[0], *shape[2:]),
+                                                                           np.float32))]
+    lib(*args)
+    np.testing.assert_allclose(args[-1].numpy(), reference_skip(img, w), rtol=0, atol=1e-5)
 
 
 def test_network_refuses_mismatched_quantisation():

@@ -8,6 +8,7 @@ import torch
 
 from compiler.quant_spec import reference_conv
 from srprune.data.pairs import ImagePair
+from srprune.errors import InputError
 from srprune.data.sampler import PatchSampler
 from srprune.models import build_model, deploy, load_model, save_model
 from srprune.quant.plan import PlanNet
@@ -122,6 +123,27 @@ def test_ecbsr_whole_model_is_bit_exact() -> None:
     # forward (the eval/upscale path) returns that image / 255
     out = q(torch.from_numpy(img).float() / 255)
     assert torch.equal(torch.round(out * 255).to(torch.uint8), torch.from_numpy(image))
+
+
+def test_plain_benchmark_network_is_bit_exact() -> None:
+    """compiler.bench.PlainSR (benchmarks' plain-c32-d6: ReLU convs, a feature residual over the body, no global
+    skip): the plan is the model, and the integer model equals the numpy chain."""
+    from compiler.bench import PlainSR
+
+    torch.manual_seed(0)
+    net = PlainSR(width=8, body=3).eval()
+    plan = PlanNet(net)
+    assert [layer.residual for layer in plan.plan.layers] == [None, None, None, 1, None]
+    x = torch.from_numpy(_codes(_images(1, 16, 16)[0])).float() / 255
+    with torch.no_grad():
+        assert torch.equal(plan(x), net(x))
+    q = _quantised(net)
+    img = _codes(_images(1, 17, 19, seed=9)[0])
+    want = _reference_chain(q, img)
+    image = np.rint(np.clip(_shuffle(want[-1], 2), 0, 1) * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(q.run_codes(torch.from_numpy(img)).numpy(), image)
+    with pytest.raises(InputError, match="without body convs"):
+        PlanNet(PlainSR(width=8, body=0))
 
 
 def test_genome_model_layers_exact_and_image_within_one_lsb() -> None:

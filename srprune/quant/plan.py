@@ -4,7 +4,8 @@ Why a plan and not torch.fx: the residual adds of searched cells change width (`
 channels), which fx cannot trace, and the contract fuses conv -> activation -> residual into one layer anyway.
 Every quantisable architecture has the same shape: head -> cells -> tail (float32 out) + a fixed global skip ->
 PixelShuffle. `build_plan` reads it off the module types (ECBSR, ESPCN, GenomeNet and their channel-pruned
-forms, which keep the classes); anything else is refused with one line.
+forms, which keep the classes; and compiler.bench.PlainSR, the benchmarks' plain-c32-d6, whose skip is a feature
+residual over the body and which has no global skip); anything else is refused with one line.
 
 `PlanNet` runs the plan in float32 in three modes: plain (must equal the model's own forward: the test of the
 plan), calibration (observers record every uint8 tensor) and fake quantisation (QAT: int8 weights and uint8
@@ -83,6 +84,7 @@ class _Builder:
 
 def build_plan(model: nn.Module) -> Plan:
     """The plan of a deployed model (call `srprune.models.deploy` first); InputError for what int8 cannot run."""
+    from compiler.bench import PlainSR
     from srprune.models.ecbsr import ECB, ECBSR
     from srprune.models.espcn import ESPCN
     from supernet.standalone import GenomeNet, PlainBlock
@@ -126,11 +128,20 @@ def build_plan(model: nn.Module) -> Plan:
                                  "the deployed form (srprune.models.deploy)")
         t = b.add("tail", None, t)
         skip, weight = "bicubic", model.up.weight.detach().clone()
+    elif isinstance(model, PlainSR):  # the compiler's benchmark network (plain-c32-d6): whole-network int8 speed
+        if not len(model.body):
+            raise InputError(f"{label}: a PlainSR without body convs adds its head to itself; no int8 form")
+        scale = model.shuffle.upscale_factor
+        head = t = b.add("head", nn.ReLU(), 0)
+        for i in range(len(model.body)):
+            t = b.add(f"body.{i}", nn.ReLU(), t, residual=head if i == len(model.body) - 1 else None)
+        t = b.add("tail", None, t)
+        skip, weight = "none", None
     else:
         extra = ("; its transposed conv (deconv) has no int8 QConv form" if any(
             isinstance(m, nn.ConvTranspose2d) for m in model.modules()) else "")
         raise InputError(f"{label} cannot be quantised to int8{extra} (quantisable: ecbsr, espcn, genome and "
-                         "their pruned forms)")
+                         "their pruned forms, compiler.bench.PlainSR)")
     b.layers[-1].tail = True
     return Plan(b.layers, skip, weight, scale)
 
