@@ -44,7 +44,7 @@ def _conv(cin: int, cout: int, hw: tuple[int, int], k: int = 3, *, groups: int =
     p = prune or {}
     return LayerConfig("conv", cin, cout, hw[0], hw[1], k=k, groups=groups, pad=k // 2, bias=True, act=act,
                        residual=residual, scheme=p.get("scheme", "dense"), ratio=float(p.get("ratio", 0.0)),
-                       block=tuple(p.get("block", (0, 0))))
+                       block=tuple(p.get("block", (0, 0))), precision=p.get("precision", "fp32"))
 
 
 def _cell_layers(block: str, cin: int, width: int, layers: list[int], act: str, hw: tuple[int, int],
@@ -68,8 +68,8 @@ def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P
                         prune: dict[str, dict] | None = None) -> list[tuple[str, LayerConfig]]:
     """(name, config) of every layer of the deployed network of `genome` for an output of `out_hw`.
 
-    `prune` maps deployed module names (e.g. "cells.0.c1") to {"scheme", "ratio", "block"}; layers it
-    does not name are dense.
+    `prune` maps deployed module names (e.g. "cells.0.c1") to {"scheme", "ratio", "block", "precision"}
+    (each optional); layers it does not name are dense fp32 ("tail" may carry a precision only).
     """
     g = Genome.coerce(genome)
     hw = lr_size(out_hw, g.scale)
@@ -78,14 +78,20 @@ def named_genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P
     for i, (cin, c) in enumerate(zip(g.widths_in(), g.cells)):
         out.extend(_cell_layers(c.block, cin, c.width, c.layers, g.activation, hw, f"cells.{i}", prune))
     out.append(("tail", LayerConfig("tail", g.out_width, 3 * g.scale**2, hw[0], hw[1], k=3, pad=1,
-                                    scale=g.scale)))
+                                    scale=g.scale, precision=prune.get("tail", {}).get("precision", "fp32"))))
     return out
 
 
-def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A searched candidate's {layer: {scheme, ratio, block}} as `named_genome_layers` takes it (ratio 0 = dense)."""
-    return {name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
-            for name, p in prune.items() if p.get("ratio", 0) > 0}
+def latency_prune(prune: dict[str, dict[str, Any]],
+                  precision: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """A searched candidate's {layer: {scheme, ratio, block}} (ratio 0 = dense) and {layer: precision} (absent =
+    fp32) as `named_genome_layers` takes them."""
+    out: dict[str, dict[str, Any]] = {
+        name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
+        for name, p in prune.items() if p.get("ratio", 0) > 0}
+    for name, prec in (precision or {}).items():
+        out.setdefault(name, {})["precision"] = prec
+    return out
 
 
 def genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,

@@ -63,18 +63,18 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def calibrate(net: PlanNet, images: Sequence[np.ndarray], progress: bool = True) -> None:
-    """Record every uint8 tensor's range over `images` (uint8 HxWx3 LR images) and fix the observers."""
+def calibrate(net: PlanNet, images: Sequence[np.ndarray | torch.Tensor], progress: bool = True) -> None:
+    """Record every uint8 tensor's range over `images` (uint8 HxWx3 LR images, or LR float batches NCHW as the
+    search's fixed calibration batches are) and fix the observers."""
     from srprune.evaluate import to_tensor
 
-    if not images:
+    if not len(images):
         raise InputError("no calibration images")
     net.eval()
     net.mode = "calibrate"
     for img in progress_bar(images, desc="calibrate", unit="img", disable=not progress):
-        net(to_tensor(img))
-    for obs in net.observers:
-        obs.finish()
+        net(img if isinstance(img, torch.Tensor) else to_tensor(img))
+    net.finish_calibration()
     net.mode = "fake"
 
 
@@ -83,6 +83,9 @@ def convert(net: PlanNet, precision: str = "int8") -> QuantizedSR:
     from compiler.quant_spec import quantize_bias
     from srprune.models.registry import build_model
 
+    if not net.all_int8:
+        raise InputError("a mixed-precision network has no integer model yet (the \"quantized\" architecture "
+                         "is int8 in every layer)")
     plan, model = net.plan, net.net
     arch = getattr(model, "arch", None) or {"name": type(model).__name__, "config": {}}
     specs = []

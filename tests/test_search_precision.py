@@ -1,0 +1,265 @@
+"""Precision as a searched dimension (issue 20): the config key, candidates with a precision per layer, the
+mixed-precision proxy, stage 2 choosing int8 where the latency table pays for it, and a killed run that resumes.
+
+Latency tables with int8 entries are built by hand (as tests/test_latency.py builds its tables): what the
+search does with them is under test here, not how int8 layers are timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from compiler.latency.config import LayerConfig
+from compiler.latency.predict import Predictor
+from compiler.latency.table import LatencyTable, make_header
+from tests.conftest import assert_one_line_error
+from tests.test_search import TINY, write_config
+
+OUT_HW = (64, 64)
+
+
+# --- config ---------------------------------------------------------------------------------------------------
+
+
+def _resolve(**search):
+    from srprune.search.config import resolve
+
+    return resolve({**TINY, "run_dir": "r", "search": {**TINY["search"], **search}})
+
+
+def test_precisions_default_to_fp32_and_resolve_in_one_order():
+    assert _resolve()["search"]["precisions"] == ["fp32"]
+    assert _resolve(precisions=["int8", "fp32", "int8"])["search"]["precisions"] == ["fp32", "int8"]
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"search__precisions": ["fp32", "int4"]}, "search.precisions[1] must be one of fp32, fp16, int8"),
+    ({"search__precisions": ["int8"]}, "search.precisions must include 'fp32'"),
+    ({"search__precisions": ["fp32", "fp16"]}, "search.precisions: fp16 cannot run on target host"),
+    ({"search__precisions": ["fp32", "fp16"], "target": "android-arm64", "rpc": "rpc://127.0.0.1:9190"},
+     "fp16 cannot run on target android-arm64"),
+])
+def test_a_precision_the_target_cannot_run_is_one_line_before_any_work(run_cli, tmp_path, changes, fragment):
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", **changes)
+    assert_one_line_error(run_cli("run", "-c", cfg), fragment, alone=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_which_targets_run_which_precisions():
+    """int8 wherever the int8 kernels have a form (aarch64 always: sdot or the NEON fallback; x86 with VNNI or
+    AVX2), fp16 only where the code computes in fp16."""
+    from compiler.int8.isa import precision_unsupported
+    from compiler.targets import get_target
+
+    runs = {name: [p for p in ("fp32", "fp16", "int8") if precision_unsupported(get_target(name), p) is None]
+            for name in ("linux-arm64", "android-arm64", "android-arm64-fp16", "android-arm64-dotprod")}
+    assert runs == {"linux-arm64": ["fp32", "int8"], "android-arm64": ["fp32", "int8"],
+                    "android-arm64-fp16": ["fp32", "fp16", "int8"], "android-arm64-dotprod": ["fp32", "int8"]}
+    host = get_target("host")
+    plain = dataclasses.replace(host, tvm={**host.tvm, "mcpu": "x86-64"})  # SSE2 only: no int8 form
+    assert "neither AVX-512 VNNI nor AVX2" in precision_unsupported(plain, "int8")
+    assert precision_unsupported(host, "fp16") is not None
+
+
+def test_precisions_are_an_input_of_stage_2_and_what_follows():
+    from srprune.search.pipeline import stage_hashes
+
+    a, b = stage_hashes(_resolve()), stage_hashes(_resolve(precisions=["fp32", "int8"]))
+    assert [s for s in a if a[s] != b[s]] == ["arch", "ratios", "finetune", "compile", "evaluate", "report", "apk"]
+
+
+# --- candidates -----------------------------------------------------------------------------------------------
+
+
+def _genome():
+    from supernet.space import Cell, Genome
+
+    return Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
+
+
+def test_candidate_round_trip_and_old_files_read_as_fp32():
+    from srprune.search.candidate import Candidate
+
+    cand = Candidate(_genome(), {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": [4, 8]}},
+                     {"cells.0.c2": "int8", "tail": "int8", "head": "fp32"})
+    data = json.loads(json.dumps(cand.to_dict()))
+    assert data["precision"] == {"cells.0.c2": "int8", "tail": "int8"}  # fp32 is the absence of an entry
+    back = Candidate.from_dict(data)
+    assert back == cand and back.to_dict() == data
+    old = {"genome": _genome().to_dict(), "prune": {}}  # a chosen.json written before precisions were searched
+    assert Candidate.from_dict(old).precision == {} and Candidate.from_dict(old).to_dict() == old
+
+
+def _table(tmp_path, genomes, int8_ms: dict[str, float]) -> Predictor:
+    """A hand-built table of every fp32 layer of `genomes` (1 ms each) and int8 twins at `int8_ms[layer name]` ms
+    (default 1 ms); no calibration, so a prediction is the plain sum."""
+    from srprune.latency import named_genome_layers
+
+    t = LatencyTable(tmp_path / "table.json", make_header("host", 2))
+    for g in genomes:
+        for name, c in named_genome_layers(g, OUT_HW):
+            t.add(c, [1.0])
+            if c.op != "adapter":
+                t.add(dataclasses.replace(c, precision="int8"), [int8_ms.get(name, 1.0)])
+    return Predictor(t)
+
+
+def test_latency_uses_each_layers_precision(tmp_path):
+    from srprune.latency import named_genome_layers
+    from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
+
+    g = _genome()
+    pred = _table(tmp_path, [g], {"cells.0.c2": 0.25, "tail": 0.5})
+    n = len(named_genome_layers(g, OUT_HW))
+    assert latency_ms(pred, Candidate(g), OUT_HW) == pytest.approx(n)
+    mixed = Candidate(g, {}, {"cells.0.c2": "int8", "tail": "int8"})
+    assert latency_ms(pred, mixed, OUT_HW) == pytest.approx(n - 0.75 - 0.5)
+    rows = {r["layer"]: r for r in layer_breakdown(pred, mixed, OUT_HW)}
+    assert rows["cells.0.c2"]["precision"] == "int8" and rows["head"]["precision"] == "fp32"
+    assert rows["tail"]["predicted_ms"] == 0.5
+
+
+# --- the mixed-precision proxy --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    """A tiny supernet, trained for a few steps on the built-in images (seeded), in eval mode."""
+    from srprune.data import PatchSampler, load_dataset
+    from supernet.model import SuperNet
+    from supernet.space import SearchSpace
+    from supernet.train import TrainSettings, train_supernet
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"],
+                                   "scales": [2]})
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    sampler = PatchSampler(load_dataset("builtin", 2, split="train"), 2, 32, 8, seed=0)
+    train_supernet(net, sampler, TrainSettings(steps=8, batch_size=8),
+                   progress=False)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def val():
+    """The built-in validation images' top-left 64x64 LR windows (the proxy's cost is its forward passes)."""
+    from srprune.search.supernet_stage import val_tensors
+
+    return [(lr[..., :64, :64], hr[..., :128, :128]) for lr, hr in val_tensors("builtin", 2)]
+
+
+@pytest.fixture(scope="module")
+def calib():
+    from srprune.data import PatchSampler, load_dataset
+
+    it = iter(PatchSampler(load_dataset("builtin", 2, split="train"), 2, 32, 8, seed=888))
+    return [next(it)[0] for _ in range(2)]
+
+
+def test_precision_layers_are_the_int8_plans_layers(supernet):
+    from srprune.quant.plan import build_plan, precision_layers
+    from srprune.search.candidate import extract_deployed
+
+    model = extract_deployed(supernet, _genome())
+    assert precision_layers(model) == [layer.name for layer in build_plan(model).layers] == \
+        ["head", "cells.0.c1", "cells.0.c2", "cells.1.conv", "tail"]
+
+
+def test_an_all_int8_proxy_matches_the_integer_model(supernet, val, calib):
+    """The proxy of a candidate with every layer int8 is the PSNR of the integer model ("quantized") made from the
+    same calibration, within 0.05 dB; a candidate naming only fp32 layers is the plain proxy."""
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.search.candidate import Candidate, candidate_psnr, extract_deployed
+    from srprune.search.supernet_stage import protocol_psnr
+
+    g = _genome()
+    names = ["head", "cells.0.c1", "cells.0.c2", "cells.1.conv", "tail"]
+    fp32 = candidate_psnr(supernet, Candidate(g), val)
+    all8 = candidate_psnr(supernet, Candidate(g, {}, dict.fromkeys(names, "int8")), val, calib=calib)
+    net = PlanNet(extract_deployed(supernet, g))
+    calibrate(net, calib, progress=False)
+    q = convert(net)
+    with torch.no_grad():
+        ref = [protocol_psnr(q(lr.reshape(1, *lr.shape[-3:]))[0], hr.reshape(hr.shape[-3:]), 2) for lr, hr in val]
+    assert all8 == pytest.approx(sum(ref) / len(ref), abs=0.05)
+    assert all8 != fp32 and abs(all8 - fp32) < 1.0  # simulated, and int8 is close on a smooth network
+    assert candidate_psnr(supernet, Candidate(g, {}, {"head": "fp32"}), val) == fp32
+    with pytest.raises(ValueError, match="calibration"):
+        candidate_psnr(supernet, Candidate(g, {}, {"tail": "int8"}), val)
+
+
+def test_a_mixed_network_quantises_only_what_int8_layers_read(supernet, calib):
+    """int8 on cells.0.c2 only: what it reads (tensor 2, c1's output, and tensor 1, the cell's input as its
+    residual) becomes uint8, nothing else; in float mode the plan is the model."""
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.errors import InputError
+    from srprune.search.candidate import extract_deployed
+
+    model = extract_deployed(supernet, _genome())
+    net = PlanNet(model, precisions={"cells.0.c2": "int8"})
+    assert [i for i, u in enumerate(net.uint8) if u] == [1, 2]
+    calibrate(net, calib, progress=False)  # only the one observer needs a range
+    x = calib[0][:1]
+    with torch.no_grad():
+        net.mode = "float"
+        assert torch.equal(net(x), model(x))
+        net.mode = "fake"
+        assert 0 < (net(x) - model(x)).abs().max() < 0.05
+    with pytest.raises(InputError, match="mixed-precision"):
+        convert(net)
+    with pytest.raises(InputError, match="no such layer cells.9.conv"):
+        PlanNet(model, precisions={"cells.9.conv": "int8"})
+
+
+# --- stage 2 chooses ------------------------------------------------------------------------------------------
+
+
+def test_stage_2_picks_int8_where_the_table_makes_it_much_faster(supernet, val, calib, tmp_path):
+    """A space of three genomes (a 16-wide conv cell in either or both places) whose fp32 networks all miss the
+    budget: the cells' convs are 10x faster in int8, the head's int8 is far too slow and the tail's int8 buys
+    nothing. Stage 2's choice is the best proxy PSNR among every feasible candidate, enumerated and scored here
+    independently: its convs int8, its head fp32."""
+    import itertools
+
+    import optuna
+
+    from srprune.layout import RunLayout
+    from srprune.search.arch import SearchContext, search_architectures
+    from srprune.search.candidate import Candidate, candidate_psnr, latency_ms
+    from srprune.search.config import RunConfig
+    from supernet.space import Cell, Genome, SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [16], "blocks": ["conv", "skip"], "scales": [2]})
+    conv, skip = Cell("conv", 16, []), Cell("skip", 0, [])
+    genomes = [Genome(2, 16, "relu", cells) for cells in ([conv, skip], [skip, conv], [conv, conv])]
+    pred = _table(tmp_path, genomes, {"head": 50.0, "cells.0.conv": 0.1, "cells.1.conv": 0.1})
+    search = RunConfig.from_dict(_resolve(precisions=["fp32", "int8"], schemes=["dense"], sampler="random",
+                                          trials=32, startup_trials=0, margin=0.0, min_fill=0.0)).search
+    ctx = SearchContext(supernet=supernet, space=space, val=val, predictor=pred, out_hw=OUT_HW, scale=2,
+                        budget_ms=2.5, search=search, calib_batches=calib)
+    everything = []
+    for g in genomes:
+        names = ["head"] + [f"cells.{i}.conv" for i, c in enumerate(g.cells) if c.block == "conv"] + ["tail"]
+        for precs in itertools.product(["fp32", "int8"], repeat=len(names)):
+            everything.append(Candidate(g, {}, dict(zip(names, precs))))
+    assert len(everything) == 32 and all(latency_ms(pred, Candidate(g), OUT_HW) > 2.5 for g in genomes)
+    feasible = [c for c in everything if latency_ms(pred, c, OUT_HW) <= 2.5]
+    assert feasible and all("head" not in c.precision for c in feasible)
+    best = max(feasible, key=lambda c: candidate_psnr(supernet, c, val, calib=calib))
+
+    layout = RunLayout(tmp_path / "run")
+    layout.search.mkdir(parents=True)
+    result = search_architectures(ctx, optuna.storages.InMemoryStorage(), layout, progress=False)
+    chosen = Candidate.from_dict(result)
+    assert result["trials"] == 32  # the whole space was scored
+    assert chosen == best
+    assert all(chosen.precision.get(f"cells.{i}.conv") == "int8" for i, c in enumerate(chosen.genome.cells)
+               if c.block == "conv")
+    assert result["predicted_ms"] == pytest.approx(latency_ms(pred, chosen, OUT_HW))
+    assert layout.trials_csv.read_text().splitlines()[0].endswith(",precision")
