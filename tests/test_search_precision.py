@@ -263,3 +263,39 @@ def test_stage_2_picks_int8_where_the_table_makes_it_much_faster(supernet, val, 
                if c.block == "conv")
     assert result["predicted_ms"] == pytest.approx(latency_ms(pred, chosen, OUT_HW))
     assert layout.trials_csv.read_text().splitlines()[0].endswith(",precision")
+
+
+# --- the fine-tuned winner's model file -----------------------------------------------------------------------
+
+
+def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(supernet, calib, val, tmp_path):
+    """convert() of a mixed PlanNet: int8 layers in the integer arithmetic, fp32 ones in float32; its output is
+    the fake-quantised simulation's within one level of 255 on >= 99% of pixels; the file loads with
+    weights_only and runs the same; the int8 c-lib refuses it with one line (compiling mixed networks is not
+    built yet)."""
+    from srprune.errors import InputError
+    from srprune.models.modelfile import load_model, save_model
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.qmodel import to_qconvs
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.search.candidate import extract_deployed
+
+    precision = {"cells.0.c2": "int8", "cells.1.conv": "int8"}
+    net = PlanNet(extract_deployed(supernet, _genome()), precisions=precision)
+    calibrate(net, calib, progress=False)
+    q = convert(net)
+    assert {s["name"]: s["precision"] for s in q.specs} == {
+        "head": "fp32", "cells.0.c1": "fp32", "cells.0.c2": "int8", "cells.1.conv": "int8", "tail": "fp32"}
+    x = torch.round(val[0][0].reshape(1, 3, 64, 64) * 255) / 255
+    with torch.no_grad():
+        sim = torch.round(net(x).clamp(0, 1) * 255)
+        out = torch.round(q(x) * 255)
+    diff = (sim - out).abs()
+    assert float(diff.max()) <= 2 and float((diff <= 1).float().mean()) >= 0.99
+    save_model(tmp_path / "m.pt", q, meta={"quantization": {"precision": precision}})
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["arch"]["name"] == "quantized"
+    back, _ = load_model(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.equal(torch.round(back(x) * 255), out)
+    with pytest.raises(InputError, match="mixed-precision model has no int8 c-lib yet"):
+        to_qconvs(q)

@@ -84,7 +84,7 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """`finetune:` pruning + fine-tuning of the chosen candidate."""
+    """`finetune:` pruning + fine-tuning of the chosen candidate (+ quantisation-aware steps for its int8 layers)."""
 
     steps: int = setting(600, Num(0, COUNT, integer=True))
     batch_size: int = setting(16, Num(1, 4096, integer=True))
@@ -92,9 +92,11 @@ class FinetuneSettings:
     lr: float = setting(0.0005, Num(0, 1, above=True))
     distill: float = setting(0.5, Num(0, 100), "L1 to the supernet's largest network, added to L1 to HR")
     seed: int = setting(0, SEED)
+    qat_steps: int = setting(200, Num(0, COUNT, integer=True), "a chosen candidate with int8 layers: "
+                             "quantisation-aware steps after the pruning fine-tuning (0: calibration only)")
 
     def finetune_config(self) -> "FinetuneConfig":
-        """The pruner's budget (srprune.pruning.FinetuneConfig) with these six settings; its other knobs
+        """The pruner's budget (srprune.pruning.FinetuneConfig) with six of these settings; its other knobs
         (gradual-phase length, mask updates, group lasso) keep the defaults `srprune prune` also starts from."""
         from srprune.pruning.finetune import FinetuneConfig
 
