@@ -123,6 +123,21 @@ def test_latency_uses_each_layers_precision(tmp_path):
     assert rows["tail"]["predicted_ms"] == 0.5
 
 
+def test_the_budget_check_knows_int8_reaches_faster_networks(tmp_path):
+    """The fastest reachable network (the budget check's floor) is the smallest genome with every layer int8 when
+    the search may pick int8, and its fp32 time when not."""
+    from srprune.search.latency_stage import fastest_ms
+    from supernet.space import SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"],
+                                   "scales": [2]})
+    g = space.smallest(2)  # head, cells.0.conv, tail
+    pred = _table(tmp_path, [g], {"head": 0.5, "cells.0.conv": 0.25, "tail": 0.5})
+    search = {"schemes": ["dense"], "blocks": [], "ratios": [0.5]}
+    assert fastest_ms(pred, space, {**search, "precisions": ["fp32"]}, 2, OUT_HW) == pytest.approx(3.0)
+    assert fastest_ms(pred, space, {**search, "precisions": ["fp32", "int8"]}, 2, OUT_HW) == pytest.approx(1.25)
+
+
 # --- the mixed-precision proxy --------------------------------------------------------------------------------
 
 
@@ -299,3 +314,103 @@ def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(
         assert torch.equal(torch.round(back(x) * 255), out)
     with pytest.raises(InputError, match="mixed-precision model has no int8 c-lib yet"):
         to_qconvs(q)
+
+
+# --- the pipeline: fine-tuning an int8 winner, a killed run resuming ------------------------------------------
+
+
+from tests.test_search import base, cli, copy_run  # noqa: E402,F401  (the tiny run folder: latency + supernet done)
+
+
+def _with_int8_entries(run, slow_fp32: float = 3.0) -> None:
+    """Give the measured table an int8 twin of every layer at the fp32 layer's measured time, and make the fp32
+    entries `slow_fp32` times slower: int8 pays on every layer (what the other half of issue 20 will measure)."""
+    from compiler.latency.table import load_table
+    from srprune.layout import table_path
+
+    t = load_table(table_path(run, "host"))
+    for e in list(t.entries.values()):
+        if e.config.precision == "fp32" and e.config.op != "adapter":
+            t.add(dataclasses.replace(e.config, precision="int8"), e.samples_ms, e.kernel)
+            t.add(e.config, [s * slow_fp32 for s in e.samples_ms], e.kernel)
+    t.save()
+
+
+def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
+    """A chosen candidate with every plan layer int8 but the head: final/model.pt is the "quantized" model with
+    those precisions, its recorded PSNR is its own (integer arithmetic) and QAT ran with the masks held."""
+    from srprune.evaluate import mean_score, score_pairs
+    from srprune.data import load_dataset
+    from srprune.layout import RunLayout
+    from srprune.models.modelfile import load_model
+    from srprune.search.config import RunConfig, load
+    from srprune.search.stages.finetune import finetune_chosen
+    from supernet.space import Cell, Genome
+
+    run, cfg_path = copy_run(base, tmp_path, finetune__steps=6, finetune__qat_steps=6)
+    cfg = RunConfig.from_dict(load(cfg_path))
+    g = Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
+    precision = {"cells.0.c1": "int8", "cells.0.c2": "int8", "cells.1.conv": "int8", "tail": "int8"}
+    chosen = {"genome": g.to_dict(), "prune": {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": [4, 8]}},
+              "precision": precision}
+    summary = finetune_chosen(cfg, RunLayout(run, "host"), chosen, progress=False)
+    q, info = load_model(run / "final" / "model.pt")
+    meta = info["meta"]
+    assert {s["name"]: s["precision"] for s in q.specs} == {"head": "fp32", **precision}
+    assert meta["quantization"]["precision"] == precision and meta["quantization"]["qat"]["steps"] == 6
+    assert meta["quantization"]["masked_layers"] == ["cells.0.c1"]
+    w = q.layers[1].weight  # cells.0.c1, block-pruned at 0.5: its int8 weights keep the zeros
+    assert float((w == 0).float().mean()) >= 0.5
+    mine = mean_score(score_pairs(q, load_dataset("builtin", 2, split="val"), 2)).psnr
+    assert summary["val_psnr"] == pytest.approx(mine) == meta["val"]["val_psnr"]
+    assert abs(mine - meta["quantization"]["float_val_psnr"]) < 1.0
+
+
+def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path):
+    """Killed in stage 2 of a search over [fp32, int8] and run again: the same trials, choice and fine-tuned
+    model as an uninterrupted run (test_search's pattern; stages run one by one up to finetune, since compiling a
+    mixed-precision network is not built yet)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_search import _safe_trials, _wait_for
+
+    changes = {"search__trials": 24, "search__ratio_trials": 3, "search__precisions": ["fp32", "int8"],
+               "finetune__qat_steps": 5, "finetune__steps": 6}
+    stages = ("arch", "ratios", "finetune")
+    ref, ref_cfg = copy_run(base, tmp_path, "ref", **changes)
+    _with_int8_entries(ref)
+    for stage in stages:
+        r = cli("run", "-c", ref_cfg, "--stage", stage, cache=base[1])
+        assert r.returncode == 0, r.stderr[-2000:]
+    run, cfg = copy_run(base, tmp_path, "killed", **changes)
+    _with_int8_entries(run)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(base[1]))
+    proc = subprocess.Popen([sys.executable, "-c", "from srprune.cli import main; main()", "run", "-c", str(cfg),
+                             "--stage", "arch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    db = run / "search" / "study.db"
+    try:
+        assert _wait_for(lambda: db.exists() and len(_safe_trials(db)) >= 6, 300)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(_safe_trials(db)) < 24  # killed in the middle of stage 2
+    for stage in stages:
+        r = cli("run", "-c", cfg, "--stage", stage, cache=base[1])
+        assert r.returncode == 0, r.stderr[-2000:]
+        if stage == "arch":
+            assert "[run] arch: resuming" in r.stderr
+    for name in ("search/trials.csv", "search/ratios.csv", "search/chosen.json", "final/arch.json"):
+        assert (run / name).read_text() == (ref / name).read_text(), name
+    trials = (ref / "search" / "trials.csv").read_text()
+    assert trials.splitlines()[0].endswith(",precision") and ":int8" in trials
+    a = torch.load(run / "final" / "model.pt", weights_only=True)
+    b = torch.load(ref / "final" / "model.pt", weights_only=True)
+    assert a["arch"] == b["arch"] and a["meta"]["val"] == b["meta"]["val"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

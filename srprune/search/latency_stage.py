@@ -98,9 +98,10 @@ def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
 
 def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale: int,
                out_hw: tuple[int, int]) -> float:
-    """Predicted time of the fastest network the search can reach: the smallest genome, pruned the most."""
+    """Predicted time of the fastest network the search can reach: the smallest genome, pruned the most, in each
+    precision the search may give every layer that can take one."""
     g = space.smallest(scale)
-    best = latency_ms(predictor, Candidate(g), out_hw)
+    prunes = [{}]
     top = max(search["ratios"])
     for scheme in search["schemes"]:
         for block in ([tuple(b) for b in search["blocks"]] if scheme == "block" else [None]):
@@ -109,8 +110,16 @@ def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale
             prune = {n: layer_prune(scheme, block, top) for n, c in searchable_layers(g, out_hw).items()
                      if fits(c, scheme, block)}
             if prune:
-                best = min(best, latency_ms(predictor, Candidate(g, prune), out_hw))
-    return best
+                prunes.append(prune)
+    precisions = [{}]
+    if search.get("precisions", ["fp32"]) != ["fp32"]:
+        from srprune.models.registry import deploy
+        from srprune.quant.plan import precision_layers
+        from supernet.standalone import GenomeNet
+
+        names = precision_layers(deploy(GenomeNet(g)).eval())
+        precisions += [dict.fromkeys(names, p) for p in search["precisions"] if p != "fp32"]
+    return min(latency_ms(predictor, Candidate(g, prune, prec), out_hw) for prune in prunes for prec in precisions)
 
 
 def check_budget(predictor: Any, cfg: dict[str, Any], space: SearchSpace, out_hw: tuple[int, int]) -> float:
