@@ -226,8 +226,8 @@ def test_a_mixed_network_quantises_only_what_int8_layers_read(supernet, calib):
         assert torch.equal(net(x), model(x))
         net.mode = "fake"
         assert 0 < (net(x) - model(x)).abs().max() < 0.05
-    with pytest.raises(InputError, match="mixed-precision"):
-        convert(net)
+    with pytest.raises(InputError, match="fp16 layers have no reference model"):
+        convert(PlanNet(model, precisions={"cells.0.c2": "fp16"}))
     with pytest.raises(InputError, match="no such layer cells.9.conv"):
         PlanNet(model, precisions={"cells.9.conv": "int8"})
 
@@ -291,6 +291,7 @@ def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(
     from srprune.errors import InputError
     from srprune.models.modelfile import load_model, save_model
     from srprune.quant.plan import PlanNet
+    from srprune.quant.qdq import qdq_graph
     from srprune.quant.qmodel import to_qconvs
     from srprune.quant.quantize import calibrate, convert
     from srprune.search.candidate import extract_deployed
@@ -312,8 +313,10 @@ def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(
     back, _ = load_model(tmp_path / "m.pt")
     with torch.no_grad():
         assert torch.equal(torch.round(back(x) * 255), out)
-    with pytest.raises(InputError, match="mixed-precision model has no int8 c-lib yet"):
+    with pytest.raises(InputError, match="layer head is fp32: a mixed-precision model has no int8 c-lib yet"):
         to_qconvs(q)
+    with pytest.raises(InputError, match="no QDQ ONNX export yet"):
+        qdq_graph(q)
 
 
 # --- the pipeline: fine-tuning an int8 winner, a killed run resuming ------------------------------------------

@@ -193,9 +193,7 @@ class QuantizedSR(nn.Module):
     def qconv(self, n: int) -> QConv:
         """Layer `n` as the contract's QConv (a grouped conv as its dense, block-diagonal equivalent)."""
         layer, spec = self.layers[n], self.specs[n]
-        if spec["precision"] != "int8":
-            raise InputError(f"layer {spec['name']} is {spec['precision']}: a mixed-precision model has no int8 "
-                             "c-lib yet (its fp32 layers need kernels beside the int8 ones)")
+        self.check_all_int8("int8 c-lib")
         weight = layer.weight.numpy()
         if spec["groups"] > 1:
             weight = _dense(weight, spec["groups"])
@@ -205,6 +203,13 @@ class QuantizedSR(nn.Module):
                      act_param, padding=spec["k"] // 2,
                      residual=None if spec["residual"] is None else self.qparams(spec["residual"]),
                      name=spec["name"])
+
+    def check_all_int8(self, what: str) -> None:
+        """InputError naming the first fp32 layer: `what` (a c-lib, a QDQ graph, ...) needs every layer int8."""
+        for spec in self.specs:
+            if spec["precision"] != "int8":
+                raise InputError(f"layer {spec['name']} is {spec['precision']}: a mixed-precision model has no "
+                                 f"{what} yet (only models with every layer int8)")
 
     def weight_bytes(self) -> int:
         """Bytes of what the device stores per layer: int8 weights, int32 biases, float32 scales (+ slopes); an fp32
