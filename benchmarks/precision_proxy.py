@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     from srprune.search.candidate import Candidate, candidate_psnr, extract_deployed
     from srprune.search.pipeline import CALIB_BATCHES
     from srprune.search.supernet_stage import val_tensors
-    from supernet.train import supernet_from_checkpoint
+    from supernet.train import load_checkpoint, supernet_from_checkpoint
 
     torch.set_num_threads(args.threads)
     net = supernet_from_checkpoint(args.checkpoint).eval()
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> dict:
     def rho(key: str, sign: float = 1.0) -> float:
         return float(spearmanr([sign * r[key] for r in rows], [r["tuned_psnr"] for r in rows]).statistic)
 
-    return {"checkpoint": str(args.checkpoint), "seed": args.seed, "space": net.space.to_dict(),
+    return {"checkpoint": str(args.checkpoint), "supernet_step": int(load_checkpoint(args.checkpoint)["step"]),
+            "seed": args.seed, "space": net.space.to_dict(),
             "qat_steps": args.qat_steps, "batch": args.batch, "patch": args.patch, "threads": args.threads,
             "minutes": (time.perf_counter() - started) / 60, "machine": machine(args.threads),
             "spearman": {"proxy": rho("proxy_psnr"), "fp32_proxy": rho("fp32_proxy_psnr"),
@@ -118,7 +119,8 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"Machine: {res['machine']}. Command: {cmd}. Measured under load (other jobs shared the 2 cores; the "
         "correlations do not depend on it, the minutes do).",
         "",
-        f"{len(rows)} random candidates of the supernet's space (each quantisable layer int8 with probability 1/2), "
+        f"Supernet: {res['supernet_step']} training steps, space {json.dumps(res['space'])}. "
+        f"{len(rows)} random candidates of its space (each quantisable layer int8 with probability 1/2), "
         f"proxy = the search's score (int8 layers fake-quantised, calibrated on the fixed batches), fine-tuned = "
         f"calibration + {res['qat_steps']} QAT steps (batch {res['batch']} x {res['patch']} px), PSNR-Y of the "
         f"integer model on the built-in validation images; {res['minutes']:.1f} min in all.",
