@@ -179,7 +179,8 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                          _fmt(r.get("measured_ms", r.get("estimated_ms")))])
         if rows:
             parts.append(_table(["layer", "block", "cell width", "channels", "kernel", "scheme", "ratio",
-                                 "precision", "predicted ms", "estimated ms (own kernel)" if lat and "estimated_ms" in lat
+                                 "precision", "predicted ms",
+                                 "estimated ms (own kernel)" if lat and "estimated_ms" in lat
                                  else "measured ms (alone)"], rows))
         parts.append(f"<p>Genome: <code>{html.escape(json.dumps(g))}</code></p>")
     if metrics:
