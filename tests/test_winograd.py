@@ -230,6 +230,12 @@ def test_latency_table_times_and_records_the_chosen_kernel(tmp_path: Path) -> No
     saved = load_table(tmp_path / "table.json")
     assert saved.get(body).kernel == "winograd4" and saved.get(head).kernel == "direct"
     assert saved.get(body).direct_ms > 0 and saved.get(head).direct_ms is None  # the direct twin, timed beside it
+    # a 25%-pruned body conv: its sparse kernel cannot beat F(4x4), so the compiler (and the table) keep Winograd
+    light = LayerConfig("conv", 32, 32, 32, 64, act="relu", scheme="block", ratio=0.25, block=(4, 8))
+    weight = np.random.default_rng(0).standard_normal((32, 32, 3, 3)).astype(np.float32)
+    weight.reshape(8, 4, 36, 8)[:, :, :, :2] = 0  # 2 of every 8 columns of each 4x8 block
+    assert measure_into(table, [light], host, LocalRunner(1), repeat=1, progress=False, weight_for=lambda c: weight) == 1
+    assert table.get(light).kernel == "winograd4" and table.get(light).direct_ms is None
     built = build_layer(body, host)
     assert built.extra["kernel"] == "winograd4" and built.inputs[1].shape[0] == 36  # U: 6 x 6 transformed planes
 

@@ -131,3 +131,26 @@ def kernel_target(target: TargetSpec, isa: Int8Isa) -> TargetSpec:
         return target
     attrs = [a for a in target.tvm.get("mattr", []) if a != "+dotprod"]
     return dataclasses.replace(target, tvm={**target.tvm, "mattr": [*attrs, "-dotprod"]})
+
+
+def precision_unsupported(target: TargetSpec, precision: str) -> str | None:
+    """Why `target` cannot run layers in `precision` ("fp32" | "fp16" | "int8"), or None when it can.
+
+    Why here, beside choose_isa: a search that picks int8 or fp16 layers must learn before any work that the
+    target has no kernels for them. int8 follows the int8 kernels' own choice (choose_isa: VNNI or AVX2 on x86;
+    sdot or the NEON fallback on every aarch64 target); fp16 needs a target whose code computes in fp16.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if target.precision == "fp16":
+            return None
+        return (f"target {target.name} computes in {target.precision}, not fp16 (fp16 layers: "
+                f"android-arm64-fp16)")
+    if precision == "int8":
+        try:
+            choose_isa(target)
+        except CompilerError as e:
+            return str(e)
+        return None
+    return f"unknown precision {precision!r} (known: fp32, fp16, int8)"

@@ -49,8 +49,9 @@ CPU_FILE = Path(__file__).with_name("cpus.json")
 A57_DISPATCH = 3  # what LLVM 19 silently falls back to for cortex-a76/a77/a78/x1
 ITERATIONS = 100
 # The estimate's method, in every estimated table's header: a table estimated by another method is re-estimated
-# (2: Winograd, fp16 and int8 kernels modelled; multiply-adds by element, all vector stores counted).
-METHOD = 2
+# (2: Winograd, fp16 and int8 kernels modelled; multiply-adds by element, all vector stores counted; 3: entries
+# record their kernel, Winograd ones their direct twin's estimate, the reference of pruned layers' speed factors).
+METHOD = 3
 
 
 # --- the CPU table ---------------------------------------------------------------------------------
@@ -721,16 +722,20 @@ class Estimator:
                   "epilogue_instructions": len(code.epilogue), "tiles": tiles, "parallel": code.parallel}
         return LayerEstimate(ms, core_parts[self.used[0][0].name], detail, core_parts)
 
+    def direct(self, cfg: LayerConfig) -> LayerEstimate:
+        """The direct kernel's estimate of dense conv `cfg` (cached): what a Winograd entry records as `direct_ms`,
+        the reference of the sparse speed factors (compiler.latency.predict)."""
+        if cfg.key() not in self._twins:
+            self._twins[cfg.key()] = self._direct(cfg)
+        return self._twins[cfg.key()]
+
     def _sparse(self, cfg: LayerConfig, code: KernelCode, executed: float) -> LayerEstimate:
         """A sparse kernel: every column-chunk loop runs along the row the same number of times
         (executed MACs / FMA lanes of all chunk loops); its write-back and input copy are the dense
         kernel's (the same WriteBack and row bands), so they come from the dense twin's estimate."""
         from dataclasses import replace as _replace
 
-        dense = _replace(cfg, scheme="dense", ratio=0.0, block=(0, 0))
-        if dense.key() not in self._twins:
-            self._twins[dense.key()] = self._direct(dense)
-        twin = self._twins[dense.key()]
+        twin = self.direct(_replace(cfg, scheme="dense", ratio=0.0, block=(0, 0)))
         lanes = sum(lp.fma() for lp in code.fma_loops)
         trips = executed / lanes
         core_parts = {}
@@ -848,7 +853,10 @@ def estimate_into(table: Any, configs: list[LayerConfig], estimator: Estimator, 
     try:
         for i, cfg in enumerate(todo, 1):
             weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
-            table.add(cfg, [estimator.layer(cfg, weight).ms])
+            est = estimator.layer(cfg, weight)
+            kernel = str(est.detail.get("kernel", "sparse" if cfg.scheme != "dense" else ""))
+            direct = estimator.direct(cfg).ms if cfg.scheme == "dense" and kernel.startswith("winograd") else None
+            table.add(cfg, [est.ms], kernel=kernel, direct_ms=direct)
             bar.update(1)
             if i % chunk == 0:
                 table.save()

@@ -375,10 +375,11 @@ def _build_sparse(cfg: LayerConfig, target: TargetSpec, rng: np.random.Generator
 
 
 def direct_twin(cfg: LayerConfig, built: BuiltLayer, target: TargetSpec) -> BuiltLayer | None:
-    """The direct kernel of a dense conv that `built` runs as Winograd (its `Entry.direct_ms`), else None."""
+    """The direct kernel of a dense conv that `built` runs as Winograd (its `Entry.direct_ms`), else None (a pruned
+    conv whose sparse kernel lost to Winograd is not a direct twin: its dense twin's entry carries one)."""
     from compiler.winograd import winograd_mode
 
-    if not built.extra.get("kernel", "").startswith("winograd"):
+    if cfg.scheme != "dense" or not built.extra.get("kernel", "").startswith("winograd"):
         return None
     with winograd_mode("direct"):
         return build_layer(cfg, target)

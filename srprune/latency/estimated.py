@@ -53,7 +53,7 @@ def check_cpu(cpu: Any, target: TargetSpec, where: str = "cpu") -> str:
 
 def build_estimated_table(run_dir: str | Path, target: TargetSpec, cpu: str, space: SearchSpace,
                           out_hw: tuple[int, int], *, pruned: PrunedKernels | None = None,
-                          progress: bool = True) -> tuple[LatencyTable, int]:
+                          progress: bool = True, precisions: tuple[str, ...] = ("fp32",)) -> tuple[LatencyTable, int]:
     """RUN/latency/TARGET/table.json from estimates (completes a killed build); returns (table, estimated now).
 
     A table measured, or estimated for another CPU, is replaced: its numbers mean something else. It is moved to
@@ -75,7 +75,7 @@ def build_estimated_table(run_dir: str | Path, target: TargetSpec, cpu: str, spa
     cpath = calibration_path(run_dir, target.name)
     if cpath.exists():  # a calibration fitted on measurements does not apply to estimates: kept aside
         layout.set_aside(cpath, stamp)
-    n = estimate_into(table, space_layers(space, out_hw), est, progress=progress)
+    n = estimate_into(table, space_layers(space, out_hw, precisions), est, progress=progress)
     if pruned:
         n += estimate_into(table, pruned.configs, est, progress=progress, weight_for=pruned.weight_for)
     if not path.exists():

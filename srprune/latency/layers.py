@@ -106,7 +106,8 @@ def with_precision(named: list[tuple[str, LayerConfig]],
 
 
 def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A searched candidate's {layer: {scheme, ratio, block}} as `named_genome_layers` takes it (ratio 0 = dense)."""
+    """A searched candidate's {layer: {scheme, ratio, block}} as `named_genome_layers` takes it (ratio 0 = dense);
+    its {layer: precision} goes to `named_genome_layers`'s `precision` as it is."""
     return {name: {"scheme": p["scheme"], "ratio": p["ratio"], "block": tuple(p.get("block") or (0, 0))}
             for name, p in prune.items() if p.get("ratio", 0) > 0}
 

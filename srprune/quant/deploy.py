@@ -44,6 +44,7 @@ def float_counterpart(model: QuantizedSR) -> nn.Module:
     """
     from srprune.models import build_model, deploy
 
+    model.check_all_int8("float counterpart")
     base = model.base or {}
     try:
         net = deploy(build_model(base["name"], model.scale, **dict(base.get("config") or {}))).eval()

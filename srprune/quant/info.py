@@ -19,5 +19,14 @@ def quant_info(model: nn.Module, out_hw: tuple[int, int]) -> dict[str, Any] | No
     base = model.base
     return {"arch": f"quantized x{model.scale} of {base.get('name')} {base.get('config')}",
             "params": params, "bytes": model.weight_bytes(),
-            "precision": "int8 weights + int32 bias + float32 scales; uint8 activations; float32 tail output",
+            "precision": _precision(model),
             "macs": per_pixel * h * w, "layers": model.describe()}
+
+
+def _precision(model: nn.Module) -> str:
+    """The arithmetic in one line (a mixed model: how many layers of each precision)."""
+    int8 = "int8 weights + int32 bias + float32 scales; uint8 activations; float32 tail output"
+    fp32 = [s["name"] for s in model.specs if s["precision"] == "fp32"]
+    if not fp32:
+        return int8
+    return f"mixed: {len(model.specs) - len(fp32)} int8 layers ({int8}), {len(fp32)} fp32 ({', '.join(fp32)})"

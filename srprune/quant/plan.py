@@ -10,6 +10,13 @@ residual over the body and which has no global skip); anything else is refused w
 `PlanNet` runs the plan in float32 in three modes: plain (must equal the model's own forward: the test of the
 plan), calibration (observers record every uint8 tensor) and fake quantisation (QAT: int8 weights and uint8
 activations simulated with straight-through estimators). Tensor 0 is the input image; layer i writes tensor i+1.
+
+The plan's layers are also exactly the layers that may take another precision than fp32 (`precision_layers`:
+the search's per-layer precision choice reads it here, one home for that rule). A mixed network (`precisions`
+per layer name) simulates each int8 layer as the int8 contract computes it (int8 weights; every tensor it reads
+quantised to uint8 with its calibrated range, so a producing fp32 layer requantises in its epilogue) and each
+fp16 layer with fp16 weights and inputs (the fp16 kernels' accumulation in fp16 is not simulated); fp32 layers
+and the tensors only they read stay float32.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from srprune.errors import InputError
 from srprune.quant.ranges import RangeObserver
 
 SKIPS = ("none", "repeat", "bicubic")
+LAYER_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -165,6 +173,20 @@ def global_skip(plan: Plan, x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def precision_layers(model: nn.Module) -> list[str]:
+    """Names of the layers of a deployed model that may be int8 or fp16 (the plan's convs, head and tail
+    included; channel adapters are no convs); [] for a model with no plan (e.g. a cell with no int8 form)."""
+    try:
+        return [layer.name for layer in build_plan(model).layers]
+    except InputError:
+        return []
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    """Rounded to float16 and back, with a straight-through gradient."""
+    return x + (x.half().float() - x).detach()
+
+
 def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     """int8 symmetric per output channel, simulated in float with a straight-through gradient."""
     amax = w.detach().abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True)
@@ -178,29 +200,63 @@ class PlanNet(nn.Module):
 
     mode "float": the model's function; "calibrate": float, observers record each uint8 tensor;
     "fake": int8 weights and uint8 activations simulated (the observers' ranges, EMA-updated in train mode).
+    `precisions` ({layer name: fp32 | fp16 | int8}, absent = fp32): a mixed network (module docstring); None:
+    every layer int8 (what `convert` turns into the integer model).
     """
 
-    def __init__(self, model: nn.Module, method: str = "minmax", percentile: float = 99.99) -> None:
+    def __init__(self, model: nn.Module, method: str = "minmax", percentile: float = 99.99,
+                 precisions: dict[str, str] | None = None) -> None:
         super().__init__()
         self.net = model
         self.plan = build_plan(model)
         self.scale = self.plan.scale
         self.mode = "float"
-        # one observer per uint8 tensor: the output of every layer but the tail
+        names = [layer.name for layer in self.plan.layers]
+        if precisions is None:
+            self.precisions = ["int8"] * len(names)
+        else:
+            unknown = sorted(set(precisions) - set(names))
+            bad = sorted({p for p in precisions.values() if p not in LAYER_PRECISIONS})
+            if unknown or bad:
+                raise InputError(f"precisions: {'no such layer ' + ', '.join(unknown) if unknown else ''}"
+                                 f"{'; ' if unknown and bad else ''}"
+                                 f"{'unknown precision ' + ', '.join(bad) if bad else ''}")
+            self.precisions = [precisions.get(n, "fp32") for n in names]
+        # which tensors are stored as uint8 / float16: those an int8 / fp16 layer reads (tensor 0, the image,
+        # is uint8 codes already)
+        self.uint8 = [False] * (len(names) + 1)
+        self.half = [False] * (len(names) + 1)
+        for layer, prec in zip(self.plan.layers, self.precisions):
+            for t in (layer.src, layer.residual):
+                if t is not None and t > 0 and prec != "fp32":
+                    (self.uint8 if prec == "int8" else self.half)[t] = True
+        # one observer per uint8 tensor: the output of every layer but the tail (unused for tensors kept wider)
         self.observers = nn.ModuleList(RangeObserver(method, percentile) for _ in self.plan.layers[:-1])
+
+    @property
+    def all_int8(self) -> bool:
+        """Every layer int8: the network the integer model ("quantized") runs."""
+        return all(p == "int8" for p in self.precisions)
+
+    def finish_calibration(self) -> None:
+        """Fix the ranges of every uint8 tensor from what calibration collected."""
+        for i, obs in enumerate(self.observers):
+            if self.uint8[i + 1]:
+                obs.finish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         fake = self.mode == "fake"
         tensors = [x]
         for i, layer in enumerate(self.plan.layers):
             conv = layer.conv
-            w = fake_quant_weight(conv.weight) if fake else conv.weight
+            prec = self.precisions[i] if fake else "fp32"
+            w = {"int8": fake_quant_weight, "fp16": _half}.get(prec, lambda v: v)(conv.weight)
             y = F.conv2d(tensors[layer.src], w, conv.bias, padding=conv.padding, groups=conv.groups)
             if layer.act_module is not None:
                 y = layer.act_module(y)
             if layer.residual is not None:
                 y = y + adapt_channels(tensors[layer.residual], y.shape[1])
-            if not layer.tail:
+            if not layer.tail and self.uint8[i + 1]:
                 obs = self.observers[i]
                 if self.mode == "calibrate":
                     obs.collect(y)
@@ -208,6 +264,8 @@ class PlanNet(nn.Module):
                     if self.training:
                         obs.ema(y)
                     y = obs.fake_quant(y)
+            elif not layer.tail and fake and self.half[i + 1]:
+                y = _half(y)
             tensors.append(y)
         y = tensors[-1]
         skip = global_skip(self.plan, x)

@@ -45,6 +45,8 @@ def qdq_graph(model, opset: int = 18):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    model.check_all_int8("QDQ ONNX export")
+
     inits: list = []
     nodes: list = []
 

@@ -8,6 +8,12 @@ weights, int32 biases, float32 weight scales, PReLU slopes and the per-tensor (s
 int32 vectors (float64 so that the image's exact s = 1/255 of the contract is kept; other scales are float32
 values).
 
+Mixed precision (a searched network whose fragile layers stay fp32): a layer's precision is int8 or fp32. A
+tensor is uint8 codes exactly when an int8 layer reads it (the image always is); an fp32 layer reads codes
+dequantised ((q - z) * s in float32) and computes in float32 (weights and bias as float32 buffers); its output is
+requantised when an int8 layer reads it, else it stays float32, and so does an int8 layer's output that only fp32
+layers read. Only all-int8 models compile to the int8 c-lib today (`to_qconvs` refuses a mixed one).
+
 The integer path: a conv of (q_x - z_x) with int8 weights in float64 is exact (every partial sum is an integer
 far below 2^53), then the contract's float32 steps in its order. `to_qconvs` hands the same numbers to the
 compiler as `compiler.quant_spec.QConv` objects; tests/test_quant.py checks both against `reference_conv`.
@@ -28,21 +34,27 @@ from srprune.models.registry import register
 
 NAME = "quantized"
 PRECISIONS = ("int8",)  # weights int8, activations uint8, the tail's output float32
+LAYER_PRECISIONS = ("int8", "fp32")  # a layer of a mixed-precision model (module docstring)
 ACTS = ("none", "relu", "prelu", "tanh")
 _SKIPS = ("none", "repeat", "bicubic")
 _LAYER_KEYS = ("name", "precision", "act", "in", "out", "k", "groups", "src", "residual", "tail")
 
 
 class QLayer(nn.Module):
-    """One int8 conv's tensors (buffers: nothing here is trained)."""
+    """One conv's tensors (buffers: nothing here is trained): int8 weights, float32 scales and int32 bias, or for an
+    fp32 layer float32 weights and bias."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
         o, i, k, g = spec["out"], spec["in"], spec["k"], spec["groups"]
         self.spec = spec
-        self.register_buffer("weight", torch.zeros((o, i // g, k, k), dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(o, dtype=torch.float32))
-        self.register_buffer("bias", torch.zeros(o, dtype=torch.int32))
+        if spec["precision"] == "fp32":
+            self.register_buffer("weight", torch.zeros((o, i // g, k, k), dtype=torch.float32))
+            self.register_buffer("bias", torch.zeros(o, dtype=torch.float32))
+        else:
+            self.register_buffer("weight", torch.zeros((o, i // g, k, k), dtype=torch.int8))
+            self.register_buffer("weight_scale", torch.ones(o, dtype=torch.float32))
+            self.register_buffer("bias", torch.zeros(o, dtype=torch.int32))
         if spec["act"] == "prelu":
             self.register_buffer("act_param", torch.zeros(o, dtype=torch.float32))
 
@@ -54,9 +66,9 @@ def _check_layers(layers: Any) -> list[dict[str, Any]]:
     for n, spec in enumerate(layers):
         if not isinstance(spec, dict) or set(_LAYER_KEYS) - set(spec):
             raise InputError(f"model {NAME}: layer {n} must have keys {', '.join(_LAYER_KEYS)}")
-        if spec["precision"] not in PRECISIONS:
+        if spec["precision"] not in LAYER_PRECISIONS:
             raise InputError(f"model {NAME}: layer {spec['name']}: unknown precision {spec['precision']!r} "
-                             f"(known: {', '.join(PRECISIONS)})")
+                             f"(known: {', '.join(LAYER_PRECISIONS)})")
         if spec["act"] not in ACTS:
             raise InputError(f"model {NAME}: layer {spec['name']}: unknown activation {spec['act']!r}")
         for key in ("in", "out", "k", "groups"):
@@ -92,6 +104,13 @@ class QuantizedSR(nn.Module):
         self.register_buffer("tensor_zero", torch.zeros(n, dtype=torch.int32))
         if skip == "bicubic":
             self.register_buffer("skip_weight", torch.zeros(colors * scale * scale, 1, 5, 5))
+        # which tensors are uint8 codes: the image and whatever an int8 layer reads (module docstring)
+        self.codes = [True] + [False] * n
+        for spec in self.specs:
+            if spec["precision"] == "int8":
+                for t in (spec["src"], spec["residual"]):
+                    if t is not None:
+                        self.codes[t] = True
         # how far an output pixel looks into the input (tiled upscaling): every conv's reach + the skip's
         self.lr_reach = sum(s["k"] // 2 for s in self.specs) + (2 if skip == "bicubic" else 0)
 
@@ -108,6 +127,10 @@ class QuantizedSR(nn.Module):
         each layer's output, the tail's float32 output, then the uint8 image)."""
         tensors: list[torch.Tensor] = [q_image.to(torch.uint8)]
         for n, (layer, spec) in enumerate(zip(self.layers, self.specs)):
+            if spec["precision"] == "fp32":
+                y = self._float_layer(layer, spec, tensors)
+                tensors.append(self._store(y, n + 1, spec["tail"]))
+                continue
             src = self.qparams(spec["src"])
             x = tensors[spec["src"]].double() - src.zero_point
             acc = F.conv2d(x, layer.weight.double(), padding=spec["k"] // 2, groups=spec["groups"])
@@ -120,19 +143,38 @@ class QuantizedSR(nn.Module):
                 r = tensors[spec["residual"]].to(torch.int32) - res.zero_point
                 r = _adapt(r, y.shape[1]).float()
                 y = y + torch.tensor(res.scale, dtype=torch.float32) * r
-            if spec["tail"]:
-                tensors.append(y)
-            else:
-                out = self.qparams(n + 1)
-                inv = torch.tensor(1.0 / out.scale, dtype=torch.float64).float()
-                q = torch.round(y * inv) + out.zero_point
-                tensors.append(q.clamp(0, 255).to(torch.uint8))
+            tensors.append(self._store(y, n + 1, spec["tail"]))
         y = tensors[-1]
         skip = self._skip(tensors[0].float() / 255.0)
         if skip is not None:
             y = y + skip
         image = torch.round(F.pixel_shuffle(y, self.scale).clamp(0, 1) * 255.0).to(torch.uint8)
         return tensors + [image] if keep else image
+
+    def _store(self, y: torch.Tensor, t: int, tail: bool) -> torch.Tensor:
+        """Layer output `y` (float32) as tensor `t`: requantised to uint8 codes when an int8 layer reads it."""
+        if tail or not self.codes[t]:
+            return y
+        out = self.qparams(t)
+        inv = torch.tensor(1.0 / out.scale, dtype=torch.float64).float()
+        q = torch.round(y * inv) + out.zero_point
+        return q.clamp(0, 255).to(torch.uint8)
+
+    def _float(self, tensors: list[torch.Tensor], t: int) -> torch.Tensor:
+        """Tensor `t` in float32: codes dequantised, float tensors as they are."""
+        if not self.codes[t]:
+            return tensors[t]
+        qp = self.qparams(t)
+        return torch.tensor(qp.scale, dtype=torch.float32) * (tensors[t].to(torch.int32) - qp.zero_point).float()
+
+    def _float_layer(self, layer: QLayer, spec: dict[str, Any], tensors: list[torch.Tensor]) -> torch.Tensor:
+        """An fp32 layer of a mixed model: conv + bias, activation, residual, all float32."""
+        y = F.conv2d(self._float(tensors, spec["src"]), layer.weight, layer.bias, padding=spec["k"] // 2,
+                     groups=spec["groups"])
+        y = _activation(y, spec["act"], getattr(layer, "act_param", None))
+        if spec["residual"] is not None:
+            y = y + _adapt(self._float(tensors, spec["residual"]), y.shape[1])
+        return y
 
     def _skip(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.skip == "repeat":
@@ -151,6 +193,7 @@ class QuantizedSR(nn.Module):
     def qconv(self, n: int) -> QConv:
         """Layer `n` as the contract's QConv (a grouped conv as its dense, block-diagonal equivalent)."""
         layer, spec = self.layers[n], self.specs[n]
+        self.check_all_int8("int8 c-lib")
         weight = layer.weight.numpy()
         if spec["groups"] > 1:
             weight = block_diagonal(weight, spec["groups"])
@@ -161,23 +204,35 @@ class QuantizedSR(nn.Module):
                      residual=None if spec["residual"] is None else self.qparams(spec["residual"]),
                      name=spec["name"])
 
+    def check_all_int8(self, what: str) -> None:
+        """InputError naming the first fp32 layer: `what` (a c-lib, a QDQ graph, ...) needs every layer int8."""
+        for spec in self.specs:
+            if spec["precision"] != "int8":
+                raise InputError(f"layer {spec['name']} is {spec['precision']}: a mixed-precision model has no "
+                                 f"{what} yet (only models with every layer int8)")
+
     def weight_bytes(self) -> int:
-        """Bytes of what the device stores per layer: int8 weights, int32 biases, float32 scales (+ slopes)."""
-        return sum(layer.weight.numel() + 8 * layer.weight.shape[0]
+        """Bytes of what the device stores per layer: int8 weights, int32 biases, float32 scales (+ slopes); an fp32
+        layer's float32 weights and biases."""
+        return sum(layer.weight.numel() * layer.weight.element_size() + 8 * layer.weight.shape[0]
                    + (4 * layer.act_param.numel() if hasattr(layer, "act_param") else 0) for layer in self.layers)
 
     def describe(self) -> list[str]:
         """One line per layer: precision, weight shape and bytes, input and output quantisation."""
         lines = []
+        def tensor(t: int) -> str:
+            if not self.codes[t]:
+                return "float32"
+            return f"uint8 s={self.qparams(t).scale:.6g} z={self.qparams(t).zero_point}"
+
         for n, (layer, spec) in enumerate(zip(self.layers, self.specs)):
-            src = self.qparams(spec["src"])
-            out = "float32 (tail: + skip, PixelShuffle, clamp, round)" if spec["tail"] else \
-                f"uint8 s={self.qparams(n + 1).scale:.6g} z={self.qparams(n + 1).zero_point}"
+            out = "float32 (tail: + skip, PixelShuffle, clamp, round)" if spec["tail"] else tensor(n + 1)
             shape = "x".join(map(str, layer.weight.shape))
             zeros = float((layer.weight == 0).float().mean())
             res = f" + residual t{spec['residual']}" if spec["residual"] is not None else ""
-            lines.append(f"{spec['name']:<16} {spec['precision']:<5} w {shape:<12} {layer.weight.numel():>7} B  "
-                         f"zeros {zeros:.2f}  in t{spec['src']} uint8 s={src.scale:.6g} z={src.zero_point}"
+            size = layer.weight.numel() * layer.weight.element_size()
+            lines.append(f"{spec['name']:<16} {spec['precision']:<5} w {shape:<12} {size:>7} B  "
+                         f"zeros {zeros:.2f}  in t{spec['src']} {tensor(spec['src'])}"
                          f"  {spec['act']}{res} -> {out}")
         lines.append(f"{'global skip':<16} float32 ({self.skip})")
         return lines

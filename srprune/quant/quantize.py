@@ -63,32 +63,35 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def calibrate(net: PlanNet, images: Sequence[np.ndarray], progress: bool = True) -> None:
-    """Record every uint8 tensor's range over `images` (uint8 HxWx3 LR images) and fix the observers."""
+def calibrate(net: PlanNet, images: Sequence[np.ndarray | torch.Tensor], progress: bool = True) -> None:
+    """Record every uint8 tensor's range over `images` (uint8 HxWx3 LR images, or LR float batches NCHW as the
+    search's fixed calibration batches are) and fix the observers."""
     from srprune.evaluate import to_tensor
 
-    if not images:
+    if not len(images):
         raise InputError("no calibration images")
     net.eval()
     net.mode = "calibrate"
     for img in progress_bar(images, desc="calibrate", unit="img", disable=not progress):
-        net(to_tensor(img))
-    for obs in net.observers:
-        obs.finish()
+        net(img if isinstance(img, torch.Tensor) else to_tensor(img))
+    net.finish_calibration()
     net.mode = "fake"
 
 
-def convert(net: PlanNet, precision: str = "int8") -> QuantizedSR:
-    """The integer model of a calibrated (or QAT-trained) PlanNet."""
+def convert(net: PlanNet) -> QuantizedSR:
+    """The integer model of a calibrated (or QAT-trained) PlanNet, with its layers' precisions (int8 / fp32)."""
     from compiler.quant_spec import quantize_bias
     from srprune.models.registry import build_model
 
+    if "fp16" in net.precisions:
+        raise InputError("fp16 layers have no reference model yet (the \"quantized\" architecture's layers are "
+                         "int8 or fp32)")
     plan, model = net.plan, net.net
     arch = getattr(model, "arch", None) or {"name": type(model).__name__, "config": {}}
     specs = []
     for n, layer in enumerate(plan.layers):
         c = layer.conv
-        specs.append({"name": layer.name, "precision": precision, "act": layer.act, "in": c.in_channels,
+        specs.append({"name": layer.name, "precision": net.precisions[n], "act": layer.act, "in": c.in_channels,
                       "out": c.out_channels, "k": c.kernel_size[0], "groups": c.groups, "src": layer.src,
                       "residual": layer.residual, "tail": layer.tail})
     colors = plan.layers[0].conv.in_channels
@@ -96,9 +99,13 @@ def convert(net: PlanNet, precision: str = "int8") -> QuantizedSR:
                     skip=plan.skip, colors=colors)
     with torch.no_grad():
         for n, obs in enumerate(net.observers):
-            scale, zero = obs.qparams()
-            q.tensor_scale[n + 1], q.tensor_zero[n + 1] = scale, zero
+            if q.codes[n + 1]:  # a tensor an int8 layer reads (the same rule as PlanNet's)
+                scale, zero = obs.qparams()
+                q.tensor_scale[n + 1], q.tensor_zero[n + 1] = scale, zero
         for n, (layer, qlayer) in enumerate(zip(plan.layers, q.layers)):
+            if net.precisions[n] == "fp32":
+                _copy_float(layer, qlayer)
+                continue
             w_q, s_w = quantize_weight(layer.conv.weight)
             qlayer.weight.copy_(w_q)
             qlayer.weight_scale.copy_(s_w)
@@ -111,6 +118,16 @@ def convert(net: PlanNet, precision: str = "int8") -> QuantizedSR:
         if q.skip == "bicubic":
             q.skip_weight.copy_(plan.skip_weight)
     return q.eval()
+
+
+def _copy_float(layer, qlayer) -> None:
+    """An fp32 layer of a mixed model: its float weights, bias and PReLU slopes as they are."""
+    c = layer.conv
+    qlayer.weight.copy_(c.weight.detach())
+    qlayer.bias.copy_(c.bias.detach() if c.bias is not None else torch.zeros_like(qlayer.bias))
+    if layer.act == "prelu":
+        slope = layer.act_module.weight.detach().float()
+        qlayer.act_param.copy_(slope.expand(qlayer.bias.shape[0]) if slope.numel() == 1 else slope)
 
 
 def pruning_masks(model: nn.Module, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -173,10 +190,12 @@ def qat(net: PlanNet, sampler, cfg: QuantConfig, masks: dict[str, torch.Tensor] 
 
 
 def quantize_model(model: nn.Module, calib_images: Sequence[np.ndarray], cfg: QuantConfig, sampler=None,
-                   meta: dict[str, Any] | None = None, progress: bool = True) -> tuple[QuantizedSR, dict]:
+                   meta: dict[str, Any] | None = None, progress: bool = True,
+                   precisions: dict[str, str] | None = None) -> tuple[QuantizedSR, dict]:
     """PTQ (+ QAT when cfg.qat_steps > 0) of the deployed form of `model`; returns (quantised model, its meta).
 
-    `model` is not modified; `meta` is the source file's meta (pruning masks are read from it).
+    `model` is not modified; `meta` is the source file's meta (pruning masks are read from it); `precisions`
+    ({layer: int8 | fp32}, absent = fp32) quantises only some layers (a searched mixed network), None all.
     """
     from srprune.models.registry import deploy
     from srprune.pruning.pruner import copy_model
@@ -186,14 +205,14 @@ def quantize_model(model: nn.Module, calib_images: Sequence[np.ndarray], cfg: Qu
         raise InputError("quantisation-aware training needs training data (a patch sampler)")
     work = copy_model(deploy(model)).eval()
     teacher = copy_model(work) if cfg.qat_steps > 0 and cfg.distill > 0 else None
-    net = PlanNet(work, cfg.method, cfg.percentile)
+    net = PlanNet(work, cfg.method, cfg.percentile, precisions=precisions)
     masks = pruning_masks(work, meta or {})
     calibrate(net, list(calib_images)[: cfg.calib_images], progress=progress)
     summary = None
     if cfg.qat_steps > 0:
         torch.manual_seed(cfg.seed)
         summary = qat(net, sampler, cfg, masks, teacher, progress=progress)
-    q = convert(net, cfg.precision)
+    q = convert(net)
     qmeta = {**asdict(cfg), "calib_count": min(len(calib_images), cfg.calib_images), "qat": summary,
              "masked_layers": sorted(masks), "weight_bytes": q.weight_bytes()}
     return q, qmeta

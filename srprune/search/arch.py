@@ -1,4 +1,5 @@
-"""Stage 2: block and widths per cell, pruning scheme per layer, by Bayesian optimisation under the budget.
+"""Stage 2: block and widths per cell, pruning scheme and precision per layer, by Bayesian optimisation under the
+budget.
 
 Each trial is a candidate (srprune.search.candidate) scored by two objectives, proxy PSNR-Y
 (maximised) and predicted latency on the target (minimised), with the budget as constraints:
@@ -9,7 +10,10 @@ then sets each one's ratio.
 
 Parameters are named by cell and by the layer's place in its block ("cells.1.c2.scheme"), so a
 parameter keeps one set of choices in every trial: a scheme that does not fit the layer's shape
-(a block that does not tile its weight, a pattern on a 1x1 conv) is read as dense.
+(a block that does not tile its weight, a pattern on a 1x1 conv) is read as dense. With `search.precisions`
+beyond fp32, every layer srprune.quant.plan lets take another precision (the head and the tail included) has a
+precision parameter too ("cells.1.res.c2.precision", "head.precision"); with [fp32] there is none, so such a
+search asks exactly what it asked before precisions were searched.
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ class SearchContext:
     budget_ms: float
     search: SearchSettings
     adapt_batches: list = field(default_factory=list)  # (lr, hr) batches of the short adaptation, same for all
+    calib_batches: list = field(default_factory=list)  # LR batches calibrating int8 candidates' ranges, same for all
+    _precision_layers: dict = field(default_factory=dict, repr=False)  # genome JSON -> its plan's layer names
+
+    def precision_layers(self, genome: Genome) -> list[str]:
+        """The layers of `genome` that may take another precision than fp32 (srprune.quant.plan's rule)."""
+        from srprune.quant.plan import precision_layers
+        from srprune.search.candidate import extract_deployed
+
+        key = json.dumps(genome.to_dict(), sort_keys=True)
+        if key not in self._precision_layers:
+            self._precision_layers[key] = precision_layers(extract_deployed(self.supernet, genome))
+        return self._precision_layers[key]
 
     @property
     def upper_ms(self) -> float:
@@ -59,7 +75,8 @@ class SearchContext:
 
     def score(self, cand: Candidate) -> tuple[float, float]:
         """(proxy PSNR-Y dB, predicted ms)."""
-        psnr = candidate_psnr(self.supernet, cand, self.val, self.adapt_batches, self.search.adapt_lr)
+        psnr = candidate_psnr(self.supernet, cand, self.val, self.adapt_batches, self.search.adapt_lr,
+                              self.calib_batches)
         return psnr, latency_ms(self.predictor, cand, self.out_hw)
 
     def evaluate(self, trial: Any, cand: Candidate) -> tuple[list[float], list[float]] | None:
@@ -120,13 +137,34 @@ def suggest_schemes(trial: Any, genome: Genome, ctx: SearchContext) -> dict[str,
     return prune
 
 
+def precision_param(name: str, genome: Genome) -> str:
+    """The Optuna parameter of a layer's precision: "head.precision", "cells.1.res.c2.precision", "tail.precision"."""
+    if not name.startswith("cells."):
+        return f"{name}.precision"
+    _, cell, local = name.split(".", 2)
+    return f"cells.{cell}.{genome.cells[int(cell)].block}.{local}.precision"
+
+
+def suggest_precisions(trial: Any, genome: Genome, ctx: SearchContext) -> dict[str, str]:
+    """A precision for every layer that may take one (fp32 ones omitted); {} when only fp32 is searched."""
+    if ctx.search.precisions == ["fp32"]:
+        return {}
+    out = {}
+    for name in ctx.precision_layers(genome):
+        prec = trial.suggest_categorical(precision_param(name, genome), list(ctx.search.precisions))
+        if prec != "fp32":
+            out[name] = prec
+    return out
+
+
 def objective(ctx: SearchContext):
     """Optuna objective of stage 2: ([proxy PSNR, predicted ms], constraints) or None outside the space."""
     def run(trial: Any):
         genome = suggest_genome(trial, ctx.space, ctx.scale)
         if genome is None:
             return None
-        return ctx.evaluate(trial, Candidate(genome, suggest_schemes(trial, genome, ctx)))
+        cand = Candidate(genome, suggest_schemes(trial, genome, ctx), suggest_precisions(trial, genome, ctx))
+        return ctx.evaluate(trial, cand)
     return run
 
 
@@ -156,7 +194,7 @@ def search_architectures(ctx: SearchContext, storage: Any, layout: RunLayout, *,
     trials = complete_trials(study)
     place = {t.number: i for i, t in enumerate(trials)}
     best = best_feasible(trials)
-    write_text(layout.trials_csv, trials_csv(trials, _describe))
+    write_text(layout.trials_csv, trials_csv(trials, _describe if s.precisions == ["fp32"] else _describe_precision))
     front = [_record(t, place) for t in pareto_front(trials)]
     write_text(layout.pareto, json.dumps(front, indent=1) + "\n")
     if best is None:
@@ -180,3 +218,13 @@ def _describe(t: Any) -> dict[str, Any]:
     pruned = " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
                       for k, v in cand["prune"].items())
     return {"head": g["head"], "cells": cells, "pruned": pruned or "-"}
+
+
+def _describe_precision(t: Any) -> dict[str, Any]:
+    """_describe plus the precision column (searches with precisions beyond fp32)."""
+    return {**_describe(t), "precision": precision_text(t.user_attrs["candidate"].get("precision", {}))}
+
+
+def precision_text(precision: dict[str, str]) -> str:
+    """"cells.0.conv:int8 tail:int8" (fp32 layers omitted), "-" when every layer is fp32."""
+    return " ".join(f"{k}:{v}" for k, v in precision.items()) or "-"

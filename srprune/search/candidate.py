@@ -1,9 +1,12 @@
-"""A search candidate: a genome plus a pruning choice per layer, and the two numbers the search scores it by.
+"""A search candidate: a genome plus a pruning choice and a precision per layer, and the two numbers the search
+scores it by.
 
 Accuracy: PSNR-Y on the validation images of the genome's network extracted from the supernet's shared
 weights, deployed (re-parameterised), with each pruned layer's magnitude mask applied (no training:
-the search compares candidates, fine-tuning comes once, for the winner). Latency: the target's
-latency model (layer table + calibration) summed over the deployed layers with their schemes.
+the search compares candidates, fine-tuning comes once, for the winner) and, when some layers are int8 or
+fp16, those layers simulated (srprune.quant.plan.PlanNet: fake quantisation, ranges calibrated once per
+candidate on the search's fixed calibration batches). Latency: the target's latency model (layer table +
+calibration) summed over the deployed layers with their schemes and precisions.
 
 Layer names are module names of the deployed GenomeNet ("cells.0.c1"), the names both
 srprune.pruning and srprune.latency use. Prunable: every ungrouped conv inside a cell (the head's
@@ -27,19 +30,29 @@ PATTERN_MIN_RATIO = 5 / 9  # the compiled pattern kernels keep 4 of 9 taps (plus
 
 @dataclass
 class Candidate:
-    """genome + {layer: {"scheme", "ratio", "block"}} for its pruned layers (absent = dense)."""
+    """genome + {layer: {"scheme", "ratio", "block"}} for its pruned layers (absent = dense) + {layer: precision}
+    for its layers in another arithmetic than fp32 (absent = fp32; srprune.quant.plan says which may be)."""
 
     genome: Genome
     prune: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.precision = {k: v for k, v in self.precision.items() if v != "fp32"}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (RUN/search/chosen.json)."""
-        return {"genome": self.genome.to_dict(), "prune": self.prune}
+        """Plain data (RUN/search/chosen.json); "precision" only when some layer is not fp32, so an fp32
+        candidate writes (and is recognised as already scored) exactly as before precisions were searched."""
+        out = {"genome": self.genome.to_dict(), "prune": self.prune}
+        if self.precision:
+            out["precision"] = dict(self.precision)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Candidate":
-        """Inverse of to_dict."""
-        return cls(Genome.from_dict(data["genome"]), {k: dict(v) for k, v in data.get("prune", {}).items()})
+        """Inverse of to_dict (a file without "precision": every layer fp32)."""
+        return cls(Genome.from_dict(data["genome"]), {k: dict(v) for k, v in data.get("prune", {}).items()},
+                   {str(k): str(v) for k, v in (data.get("precision") or {}).items()})
 
 
 def scheme_name(scheme: str, block: Sequence[int] | None = None) -> str:
@@ -91,18 +104,18 @@ def pruning_spec(prune: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def latency_ms(predictor: Any, cand: Candidate, out_hw: tuple[int, int]) -> float:
     """Predicted milliseconds per frame on the latency model's target."""
-    layers = [c for _, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))]
+    layers = [c for _, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)]
     return predictor.predict(layers)
 
 
 def layer_breakdown(predictor: Any, cand: Candidate, out_hw: tuple[int, int]) -> list[dict[str, Any]]:
-    """Per deployed layer: name, configuration key, scheme, ratio and predicted ms (for the report)."""
+    """Per deployed layer: name, configuration key, scheme, ratio, precision and predicted ms (for the report)."""
     rows = []
-    for name, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune)):
+    for name, c in named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision):
         ms, how = predictor.layer_ms(c)
         rows.append({"layer": name, "op": c.op, "cin": c.cin, "cout": c.cout, "k": c.k, "groups": c.groups,
-                     "scheme": c.scheme, "ratio": c.ratio, "block": list(c.block), "predicted_ms": ms,
-                     "source": how})
+                     "scheme": c.scheme, "ratio": c.ratio, "block": list(c.block), "precision": c.precision,
+                     "predicted_ms": ms, "source": how})
     return rows
 
 
@@ -148,15 +161,35 @@ def adapt(model: torch.nn.Module, pruner: Any, batches: Sequence, lr: float) -> 
     model.eval()
 
 
-def candidate_psnr(supernet: Any, cand: Candidate, val: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               adapt_batches: Sequence = (), lr: float = 1e-4) -> float:
-    """Mean PSNR-Y (project protocol) of the masked network over `val` ((lr, hr) float tensors).
+def simulated_network(model: torch.nn.Module, precision: dict[str, str],
+                      calib: Sequence[torch.Tensor]) -> torch.nn.Module:
+    """`model` (deployed, masked) with its int8/fp16 layers simulated (PlanNet's fake mode over the same
+    parameters), activation ranges calibrated on `calib` (LR float tensors NCHW)."""
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.quantize import calibrate
 
-    With `adapt_batches`, the network first takes one Adam step on each of them (see `adapt`).
+    net = PlanNet(model, precisions=precision)
+    if "int8" in precision.values():
+        if not calib:
+            raise ValueError("an int8 candidate needs calibration batches (SearchContext.calib_batches)")
+        calibrate(net, calib, progress=False)
+    net.mode = "fake"
+    return net.eval()
+
+
+def candidate_psnr(supernet: Any, cand: Candidate, val: Sequence[tuple[torch.Tensor, torch.Tensor]],
+               adapt_batches: Sequence = (), lr: float = 1e-4, calib: Sequence[torch.Tensor] = ()) -> float:
+    """Mean PSNR-Y (project protocol) of the masked (and, for int8/fp16 layers, simulated) network over `val`
+    ((lr, hr) float tensors).
+
+    With `adapt_batches`, the network first takes one Adam step on each of them (see `adapt`); a candidate
+    with int8/fp16 layers adapts in its simulated form (as its fine-tuning will be quantisation-aware).
     """
     from srprune.search.supernet_stage import protocol_psnr
 
     model, pruner = masked_network(supernet, cand)
+    if cand.precision:
+        model = simulated_network(model, cand.precision, calib)
     if adapt_batches:
         with torch.enable_grad():
             adapt(model, pruner, adapt_batches, lr)

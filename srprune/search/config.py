@@ -37,6 +37,7 @@ def setting(default: Any, rule: Rule, doc: str = "") -> Any:
 
 SAMPLERS = ("tpe", "gp", "random")
 SEARCH_SCHEMES = ("dense", "block", "pattern")
+SEARCH_PRECISIONS = ("fp32", "fp16", "int8")  # compiler.latency.config.PRECISIONS, in this order when resolved
 LATENCY_SOURCES = ("measure", "estimate")
 
 
@@ -63,6 +64,9 @@ class SearchSettings:
         SEARCH_SCHEMES, why="channel pruning is the width search, unstructured has no fast kernel")))
     blocks: list[list[int]] = setting([[4, 8]], ListOf(ListOf(Num(1, 1024, integer=True), length=2)),
                                       "block sizes (rows, cols) the block scheme may use")
+    precisions: list[str] = setting(["fp32"], ListOf(Text(SEARCH_PRECISIONS)),
+                                    "arithmetic a layer may take (stage 2 picks one per layer; fp32 always stays "
+                                    "possible): int8 on host (VNNI/AVX2) and arm64, fp16 on android-arm64-fp16")
     scheme_ratio: float = setting(0.5, Num(0, 0.95), "the ratio stage 2 scores a pruned layer at (pattern: >= 0.5556)")
     ratio_trials: int = setting(40, Num(1, COUNT, integer=True), "stage 3: per-layer pruning ratio")
     ratios: list[float] = setting([0.25, 0.5, 0.6, 0.75], ListOf(Num(0, 1, above=True, below=True)),
@@ -80,7 +84,7 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """`finetune:` pruning + fine-tuning of the chosen candidate."""
+    """`finetune:` pruning + fine-tuning of the chosen candidate (+ quantisation-aware steps for its int8 layers)."""
 
     steps: int = setting(600, Num(0, COUNT, integer=True))
     batch_size: int = setting(16, Num(1, 4096, integer=True))
@@ -88,9 +92,11 @@ class FinetuneSettings:
     lr: float = setting(0.0005, Num(0, 1, above=True))
     distill: float = setting(0.5, Num(0, 100), "L1 to the supernet's largest network, added to L1 to HR")
     seed: int = setting(0, SEED)
+    qat_steps: int = setting(200, Num(0, COUNT, integer=True), "a chosen candidate with int8 layers: "
+                             "quantisation-aware steps after the pruning fine-tuning (0: calibration only)")
 
     def finetune_config(self) -> "FinetuneConfig":
-        """The pruner's budget (srprune.pruning.FinetuneConfig) with these six settings; its other knobs
+        """The pruner's budget (srprune.pruning.FinetuneConfig) with six of these settings; its other knobs
         (gradual-phase length, mask updates, group lasso) keep the defaults `srprune prune` also starts from."""
         from srprune.pruning.finetune import FinetuneConfig
 
@@ -253,6 +259,7 @@ def _check_target(cfg: dict[str, Any]) -> None:
     except CompilerError as e:
         raise InputError(f"config: {'rpc' if 'RPC' in str(e) else 'target'}: {e}") from None
     cfg["threads"] = target.threads
+    _check_precisions(cfg["search"], target)
     if cfg["latency"]["source"] == "estimate":
         from srprune.latency.estimated import check_cpu
 
@@ -264,6 +271,21 @@ def _check_target(cfg: dict[str, Any]) -> None:
         raise InputError(f"config: target {target.name} is cross-compiled; set rpc: rpc://HOST:PORT (a TVM RPC "
                          "server on the device) to measure it, or latency: {source: estimate, cpu: cortex-a77} "
                          "for a static estimate")
+
+
+def _check_precisions(s: dict[str, Any], target: Any) -> None:
+    """search.precisions: fp32 included, each one the target can run (compiler.int8.isa.precision_unsupported);
+    resolved to SEARCH_PRECISIONS order without repeats, so equal sets hash equally."""
+    from compiler.int8.isa import precision_unsupported
+
+    given = s["precisions"]
+    if "fp32" not in given:
+        raise InputError("config: search.precisions must include 'fp32' (layers that stay wider)")
+    for p in given:
+        why = precision_unsupported(target, p)
+        if why:
+            raise InputError(f"config: search.precisions: {p} cannot run on target {target.name}: {why}")
+    s["precisions"] = [p for p in SEARCH_PRECISIONS if p in given]
 
 
 def _check_search(s: dict[str, Any]) -> None:

@@ -125,9 +125,10 @@ def pruned_kernels(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
 
 def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale: int,
                out_hw: tuple[int, int]) -> float:
-    """Predicted time of the fastest network the search can reach: the smallest genome, pruned the most."""
+    """Predicted time of the fastest network the search can reach: the smallest genome, pruned the most, in each
+    precision the search may give every layer that can take one."""
     g = space.smallest(scale)
-    best = latency_ms(predictor, Candidate(g), out_hw)
+    prunes = [{}]
     top = max(search["ratios"])
     for scheme in search["schemes"]:
         for block in ([tuple(b) for b in search["blocks"]] if scheme == "block" else [None]):
@@ -136,8 +137,16 @@ def fastest_ms(predictor: Any, space: SearchSpace, search: dict[str, Any], scale
             prune = {n: layer_prune(scheme, block, top) for n, c in searchable_layers(g, out_hw).items()
                      if fits(c, scheme, block)}
             if prune:
-                best = min(best, latency_ms(predictor, Candidate(g, prune), out_hw))
-    return best
+                prunes.append(prune)
+    precisions = [{}]
+    if search.get("precisions", ["fp32"]) != ["fp32"]:
+        from srprune.models.registry import deploy
+        from srprune.quant.plan import precision_layers
+        from supernet.standalone import GenomeNet
+
+        names = precision_layers(deploy(GenomeNet(g)).eval())
+        precisions += [dict.fromkeys(names, p) for p in search["precisions"] if p != "fp32"]
+    return min(latency_ms(predictor, Candidate(g, prune, prec), out_hw) for prune in prunes for prec in precisions)
 
 
 def check_budget(predictor: Any, cfg: dict[str, Any], space: SearchSpace, out_hw: tuple[int, int]) -> float:
@@ -161,9 +170,11 @@ def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int
     if lat.get("source") == "estimate":
         return _estimate_stage(cfg, run_dir, target, out_hw, space, progress)
     runner = make_runner(target, cfg["rpc"])
+    precisions = tuple(cfg["search"].get("precisions") or ("fp32",))  # every precision the search may pick
     built = build_latency_model(run_dir, target, runner, space, out_hw,
-                                pruned=pruned_kernels(space, cfg["search"], out_hw), repeat=int(lat["repeat"]),
-                                calibrate_n=int(lat["calibrate"]), recalibrate=True, progress=progress)
+                                pruned=pruned_kernels(space, cfg["search"], out_hw, precisions),
+                                repeat=int(lat["repeat"]), calibrate_n=int(lat["calibrate"]), recalibrate=True,
+                                progress=progress, precisions=precisions)
     cal = built.calibration
     predictor = load_predictor(run_dir, target.name, target.threads)
     fast = check_budget(predictor, cfg, space, out_hw)
@@ -177,8 +188,10 @@ def _estimate_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tup
     from srprune.latency import load_predictor
     from srprune.latency.estimated import build_estimated_table
 
+    precisions = tuple(cfg["search"].get("precisions") or ("fp32",))
     table, n = build_estimated_table(run_dir, target, cfg["latency"]["cpu"], space, out_hw,
-                                     pruned=pruned_kernels(space, cfg["search"], out_hw), progress=progress)
+                                     pruned=pruned_kernels(space, cfg["search"], out_hw, precisions),
+                                     progress=progress, precisions=precisions)
     predictor = load_predictor(run_dir, target.name, target.threads)
     fast = check_budget(predictor, cfg, space, out_hw)
     return {"layers": len(table.entries), "estimated_now": n, "fastest_ms": fast,

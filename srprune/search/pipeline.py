@@ -35,6 +35,7 @@ from srprune.search.stages import STAGES as STAGE_LIST
 STAGES: tuple[str, ...] = NAMES
 SEARCH_STAGES = tuple(s.name for s in STAGE_LIST if s.study)
 log = logging.getLogger("srprune.run")
+CALIB_BATCHES = 4  # fixed training batches calibrating each int8 candidate's ranges (cheap: one forward each)
 
 
 def downstream(stage: str) -> list[str]:
@@ -175,20 +176,30 @@ class Run:
                 val=val_tensors(c.val_data, c.scale),
                 predictor=load_predictor(self.dir, self.target.name, self.target.threads),
                 out_hw=self.out_hw, scale=c.scale, budget_ms=c.budget_ms, search=c.search,
-                adapt_batches=self._adapt_batches(c.scale))
+                adapt_batches=self._adapt_batches(c.scale), calib_batches=self._calib_batches(c.scale))
         return self._ctx
+
+    def _calib_batches(self, scale: int) -> list:
+        """The fixed LR batches that calibrate an int8 candidate's activation ranges (none when the search has no
+        int8): CALIB_BATCHES training batches, the same for every candidate."""
+        if "int8" not in self.config.search.precisions:
+            return []
+        return [lr for lr, _ in self._fixed_batches(scale, CALIB_BATCHES, 888)]
 
     def _adapt_batches(self, scale: int) -> list:
         """The fixed training batches of the candidates' short adaptation (seeded; none when adapt_steps is 0)."""
-        c = self.config
-        n = c.search.adapt_steps
+        return self._fixed_batches(scale, self.config.search.adapt_steps, 777)
+
+    def _fixed_batches(self, scale: int, n: int, seed_offset: int) -> list:
+        """`n` seeded (lr, hr) training batches of the supernet's batch and patch size."""
         if n == 0:
             return []
         from srprune.data import PatchSampler, load_dataset
 
+        c = self.config
         t = c.supernet.train
         sampler = PatchSampler(load_dataset(c.data, scale, split="train"), scale, int(t["patch_size"]),
-                               int(t["batch_size"]), seed=c.search.seed + 777)
+                               int(t["batch_size"]), seed=c.search.seed + seed_offset)
         batches = iter(sampler)
         return [next(batches) for _ in range(n)]
 

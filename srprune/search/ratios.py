@@ -1,6 +1,6 @@
 """Stage 3: the pruning ratio of every pruned layer of stage 2's choice, under the same budget.
 
-The architecture and the schemes are fixed; each pruned layer's ratio is a categorical parameter
+The architecture, the schemes and the precisions are fixed; each pruned layer's ratio is a categorical parameter
 over `search.ratios` (pattern layers: those >= 5/9, what its kernels keep). Same objectives and
 constraints as stage 2, a study of its own ("ratios") in the same storage. The first trial is
 stage 2's own choice (every layer at `scheme_ratio`), so stage 3 can only improve on it. When stage 2
@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from srprune.layout import RunLayout
-from srprune.search.arch import SearchContext, best_feasible
+from srprune.search.arch import SearchContext, best_feasible, precision_text
 from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, scheme_name
 
 STUDY_RATIOS = "ratios"
@@ -35,7 +35,7 @@ def objective(ctx: SearchContext, base: Candidate):
         for name, p in base.prune.items():
             ratio = trial.suggest_categorical(f"{name}.ratio", ratio_choices(p["scheme"], ctx.search.ratios))
             prune[name] = {**p, "ratio": float(ratio)}
-        return ctx.evaluate(trial, Candidate(base.genome, prune))
+        return ctx.evaluate(trial, Candidate(base.genome, prune, base.precision))
     return run
 
 
@@ -75,8 +75,11 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, layout
 
     def describe(t: Any) -> dict[str, Any]:
         prune = t.user_attrs["candidate"]["prune"]
-        return {"ratios": " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
-                                   for k, v in prune.items())}
+        out = {"ratios": " ".join(f"{k}:{scheme_name(v['scheme'], v.get('block'))}@{v['ratio']:.2f}"
+                                  for k, v in prune.items())}
+        if s.precisions != ["fp32"]:
+            out["precision"] = precision_text(base.precision)
+        return out
 
     write_text(layout.ratios_csv, trials_csv(trials, describe))
     if best is None:  # cannot happen when stage 2's choice was feasible (it is trial 0) unless the model changed

@@ -175,11 +175,12 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
             k = f"{r['k']}x{r['k']}" + (" dw" if r["groups"] > 1 else "")
             scheme = r["scheme"] + (f" {r['block'][0]}x{r['block'][1]}" if r["scheme"] == "block" else "")
             rows.append([r["layer"], block, width, f"{r['cin']}->{r['cout']}", k if r["op"] == "conv" else r["op"],
-                         scheme, _fmt(r["ratio"]), _fmt(r["predicted_ms"]),
+                         scheme, _fmt(r["ratio"]), r.get("precision", "fp32"), _fmt(r["predicted_ms"]),
                          _fmt(r.get("measured_ms", r.get("estimated_ms")))])
         if rows:
             parts.append(_table(["layer", "block", "cell width", "channels", "kernel", "scheme", "ratio",
-                                 "predicted ms", "estimated ms (own kernel)" if lat and "estimated_ms" in lat
+                                 "precision", "predicted ms",
+                                 "estimated ms (own kernel)" if lat and "estimated_ms" in lat
                                  else "measured ms (alone)"], rows))
         parts.append(f"<p>Genome: <code>{html.escape(json.dumps(g))}</code></p>")
     if metrics:

@@ -23,8 +23,8 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 STAGE = Stage(
     name="arch",
     reads=("scale", "budget_ms", "val_data", "search.sampler", "search.trials", "search.startup_trials",
-           "search.schemes", "search.blocks", "search.scheme_ratio", "search.margin", "search.min_fill",
-           "search.seed", "search.adapt_steps", "search.adapt_lr", "supernet.train.batch_size",
+           "search.schemes", "search.blocks", "search.precisions", "search.scheme_ratio", "search.margin",
+           "search.min_fill", "search.seed", "search.adapt_steps", "search.adapt_lr", "supernet.train.batch_size",
            "supernet.train.patch_size"),
     after=("latency", "supernet"),
     writes=lambda layout: [layout.trials_csv, layout.pareto, layout.arch],

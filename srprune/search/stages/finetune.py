@@ -1,7 +1,10 @@
 """Stage `finetune`: prune the chosen candidate gradually to its per-layer schemes and ratios while fine-tuning.
 
 The chosen genome is extracted from the supernet (deployed form) and distilled from the supernet's largest
-network; writes RUN/final/model.pt (an ordinary model file) and RUN/final/arch.json.
+network; writes RUN/final/model.pt (an ordinary model file) and RUN/final/arch.json. A candidate with int8 layers
+then takes `finetune.qat_steps` quantisation-aware steps on the one training loop (srprune.quant.quantize: its
+int8 layers fake-quantised, ranges calibrated on the training images first, pruning masks held, distilled from
+the pruned float model) and final/model.pt is the "quantized" model with its per-layer precision (int8 / fp32).
 """
 
 from __future__ import annotations
@@ -59,11 +62,17 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     pruned, pmeta = pruner.finalize()
     pruned.eval()
     val = summary["val"] or {}
+    qmeta = None
+    if cand.precision:
+        pruned, qmeta = _quantise(cfg, pruned, scale, pmeta, cand.precision, sampler, progress)
+        score = mean_score(score_pairs(pruned, val_pairs, scale))
+        qmeta["float_val_psnr"] = val.get("psnr")
+        val = {"psnr": score.psnr, "ssim": score.ssim}
     meta = {"search": {k: chosen[k] for k in ("proxy_psnr", "predicted_ms", "stage") if k in chosen},
             "candidate": cand.to_dict(), "pruning": pmeta,
             "finetune": {**config_dict(fcfg), "seconds": summary["seconds"], "final_loss": summary["loss"],
                          "teacher": "supernet largest"},
-            "supernet": {"checkpoint": str(ckpt)},
+            "supernet": {"checkpoint": str(ckpt)}, **({"quantization": qmeta} if qmeta else {}),
             "val": {"data": cfg.val_data, "before_finetune_psnr": before.psnr, "val_psnr": val.get("psnr"),
                     "val_ssim": val.get("ssim")}}
     layout.final.mkdir(parents=True, exist_ok=True)
@@ -71,6 +80,22 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     write_text(layout.final / "arch.json", json.dumps(cand.to_dict(), indent=1) + "\n")
     return {"val_psnr": val.get("psnr"), "val_ssim": val.get("ssim"), "before_finetune_psnr": before.psnr,
             "seconds": summary["seconds"]}
+
+
+def _quantise(cfg: RunConfig, pruned: torch.nn.Module, scale: int, pmeta: dict, precision: dict[str, str],
+              sampler: Any, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pruned model with its int8 layers quantised (calibration on the training images, then
+    `finetune.qat_steps` QAT steps on the fine-tuning's patches); returns (quantized model, its meta)."""
+    from srprune.data import load_dataset
+    from srprune.quant.quantize import QuantConfig, quantize_model
+
+    f = cfg.finetune
+    qcfg = QuantConfig(qat_steps=f.qat_steps, batch_size=f.batch_size, patch_size=f.patch_size,
+                       distill=float(f.distill), seed=f.seed)
+    calib = [p.lr for p in load_dataset(cfg.data, scale, split="train")]
+    q, qmeta = quantize_model(pruned, calib, qcfg, sampler, {"pruning": pmeta}, progress=progress,
+                              precisions=precision)
+    return q, {**qmeta, "precision": dict(precision)}
 
 
 def _masked(model: torch.nn.Module, spec: dict) -> torch.nn.Module:

@@ -20,7 +20,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 STAGE = Stage(
     name="latency",
     reads=("target", "threads", "rpc", "output_size", "latency", "supernet.space", "search.schemes",
-           "search.blocks", "search.ratios", "search.scheme_ratio"),
+           "search.blocks", "search.ratios", "search.scheme_ratio", "search.precisions"),
     after=(),
     writes=lambda layout: [layout.latency],
     run=run,

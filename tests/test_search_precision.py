@@ -1,0 +1,427 @@
+"""Precision as a searched dimension (issue 20): the config key, candidates with a precision per layer, the
+mixed-precision proxy, stage 2 choosing int8 where the latency table pays for it, and a killed run that resumes.
+
+Latency tables with int8 entries are built by hand (as tests/test_latency.py builds its tables): what the
+search does with them is under test here, not how int8 layers are timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from compiler.latency.config import LayerConfig
+from compiler.latency.predict import Predictor
+from compiler.latency.table import LatencyTable, make_header
+from tests.conftest import assert_one_line_error
+from tests.test_search import TINY, write_config
+
+OUT_HW = (64, 64)
+
+
+# --- config ---------------------------------------------------------------------------------------------------
+
+
+def _resolve(**search):
+    from srprune.search.config import resolve
+
+    return resolve({**TINY, "run_dir": "r", "search": {**TINY["search"], **search}})
+
+
+def test_precisions_default_to_fp32_and_resolve_in_one_order():
+    assert _resolve()["search"]["precisions"] == ["fp32"]
+    assert _resolve(precisions=["int8", "fp32", "int8"])["search"]["precisions"] == ["fp32", "int8"]
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"search__precisions": ["fp32", "int4"]}, "search.precisions[1] must be one of fp32, fp16, int8"),
+    ({"search__precisions": ["int8"]}, "search.precisions must include 'fp32'"),
+    ({"search__precisions": ["fp32", "fp16"]}, "search.precisions: fp16 cannot run on target host"),
+    ({"search__precisions": ["fp32", "fp16"], "target": "android-arm64", "rpc": "rpc://127.0.0.1:9190"},
+     "fp16 cannot run on target android-arm64"),
+])
+def test_a_precision_the_target_cannot_run_is_one_line_before_any_work(run_cli, tmp_path, changes, fragment):
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", **changes)
+    assert_one_line_error(run_cli("run", "-c", cfg), fragment, alone=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_which_targets_run_which_precisions():
+    """int8 wherever the int8 kernels have a form (aarch64 always: sdot or the NEON fallback; x86 with VNNI or
+    AVX2), fp16 only where the code computes in fp16."""
+    from compiler.int8.isa import precision_unsupported
+    from compiler.targets import get_target
+
+    runs = {name: [p for p in ("fp32", "fp16", "int8") if precision_unsupported(get_target(name), p) is None]
+            for name in ("linux-arm64", "android-arm64", "android-arm64-fp16", "android-arm64-dotprod")}
+    assert runs == {"linux-arm64": ["fp32", "int8"], "android-arm64": ["fp32", "int8"],
+                    "android-arm64-fp16": ["fp32", "fp16", "int8"], "android-arm64-dotprod": ["fp32", "int8"]}
+    host = get_target("host")
+    plain = dataclasses.replace(host, tvm={**host.tvm, "mcpu": "x86-64"})  # SSE2 only: no int8 form
+    assert "neither AVX-512 VNNI nor AVX2" in precision_unsupported(plain, "int8")
+    assert precision_unsupported(host, "fp16") is not None
+
+
+def test_precisions_are_an_input_of_stage_2_and_what_follows():
+    from srprune.search.pipeline import stage_hashes
+
+    a, b = stage_hashes(_resolve()), stage_hashes(_resolve(precisions=["fp32", "int8"]))
+    assert [s for s in a if a[s] != b[s]] == ["arch", "ratios", "finetune", "compile", "evaluate", "report", "apk"]
+
+
+# --- candidates -----------------------------------------------------------------------------------------------
+
+
+def _genome():
+    from supernet.space import Cell, Genome
+
+    return Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
+
+
+def test_candidate_round_trip_and_old_files_read_as_fp32():
+    from srprune.search.candidate import Candidate
+
+    cand = Candidate(_genome(), {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": [4, 8]}},
+                     {"cells.0.c2": "int8", "tail": "int8", "head": "fp32"})
+    data = json.loads(json.dumps(cand.to_dict()))
+    assert data["precision"] == {"cells.0.c2": "int8", "tail": "int8"}  # fp32 is the absence of an entry
+    back = Candidate.from_dict(data)
+    assert back == cand and back.to_dict() == data
+    old = {"genome": _genome().to_dict(), "prune": {}}  # a chosen.json written before precisions were searched
+    assert Candidate.from_dict(old).precision == {} and Candidate.from_dict(old).to_dict() == old
+
+
+def _table(tmp_path, genomes, int8_ms: dict[str, float]) -> Predictor:
+    """A hand-built table of every fp32 layer of `genomes` (1 ms each) and int8 twins at `int8_ms[layer name]` ms
+    (default 1 ms); no calibration, so a prediction is the plain sum."""
+    from srprune.latency import named_genome_layers
+
+    t = LatencyTable(tmp_path / "table.json", make_header("host", 2))
+    for g in genomes:
+        for name, c in named_genome_layers(g, OUT_HW):
+            t.add(c, [1.0])
+            if c.op != "adapter":
+                t.add(dataclasses.replace(c, precision="int8"), [int8_ms.get(name, 1.0)])
+    return Predictor(t)
+
+
+def test_latency_uses_each_layers_precision(tmp_path):
+    from srprune.latency import named_genome_layers
+    from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
+
+    g = _genome()
+    pred = _table(tmp_path, [g], {"cells.0.c2": 0.25, "tail": 0.5})
+    n = len(named_genome_layers(g, OUT_HW))
+    assert latency_ms(pred, Candidate(g), OUT_HW) == pytest.approx(n)
+    mixed = Candidate(g, {}, {"cells.0.c2": "int8", "tail": "int8"})
+    assert latency_ms(pred, mixed, OUT_HW) == pytest.approx(n - 0.75 - 0.5)
+    rows = {r["layer"]: r for r in layer_breakdown(pred, mixed, OUT_HW)}
+    assert rows["cells.0.c2"]["precision"] == "int8" and rows["head"]["precision"] == "fp32"
+    assert rows["tail"]["predicted_ms"] == 0.5
+
+
+def test_the_budget_check_knows_int8_reaches_faster_networks(tmp_path):
+    """The fastest reachable network (the budget check's floor) is the smallest genome with every layer int8 when
+    the search may pick int8, and its fp32 time when not."""
+    from srprune.search.latency_stage import fastest_ms
+    from supernet.space import SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"],
+                                   "scales": [2]})
+    g = space.smallest(2)  # head, cells.0.conv, tail
+    pred = _table(tmp_path, [g], {"head": 0.5, "cells.0.conv": 0.25, "tail": 0.5})
+    search = {"schemes": ["dense"], "blocks": [], "ratios": [0.5]}
+    assert fastest_ms(pred, space, {**search, "precisions": ["fp32"]}, 2, OUT_HW) == pytest.approx(3.0)
+    assert fastest_ms(pred, space, {**search, "precisions": ["fp32", "int8"]}, 2, OUT_HW) == pytest.approx(1.25)
+
+
+# --- the mixed-precision proxy --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    """A tiny supernet, trained for a few steps on the built-in images (seeded), in eval mode."""
+    from srprune.data import PatchSampler, load_dataset
+    from supernet.model import SuperNet
+    from supernet.space import SearchSpace
+    from supernet.train import TrainSettings, train_supernet
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"],
+                                   "scales": [2]})
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    sampler = PatchSampler(load_dataset("builtin", 2, split="train"), 2, 32, 8, seed=0)
+    train_supernet(net, sampler, TrainSettings(steps=8, batch_size=8),
+                   progress=False)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def val():
+    """The built-in validation images' top-left 64x64 LR windows (the proxy's cost is its forward passes)."""
+    from srprune.search.supernet_stage import val_tensors
+
+    return [(lr[..., :64, :64], hr[..., :128, :128]) for lr, hr in val_tensors("builtin", 2)]
+
+
+@pytest.fixture(scope="module")
+def calib():
+    from srprune.data import PatchSampler, load_dataset
+
+    it = iter(PatchSampler(load_dataset("builtin", 2, split="train"), 2, 32, 8, seed=888))
+    return [next(it)[0] for _ in range(2)]
+
+
+def test_precision_layers_are_the_int8_plans_layers(supernet):
+    from srprune.quant.plan import build_plan, precision_layers
+    from srprune.search.candidate import extract_deployed
+
+    model = extract_deployed(supernet, _genome())
+    assert precision_layers(model) == [layer.name for layer in build_plan(model).layers] == \
+        ["head", "cells.0.c1", "cells.0.c2", "cells.1.conv", "tail"]
+
+
+def test_an_all_int8_proxy_matches_the_integer_model(supernet, val, calib):
+    """The proxy of a candidate with every layer int8 is the PSNR of the integer model ("quantized") made from the
+    same calibration, within 0.05 dB; a candidate naming only fp32 layers is the plain proxy."""
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.search.candidate import Candidate, candidate_psnr, extract_deployed
+    from srprune.search.supernet_stage import protocol_psnr
+
+    g = _genome()
+    names = ["head", "cells.0.c1", "cells.0.c2", "cells.1.conv", "tail"]
+    fp32 = candidate_psnr(supernet, Candidate(g), val)
+    all8 = candidate_psnr(supernet, Candidate(g, {}, dict.fromkeys(names, "int8")), val, calib=calib)
+    net = PlanNet(extract_deployed(supernet, g))
+    calibrate(net, calib, progress=False)
+    q = convert(net)
+    with torch.no_grad():
+        ref = [protocol_psnr(q(lr.reshape(1, *lr.shape[-3:]))[0], hr.reshape(hr.shape[-3:]), 2) for lr, hr in val]
+    assert all8 == pytest.approx(sum(ref) / len(ref), abs=0.05)
+    assert all8 != fp32 and abs(all8 - fp32) < 1.0  # simulated, and int8 is close on a smooth network
+    assert candidate_psnr(supernet, Candidate(g, {}, {"head": "fp32"}), val) == fp32
+    with pytest.raises(ValueError, match="calibration"):
+        candidate_psnr(supernet, Candidate(g, {}, {"tail": "int8"}), val)
+
+
+def test_a_mixed_network_quantises_only_what_int8_layers_read(supernet, calib):
+    """int8 on cells.0.c2 only: what it reads (tensor 2, c1's output, and tensor 1, the cell's input as its
+    residual) becomes uint8, nothing else; in float mode the plan is the model."""
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.errors import InputError
+    from srprune.search.candidate import extract_deployed
+
+    model = extract_deployed(supernet, _genome())
+    net = PlanNet(model, precisions={"cells.0.c2": "int8"})
+    assert [i for i, u in enumerate(net.uint8) if u] == [1, 2]
+    calibrate(net, calib, progress=False)  # only the one observer needs a range
+    x = calib[0][:1]
+    with torch.no_grad():
+        net.mode = "float"
+        assert torch.equal(net(x), model(x))
+        net.mode = "fake"
+        assert 0 < (net(x) - model(x)).abs().max() < 0.05
+    with pytest.raises(InputError, match="fp16 layers have no reference model"):
+        convert(PlanNet(model, precisions={"cells.0.c2": "fp16"}))
+    with pytest.raises(InputError, match="no such layer cells.9.conv"):
+        PlanNet(model, precisions={"cells.9.conv": "int8"})
+
+
+# --- stage 2 chooses ------------------------------------------------------------------------------------------
+
+
+def test_stage_2_picks_int8_where_the_table_makes_it_much_faster(supernet, val, calib, tmp_path):
+    """A space of three genomes (a 16-wide conv cell in either or both places) whose fp32 networks all miss the
+    budget: the cells' convs are 10x faster in int8, the head's int8 is far too slow and the tail's int8 buys
+    nothing. Stage 2's choice is the best proxy PSNR among every feasible candidate, enumerated and scored here
+    independently: its convs int8, its head fp32."""
+    import itertools
+
+    import optuna
+
+    from srprune.layout import RunLayout
+    from srprune.search.arch import SearchContext, search_architectures
+    from srprune.search.candidate import Candidate, candidate_psnr, latency_ms
+    from srprune.search.config import RunConfig
+    from supernet.space import Cell, Genome, SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [16], "blocks": ["conv", "skip"], "scales": [2]})
+    conv, skip = Cell("conv", 16, []), Cell("skip", 0, [])
+    genomes = [Genome(2, 16, "relu", cells) for cells in ([conv, skip], [skip, conv], [conv, conv])]
+    pred = _table(tmp_path, genomes, {"head": 50.0, "cells.0.conv": 0.1, "cells.1.conv": 0.1})
+    search = RunConfig.from_dict(_resolve(precisions=["fp32", "int8"], schemes=["dense"], sampler="random",
+                                          trials=32, startup_trials=0, margin=0.0, min_fill=0.0)).search
+    ctx = SearchContext(supernet=supernet, space=space, val=val, predictor=pred, out_hw=OUT_HW, scale=2,
+                        budget_ms=2.5, search=search, calib_batches=calib)
+    everything = []
+    for g in genomes:
+        names = ["head"] + [f"cells.{i}.conv" for i, c in enumerate(g.cells) if c.block == "conv"] + ["tail"]
+        for precs in itertools.product(["fp32", "int8"], repeat=len(names)):
+            everything.append(Candidate(g, {}, dict(zip(names, precs))))
+    assert len(everything) == 32 and all(latency_ms(pred, Candidate(g), OUT_HW) > 2.5 for g in genomes)
+    feasible = [c for c in everything if latency_ms(pred, c, OUT_HW) <= 2.5]
+    assert feasible and all("head" not in c.precision for c in feasible)
+    best = max(feasible, key=lambda c: candidate_psnr(supernet, c, val, calib=calib))
+
+    layout = RunLayout(tmp_path / "run")
+    layout.search.mkdir(parents=True)
+    result = search_architectures(ctx, optuna.storages.InMemoryStorage(), layout, progress=False)
+    chosen = Candidate.from_dict(result)
+    assert result["trials"] == 32  # the whole space was scored
+    assert chosen == best
+    assert all(chosen.precision.get(f"cells.{i}.conv") == "int8" for i, c in enumerate(chosen.genome.cells)
+               if c.block == "conv")
+    assert result["predicted_ms"] == pytest.approx(latency_ms(pred, chosen, OUT_HW))
+    assert layout.trials_csv.read_text().splitlines()[0].endswith(",precision")
+
+
+# --- the fine-tuned winner's model file -----------------------------------------------------------------------
+
+
+def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(supernet, calib, val, tmp_path):
+    """convert() of a mixed PlanNet: int8 layers in the integer arithmetic, fp32 ones in float32; its output is
+    the fake-quantised simulation's within one level of 255 on >= 99% of pixels; the file loads with
+    weights_only and runs the same; the int8 c-lib refuses it with one line (compiling mixed networks is not
+    built yet)."""
+    from srprune.errors import InputError
+    from srprune.models.modelfile import load_model, save_model
+    from srprune.quant.plan import PlanNet
+    from srprune.quant.qdq import qdq_graph
+    from srprune.quant.qmodel import to_qconvs
+    from srprune.quant.quantize import calibrate, convert
+    from srprune.search.candidate import extract_deployed
+
+    precision = {"cells.0.c2": "int8", "cells.1.conv": "int8"}
+    net = PlanNet(extract_deployed(supernet, _genome()), precisions=precision)
+    calibrate(net, calib, progress=False)
+    q = convert(net)
+    assert {s["name"]: s["precision"] for s in q.specs} == {
+        "head": "fp32", "cells.0.c1": "fp32", "cells.0.c2": "int8", "cells.1.conv": "int8", "tail": "fp32"}
+    x = torch.round(val[0][0].reshape(1, 3, 64, 64) * 255) / 255
+    with torch.no_grad():
+        sim = torch.round(net(x).clamp(0, 1) * 255)
+        out = torch.round(q(x) * 255)
+    diff = (sim - out).abs()
+    assert float(diff.max()) <= 2 and float((diff <= 1).float().mean()) >= 0.99
+    save_model(tmp_path / "m.pt", q, meta={"quantization": {"precision": precision}})
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["arch"]["name"] == "quantized"
+    back, _ = load_model(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.equal(torch.round(back(x) * 255), out)
+    with pytest.raises(InputError, match="layer head is fp32: a mixed-precision model has no int8 c-lib yet"):
+        to_qconvs(q)
+    with pytest.raises(InputError, match="no QDQ ONNX export yet"):
+        qdq_graph(q)
+
+
+# --- the pipeline: fine-tuning an int8 winner, a killed run resuming ------------------------------------------
+
+
+from tests.test_search import base, cli, copy_run  # noqa: E402,F401  (the tiny run folder: latency + supernet done)
+
+
+def _with_int8_entries(run, slow_fp32: float = 3.0) -> None:
+    """Give the measured table an int8 twin of every layer at the fp32 layer's measured time, and make the fp32
+    entries `slow_fp32` times slower: int8 pays on every layer (what the other half of issue 20 will measure)."""
+    from compiler.latency.table import load_table
+    from srprune.layout import table_path
+
+    t = load_table(table_path(run, "host"))
+    for e in list(t.entries.values()):
+        if e.config.precision == "fp32" and e.config.op != "adapter":
+            t.add(dataclasses.replace(e.config, precision="int8"), e.samples_ms, e.kernel)
+            t.add(e.config, [s * slow_fp32 for s in e.samples_ms], e.kernel)
+    t.save()
+
+
+def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
+    """A chosen candidate with every plan layer int8 but the head: final/model.pt is the "quantized" model with
+    those precisions, its recorded PSNR is its own (integer arithmetic) and QAT ran with the masks held; the
+    compile stage refuses it with one line (it builds the TVM format; compiling int8/mixed networks in a run is not
+    built yet)."""
+    from srprune.evaluate import mean_score, score_pairs
+    from srprune.data import load_dataset
+    from srprune.layout import RunLayout
+    from srprune.models.modelfile import load_model
+    from srprune.search.config import RunConfig, load
+    from srprune.search.stages.finetune import finetune_chosen
+    from supernet.space import Cell, Genome
+
+    run, cfg_path = copy_run(base, tmp_path, finetune__steps=6, finetune__qat_steps=6)
+    cfg = RunConfig.from_dict(load(cfg_path))
+    g = Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
+    precision = {"cells.0.c1": "int8", "cells.0.c2": "int8", "cells.1.conv": "int8", "tail": "int8"}
+    chosen = {"genome": g.to_dict(), "prune": {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": [4, 8]}},
+              "precision": precision}
+    summary = finetune_chosen(cfg, RunLayout(run, "host"), chosen, progress=False)
+    q, info = load_model(run / "final" / "model.pt")
+    meta = info["meta"]
+    assert {s["name"]: s["precision"] for s in q.specs} == {"head": "fp32", **precision}
+    assert meta["quantization"]["precision"] == precision and meta["quantization"]["qat"]["steps"] == 6
+    assert meta["quantization"]["masked_layers"] == ["cells.0.c1"]
+    w = q.layers[1].weight  # cells.0.c1, block-pruned at 0.5: its int8 weights keep the zeros
+    assert float((w == 0).float().mean()) >= 0.5
+    mine = mean_score(score_pairs(q, load_dataset("builtin", 2, split="val"), 2)).psnr
+    assert summary["val_psnr"] == pytest.approx(mine) == meta["val"]["val_psnr"]
+    assert abs(mine - meta["quantization"]["float_val_psnr"]) < 1.0
+    from compiler.targets import get_target
+    from srprune.errors import InputError
+    from srprune.search.stages.compile import compile_final
+
+    with pytest.raises(InputError, match="is an int8 model: the int8 kernels build a c-lib only"):
+        compile_final(cfg, RunLayout(run, "host"), get_target("host", 2), progress=False)
+
+
+def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path):
+    """Killed in stage 2 of a search over [fp32, int8] and run again: the same trials, choice and fine-tuned
+    model as an uninterrupted run (test_search's pattern; stages run one by one up to finetune, since compiling a
+    mixed-precision network is not built yet)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_search import _safe_trials, _wait_for
+
+    changes = {"search__trials": 24, "search__ratio_trials": 3, "search__precisions": ["fp32", "int8"],
+               "finetune__qat_steps": 5, "finetune__steps": 6}
+    stages = ("arch", "ratios", "finetune")
+    ref, ref_cfg = copy_run(base, tmp_path, "ref", **changes)
+    _with_int8_entries(ref)
+    for stage in stages:
+        r = cli("run", "-c", ref_cfg, "--stage", stage, cache=base[1])
+        assert r.returncode == 0, r.stderr[-2000:]
+    run, cfg = copy_run(base, tmp_path, "killed", **changes)
+    _with_int8_entries(run)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SRPRUNE_CACHE_DIR=str(base[1]))
+    proc = subprocess.Popen([sys.executable, "-c", "from srprune.cli import main; main()", "run", "-c", str(cfg),
+                             "--stage", "arch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    db = run / "search" / "study.db"
+    try:
+        assert _wait_for(lambda: db.exists() and len(_safe_trials(db)) >= 6, 300)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(_safe_trials(db)) < 24  # killed in the middle of stage 2
+    for stage in stages:
+        r = cli("run", "-c", cfg, "--stage", stage, cache=base[1])
+        assert r.returncode == 0, r.stderr[-2000:]
+        if stage == "arch":
+            assert "[run] arch: resuming" in r.stderr
+    for name in ("search/trials.csv", "search/ratios.csv", "search/chosen.json", "final/arch.json"):
+        assert (run / name).read_text() == (ref / name).read_text(), name
+    trials = (ref / "search" / "trials.csv").read_text()
+    assert trials.splitlines()[0].endswith(",precision") and ":int8" in trials
+    a = torch.load(run / "final" / "model.pt", weights_only=True)
+    b = torch.load(ref / "final" / "model.pt", weights_only=True)
+    assert a["arch"] == b["arch"] and a["meta"]["val"] == b["meta"]["val"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
