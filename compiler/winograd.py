@@ -457,7 +457,8 @@ def dense_relative_cost(spec: ConvSpec, vec: int, registers: int = 32) -> float:
     if {spec.compute, spec.data_dtype, spec.residual_dtype, spec.out_dtype} != {"float32"}:
         return 1.0
     m = choose_conv_kernel(spec, vec, registers)
-    return winograd_cost(spec, m, vec, registers) / direct_cost(spec, vec, registers) if m else 1.0
+    # at most 1: a Winograd tile forced by `winograd_mode` where it costs more than direct leaves the direct bar
+    return min(1.0, winograd_cost(spec, m, vec, registers) / direct_cost(spec, vec, registers)) if m else 1.0
 
 
 def kernel_name(m: int) -> str:

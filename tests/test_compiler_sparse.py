@@ -152,6 +152,11 @@ def test_sparse_kernel_must_beat_winograd_where_winograd_is_the_dense_choice() -
     assert choose_kernel(spec, most, 16, dense_relative=rel) is not None
     fp16 = dataclasses.replace(spec, compute="float16", data_dtype="float16", out_dtype="float16")
     assert dense_relative_cost(fp16, 16) == 1.0  # Winograd is float32 only
+    from compiler.winograd import winograd_mode
+
+    tiny = ConvSpec(1, 4, 6, 8, 4, 3, 3, (1, 1, 1, 1))  # F(2) forced where it costs more than direct: the direct bar
+    with winograd_mode("f2"):
+        assert winograd_cost(tiny, 2, 16) > direct_cost(tiny, 16) and dense_relative_cost(tiny, 16) == 1.0
     with pytest.raises(CompilerError, match="dense_relative"):
         choose_kernel(spec, half, 16, dense_relative=0.0)
 
