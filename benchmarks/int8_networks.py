@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import fma_ceiling_gflops, machine, of_ceiling, publish, vs_base  # noqa: E402
-from benchmarks.peers import Worker, start, time_interleaved  # noqa: E402
+from benchmarks.peers import Worker, select, start, time_interleaved  # noqa: E402
 
 NETWORKS = ("plain-c32-d6", "ecbsr-x2")
 GOALS = {"int8": 0.45, "int8 50% block-sparse": 0.25}
@@ -361,13 +361,7 @@ def main() -> None:
     shape = (1, 3, h, w)
     if args.run is not None and not (args.run / "final" / "model.pt").is_file():
         sys.exit(f"error: {args.run}: no final/model.pt (a finished run folder)")
-    nets = networks(args.run)
-    if args.networks:
-        want = args.networks.split(",")
-        missing = [n for n in want if n not in nets]
-        if missing:
-            sys.exit(f"error: unknown network {missing[0]!r}; known: {', '.join(nets)}")
-        nets = {n: nets[n] for n in want}
+    nets = select(networks(args.run), args.networks)
     load = os.getloadavg()[0]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="srprune-int8-net-") as tmp:

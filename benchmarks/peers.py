@@ -41,6 +41,17 @@ LOCAL = OURS + ("clib",)  # engines run with srprune's own interpreter (clib: be
 WORKER = Path(__file__).with_name("peer_worker.py")
 
 
+def select(nets: dict[str, nn.Module], names: str | None) -> dict[str, nn.Module]:
+    """The networks a comma-separated `--networks` names (all when empty); an unknown name is a one-line exit."""
+    if not names:
+        return nets
+    want = names.split(",")
+    missing = [n for n in want if n not in nets]
+    if missing:
+        sys.exit(f"error: unknown network {missing[0]!r}; known: {', '.join(nets)}")
+    return {n: nets[n] for n in want}
+
+
 def networks(run: Path | None) -> dict[str, nn.Module]:
     """The engines benchmark's networks (seeded, untrained), plus the searched model of `run` when given."""
     from benchmarks.engines import networks as reference_networks
@@ -264,13 +275,7 @@ def main() -> None:
         sys.exit(f"error: {args.peers_python}: no peers interpreter; run `make peers` or pass --peers-python")
     h, w = (int(v) for v in args.input.split("x"))
     shape = (1, 3, h, w)
-    nets = networks(args.run)
-    if args.networks:
-        want = args.networks.split(",")
-        missing = [n for n in want if n not in nets]
-        if missing:
-            sys.exit(f"error: unknown network {missing[0]!r}; known: {', '.join(nets)}")
-        nets = {n: nets[n] for n in want}
+    nets = select(networks(args.run), args.networks)
 
     results: dict = {}
     notes: list[str] = []

@@ -68,6 +68,18 @@ def _host_required(features: set[str]) -> tuple[str, ...]:
     return tuple(f for f in ("avx2", "fma", "avx512f", "avx512vnni") if f in features)
 
 
+def _cpuinfo_field(*names: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `names` (None: no such line, or no file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(names):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
 def host_cpu_features() -> set[str]:
     """The CPU's ISA features as LLVM spells them (e.g. 'avx512f', 'avx2', 'neon')."""
     from tvm.target import codegen
@@ -78,13 +90,7 @@ def host_cpu_features() -> set[str]:
         feats = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu, "mtriple": triple}))
         return {str(k) for k, v in dict(feats).items() if bool(v)} if hasattr(feats, "items") else {str(f) for f in feats}
     except Exception:  # noqa: BLE001  (older builds lack the query; fall back to /proc/cpuinfo)
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith(("flags", "Features")):
-                        return set(line.split(":", 1)[1].split())
-        except OSError:
-            pass
+        return set((_cpuinfo_field("flags", "Features") or "").split())
     return set()
 
 
@@ -92,28 +98,15 @@ def host_cpu_features() -> set[str]:
 def cpu_vendor() -> str:
     """The CPU vendor as /proc/cpuinfo gives it ("GenuineIntel", "AuthenticAMD"; "" where unknown): the dense kernel's
     register tile depends on it (compiler.kernels.host_tile_shape)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return _cpuinfo_field("vendor_id") or ""
 
 
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo gives it (for benchmark records and latency-table headers)."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux: fall back to what the platform module knows
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    # not Linux: fall back to what the platform module knows
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _host_vector_width(features: set[str], triple: str) -> tuple[int, int]:
