@@ -70,24 +70,6 @@ def _quantised(genome, seed: int):
     return q
 
 
-def _clib_timer(lib, shape):
-    """f(repeat) -> per-run ms of the c-lib on a fixed random input (warm-up done)."""
-    from compiler.clib.runner import aligned_empty
-
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    out = aligned_empty(lib.output_shape)
-    lib.run(x, out)
-
-    def run(repeat: int) -> list[float]:
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            lib.run(x, out)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return times
-    return run
-
-
 def run(config: Path, n: int, rounds: int, threads: int | None, seed: int) -> dict:
     """Build the networks and their int8 layer entries, time all interleaved, return per-network stats."""
     from compiler.clib.runner import CLib
@@ -129,7 +111,7 @@ def run(config: Path, n: int, rounds: int, threads: int | None, seed: int) -> di
             lib.set_threads(target.threads)
             libs.append(lib)
             print(f"[net] {i}: {len(layers[g.to_json()])} layers, {isa}", file=sys.stderr, flush=True)
-        net_timers = [_clib_timer(lib, (1, 3, *lr_size((h, w), g.scale))) for lib, g in zip(libs, genomes)]
+        net_timers = [lib.timer() for lib in libs]
         t0 = time.perf_counter()
         samples = interleaved(timers + net_timers, rounds)
         timing_s = time.perf_counter() - t0

@@ -54,6 +54,16 @@ class ConvSpec:
     data_dtype: str = "float32"
     residual_dtype: str = "float32"
     out_dtype: str = "float32"
+    # Quantised tensors at the kernel's edges (a layer kept in fp32 inside an int8 network, compiler.int8.network):
+    # (scale, zero point) of a uint8 input or residual, dequantised where it is read as scale * (q - z) (the input
+    # in the row copy into the window, so the multiply-adds stay float32), and of a uint8 output, requantised in
+    # the write-back as docs/quantization.md's contract does (round half to even, clamp to [0, 255]).
+    data_q: tuple[float, int] | None = None
+    residual_q: tuple[float, int] | None = None
+    out_q: tuple[float, int] | None = None
+    # The residual's channels when it is sliced or zero-padded to cout (a width-changing skip; 0: cout / repeat).
+    residual_channels: int = 0
+    clamp: bool = False  # the output clamped to [0, 1] (an int8 network's fp32 tail writing the image)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -71,7 +81,7 @@ class ConvSpec:
     def residual_shape(self) -> tuple[int, int, int, int]:
         """Shape of the residual argument (conv-output space, channels divided by residual_repeat)."""
         oh, ow = self.out_hw
-        return self.n, self.cout // self.residual_repeat, oh, ow
+        return self.n, self.residual_channels or self.cout // self.residual_repeat, oh, ow
 
     def macs(self) -> int:
         """Multiply-accumulates of one call."""
@@ -203,8 +213,8 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
     ct = spec.compute
     zero = tirx.const(0.0, ct)
 
-    def conv(v, lanes: int = 1):  # the input's element type -> the compute type (the fp16 model's first layer)
-        return v if spec.data_dtype == ct else tirx.Cast(ct if lanes == 1 else f"{ct}x{lanes}", v)
+    def conv(v, lanes: int = 1):  # the input's element type -> the compute type (fp16's first layer, uint8 codes)
+        return load_as(v, spec.data_dtype, spec.data_q, lanes, ct)
 
     with T.parallel(0, n * tasks) as bt:
         b = bt // tasks if n > 1 else tirx.const(0, "int32")
@@ -237,6 +247,18 @@ def emit_row_bands(T, spec: ConvSpec, data, pw: int, vec: int, emit_row) -> None
             emit_row(ring, [T.Bind(ring_slot(spec, y, ky)) for ky in range(kh)], b, y)
 
 
+def check_edges(spec: ConvSpec) -> None:
+    """CompilerError for quantised edges (uint8 tensors, a sliced residual) the spec cannot describe."""
+    for what, dtype, q in (("input", spec.data_dtype, spec.data_q), ("residual", spec.residual_dtype, spec.residual_q),
+                           ("output", spec.out_dtype, spec.out_q)):
+        if (dtype == "uint8") != (q is not None):
+            raise CompilerError(f"a uint8 {what} needs its (scale, zero point), and only a uint8 {what} has one")
+    if spec.data_q is not None and spec.compute != "float32":
+        raise CompilerError("uint8 input codes dequantise to float32 multiply-adds only")
+    if spec.residual_channels and (spec.residual_repeat != 1 or not spec.residual):
+        raise CompilerError("a sliced or zero-padded residual is neither repeated nor absent")
+
+
 def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_COLUMNS,
                     prefetch: bool = True) -> tirx.PrimFunc:
     """The PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv.
@@ -256,6 +278,7 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_
                             "output channels per group")
     if spec.cout % spec.residual_repeat or (spec.residual_repeat > 1 and not spec.residual):
         raise CompilerError(f"residual_repeat {spec.residual_repeat} needs a residual whose channels divide {spec.cout}")
+    check_edges(spec)
     if spec.shuffle > 1 and (spec.cout % (spec.shuffle ** 2) or sched.oc_tile % spec.shuffle or spec.groups > 1):
         raise CompilerError(f"a fused PixelShuffle({spec.shuffle}) needs an ungrouped conv whose output channels "
                             f"({spec.cout}) and tile ({sched.oc_tile}) are multiples of shuffle^2 and shuffle")
@@ -409,8 +432,34 @@ def to_f32(v, lanes: int, dtype: str):
     return v if dtype == "float32" else tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v)
 
 
-def _to_out(v, dtype: str, lanes: int):
-    """A float32 epilogue result in the output tensor's element type."""
+def _splat(value: float | int, dtype: str, lanes: int):
+    e = tirx.const(value, dtype)
+    return tirx.Broadcast(e, lanes) if lanes > 1 else e
+
+
+def load_as(v, dtype: str, quant: tuple[float, int] | None, lanes: int, to: str = "float32"):
+    """A loaded element or vector of type `dtype` as `to`; with `quant` = (scale, zero point) uint8 codes are
+    dequantised, scale * float32(q - z) exactly as docs/quantization.md computes it (q - z is exact in float32)."""
+    if quant is None:
+        return v if dtype == to else tirx.Cast(to if lanes == 1 else f"{to}x{lanes}", v)
+    if to != "float32":
+        raise CompilerError(f"uint8 codes dequantise to float32, not {to}")
+    scale, zero = quant
+    f = tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v) - _splat(float(zero), "float32", lanes)
+    return f * _splat(float(np.float32(scale)), "float32", lanes)
+
+
+def finish(spec: ConvSpec, v, lanes: int):
+    """A float32 epilogue result as the output stores it: clamped to [0, 1] for an image (`spec.clamp`), requantised
+    to uint8 codes (`spec.out_q`: round half to even of v / s, + z, clamped to [0, 255]) or cast to out_dtype."""
+    if spec.clamp:
+        v = tirx.min(tirx.max(v, _splat(0.0, "float32", lanes)), _splat(1.0, "float32", lanes))
+    if spec.out_q is not None:
+        scale, zero = spec.out_q
+        q = tirx.nearbyint(v * _splat(float(np.float32(1.0 / scale)), "float32", lanes))
+        q = q + _splat(float(zero), "float32", lanes)
+        v = tirx.min(tirx.max(q, _splat(0.0, "float32", lanes)), _splat(255.0, "float32", lanes))
+    dtype = spec.out_dtype
     return v if dtype == "float32" else tirx.Cast(dtype if lanes == 1 else f"{dtype}x{lanes}", v)
 
 
@@ -434,7 +483,7 @@ class WriteBack:
     def store(self, T, v, x, lanes: int, activated: bool = False) -> None:  # noqa: N803
         """out[b, oc, y, x : x + lanes] = epilogue(v)."""
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
-        T.buffer_store(self.out, _to_out(self.epilogue(v, x, lanes, activated), self.spec.out_dtype, lanes),
+        T.buffer_store(self.out, finish(self.spec, self.epilogue(v, x, lanes, activated), lanes),
                        [self.b, self.oc, self.y, idx])
 
     def epilogue(self, v, x, lanes: int, activated: bool = False):
@@ -443,9 +492,18 @@ class WriteBack:
         idx = tirx.Ramp(x, 1, lanes) if lanes > 1 else x
         v = v if activated else self.activate(v, lanes)
         if self.resid is not None:
-            repeat = self.spec.residual_repeat
+            spec = self.spec
+            repeat, rc = spec.residual_repeat, spec.residual_channels
             channel = self.oc if repeat == 1 else tirx.floordiv(self.oc, repeat)
-            v = v + to_f32(tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx]), lanes, self.spec.residual_dtype)
+            padded = 0 < rc < spec.cout // repeat  # channels >= rc add the zero padding
+            if padded:
+                channel = tirx.min(channel, rc - 1)
+            r = load_as(tirx.BufferLoad(self.resid, [self.b, channel, self.y, idx]), spec.residual_dtype,
+                        spec.residual_q, lanes)
+            if padded:
+                keep = tirx.Select(self.oc < rc, tirx.const(1.0, "float32"), tirx.const(0.0, "float32"))
+                r = r * (tirx.Broadcast(keep, lanes) if lanes > 1 else keep)
+            v = v + r
         return v
 
     def activate(self, v, lanes: int):
@@ -487,7 +545,7 @@ def store_shuffled(T, backs: list[WriteBack], vs: list, x, vec: int, whole: bool
     s = first.spec.shuffle
     ow = first.spec.out_hw[1]
     values = [wb.epilogue(v, x, vec) for wb, v in zip(backs, vs)]
-    mixed = _to_out(tirx.Shuffle(values, [(m % s) * vec + m // s for m in range(s * vec)]), first.spec.out_dtype, s * vec)
+    mixed = finish(first.spec, tirx.Shuffle(values, [(m % s) * vec + m // s for m in range(s * vec)]), s * vec)
     channel, row = tirx.floordiv(first.oc, s * s), first.y * s + tirx.floormod(tirx.floordiv(first.oc, s), s)
 
     def store_all() -> None:

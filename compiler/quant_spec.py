@@ -35,7 +35,8 @@ IMAGE_INPUT = QParams(scale=1.0 / 255.0, zero_point=0)  # the network input is t
 class QConv:
     """One int8 conv: int8 weights (O, I, kh, kw) per output channel, int32 bias, fused epilogue.
 
-    `output is None` marks the tail: the layer writes float32 (before PixelShuffle and the global skip).
+    `output is None`: the layer writes float32 (the tail, before PixelShuffle and the global skip, or in a
+    mixed-precision network a tensor that only fp32 layers read: `FloatConv`).
     `activation` is one of ACTIVATIONS_WITHOUT_PARAMS, "prelu" (slopes per output channel in `act_param`)
     or "leaky_relu" (one slope in `act_param`).
     """
@@ -65,6 +66,42 @@ class QConv:
     def multiplier(self) -> np.ndarray:
         """m[o] = float32(s_x * s_w[o]): what turns the int32 accumulator into a real value."""
         return (np.float64(self.input.scale) * self.weight_scale.astype(np.float64)).astype(np.float32)
+
+
+@dataclass
+class FloatConv:
+    """A layer kept in fp32 inside an int8 network (a mixed-precision model): float32 weights, bias and epilogue.
+
+    Its tensors are uint8 codes where an int8 layer produces or reads them: `input` / `residual` are the QParams of
+    a uint8 input / residual (dequantised where read, s * float32(q - z)) or None for a float32 one (whether the
+    layer has a residual at all is the network's wiring); `output` the QParams it requantises its result to, or
+    None to write float32 (the tail, or a tensor that only fp32 layers read).
+    """
+
+    weight: np.ndarray  # float32 (O, I / groups, kh, kw)
+    bias: np.ndarray  # float32 (O,)
+    input: QParams | None
+    output: QParams | None
+    activation: str = "none"
+    act_param: np.ndarray | None = None
+    padding: int = 1
+    residual: QParams | None = None
+    groups: int = 1
+    name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        self.weight = np.asarray(self.weight, np.float32)
+        self.bias = np.asarray(self.bias, np.float32)
+        if self.weight.ndim != 4 or self.weight.shape[0] % self.groups or self.bias.shape != self.weight.shape[:1]:
+            raise ValueError("weight must be float32 (O, I / groups, kh, kw) with one bias per output channel")
+
+
+def dequantize(t: np.ndarray, params: QParams | None) -> np.ndarray:
+    """uint8 codes as float32 s * float32(q - z) (params given), or a float32 tensor as it is (None)."""
+    if params is None:
+        return np.asarray(t, np.float32)
+    return (np.float32(params.scale) * (t.astype(np.int32) - int(params.zero_point)).astype(np.float32)).astype(
+        np.float32)
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +185,26 @@ def reference_conv(q_x: np.ndarray, layer: QConv, q_residual: np.ndarray | None 
             raise ValueError("layer has a residual input but none was given")
         r = (q_residual.astype(np.int32) - int(layer.residual.zero_point)).astype(np.float32)
         y = (y + np.float32(layer.residual.scale) * r).astype(np.float32)
+    if layer.output is None:
+        return y.astype(np.float32)
+    inv = np.float32(1.0 / layer.output.scale)
+    q = np.rint((y * inv).astype(np.float32)) + int(layer.output.zero_point)
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def reference_float_conv(x: np.ndarray, layer: FloatConv, residual: np.ndarray | None = None) -> np.ndarray:
+    """An fp32 layer of a mixed network: input dequantised, conv summed in float64 and rounded to float32, + bias,
+    activation, + residual (dequantised, already sliced or padded to the width), requantised unless output is None.
+    (The kernel sums in float32: the two agree to float32 rounding, so a requantised code may differ by one.)"""
+    pad = layer.padding
+    w = layer.weight if layer.groups == 1 else block_diagonal(layer.weight, layer.groups)
+    xf = np.pad(dequantize(x, layer.input).astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    kh, kw = w.shape[2:]
+    windows = np.lib.stride_tricks.sliding_window_view(xf, (kh, kw), axis=(2, 3))
+    acc = np.einsum("nihwab,oiab->nohw", windows, w.astype(np.float64), optimize=True).astype(np.float32)
+    y = activation_f32(acc + layer.bias.reshape(1, -1, 1, 1), layer.activation, layer.act_param)
+    if residual is not None:
+        y = (y + dequantize(residual, layer.residual)).astype(np.float32)
     if layer.output is None:
         return y.astype(np.float32)
     inv = np.float32(1.0 / layer.output.scale)

@@ -30,7 +30,7 @@ from tvm import tirx
 
 from compiler.errors import CompilerError
 from compiler.epilogue import ACTIVATIONS
-from compiler.kernels import ConvSpec, WriteBack, emit_row_bands, ring_width, to_f32
+from compiler.kernels import ConvSpec, WriteBack, check_edges, emit_row_bands, ring_width, to_f32
 
 SPARSE_MODES = ("auto", "dense", "sparse")
 
@@ -174,6 +174,7 @@ def plan_sparse(spec: ConvSpec, weight: np.ndarray, vec: int, registers: int = 3
     """
     if spec.groups != 1:
         raise CompilerError("sparse kernels support ungrouped convs only")
+    check_edges(spec)
     budget = max(1, registers // 2)
     ow = spec.out_hw[1]
     choices = oc_tiles or tuple(d for d in range(1, min(spec.cout, budget) + 1) if spec.cout % d == 0)
@@ -214,7 +215,7 @@ def _build(spec: ConvSpec, plan: SparsePlan, bias: np.ndarray | None, alpha: np.
         with T.prim_func(private=True, s_tir=True):
             data = T.arg("data", T.buffer((n, cin, h, w), spec.data_dtype))
             weight = T.arg("weight", T.buffer((max(1, plan.packed_size()),), spec.compute))
-            resid = T.arg("residual", T.buffer((n, cout, oh, ow), spec.residual_dtype)) if spec.residual else None
+            resid = T.arg("residual", T.buffer(spec.residual_shape, spec.residual_dtype)) if spec.residual else None
             out = T.arg("out", T.buffer((n, cout, oh, ow), spec.out_dtype))
             # No "tir.noalias" on purpose: the output stores may then alias the weights, so LLVM keeps
             # each weight load inside the row loop instead of hoisting hundreds of them (spills).
@@ -349,6 +350,7 @@ def sparse_conv2d_primfunc(spec: ConvSpec, plan: SparsePlan, weight: np.ndarray,
         raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
     if spec.groups != 1:
         raise CompilerError("sparse kernels support ungrouped convs only")
+    check_edges(spec)
     if spec.shuffle != 1 or spec.residual_repeat != 1:
         raise CompilerError("sparse kernels have no fused PixelShuffle or repeated residual (the rewrite keeps them "
                             "as separate ops)")

@@ -43,7 +43,7 @@ from tvm import tirx
 
 from compiler.epilogue import ACTIVATIONS
 from compiler.errors import CompilerError
-from compiler.kernels import ROW_TASKS, ConvSpec, WriteBack, choose_schedule, store_shuffled
+from compiler.kernels import ROW_TASKS, ConvSpec, WriteBack, check_edges, choose_schedule, load_as, store_shuffled
 
 # Transform matrices (Lavin & Gray 2016; interpolation points 0, +-1 for F(2), 0, +-1, +-2 for F(4)):
 # Y = A^T [(G g G^T) * (B^T d B)] A for a 3x3 filter g and an (m+2) x (m+2) input tile d.
@@ -201,6 +201,9 @@ def winograd_primfunc(spec: ConvSpec, sched: WinogradSchedule, prefetch: bool = 
                             f"{spec.shuffle ** 2}")
     if spec.cout % spec.residual_repeat or (spec.residual_repeat > 1 and not spec.residual):
         raise CompilerError(f"residual_repeat {spec.residual_repeat} needs a residual whose channels divide {spec.cout}")
+    if spec.compute != "float32":
+        raise CompilerError("the Winograd kernel computes in float32 only")
+    check_edges(spec)
     func = _build(spec, sched, prefetch)
     return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
@@ -232,12 +235,12 @@ def _build(spec: ConvSpec, sched: WinogradSchedule, prefetch: bool) -> tirx.Prim
         with T.prim_func(s_tir=True):
             T.func_name("main")
             T.func_attr({"tir.noalias": True})
-            data = T.arg("data", T.buffer((n, cin, h, w), f32))
+            data = T.arg("data", T.buffer((n, cin, h, w), spec.data_dtype))
             ubuf = T.arg("weight", T.buffer((a2, cout // ot, cin, ot), f32))
             bias = T.arg("bias", T.buffer((cout,), f32)) if spec.bias else None
             alpha = T.arg("alpha", T.buffer((cout,), f32)) if spec.act == "prelu" else None
-            resid = T.arg("residual", T.buffer(spec.residual_shape, f32)) if spec.residual else None
-            out = T.arg("out", T.buffer(spec.out_shape, f32))
+            resid = T.arg("residual", T.buffer(spec.residual_shape, spec.residual_dtype)) if spec.residual else None
+            out = T.arg("out", T.buffer(spec.out_shape, spec.out_dtype))
             with T.parallel(0, n * tasks) as btask:
                 b = btask // tasks if n > 1 else tirx.const(0, "int32")
                 ty0 = (btask % tasks) * band
@@ -289,14 +292,16 @@ def _fill_rows(T, spec: ConvSpec, data, pbuf, b, c, row0, col0, a: int, nvc: int
                     x = col0 + v * vec
                     with T.If(tirx.all(x >= 0, x + vec <= w)):
                         with T.Then():
-                            T.buffer_store(pbuf, tirx.BufferLoad(data, [b, c, row, tirx.Ramp(x, 1, vec)]),
+                            T.buffer_store(pbuf, load_as(tirx.BufferLoad(data, [b, c, row, tirx.Ramp(x, 1, vec)]),
+                                                         spec.data_dtype, spec.data_q, vec),
                                            [k, tirx.Ramp(v * vec, 1, vec)])
                         with T.Else():
                             with T.serial(0, vec) as lane:
                                 xl = x + lane
-                                T.buffer_store(pbuf, tirx.Select(tirx.all(xl >= 0, xl < w),
-                                                                 data[b, c, row, tirx.max(0, tirx.min(xl, w - 1))],
-                                                                 zero), [k, v * vec + lane])
+                                pixel = load_as(data[b, c, row, tirx.max(0, tirx.min(xl, w - 1))], spec.data_dtype,
+                                                spec.data_q, 1)
+                                T.buffer_store(pbuf, tirx.Select(tirx.all(xl >= 0, xl < w), pixel, zero),
+                                               [k, v * vec + lane])
             with T.Else():
                 with T.serial(0, nvc) as v:
                     T.buffer_store(pbuf, tirx.Broadcast(zero, vec), [k, tirx.Ramp(v * vec, 1, vec)])
@@ -452,9 +457,10 @@ def dense_relative_cost(spec: ConvSpec, vec: int, registers: int = 32) -> float:
     Why: a pruned conv's sparse kernel is a direct kernel that skips pruned weights, so `compiler.sparse` rates it
     against the direct kernel; where Winograd is the dense choice the sparse kernel must beat Winograd instead, or
     pruning would make a layer slower (a 50%-pruned 32->32 conv runs at about 0.55 of direct, F(4x4) at 0.46).
-    Winograd kernels are float32 only, so any other arithmetic (fp16 builds) compares against the direct kernel.
+    Winograd kernels compute in float32 only (uint8 codes at their edges included), so any other arithmetic (fp16
+    builds) compares against the direct kernel.
     """
-    if {spec.compute, spec.data_dtype, spec.residual_dtype, spec.out_dtype} != {"float32"}:
+    if spec.compute != "float32" or {spec.data_dtype, spec.residual_dtype, spec.out_dtype} - {"float32", "uint8"}:
         return 1.0
     m = choose_conv_kernel(spec, vec, registers)
     # at most 1: a Winograd tile forced by `winograd_mode` where it costs more than direct leaves the direct bar

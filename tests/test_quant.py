@@ -12,7 +12,7 @@ from srprune.errors import InputError
 from srprune.data.sampler import PatchSampler
 from srprune.models import build_model, deploy, load_model, save_model
 from srprune.quant.plan import PlanNet
-from srprune.quant.qmodel import to_qconvs
+from srprune.quant.qmodel import to_layers
 from srprune.quant.quantize import QuantConfig, calibrate, convert, quantize_model
 from supernet.space import Cell, Genome
 
@@ -36,7 +36,7 @@ def _reference_chain(q, image: np.ndarray) -> list[np.ndarray]:
     """Every tensor of the model computed layer by layer with the numpy reference (the residual adapter done
     independently: slice, or pad with the residual's zero point)."""
     tensors = [image]
-    for n, layer in enumerate(to_qconvs(q)):
+    for n, layer in enumerate(to_layers(q)):
         spec = q.specs[n]
         res = None
         if spec["residual"] is not None:

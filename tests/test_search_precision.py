@@ -11,6 +11,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -297,7 +298,6 @@ def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(
     from srprune.models.modelfile import load_model, save_model
     from srprune.quant.plan import PlanNet
     from srprune.quant.qdq import qdq_graph
-    from srprune.quant.qmodel import to_qconvs
     from srprune.quant.quantize import calibrate, convert
     from srprune.search.candidate import extract_deployed
 
@@ -318,8 +318,16 @@ def test_a_mixed_model_file_records_each_layers_precision_and_runs_as_simulated(
     back, _ = load_model(tmp_path / "m.pt")
     with torch.no_grad():
         assert torch.equal(torch.round(back(x) * 255), out)
-    with pytest.raises(InputError, match="layer head is fp32: a mixed-precision model has no int8 c-lib yet"):
-        to_qconvs(q)
+    # the compiler's numpy reference of the mixed network (fp32 layers as FloatConv) = the model's own torch path
+    from compiler.int8.network import reference_network
+    from srprune.quant.deploy import to_int8_network
+
+    net8 = to_int8_network(q)
+    assert [type(layer).__name__ for layer in net8.layers] == ["FloatConv", "FloatConv", "QConv", "QConv",
+                                                               "FloatConv"]
+    codes = torch.round(x * 255).to(torch.uint8)
+    ref = np.rint(reference_network(net8, codes.numpy()) * 255)
+    assert np.abs(ref - q.run_codes(codes).numpy()).max() <= 1
     with pytest.raises(InputError, match="no QDQ ONNX export yet"):
         qdq_graph(q)
 
@@ -349,8 +357,8 @@ def _with_int8_entries(run, slow_fp32: float = 3.0) -> None:
 def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
     """A chosen candidate with every plan layer int8 but the head: final/model.pt is the "quantized" model with
     those precisions, its recorded PSNR is its own (integer arithmetic) and QAT ran with the masks held; the
-    compile stage refuses it with one line (it builds the TVM format; compiling int8/mixed networks in a run is not
-    built yet)."""
+    compile stage builds the mixed int8 c-lib (the fp32 head inside it), checks it against the integer contract's
+    reference and times it: its image is the model's own (`srprune eval`'s integer path) within one level."""
     from srprune.evaluate import mean_score, score_pairs
     from srprune.data import load_dataset
     from srprune.layout import RunLayout
@@ -376,18 +384,31 @@ def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
     mine = mean_score(score_pairs(q, load_dataset("builtin", 2, split="val"), 2)).psnr
     assert summary["val_psnr"] == pytest.approx(mine) == meta["val"]["val_psnr"]
     assert abs(mine - meta["quantization"]["float_val_psnr"]) < 1.0
+    from compiler.clib.runner import CLib
     from compiler.targets import get_target
-    from srprune.errors import InputError
     from srprune.search.stages.compile import compile_final
 
-    with pytest.raises(InputError, match="is an int8 model: the int8 kernels build a c-lib only"):
-        compile_final(cfg, RunLayout(run, "host"), get_target("host", 2), progress=False)
+    layout = RunLayout(run, "host")
+    _with_int8_entries(run)  # the predicted side (a run searching int8 has measured them in its latency stage)
+    result = compile_final(cfg, layout, get_target("host", 2), rounds=3, progress=False)
+    assert result["precision"] == "int8 + fp32" and result["measured_ms"] > 0 and result["within_one_step"] >= 0.999
+    assert [r["precision"] for r in result["layers"] if r["op"] == "conv"][:1] == ["fp32"]  # the head
+    manifest = json.loads((layout.compiled / "manifest.json").read_text())
+    assert manifest["fp32_layers"] == ["head"] and manifest["precision"] == "int8"
+    lr = load_dataset("builtin", 2, split="val")[0].lr
+    rgb = np.asarray(lr)[:manifest["input"]["shape"][2], :manifest["input"]["shape"][3]]
+    with CLib(layout.compiled / manifest["library"]) as lib:
+        got = lib.run_rgb8(np.ascontiguousarray(rgb)).astype(np.int32)
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    want = q.run_codes(x)[0].numpy().transpose(1, 2, 0).astype(np.int32)
+    diff = np.abs(got - want)
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
 
 
 def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path):
     """Killed in stage 2 of a search over [fp32, int8] and run again: the same trials, choice and fine-tuned
-    model as an uninterrupted run (test_search's pattern; stages run one by one up to finetune, since compiling a
-    mixed-precision network is not built yet)."""
+    model as an uninterrupted run (test_search's pattern; stages run one by one up to finetune: the compile stage of
+    an int8 winner is test_finetuning_an_int8_winner_is_quantisation_aware's)."""
     import os
     import signal
     import subprocess

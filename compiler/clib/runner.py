@@ -80,6 +80,24 @@ class CLib:
         self._check(self.lib.srmodel_run(self.handle, x.ctypes.data, x.size, out.ctypes.data, out.size))
         return out
 
+    def timer(self, seed: int = 0):
+        """f(repeat) -> per-run milliseconds on a fixed random input, after one warm-up run (the Timer of
+        compiler.latency.runners, so a c-lib is timed interleaved with layers like any built network)."""
+        import time
+
+        x = np.random.default_rng(seed).random(self.input_shape, dtype=np.float32)
+        out = aligned_empty(self.output_shape)
+        self.run(x, out)
+
+        def run(repeat: int) -> list[float]:
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                self.run(x, out)
+                times.append((time.perf_counter() - t0) * 1e3)
+            return times
+        return run
+
     def run_rgb8(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB HxWx3 in and out."""
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)

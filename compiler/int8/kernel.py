@@ -156,6 +156,15 @@ class Int8Kernel:
         return names + (["residual"] if self.spec.residual else []) + (["image"] if self.spec.skip else []) + \
             (["skip"] if self.spec.fskip else []) + ["out"]
 
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return self.spec.out_shape
+
+    @property
+    def out_dtype(self) -> str:
+        """float32 for a layer whose output is None (the tail, or a tensor only fp32 layers read), else uint8."""
+        return "float32" if self.spec.tail else "uint8"
+
 
 def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: str = "auto",
                  tail_shuffle: int = 1, skip: bool = False, clamp: bool = False, res_channels: int = 0,

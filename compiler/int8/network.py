@@ -1,5 +1,10 @@
 """A chain of QConv layers compiled whole: float32 image in -> uint8 -> int8 convs -> float32 tail -> image out.
 
+Mixed precision: a layer may instead be a `FloatConv` (a layer the search kept in fp32), built by
+compiler.int8.float_layer as the fp32 kernel with uint8 codes at its edges (dequantised where read, requantised in the
+write-back), so the chain needs no conversion pass at a precision boundary. A tensor is uint8 codes exactly when an
+int8 layer reads it (the image always is); an int8 layer whose output only fp32 layers read writes float32.
+
 The entry for srprune/quant's output: `Int8Network(layers, scale)` (the tail is the layer whose `output` is None,
 last) -> `build_int8_clib(net, shape, target, out_dir)`, a c-lib with the ABI of every other c-lib (srmodel.h:
 float32 NCHW in [0, 1] / uint8 RGB in and out), for the host and for android-arm64(-dotprod) / linux-arm64 through
@@ -30,11 +35,17 @@ from compiler.artifact import check_out_dir, staged_folder, write_manifest
 from compiler.clib.plan import ALIGN, REGION_ARENA, REGION_CONST, REGION_INPUT, REGION_OUTPUT, Plan, Step, TensorDesc
 from compiler.errors import CompilerError
 from compiler.int8.isa import Int8Isa, choose_isa, kernel_target
+from compiler.int8.float_layer import FloatKernel, build_float_kernel
 from compiler.int8.kernel import Int8Kernel, build_kernel
-from compiler.quant_spec import IMAGE_INPUT, QConv, reference_conv
+from compiler.quant_spec import IMAGE_INPUT, FloatConv, QConv, reference_conv, reference_float_conv
 from compiler.targets import TargetSpec, get_target
 
 IMAGE = -1  # residual_from value: the quantised input image
+# A mixed network's check (fp32 layers sum in float32, the reference in float64: a requantised code can differ by
+# one where a value sits on a rounding boundary, and later layers carry that on): nearly every value within one uint8
+# step of the reference, none further than a few.
+MIXED_WITHIN_ONE = 0.999
+MIXED_MAX_DIFF = 4.0 / 255.0 + 1e-6
 
 
 @dataclass
@@ -44,7 +55,7 @@ class Int8Network:
     `skip`: the tail adds the nearest-neighbour upsampled input image, or, with `skip_weight` (C s^2, 1, k, k), that
     depthwise float32 conv of the image x = q / 255 with replicated borders, before the shuffle (a bicubic skip)."""
 
-    layers: list[QConv]
+    layers: list[QConv | FloatConv]
     scale: int
     residual_from: list[int | None] = field(default_factory=list)
     skip: bool = True
@@ -59,27 +70,28 @@ class Int8Network:
         if self.layers[0].input != IMAGE_INPUT:
             raise CompilerError("the first layer's input must be the image (scale 1/255, zero point 0)")
         for i, layer in enumerate(self.layers):
-            tail = i == len(self.layers) - 1
-            if (layer.output is None) != tail:
-                raise CompilerError(f"layer {i}: only the last layer (the tail) writes float32 (output None)")
+            if not isinstance(layer, (QConv, FloatConv)):
+                raise CompilerError(f"layer {i}: a {type(layer).__name__}, not a QConv or FloatConv")
+            if i == len(self.layers) - 1 and layer.output is not None:
+                raise CompilerError(f"layer {i}: the last layer (the tail) writes float32 (output None)")
             if i and layer.input != self.layers[i - 1].output:
                 raise CompilerError(f"layer {i}: its input quantisation differs from layer {i - 1}'s output")
-            if i and layer.weight.shape[1] != self.layers[i - 1].weight.shape[0]:
-                raise CompilerError(f"layer {i}: {layer.weight.shape[1]} input channels after "
+            if i and in_channels(layer) != self.layers[i - 1].weight.shape[0]:
+                raise CompilerError(f"layer {i}: {in_channels(layer)} input channels after "
                                     f"{self.layers[i - 1].weight.shape[0]}")
             src = self.residual_from[i]
-            if (src is None) != (layer.residual is None):
+            if src is None and layer.residual is not None:
                 raise CompilerError(f"layer {i}: residual_from and the layer's residual quantisation disagree")
             if src is not None:
                 if not (src == IMAGE or 0 <= src < i):
                     raise CompilerError(f"layer {i}: residual_from {src} is not an earlier layer")
                 params = IMAGE_INPUT if src == IMAGE else self.layers[src].output
-                if params != layer.residual:
+                if params != layer.residual or (isinstance(layer, QConv) and params is None):
                     raise CompilerError(f"layer {i}: its residual (from {src}) has another quantisation")
         s2 = self.scale * self.scale
         if self.layers[-1].weight.shape[0] % s2:
             raise CompilerError(f"the tail's {self.layers[-1].weight.shape[0]} channels are not a multiple of {s2}")
-        if self.skip and self.layers[-1].weight.shape[0] // s2 != self.layers[0].weight.shape[1]:
+        if self.skip and self.layers[-1].weight.shape[0] // s2 != in_channels(self.layers[0]):
             raise CompilerError("the global skip needs as many output image channels as input channels")
         if self.skip_weight is not None:
             k = self.skip_weight.shape[-1]
@@ -93,7 +105,16 @@ class Int8Network:
         src = self.residual_from[i]
         if src is None:
             return 0
-        return self.layers[0].weight.shape[1] if src == IMAGE else self.layers[src].weight.shape[0]
+        return in_channels(self.layers[0]) if src == IMAGE else self.layers[src].weight.shape[0]
+
+    def mixed(self) -> bool:
+        """Whether some layer is fp32 (its output is then checked to a tolerance, not bit for bit)."""
+        return any(isinstance(layer, FloatConv) for layer in self.layers)
+
+
+def in_channels(layer: QConv | FloatConv) -> int:
+    """Input channels of a layer (a grouped FloatConv's weight holds in / groups)."""
+    return layer.weight.shape[1] * getattr(layer, "groups", 1)
 
 
 def quantize_image(x: np.ndarray) -> np.ndarray:
@@ -107,7 +128,8 @@ def reference_network(net: Int8Network, image: np.ndarray) -> np.ndarray:
     q = image
     for i, layer in enumerate(net.layers):
         src = net.residual_from[i]
-        q = reference_conv(q, layer, None if src is None else _adapt(outs[src], layer))
+        residual = None if src is None else _adapt(outs[src], layer)
+        q = reference_conv(q, layer, residual) if isinstance(layer, QConv) else reference_float_conv(q, layer, residual)
         outs[i] = q
     if net.skip_weight is not None:
         q = (q + reference_skip(image, net.skip_weight)).astype(np.float32)
@@ -120,12 +142,13 @@ def reference_network(net: Int8Network, image: np.ndarray) -> np.ndarray:
     return np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
-def _adapt(r: np.ndarray, layer: QConv) -> np.ndarray:
-    """A residual sliced to the layer's width, or padded with channels holding its zero point (real zero)."""
+def _adapt(r: np.ndarray, layer: QConv | FloatConv) -> np.ndarray:
+    """A residual sliced to the layer's width, or padded with channels holding real zero (its zero point in codes)."""
     c, want = r.shape[1], layer.weight.shape[0]
     if c >= want:
         return r[:, :want]
-    pad = np.full((r.shape[0], want - c, *r.shape[2:]), layer.residual.zero_point, np.uint8)
+    zero = 0 if layer.residual is None else layer.residual.zero_point
+    pad = np.full((r.shape[0], want - c, *r.shape[2:]), zero, r.dtype)
     return np.concatenate([r, pad], axis=1)
 
 
@@ -228,17 +251,23 @@ def quantize_primfunc(shape: tuple[int, int, int, int]) -> tirx.PrimFunc:
 
 
 def build_kernels(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int8Isa,
-                  sparse: str = "auto") -> list[Int8Kernel]:
-    """One int8 kernel per layer (the tail with the shuffle, skip and clamp fused)."""
+                  sparse: str = "auto") -> list[Int8Kernel | FloatKernel]:
+    """One kernel per layer, int8 or fp32 (module docstring); the tail with the shuffle, skip and clamp fused.
+    `sparse` is the int8 kernels' mode (compiler.int8.kernel.SPARSE_MODES); fp32 layers choose as the compiler does."""
     n, c, h, w = input_shape
-    if c != net.layers[0].weight.shape[1]:
-        raise CompilerError(f"the input has {c} channels, the first layer takes {net.layers[0].weight.shape[1]}")
-    kernels = []
+    if c != in_channels(net.layers[0]):
+        raise CompilerError(f"the input has {c} channels, the first layer takes {in_channels(net.layers[0])}")
+    kernels: list[Int8Kernel | FloatKernel] = []
     for i, layer in enumerate(net.layers):
         tail = i == len(net.layers) - 1
-        k = build_kernel(layer, n, h, w, isa, sparse=sparse, tail_shuffle=net.scale if tail else 1,
-                         skip=net.skip and tail and net.skip_weight is None, clamp=tail,
-                         res_channels=net.residual_channels(i), fskip=tail and net.skip_weight is not None)
+        if isinstance(layer, FloatConv):
+            skip = "none" if not (tail and net.skip) else "image" if net.skip_weight is None else "tensor"
+            k = build_float_kernel(layer, n, h, w, isa, tail_shuffle=net.scale if tail else 1, skip=skip, clamp=tail,
+                                   res_channels=net.residual_channels(i))
+        else:
+            k = build_kernel(layer, n, h, w, isa, sparse=sparse, tail_shuffle=net.scale if tail else 1,
+                             skip=net.skip and tail and net.skip_weight is None, clamp=tail,
+                             res_channels=net.residual_channels(i), fskip=tail and net.skip_weight is not None)
         if k.spec.out_hw != (h, w):
             raise CompilerError(f"layer {i}: the network keeps the frame size; padding {layer.padding} changes it")
         kernels.append(k)
@@ -299,17 +328,14 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
         steps.append(Step("srm_int8_skip", (feat[IMAGE], weight, lut, skip_tensor)))
     for i, k in enumerate(kernels):
         args = [feat[i - 1] if i else feat[IMAGE]] + [const(a) for a in k.consts]
-        if k.spec.residual:
-            args.append(feat[net.residual_from[i]])
-        if k.spec.skip:
-            args.append(feat[IMAGE])
-        if k.spec.fskip:
-            args.append(skip_tensor)
-        if k.spec.tail:
-            tensors.append(TensorDesc(REGION_OUTPUT, 0, k.spec.out_shape, "float32"))
+        sources = {"residual": net.residual_from[i], "image": IMAGE}
+        for arg in k.arg_names[1 + len(k.consts):-1]:  # the residual, the image (nearest skip), the skip tensor
+            args.append(skip_tensor if arg == "skip" else feat[sources[arg]])
+        if i == len(kernels) - 1:
+            tensors.append(TensorDesc(REGION_OUTPUT, 0, k.out_shape, "float32"))
         else:
-            size = int(np.prod(k.spec.out_shape))
-            tensors.append(TensorDesc(REGION_ARENA, arena.take(size), k.spec.out_shape, "uint8"))
+            size = int(np.prod(k.out_shape)) * np.dtype(k.out_dtype).itemsize
+            tensors.append(TensorDesc(REGION_ARENA, arena.take(size), k.out_shape, k.out_dtype))
         feat[i] = len(tensors) - 1
         name = f"srm_int8_conv{i}"
         funcs[name] = k.func
@@ -318,7 +344,7 @@ def int8_plan(net: Int8Network, input_shape: tuple[int, int, int, int], isa: Int
             if last == i and src in feat and tensors[feat[src]].region == REGION_ARENA:
                 arena.give(tensors[feat[src]].offset, tensors[feat[src]].nbytes)
     tir = tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in funcs.items()})
-    out_shape = kernels[-1].spec.out_shape
+    out_shape = kernels[-1].out_shape
     return Plan(tuple(input_shape), out_shape, tensors, steps, arena.size, bytes(blob), 0, feat[len(kernels) - 1],
                 False, tir, len(kernels))
 
@@ -355,7 +381,8 @@ def build_int8_clib(net: Int8Network, input_shape: tuple[int, int, int, int], ta
         # The precision is the kernels' (int8) and the required features are those of the form built (the NEON
         # form needs nothing beyond ARMv8-A), whatever the target would ask of fp32 code.
         kernels_spec = dataclasses.replace(kernel_target(spec, isa), precision="int8")
-        manifest = clib_manifest(tmp, kernels_spec, plan, built, numerics, meta, int8_isa=isa.name)
+        fp32 = [layer.name or f"layer {i}" for i, layer in enumerate(net.layers) if isinstance(layer, FloatConv)]
+        manifest = clib_manifest(tmp, kernels_spec, plan, built, numerics, meta, int8_isa=isa.name, fp32_layers=fp32)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -368,7 +395,12 @@ def verify_int8_clib(library: str | os.PathLike, net: Int8Network, *, seed: int 
         image = np.random.default_rng(seed).integers(0, 256, lib.input_shape).astype(np.uint8)
         got = lib.run(image.astype(np.float32) * np.float32(1.0 / 255.0))
     want = reference_network(net, image)
-    diff = float(np.abs(got - want).max())
-    if not diff <= 1.0 / 255.0 + 1e-6:
+    err = np.abs(got - want)
+    diff, within = float(err.max()), float(np.mean(err <= 1.0 / 255.0 + 1e-6))
+    if not net.mixed() and not diff <= 1.0 / 255.0 + 1e-6:
         raise CompilerError(f"int8 c-lib output differs from the integer reference by {diff:.3g}; refusing it")
-    return {"max_abs_diff": diff, "exact_fraction": float(np.mean(np.abs(got - want) <= 1e-6)), "seed": seed}
+    if net.mixed() and not (diff <= MIXED_MAX_DIFF and within >= MIXED_WITHIN_ONE):
+        raise CompilerError(f"mixed-precision c-lib output differs from the reference by up to {diff:.3g} "
+                            f"({100 * (1 - within):.3f}% of values more than one uint8 step); refusing it")
+    return {"max_abs_diff": diff, "exact_fraction": float(np.mean(err <= 1e-6)), "within_one_step": within,
+            "seed": seed}

@@ -5,7 +5,7 @@ layer n writes tensor n + 1, tensor 0 is the image) is srprune's file format; th
 `compiler.int8.network.Int8Network` (a chain, residuals named by the producing layer, IMAGE for the image, sliced or
 zero-padded to the layer's width; a nearest-neighbour or depthwise (bicubic) global skip, or none). What it cannot
 express is refused here with one line naming it: a layer that does not read its predecessor's output. Grouped convs
-are handed over as their dense block-diagonal equivalent (`to_qconvs`: the same numbers, the other weights exact
+are handed over as their dense block-diagonal equivalent (`to_layers`: the same numbers, the other weights exact
 int8 zeros).
 """
 
@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from srprune.errors import InputError
-from srprune.quant.qmodel import QuantizedSR, to_qconvs
+from srprune.quant.qmodel import QuantizedSR, to_layers
 
 
 def to_int8_network(model: QuantizedSR, label: str = "the int8 model"):
     """The compiler's Int8Network of a quantised model; InputError naming the structure it cannot express."""
     from compiler.int8.network import IMAGE, Int8Network
 
-    layers = to_qconvs(model)
+    layers = to_layers(model)
     residual_from: list[int | None] = []
     for n, spec in enumerate(model.specs):
         if spec["src"] != n:

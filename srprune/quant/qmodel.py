@@ -12,10 +12,11 @@ Mixed precision (a searched network whose fragile layers stay fp32): a layer's p
 tensor is uint8 codes exactly when an int8 layer reads it (the image always is); an fp32 layer reads codes
 dequantised ((q - z) * s in float32) and computes in float32 (weights and bias as float32 buffers); its output is
 requantised when an int8 layer reads it, else it stays float32, and so does an int8 layer's output that only fp32
-layers read. Only all-int8 models compile to the int8 c-lib today (`to_qconvs` refuses a mixed one).
+layers read. A mixed model compiles to the same int8 c-lib: its fp32 layers are compiler.quant_spec.FloatConv layers
+(the fp32 kernels with the codes converted at their edges, `to_layers`).
 
 The integer path: a conv of (q_x - z_x) with int8 weights in float64 is exact (every partial sum is an integer
-far below 2^53), then the contract's float32 steps in its order. `to_qconvs` hands the same numbers to the
+far below 2^53), then the contract's float32 steps in its order. `to_layers` hands the same numbers to the
 compiler as `compiler.quant_spec.QConv` objects; tests/test_quant.py checks both against `reference_conv`.
 """
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.quant_spec import IMAGE_INPUT, QConv, QParams, activation_f32, block_diagonal
+from compiler.quant_spec import IMAGE_INPUT, FloatConv, QConv, QParams, activation_f32, block_diagonal
 from srprune.errors import InputError
 from srprune.models.registry import register
 
@@ -190,16 +191,26 @@ class QuantizedSR(nn.Module):
 
     # --- for the compiler and for people ---------------------------------------------------------------------
 
-    def qconv(self, n: int) -> QConv:
-        """Layer `n` as the contract's QConv (a grouped conv as its dense, block-diagonal equivalent)."""
+    def compiler_layer(self, n: int) -> QConv | FloatConv:
+        """Layer `n` for the compiler: an int8 layer as the contract's QConv (a grouped conv as its dense,
+        block-diagonal equivalent), an fp32 one as a FloatConv; a tensor is uint8 codes (QParams) exactly where
+        `codes` says, else float32 (None)."""
         layer, spec = self.layers[n], self.specs[n]
-        self.check_all_int8("int8 c-lib")
+        if spec["precision"] == "fp32":
+            def params(t: int | None) -> QParams | None:
+                return self.qparams(t) if t is not None and self.codes[t] else None
+
+            slopes = layer.act_param.numpy().copy() if spec["act"] == "prelu" else None
+            return FloatConv(layer.weight.numpy().copy(), layer.bias.numpy().copy(), params(spec["src"]),
+                             None if spec["tail"] else params(n + 1), spec["act"], slopes, spec["k"] // 2,
+                             params(spec["residual"]), spec["groups"], spec["name"])
         weight = layer.weight.numpy()
         if spec["groups"] > 1:
             weight = block_diagonal(weight, spec["groups"])
         act_param = layer.act_param.numpy().copy() if spec["act"] == "prelu" else None
+        out = None if spec["tail"] or not self.codes[n + 1] else self.qparams(n + 1)  # float32: only fp32 reads it
         return QConv(weight.copy(), layer.weight_scale.numpy().copy(), layer.bias.numpy().copy(),
-                     self.qparams(spec["src"]), None if spec["tail"] else self.qparams(n + 1), spec["act"],
+                     self.qparams(spec["src"]), out, spec["act"],
                      act_param, padding=spec["k"] // 2,
                      residual=None if spec["residual"] is None else self.qparams(spec["residual"]),
                      name=spec["name"])
@@ -261,8 +272,9 @@ def is_quantized(model: nn.Module) -> bool:
     return isinstance(model, QuantizedSR)
 
 
-def to_qconvs(model: QuantizedSR) -> list[QConv]:
-    """Every layer as the contract's QConv, in execution order (wiring: `model.specs[n]["src"/"residual"]`)."""
+def to_layers(model: QuantizedSR) -> list[QConv | FloatConv]:
+    """Every layer for the compiler (`QuantizedSR.compiler_layer`), in execution order (wiring:
+    `model.specs[n]["src"/"residual"]`)."""
     if not is_quantized(model):
         raise InputError(f"{type(model).__name__} is not a quantised model (run srprune quantize first)")
-    return [model.qconv(n) for n in range(len(model.specs))]
+    return [model.compiler_layer(n) for n in range(len(model.specs))]

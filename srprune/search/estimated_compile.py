@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from srprune.layout import RunLayout
-from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
+from srprune.search.candidate import Candidate, conv_weights, latency_ms, layer_breakdown
 from srprune.search.config import RunConfig
 
 
@@ -23,18 +23,21 @@ def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, ca
     out_hw = cfg.out_hw
     est = make_estimator(target, str(cfg.latency.cpu))
     predictor = load_predictor(layout.root, target.name, target.threads)
-    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
-    modules = dict(done.model.named_modules())
-    rows = estimate_layers(est, [(n, c, modules[n].weight.detach().numpy() if c.scheme != "dense" else None)
-                                 for n, c in named])
+    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
+    weights = conv_weights(done.model)
+    rows = estimate_layers(est, [(n, c, weights[n] if c.scheme != "dense" else None) for n, c in named])
     breakdown = layer_breakdown(predictor, cand, out_hw)
     for row, r in zip(breakdown, rows):
         row["estimated_ms"] = r["ms"]
     total = sum(r["ms"] for r in rows)
     budget = float(cfg.budget_ms)
-    check = (done.compiled.check or {}).get("max_abs_diff")
+    if done.compiled is not None:  # tvm format; an int8 / mixed model is an int8 c-lib, checked on the host if it can
+        check, kernels = (done.compiled.check or {}).get("max_abs_diff"), done.compiled.fused_convs
+    else:
+        check, kernels = (done.manifest.get("numerics") or {}).get("max_abs_diff"), done.manifest.get("kernels")
     return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
             "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
             "estimated_ms": total, "latency": est.cpu.label(), "estimate": est.describe(),
             "within_budget": total <= budget, "budget_fill": total / budget, "max_abs_diff": check,
-            "fused_convs": done.compiled.fused_convs, "library": done.manifest["library"], "layers": breakdown}
+            "fused_convs": kernels, "library": done.manifest["library"], "layers": breakdown,
+            "precision": done.manifest.get("precision", "fp32")}

@@ -137,7 +137,9 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
         summary.append(f"Measured latency of the compiled model: <b>{lat['measured_ms']:.1f} ms</b> (median of "
                        f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
                        f"{lat['budget_fill']:.0%} of the budget, {verdict} it; predicted {lat['predicted_ms']:.1f} ms. "
-                       f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}.")
+                       + (f"Compiled int8 c-lib ({lat['precision']}) vs the integer contract's reference: max |diff| "
+                          f"{lat['max_abs_diff']:.1e}." if lat.get("precision", "fp32") != "fp32" else
+                          f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}."))
     feedback = _read_json(layout.feedback) or []
     if feedback:
         tried = "; ".join(f"{deployed_ms(f):.1f} ms {'measured' if 'measured_ms' in f else 'estimated'} vs "

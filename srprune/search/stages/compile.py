@@ -5,17 +5,21 @@ a phone, `srprune android`.)
 
 The numerics check is <= 1e-4 against PyTorch; writes RUN/compiled/TARGET/ and times the whole network (median
 of interleaved runs) and each layer alone, recording predicted vs measured in RUN/compiled/TARGET/latency.json.
+A winner with int8 layers (final/model.pt is then the "quantized" model, int8 or mixed int8 / fp32) compiles to the
+int8 c-lib (compiler.int8.network: its fp32 layers are the fp32 kernels with the codes converted at their edges),
+checked against the numpy reference of the integer contract, and the c-lib itself is timed (host targets).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from typing import TYPE_CHECKING, Any
 
 from srcommon.atomic import write_text
 from srcommon.owned import OwnedFolder
-from srprune.search.candidate import Candidate, layer_breakdown
+from srprune.search.candidate import Candidate, conv_weights, layer_breakdown
 from srprune.search.config import RunConfig
 from srprune.layout import RunLayout
 from srprune.search.stages.base import Stage
@@ -34,15 +38,23 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
+    from compiler.clib.runner import CLib
     from compiler.latency.measure import build_layer, built_network, interleaved
+    from srprune.errors import InputError
+    from srprune.models.modelfile import read_model_file
+    from srprune.quant.qmodel import NAME as QUANTIZED
     from srprune.export import ExportRequest, export
     from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers
     from srcommon.progress import progress_bar
     from srprune.search.candidate import latency_ms
 
     out_hw = cfg.out_hw
+    quantised = read_model_file(layout.final_model)["arch"]["name"] == QUANTIZED
+    if quantised and target.cross and cfg.latency.source != "estimate":
+        raise InputError(f"the int8 model is timed as a c-lib on this machine only; for {target.name} build it "
+                         "(srprune android stage) and time it on the phone (srprune android bench)")
     done = export(ExportRequest(str(layout.final_model), target, layout.compiled, size=(out_hw[1], out_hw[0]),
-                                force=True))
+                                force=True, fmt="c-lib" if quantised else "tvm"))
     compiled, manifest, shape = done.compiled, done.manifest, done.shape
     cand = Candidate.from_dict(done.info.meta["candidate"])
     if cfg.latency.source == "estimate":  # no device: the static estimate of the compiled model's own kernels
@@ -54,29 +66,59 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         return result
     runner = make_runner(target, cfg.rpc)
     predictor = load_predictor(layout.root, target.name, target.threads)
-    net_timer = runner.timer(built_network(compiled))
-    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
-    modules = dict(done.model.named_modules())
-    layer_timers = []
-    for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
-        # a pruned layer's sparse kernel is built from its weight: time the model's own
-        weight = modules[name].weight.detach().numpy() if c.scheme != "dense" else None
-        layer_timers.append(runner.timer(build_layer(c, target, weight=weight)))
-    samples = interleaved([net_timer] + layer_timers, rounds)
+    with contextlib.ExitStack() as stack:
+        if quantised:
+            lib = stack.enter_context(CLib(layout.compiled / manifest["library"]))
+            lib.set_threads(target.threads)
+            net_timer = lib.timer()
+        else:
+            net_timer = runner.timer(built_network(compiled))
+        named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
+        weights = conv_weights(done.model)
+        layer_timers = []
+        for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
+            if quantised and c.op == "adapter":  # the c-lib slices / pads residuals in the consumer's write-back
+                layer_timers.append(None)
+                continue
+            # a pruned layer's sparse kernel is built from its weight: time the model's own
+            weight = weights[name] if c.scheme != "dense" else None
+            if weight is not None:
+                c = _as_pruned(c, weight)
+            layer_timers.append(runner.timer(build_layer(c, target, weight=weight)))
+        samples = interleaved([net_timer] + [t for t in layer_timers if t is not None], rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)
-    for row, s in zip(breakdown, samples[1:]):
-        row["measured_ms"] = statistics.median(s)
+    timed = iter(samples[1:])
+    for row, t in zip(breakdown, layer_timers):
+        row["measured_ms"] = statistics.median(next(timed)) if t is not None else 0.0
     budget = float(cfg.budget_ms)
     result = {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
               "input_shape": list(shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
               "measured_ms": measured, "min_ms": min(samples[0]), "max_ms": max(samples[0]),
               "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
-              "budget_fill": measured / budget, "max_abs_diff": compiled.check["max_abs_diff"],
-              "fused_convs": compiled.fused_convs, "library": manifest["library"], "layers": breakdown}
+              "budget_fill": measured / budget, "layers": breakdown, "library": manifest["library"],
+              "precision": manifest.get("precision", "fp32") + (" + fp32" if manifest.get("fp32_layers") else "")}
+    if quantised:  # numerics against the integer contract's numpy reference (compiler.int8.network)
+        result.update(max_abs_diff=manifest["numerics"]["max_abs_diff"], kernels=manifest["kernels"],
+                      within_one_step=manifest["numerics"].get("within_one_step"))
+    else:
+        result.update(max_abs_diff=compiled.check["max_abs_diff"], fused_convs=compiled.fused_convs)
     OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)  # srprune's own file, for --force
     write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _as_pruned(c: Any, weight: Any) -> Any:
+    """The layer's config with the zero fraction its weight really has where that differs from the searched ratio
+    by more than the measurement's tolerance (int8 rounding turns the smallest kept weights into zeros too)."""
+    import dataclasses
+
+    import numpy as np
+
+    from compiler.latency.measure import RATIO_TOLERANCE
+
+    zeros = 1.0 - np.count_nonzero(weight) / weight.size
+    return c if abs(zeros - c.ratio) <= RATIO_TOLERANCE else dataclasses.replace(c, ratio=round(float(zeros), 3))
 
 
 STAGE = Stage(
