@@ -23,7 +23,7 @@ from compiler.targets import get_target, host_cpu_features
 from compiler.winograd import winograd_mode
 
 HAS_VNNI = {"avx512vnni", "avx512bw"} <= host_cpu_features()
-pytestmark = pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI (the host int8 form)")
+needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI (the host int8 form)")
 
 A, B, C = QParams(0.02, 10), QParams(0.031, 128), QParams(0.025, 60)
 D = QParams(1.0 / 127, 128)  # a tanh's output range
@@ -96,6 +96,7 @@ def _check(net: Int8Network, tmp_path, shape=SHAPE) -> dict:
     return manifest
 
 
+@needs_vnni
 @pytest.mark.parametrize("mode", ["direct", "f4"])
 def test_mixed_network_equals_reference(tmp_path, mode):
     """Every precision edge, with the fp32 3x3 convs on the direct kernel and on Winograd F(4x4)."""
@@ -108,6 +109,7 @@ def test_mixed_network_equals_reference(tmp_path, mode):
     assert manifest["output"]["shape"] == [1, 3, 22, 74] and manifest["numerics"]["within_one_step"] >= 0.999
 
 
+@needs_vnni
 def test_pruned_fp32_layers_take_the_sparse_kernel(tmp_path):
     net = _mixed(seed=1, prune=0.75)
     with winograd_mode("direct"):
@@ -116,6 +118,7 @@ def test_pruned_fp32_layers_take_the_sparse_kernel(tmp_path):
     assert kinds[3] == "sparse" and kinds[5] == "sparse"
 
 
+@needs_vnni
 @pytest.mark.parametrize("skip", ["repeat", "bicubic", "none"])
 def test_fp32_tail_writes_the_image(tmp_path, skip):
     """An fp32 tail: PixelShuffle fused, the skip added as its residual (the uint8 image or the float32 bicubic
@@ -127,6 +130,7 @@ def test_fp32_tail_writes_the_image(tmp_path, skip):
     _check(net, tmp_path)
 
 
+@needs_vnni
 def test_mixed_refusals():
     rng = np.random.default_rng(0)
     head = _qconv(rng, 3, 8, IMAGE_INPUT, A)
@@ -150,3 +154,35 @@ def test_uint8_edges_need_their_quantisation():
     with pytest.raises(CompilerError, match="scale, zero point"):
         conv2d_primfunc(spec, choose_schedule(spec, 16))
 
+
+
+def test_arm64_dotprod_mixed_network_under_qemu(tmp_path):
+    """The mixed c-lib for android-arm64-dotprod (what `srprune android stage` ships): sdot for the int8 layers,
+    NEON fmla for the fp32 ones, under qemu-aarch64 -cpu max against the numpy reference."""
+    import shutil
+    import subprocess
+
+    from compiler.clib.toolchain import GNU_SYSROOT, glibc_shims
+    from tests.test_int8_kernels import ARM_TOOLS, _mnemonics
+
+    missing = [t for t in ARM_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"arm64 tools unavailable: {missing} (scripts/install-system-deps.sh)")
+    net = _mixed(seed=2)
+    shape = (1, 3, 9, 21)
+    build_int8_clib(net, shape, "linux-arm64", tmp_path / "linux")  # for its srmodel_bench
+    manifest = build_int8_clib(net, shape, "android-arm64-dotprod", tmp_path / "android")
+    assert manifest["int8_isa"] == "sdot" and len(manifest["fp32_layers"]) == 4
+    image = np.random.default_rng(4).integers(0, 256, shape).astype(np.uint8)
+    (image.astype(np.float32) * np.float32(1.0 / 255.0)).tofile(tmp_path / "in.f32")
+    cmd = ["qemu-aarch64", "-cpu", "max", "-L", GNU_SYSROOT, "-E", f"LD_LIBRARY_PATH={glibc_shims(tmp_path / 'shims')}",
+           str(tmp_path / "linux" / "srmodel_bench"), str(tmp_path / "android" / "libsrmodel.so"), "-n", "1", "-w",
+           "0", "-t", "2", "-i", str(tmp_path / "in.f32"), "-o", str(tmp_path / "out.f32")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    want = reference_network(net, image)
+    got = np.fromfile(tmp_path / "out.f32", np.float32).reshape(want.shape)
+    err = np.abs(got - want)
+    assert err.max() <= 2.0 / 255.0 + 1e-6 and np.mean(err <= 1.0 / 255.0 + 1e-6) >= 0.999
+    ops = _mnemonics(tmp_path / "android" / "libsrmodel.so")
+    assert ops.get("sdot", 0) > 0 and ops.get("fmla", 0) > 0

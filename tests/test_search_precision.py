@@ -456,3 +456,16 @@ def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path)
     assert a["arch"] == b["arch"] and a["meta"]["val"] == b["meta"]["val"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_the_pareto_plot_colours_trials_by_precision_mix():
+    """Trials with int8 layers are drawn on a colour scale (with a colour bar); an fp32-only search keeps its plain
+    colours. Checked on the SVG: the colour bar adds an image-free axes (a second set of tick labels)."""
+    from srprune.search.report import pareto_svg
+
+    rows = [{"predicted_ms": str(10 + i), "proxy_psnr": str(34 + i / 10), "feasible": "True",
+             "precision": " ".join(f"cells.{k}.conv:int8" for k in range(i % 3)) or "-"} for i in range(6)]
+    plain = [{**r, "precision": "-"} for r in rows]
+    mixed_svg, plain_svg = pareto_svg(rows, [], None, 20.0, None), pareto_svg(plain, [], None, 20.0, None)
+    assert mixed_svg.startswith("<svg") and plain_svg.startswith("<svg")
+    assert mixed_svg.count('id="axes_') == 2 and plain_svg.count('id="axes_') == 1

@@ -33,7 +33,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budget: float | None,
                measured: float | None, word: str = "measured") -> str:
-    """PSNR vs latency: every trial, the feasible front, the chosen one and the budget, as SVG text."""
+    """PSNR vs latency: every trial, the feasible front, the chosen one and the budget, as SVG text. Where the
+    search chose precisions, feasible trials are coloured by their precision mix (how many layers are not fp32)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,14 +46,23 @@ def pareto_svg(stage2: list[dict], stage3: list[dict], chosen: dict | None, budg
         return ([float(r["predicted_ms"]) for r in rows if (r["feasible"] == "True") == ok],
                 [float(r["proxy_psnr"]) for r in rows if (r["feasible"] == "True") == ok])
 
+    def low_precision_layers(rows):  # "cells.0.conv:int8 tail:int8" -> 2; "-" (all fp32) or no column -> 0
+        return [len((r.get("precision") or "-").replace("-", "").split()) for r in rows if r["feasible"] == "True"]
+
+    mixed = any(low_precision_layers(stage2 + stage3))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     x, y = pts(stage2, False)
     ax.scatter(x, y, s=14, c="lightgray", label="stage 2, outside the budget window")
+    colour = {"c": low_precision_layers(stage2), "cmap": "viridis", "vmin": 0,
+              "vmax": max(low_precision_layers(stage2 + stage3))} if mixed else {"c": "tab:blue"}
     x, y = pts(stage2, True)
-    ax.scatter(x, y, s=16, c="tab:blue", label="stage 2, feasible")
+    dots = ax.scatter(x, y, s=16, label="stage 2, feasible", **colour)
     if stage3:
         x, y = pts(stage3, True)
-        ax.scatter(x, y, s=16, c="tab:orange", marker="s", label="stage 3 (ratios), feasible")
+        square = {**colour, "c": low_precision_layers(stage3)} if mixed else {"c": "tab:orange"}
+        ax.scatter(x, y, s=16, marker="s", label="stage 3 (ratios), feasible", **square)
+    if mixed:
+        fig.colorbar(dots, ax=ax, label="layers in int8 / fp16 (the rest fp32)")
     feas = [(float(r["proxy_psnr"]), float(r["predicted_ms"])) for r in stage2 + stage3 if r["feasible"] == "True"]
     front = [(feas[i][1], feas[i][0]) for i in nondominated(feas)]
     if front:
