@@ -1,13 +1,18 @@
-"""The search pipeline against its done-when (issue 7): two budgets, TPE vs random search, reference models.
+"""The search pipeline against its done-when: budgets x methods x seeds, and the reference models.
 
-For each budget the whole pipeline runs twice from one shared latency model and supernet (the stages
-before the search do not depend on the budget): once with the configured sampler (TPE) and once with
-random search, same number of trials. The reference models (FSRCNN, ESPCN, the ECB-style model) are
-trained on the same data with the same number of optimizer steps of the same batch as the pipeline's
-training (supernet steps + fine-tuning steps), compiled with the same compiler and timed on the
-same target in one interleaved session. Writes docs/benchmarks.md section `search`.
+Methods (issue 20's evidence; `--methods`): "fp32" = the configured sampler (TPE) over fp32 layers (the search as
+issue 7 measured it), "int8" = the same with per-layer precisions [fp32, int8], "random-int8" = random search with
+precisions, "random-fp32" = random search over fp32 (issue 7's comparison). Each method runs once per seed (the
+search's and the fine-tuning's seed; `--seeds`) and budget. The stages before the search do not depend on the
+budget or the seed: one shared supernet, and one latency table per precision set (fp32 alone, and fp32 + int8,
+measured one after the other), copied into each run. The reference models (FSRCNN, ESPCN, the ECB-style model) are
+trained on the same data with the same number of optimizer steps of the same batch as the pipeline's training
+(supernet + fine-tuning steps), compiled with the same compiler and timed in one interleaved session, in fp32 and
+(where they have an int8 form: not FSRCNN's deconv) quantised with the same QAT budget as the pipeline's int8
+winners (`finetune.qat_steps`) and compiled to the int8 c-lib. Writes docs/benchmarks.md section `search`.
 
-Usage: python benchmarks/search_pipeline.py [--budgets 30,50] [--out runs/bench-search] [--doc]
+Usage: python benchmarks/search_pipeline.py [--budgets 30,50] [--methods fp32,int8,random-int8] [--seeds 0,1,2]
+       [--out runs/bench-search] [--doc]
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._report import machine, update_section, write_json  # noqa: E402
 
 REFERENCES = ("fsrcnn", "espcn", "ecbsr")
+INT8_REFERENCES = ("espcn", "ecbsr")  # FSRCNN's transposed conv has no int8 form
+# method -> (sampler, precisions); None = the config's sampler
+METHODS = {"fp32": (None, ["fp32"]), "int8": (None, ["fp32", "int8"]), "random-int8": ("random", ["fp32", "int8"]),
+           "random-fp32": ("random", ["fp32"])}
 
 
 def srprune(*args: str) -> None:
@@ -39,41 +48,70 @@ def srprune(*args: str) -> None:
         sys.exit(f"srprune {' '.join(map(str, args))} failed:\n{r.stderr[-3000:]}")
 
 
-def pipeline_runs(base_cfg: dict, budgets: list[float], out: Path) -> dict:
-    """Shared latency + supernet stages, then one run per (budget, sampler); returns their results."""
-    base = out / "base"
-    cfg = {**base_cfg, "run_dir": str(base)}
-    (out / "base.yaml").write_text(yaml.safe_dump(cfg))
-    for stage in ("latency", "supernet"):
-        print(f"[bench] base: {stage}", flush=True)
-        srprune("run", "-c", out / "base.yaml", "--stage", stage)
+def _config(base_cfg: dict, run: Path, precisions: list[str], **changes) -> dict:
+    c = json.loads(json.dumps(base_cfg))
+    c.update(run_dir=str(run), **{k: v for k, v in changes.items() if "." not in k})
+    c["search"]["precisions"] = list(precisions)
+    for key, value in changes.items():
+        if "." in key:
+            section, name = key.split(".")
+            c[section][name] = value
+    return c
+
+
+def bases(base_cfg: dict, methods: list[str], out: Path) -> dict[str, Path]:
+    """One run folder per precision set the methods need, with the latency table and the supernet done (the supernet
+    trained once, copied into the others before their latency stage)."""
+    sets = sorted({tuple(METHODS[m][1]) for m in methods}, key=len)
+    made: dict[str, Path] = {}
+    for precisions in sets:
+        key = ",".join(precisions)
+        base = out / ("base-" + "-".join(precisions))
+        if made and not (base / "stages.json").exists():
+            shutil.copytree(next(iter(made.values())), base, dirs_exist_ok=True)
+        (out / f"{base.name}.yaml").write_text(yaml.safe_dump(_config(base_cfg, base, list(precisions))))
+        for stage in ("latency", "supernet"):
+            print(f"[bench] {base.name}: {stage}", flush=True)
+            srprune("run", "-c", out / f"{base.name}.yaml", "--stage", stage)
+        made[key] = base
+    return made
+
+
+def pipeline_runs(base_cfg: dict, budgets: list[float], methods: list[str], seeds: list[int], out: Path) -> dict:
+    """One whole pipeline per (budget, method, seed) from the shared bases; returns their results by run name."""
+    made = bases(base_cfg, methods, out)
     results = {}
     for budget in budgets:
-        for sampler in (base_cfg["search"]["sampler"], "random"):
-            name = f"{sampler}-{budget:g}ms"
-            run = out / name
-            if not (run / "stages.json").exists():
-                shutil.copytree(base, run, dirs_exist_ok=True)
-            c = json.loads(json.dumps(cfg))
-            c.update(run_dir=str(run), budget_ms=budget)
-            c["search"]["sampler"] = sampler
-            (out / f"{name}.yaml").write_text(yaml.safe_dump(c))
-            print(f"[bench] {name}", flush=True)
-            started = time.perf_counter()
-            srprune("run", "-c", out / f"{name}.yaml")
-            states = json.loads((run / "stages.json").read_text())
-            lat = json.loads((run / "compiled" / "host" / "latency.json").read_text())
-            metrics = json.loads((run / "eval" / "metrics.json").read_text())
-            chosen = json.loads((run / "search" / "chosen.json").read_text())
-            results[name] = {"budget_ms": budget, "sampler": sampler, "measured_ms": lat["measured_ms"],
-                             "min_ms": lat["min_ms"], "max_ms": lat["max_ms"], "predicted_ms": lat["predicted_ms"],
-                             "psnr": metrics["datasets"]["builtin"]["final"]["psnr"],
-                             "ssim": metrics["datasets"]["builtin"]["final"]["ssim"],
-                             "proxy_psnr": chosen["proxy_psnr"], "genome": chosen["genome"], "prune": chosen["prune"],
-                             "stage_seconds": {k: v.get("seconds") for k, v in states.items()},
-                             "replans": _replans(run),
-                             "wall_s": time.perf_counter() - started}
+        for seed in seeds:
+            for method in methods:
+                sampler, precisions = METHODS[method]
+                name = f"{method}-{budget:g}ms-seed{seed}"
+                run = out / name
+                if not (run / "stages.json").exists():
+                    shutil.copytree(made[",".join(precisions)], run, dirs_exist_ok=True)
+                c = _config(base_cfg, run, precisions, budget_ms=budget, **{
+                    "search.sampler": sampler or base_cfg["search"]["sampler"], "search.seed": seed,
+                    "finetune.seed": seed})
+                (out / f"{name}.yaml").write_text(yaml.safe_dump(c))
+                print(f"[bench] {name}", flush=True)
+                started = time.perf_counter()
+                srprune("run", "-c", out / f"{name}.yaml")
+                results[name] = _result(run, budget, method, seed, time.perf_counter() - started)
     return results
+
+
+def _result(run: Path, budget: float, method: str, seed: int, wall_s: float) -> dict:
+    states = json.loads((run / "stages.json").read_text())
+    lat = json.loads((run / "compiled" / "host" / "latency.json").read_text())
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    chosen = json.loads((run / "search" / "chosen.json").read_text())
+    return {"budget_ms": budget, "method": method, "seed": seed, "measured_ms": lat["measured_ms"],
+            "min_ms": lat["min_ms"], "max_ms": lat["max_ms"], "predicted_ms": lat["predicted_ms"],
+            "precision": lat.get("precision", "fp32"), "psnr": metrics["datasets"]["builtin"]["final"]["psnr"],
+            "ssim": metrics["datasets"]["builtin"]["final"]["ssim"], "proxy_psnr": chosen["proxy_psnr"],
+            "genome": chosen["genome"], "prune": chosen["prune"], "layer_precision": chosen.get("precision", {}),
+            "stage_seconds": {k: v.get("seconds") for k, v in states.items()}, "replans": _replans(run),
+            "wall_s": wall_s}
 
 
 def _replans(run: Path) -> list[dict]:
@@ -83,104 +121,158 @@ def _replans(run: Path) -> list[dict]:
 
 
 def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
-    """Train the reference models for `steps`, compile each for the host and time them interleaved."""
+    """Train the reference models for `steps`; quantise those with an int8 form (QAT at the pipeline's budget);
+    compile each for the host (fp32: the TVM build, int8: the int8 c-lib) and time them all interleaved."""
+    import contextlib
+
     from compiler.build import compile_checked
+    from compiler.clib.runner import CLib
     from compiler.latency.measure import built_network
     from compiler.latency.runners import LocalRunner, interleaved
     from compiler.targets import get_target
     from srprune.baselines import run_demo
+    from srprune.data import load_dataset
+    from srprune.evaluate import mean_score, score_pairs
+    from srprune.frame import parse_size
     from srprune.models import deploy
     from srprune.models.modelfile import load_model
-    from srprune.frame import parse_size
 
     print(f"[bench] references: {steps} steps each", flush=True)
     doc = run_demo(out / "references", steps=steps, models=REFERENCES)
     target = get_target("host", cfg["threads"])
     w, h = parse_size(cfg["output_size"])
     shape = (1, 3, h // cfg["scale"], w // cfg["scale"])
-    timers, names = [], []
+    qat = int(cfg["finetune"]["qat_steps"])
+    val = load_dataset("builtin", cfg["scale"], split="val")
+    timers, names, scores = [], [], {}
     runner = LocalRunner(target.threads)
-    for name in REFERENCES:
-        model, _ = load_model(out / "references" / "train" / name / "model.pt")
-        net = deploy(model).eval()
-        compiled = compile_checked(net, shape, target)
-        timers.append(runner.timer(built_network(compiled)))
-        names.append(name)
-    samples = interleaved(timers, rounds)
+    with contextlib.ExitStack() as stack:
+        for name in REFERENCES:
+            path = out / "references" / "train" / name / "model.pt"
+            model, _ = load_model(path)
+            timers.append(runner.timer(built_network(compile_checked(deploy(model).eval(), shape, target))))
+            names.append(name)
+            scores[name] = doc["models"][name]
+            if name not in INT8_REFERENCES:
+                continue
+            qpath, qdir = out / "references" / f"{name}-int8.pt", out / "references" / f"{name}-int8"
+            if not qpath.exists():
+                srprune("quantize", path, "--calib", "builtin", "-o", qpath, "--qat-steps", qat, "--distill",
+                        cfg["finetune"]["distill"], "--batch-size", cfg["finetune"]["batch_size"],
+                        "--patch-size", cfg["finetune"]["patch_size"])
+            srprune("compile", qpath, "--target", "host", "--threads", cfg["threads"], "--format", "c-lib",
+                    "--size", cfg["output_size"], "-o", qdir, "--force")
+            lib = stack.enter_context(CLib(qdir / "libsrmodel.so"))
+            lib.set_threads(target.threads)
+            timers.append(lib.timer())
+            names.append(f"{name}-int8")
+            qmodel, _ = load_model(qpath)
+            s = mean_score(score_pairs(qmodel, val, cfg["scale"]))
+            scores[f"{name}-int8"] = {"psnr": s.psnr, "ssim": s.ssim, "train_seconds": None}
+        samples = interleaved(timers, rounds)
     res = {}
     for name, s in zip(names, samples):
-        m = doc["models"][name]
+        m = scores[name]
         res[name] = {"psnr": m["psnr"], "ssim": m["ssim"], "measured_ms": statistics.median(s), "min_ms": min(s),
-                     "max_ms": max(s), "train_steps": steps, "train_seconds": m["train_seconds"]}
+                     "max_ms": max(s), "train_steps": steps, "qat_steps": qat if name.endswith("-int8") else 0}
     res["bicubic"] = {"psnr": doc["models"]["bicubic"]["psnr"], "ssim": doc["models"]["bicubic"]["ssim"]}
     return res
 
 
-def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], steps: int, wall_s: float) -> str:
-    """The docs section (markdown) with the verdicts of issue 7."""
-    sampler = cfg["search"]["sampler"]
-    lines = ["## Search pipeline: two budgets, vs random search and the reference models", "",
+def _stats(values: list[float]) -> tuple[float, float, float]:
+    return statistics.mean(values), min(values), max(values)
+
+
+def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: list[str], seeds: list[int],
+           steps: int, wall_s: float) -> str:
+    """The docs section (markdown): per budget and method the mean and spread over seeds, the references, and the
+    verdicts of issue 20 (int8 search vs fp32 search, random search and the references; budget fill)."""
+    lines = ["## Search pipeline: budgets x methods x seeds (fp32 vs mixed-precision search), and the references", "",
              f"Machine: {machine(cfg['threads'])}; target host, {cfg['output_size']} output (x{cfg['scale']}). "
-             f"Command: `python benchmarks/search_pipeline.py --budgets {','.join(f'{b:g}' for b in budgets)} --doc` "
-             f"({wall_s / 60:.0f} min). Config: configs/demo.yaml (built-in images; supernet "
-             f"{cfg['supernet']['train']['steps']} steps, {cfg['search']['trials']} + {cfg['search']['ratio_trials']} "
-             f"trials, fine-tuning {cfg['finetune']['steps']} steps), budget replaced. Latency = median of 25 "
-             "interleaved runs of the compiled network after warm-up; PSNR-Y/SSIM-Y on the built-in validation "
-             "images by the project protocol.",
+             f"Command: `python benchmarks/search_pipeline.py --budgets {','.join(f'{b:g}' for b in budgets)} "
+             f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))} --doc` ({wall_s / 60:.0f} min). "
+             f"Config: configs/demo.yaml (built-in images; supernet {cfg['supernet']['train']['steps']} steps, "
+             f"{cfg['search']['trials']} + {cfg['search']['ratio_trials']} trials, fine-tuning "
+             f"{cfg['finetune']['steps']} steps, QAT {cfg['finetune']['qat_steps']} steps for int8 winners), budget, "
+             "sampler, precisions and seeds replaced. Latency = median of 25 interleaved runs of the compiled network "
+             "(int8 winners: the int8 c-lib); PSNR-Y/SSIM-Y on the built-in validation images by the project protocol. "
+             "Seeds: the search's and the fine-tuning's (supernet and latency tables shared).",
              f"Reference models: trained on the same images for {steps} steps (= supernet + fine-tuning steps) of the "
-             "same batch and patch size, compiled with the same compiler (own kernels, no tuning), timed in one "
-             "interleaved session.", "",
-             "| budget ms | model | measured ms (min-max) | of budget | predicted ms | PSNR-Y | SSIM-Y |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "same batch and patch size, compiled with the same compiler, timed in one interleaved session; -int8 = "
+             f"quantised with {cfg['finetune']['qat_steps']} QAT steps (`srprune quantize`), the int8 c-lib.", "",
+             "| budget ms | method | seeds | PSNR-Y mean (min-max) | measured / budget mean (min-max) | fit budget | "
+             "int8 layers |", "| ---: | --- | ---: | --- | --- | ---: | --- |"]
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for r in runs.values():
+        groups.setdefault((r["budget_ms"], r["method"]), []).append(r)
     verdicts = []
     for budget in budgets:
-        ours = runs[f"{sampler}-{budget:g}ms"]
-        rnd = runs[f"random-{budget:g}ms"]
-        for label, r in ((f"search ({sampler})", ours), ("random search", rnd)):
-            lines.append(f"| {budget:g} | {label} | {r['measured_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | "
-                         f"{r['measured_ms'] / budget:.0%} | {r['predicted_ms']:.1f} | {r['psnr']:.4f} | "
-                         f"{r['ssim']:.4f} |")
-        within = [n for n in REFERENCES if refs[n]["measured_ms"] <= budget]
-        for n in REFERENCES:
-            r = refs[n]
-            tag = "" if n in within else " (over budget)"
-            lines.append(f"| {budget:g} | {n}{tag} | {r['measured_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | "
-                         f"{r['measured_ms'] / budget:.0%} | - | {r['psnr']:.4f} | {r['ssim']:.4f} |")
-        fill = ours["measured_ms"] / budget
-        verdicts.append(f"- budget {budget:g} ms: measured {ours['measured_ms']:.1f} ms = {fill:.0%} of it "
-                        f"({'met' if 0.85 <= fill <= 1.0 else 'NOT met'}: goal 85-100%)")
-        beaten = [n for n in within if ours["psnr"] > refs[n]["psnr"]]
-        verdicts.append(f"- budget {budget:g} ms: references within it: {', '.join(within) or 'none'}; "
-                        f"beaten: {', '.join(beaten) or 'none'} "
-                        f"({'met' if len(beaten) == len(within) else 'NOT met'})")
-        ours_ok, rnd_ok = ours["measured_ms"] <= budget, rnd["measured_ms"] <= budget
-        if ours_ok and not rnd_ok:
-            how = (f"met: random search's model misses the budget ({rnd['measured_ms'] / budget:.0%} of it); "
-                   f"by PSNR alone {'ours' if ours['psnr'] > rnd['psnr'] else 'random'} is "
-                   f"{abs(ours['psnr'] - rnd['psnr']):.3f} dB ahead")
-        else:
-            how = "met" if ours_ok and ours["psnr"] > rnd["psnr"] else "NOT met"
-        verdicts.append(f"- budget {budget:g} ms: {sampler} {ours['psnr']:.4f} dB vs random search {rnd['psnr']:.4f} dB "
-                        f"({how})")
-    lines += ["", f"Bicubic: {refs['bicubic']['psnr']:.4f} dB. Verdicts (issue 7):"] + verdicts
-    lines += ["", "Caveats: one run per method and budget (one seed), so PSNR differences of a few hundredths of a dB "
-              "are within the noise of fine-tuning; the machine is a shared VM whose timings spread (see min-max), "
-              "and a model measured over its budget fails the user's constraint whatever its PSNR.",
-              "", "Chosen networks:"]
+        for method in methods:
+            rs = groups.get((budget, method), [])
+            if not rs:
+                continue
+            p, f = _stats([r["psnr"] for r in rs]), _stats([r["measured_ms"] / budget for r in rs])
+            fit = sum(r["measured_ms"] <= budget for r in rs)
+            int8 = ", ".join(str(sum(v == "int8" for v in r.get("layer_precision", {}).values())) for r in rs)
+            lines.append(f"| {budget:g} | {method} | {len(rs)} | {p[0]:.4f} ({p[1]:.4f}-{p[2]:.4f}) | "
+                         f"{f[0]:.0%} ({f[1]:.0%}-{f[2]:.0%}) | {fit}/{len(rs)} | {int8} |")
+        for n, r in refs.items():
+            if n == "bicubic":
+                continue
+            tag = "" if r["measured_ms"] <= budget else " (over budget)"
+            lines.append(f"| {budget:g} | {n}{tag} | - | {r['psnr']:.4f} | {r['measured_ms'] / budget:.0%} "
+                         f"({r['min_ms'] / budget:.0%}-{r['max_ms'] / budget:.0%}) | "
+                         f"{'1/1' if not tag else '0/1'} | {'all' if n.endswith('-int8') else '-'} |")
+        verdicts += _verdicts(budget, groups, refs)
+    lines += ["", f"Bicubic: {refs['bicubic']['psnr']:.4f} dB. Verdicts (issue 20):"] + verdicts
+    lines += ["", "Chosen networks:"]
     for name, r in runs.items():
         cells = " ".join("skip" if c["block"] == "skip" else f"{c['block']}{c['width']}" for c in r["genome"]["cells"])
         pruned = ", ".join(f"{k} {v['scheme']} {v['ratio']:.2f}" for k, v in r["prune"].items()) or "none"
-        replans = "; ".join(f"{f['measured_ms']:.1f} ms measured vs {f['predicted_ms']:.1f} predicted"
+        int8 = ", ".join(k for k, v in r.get("layer_precision", {}).items() if v == "int8") or "none"
+        replans = "; ".join(f"{f.get('measured_ms', 0):.1f} ms measured vs {f['predicted_ms']:.1f} predicted"
                             for f in r.get("replans", []))
-        lines.append(f"- {name}: head {r['genome']['head']}, cells {cells}; pruned layers: {pruned}; "
-                     f"proxy {r['proxy_psnr']:.3f} dB"
-                     + (f"; replanned after over-budget deployments ({replans})" if replans else ""))
+        lines.append(f"- {name}: {r['measured_ms']:.1f} ms ({r['precision']}), PSNR-Y {r['psnr']:.4f}; head "
+                     f"{r['genome']['head']}, cells {cells}; pruned: {pruned}; int8: {int8}; proxy "
+                     f"{r['proxy_psnr']:.3f} dB" + (f"; replanned ({replans})" if replans else ""))
     return "\n".join(lines)
+
+
+def _verdicts(budget: float, groups: dict, refs: dict) -> list[str]:
+    """Issue 20's done-when at one budget: (b) = int8, (a) = fp32, (c) = random-int8."""
+    out = []
+    b, a, c = (groups.get((budget, m), []) for m in ("int8", "fp32", "random-int8"))
+    if not b:
+        return out
+    pb = [r["psnr"] for r in b]
+    if a:
+        pa = [r["psnr"] for r in a]
+        margin = statistics.mean(pb) - statistics.mean(pa)
+        spread = max(max(pb) - min(pb), max(pa) - min(pa))
+        out.append(f"- {budget:g} ms: int8 search {statistics.mean(pb):.4f} dB vs fp32 search "
+                   f"{statistics.mean(pa):.4f} dB: margin {margin:+.4f} dB vs seed spread {spread:.4f} dB "
+                   f"({'met' if margin > spread else 'NOT met'})")
+    if c:
+        pc = [r["psnr"] for r in c]
+        ok = statistics.mean(pb) > statistics.mean(pc)
+        out.append(f"- {budget:g} ms: int8 search vs random search with precisions {statistics.mean(pc):.4f} dB "
+                   f"({'met' if ok else 'NOT met'})")
+    fitting = [n for n, r in refs.items() if n != "bicubic" and r["measured_ms"] <= budget]
+    beaten = [n for n in fitting if statistics.mean(pb) > refs[n]["psnr"]]
+    out.append(f"- {budget:g} ms: references within the budget: {', '.join(fitting) or 'none'}; beaten by the int8 "
+               f"search's mean: {', '.join(beaten) or 'none'} ({'met' if len(beaten) == len(fitting) else 'NOT met'})")
+    fills = [r["measured_ms"] / budget for r in b]
+    ok = all(0.85 <= f <= 1.0 for f in fills)
+    out.append(f"- {budget:g} ms: int8 search's seeds at {', '.join(f'{f:.0%}' for f in fills)} of the budget "
+               f"({'met' if ok else 'NOT met'}: goal 85-100% each)")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--budgets", default="30,50")
+    ap.add_argument("--methods", default="fp32,int8,random-int8", help=f"of {', '.join(METHODS)}")
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-search"))
     ap.add_argument("--json", type=Path, default=None)
@@ -189,6 +281,11 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     budgets = [float(b) for b in args.budgets.split(",")]
+    methods = args.methods.split(",")
+    seeds = [int(v) for v in args.seeds.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"error: unknown method(s) {', '.join(unknown)} (known: {', '.join(METHODS)})")
     cfg = yaml.safe_load(args.config.read_text())
     from srprune.search.config import resolve
 
@@ -199,10 +296,10 @@ def main() -> None:
         runs, refs, wall = data["runs"], data["references"], data["wall_s"]
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        runs = pipeline_runs(cfg, budgets, args.out)
+        runs = pipeline_runs(cfg, budgets, methods, seeds, args.out)
         refs = references(steps, cfg, args.out)
         wall = time.perf_counter() - started
-    text = report(cfg, runs, refs, budgets, steps, wall)
+    text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall)
     print(text)
     if args.json:
         write_json(args.json, {"runs": runs, "references": refs, "wall_s": wall})
