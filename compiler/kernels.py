@@ -449,16 +449,21 @@ def load_as(v, dtype: str, quant: tuple[float, int] | None, lanes: int, to: str 
     return f * _splat(float(np.float32(scale)), "float32", lanes)
 
 
+def requantize(v, scale: float, zero: int, lanes: int):
+    """float32 values as uint8 codes (still float32): round half to even of v * float32(1 / s), + z, clamped to
+    [0, 255] (docs/quantization.md's step 5, shared by the int8 kernels and fp32 layers writing codes)."""
+    q = tirx.nearbyint(v * _splat(float(np.float32(1.0 / scale)), "float32", lanes)) + _splat(float(zero), "float32",
+                                                                                           lanes)
+    return tirx.min(tirx.max(q, _splat(0.0, "float32", lanes)), _splat(255.0, "float32", lanes))
+
+
 def finish(spec: ConvSpec, v, lanes: int):
     """A float32 epilogue result as the output stores it: clamped to [0, 1] for an image (`spec.clamp`), requantised
     to uint8 codes (`spec.out_q`: round half to even of v / s, + z, clamped to [0, 255]) or cast to out_dtype."""
     if spec.clamp:
         v = tirx.min(tirx.max(v, _splat(0.0, "float32", lanes)), _splat(1.0, "float32", lanes))
     if spec.out_q is not None:
-        scale, zero = spec.out_q
-        q = tirx.nearbyint(v * _splat(float(np.float32(1.0 / scale)), "float32", lanes))
-        q = q + _splat(float(zero), "float32", lanes)
-        v = tirx.min(tirx.max(q, _splat(0.0, "float32", lanes)), _splat(255.0, "float32", lanes))
+        v = requantize(v, *spec.out_q, lanes)
     dtype = spec.out_dtype
     return v if dtype == "float32" else tirx.Cast(dtype if lanes == 1 else f"{dtype}x{lanes}", v)
 

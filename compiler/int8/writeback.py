@@ -14,6 +14,7 @@ import numpy as np
 from tvm import tirx
 
 from compiler.epilogue import activation
+from compiler.kernels import load_as, requantize
 from compiler.int8.spec import Int8ConvSpec
 from compiler.quant_spec import QConv
 
@@ -49,19 +50,13 @@ class WriteBack:
 
     def finish(self, v, oc, idx, lanes: int):
         """+ residual, then the uint8 requantisation (inner layers) or v itself (the tail, before the shuffle)."""
-        def c(value, dtype="float32"):
-            e = tirx.const(value, dtype)
-            return tirx.Broadcast(e, lanes) if lanes > 1 else e
-        f32 = "float32" if lanes == 1 else f"float32x{lanes}"
-        i32 = "int32" if lanes == 1 else f"int32x{lanes}"
         layer = self.layer
         if self.resid is not None:
             rc = self.spec.res_channels
             padded = 0 < rc < self.spec.cout  # channels >= rc add the zero-padding: (z_r - z_r) = 0
             ch = tirx.min(oc, rc - 1) if padded else oc
-            r = tirx.Cast(i32, tirx.BufferLoad(self.resid, [self.b, ch, self.y, idx]))
-            r = tirx.Cast(f32, r - c(int(layer.residual.zero_point), "int32"))
-            term = r * c(float(np.float32(layer.residual.scale)))
+            term = load_as(tirx.BufferLoad(self.resid, [self.b, ch, self.y, idx]), "uint8",
+                           (layer.residual.scale, int(layer.residual.zero_point)), lanes)
             if padded:
                 keep = tirx.Select(oc < rc, _f32(1.0), _f32(0.0))
                 term = term * (tirx.Broadcast(keep, lanes) if lanes > 1 else keep)
@@ -70,9 +65,7 @@ class WriteBack:
             if self.fskip is not None:
                 v = v + tirx.BufferLoad(self.fskip, [self.b, oc, self.y, idx])
             return v
-        inv = float(np.float32(1.0 / layer.output.scale))
-        q = tirx.nearbyint(v * c(inv)) + c(float(layer.output.zero_point))
-        q = tirx.min(tirx.max(q, c(0.0)), c(255.0))
+        q = requantize(v, layer.output.scale, int(layer.output.zero_point), lanes)
         return tirx.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
 
     def write(self, T, ocs: list, accs: list, x, vec: int, whole: bool) -> None:  # noqa: N803
