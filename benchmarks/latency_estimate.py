@@ -166,8 +166,8 @@ def markdown(res: dict, command: str) -> str:
               "measure below their estimate: the estimate runs at the nominal clock (cpuinfo), while this host's FMA "
               "ceiling (benchmarks/fma_ceiling.py) implies a higher effective clock; that, not the memory-bound "
               "kinds, is now most of the MAPE. The measured table is an earlier session's (under that session's "
-              "conditions); the estimate itself does not depend on the load; the bandwidth was measured under load (best "
-              "repeat)."]
+              "conditions); the estimate itself does not depend on the load; the bandwidth was measured under load "
+              "(best repeat)."]
     return "\n".join(lines)
 
 
