@@ -200,6 +200,11 @@ def test_cli_estimate_prints_layers_and_total(run_cli):
     assert [row["name"] for row in doc["layers"]] == ["head", "cells.0.conv", "tail"]
     assert doc["total_ms"] == pytest.approx(sum(row["ms"] for row in doc["layers"]))
     assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
+    assert doc["estimate"]["memory"] is None and all(row["memory_ms"] == 0.0 for row in doc["layers"])
+    soc = run_cli("latency", "estimate", "--target", "android-arm64", "--cpu", "snapdragon-865", "--size", "128x32",
+                  json.dumps(genome))
+    assert soc.code == 0, soc.err
+    assert "memory: each kernel's bytes at 44 GB/s (LPDDR5-5500" in soc.out
     bad = run_cli("latency", "estimate", "--cpu", "cortex-a99", json.dumps(genome))
     assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
 
