@@ -60,21 +60,22 @@ class Ceiling:
         return self.threads * self.iterations * self.chains * self.lanes * 2 / self.seconds / 1e9
 
 
-def compile_probe(out_dir: Path, cc: str | None = None, flags: tuple[str, ...] = ("-march=native",)) -> Path:
-    """Build fma_ceiling.c with the system compiler; -march=native picks the widest ISA (aarch64 gcc may want
-    -mcpu=native, tried next)."""
+def compile_probe(out_dir: Path, cc: str | None = None, flags: tuple[str, ...] = ("-march=native",),
+                  source: Path = SOURCE) -> Path:
+    """Build a probe (fma_ceiling.c; benchmarks/mem_bandwidth.c) with the system compiler; -march=native picks the
+    widest ISA (aarch64 gcc may want -mcpu=native, tried next)."""
     cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    out = out_dir / "fma_ceiling"
+    out = out_dir / source.stem
     errors = []
     for arch in (flags, ("-mcpu=native",)):
-        cmd = [cc, "-O2", *arch, "-pthread", str(SOURCE), "-o", str(out)]
+        cmd = [cc, "-O2", *arch, "-pthread", str(source), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
             return out
         errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-400:]}")
-    raise RuntimeError("could not compile the FMA probe:\n" + "\n".join(errors))
+    raise RuntimeError(f"could not compile the probe {source.name}:\n" + "\n".join(errors))
 
 
 def run_probe(binary: Path, iterations: int, repeats: int, cpus: list[int]) -> Ceiling:

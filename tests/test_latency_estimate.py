@@ -200,6 +200,11 @@ def test_cli_estimate_prints_layers_and_total(run_cli):
     assert [row["name"] for row in doc["layers"]] == ["head", "cells.0.conv", "tail"]
     assert doc["total_ms"] == pytest.approx(sum(row["ms"] for row in doc["layers"]))
     assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
+    assert doc["estimate"]["memory"] is None and all(row["memory_ms"] == 0.0 for row in doc["layers"])
+    soc = run_cli("latency", "estimate", "--target", "android-arm64", "--cpu", "snapdragon-865", "--size", "128x32",
+                  json.dumps(genome))
+    assert soc.code == 0, soc.err
+    assert "memory: each kernel's bytes at 44 GB/s (LPDDR5-5500" in soc.out
     bad = run_cli("latency", "estimate", "--cpu", "cortex-a99", json.dumps(genome))
     assert_one_line_error(bad, "unknown cpu 'cortex-a99'")
 
@@ -402,3 +407,73 @@ def test_cli_estimates_a_quantised_model_as_its_int8_clib(run_cli, tmp_path):
                                                    for s in specs]
         assert doc["total_ms"] == pytest.approx(sum(row["ms"] for row in doc["layers"]))
         assert doc["latency"] == "estimated (static model of CPU cortex-a77)"
+
+
+def test_memory_term_against_the_hand_formula():
+    """The memory term of known layers on the S865 (44.0 GB/s, its LPDDR5's spec sheet), counted by hand: a 3x3
+    16->32 conv with a residual at 90x160 reads its input, residual and weights and writes its output; a channel
+    pad reads its input and writes zeros too, a slice reads only what it keeps; fp16 tensors are half the bytes.
+    The estimate is compute + memory, its compute part what the same CPU gives without a bandwidth, and a bare core
+    (no memory system named) has no memory term."""
+    from dataclasses import replace
+
+    from compiler.latency.estimate import Estimator, get_cpu
+    from compiler.targets import get_target
+
+    target = get_target("android-arm64", 4)
+    cpu = get_cpu("snapdragon-865", target)
+    assert cpu.mem_gbps == 44.0 and "LPDDR5" in cpu.mem_source
+    est = Estimator(target, cpu)
+    h, w = 90, 160
+    conv = LayerConfig("conv", 16, 32, h, w, act="relu", residual=True)
+    e = est.layer(conv)
+    hand = 4 * (16 * h * w + 32 * h * w + 32 * h * w + 32 * 16 * 9)  # input, output, residual, weights
+    assert e.detail["bytes"] == hand
+    assert e.detail["memory_ms"] == pytest.approx(hand / 44.0e9 * 1e3)
+    assert e.ms == pytest.approx(e.detail["compute_ms"] + e.detail["memory_ms"])
+    bare = Estimator(target, replace(cpu, mem_gbps=None)).layer(conv)
+    assert bare.ms == pytest.approx(e.detail["compute_ms"]) and bare.detail["memory_ms"] == 0.0
+    pad = est.layer(LayerConfig("adapter", 16, 32, h, w, k=1, pad=0, bias=False))
+    cut = est.layer(LayerConfig("adapter", 32, 16, h, w, k=1, pad=0, bias=False))
+    assert pad.detail["bytes"] == 4 * (16 + 32) * h * w and cut.detail["bytes"] == 4 * (16 + 16) * h * w
+    t16 = get_target("android-arm64-fp16", 4)
+    assert Estimator(t16, get_cpu("snapdragon-865", t16)).layer(conv).detail["bytes"] == hand / 2
+    core = Estimator(target, get_cpu("cortex-a77", target))
+    assert core.describe()["memory"] is None and core.layer(conv).detail["memory_ms"] == 0.0
+
+
+def test_tail_memory_is_its_convs_and_the_shuffle():
+    """A x2 tail from 16 channels: its conv to 12 channels, the 5x5 bicubic conv of the 3-channel image (grouped:
+    12 x 1 x 25 weights) and the PixelShuffle's read and write of the 12-channel output, by hand."""
+    from compiler.latency.estimate import traffic_bytes
+
+    h, w = 40, 64
+    tail = LayerConfig("tail", 16, 3, h, w, k=3, scale=2)
+    hand = 4 * ((16 * h * w + 12 * h * w + 12 * 16 * 9) + (3 * h * w + 12 * h * w + 12 * 25) + 2 * 12 * h * w)
+    assert traffic_bytes(tail) == hand
+
+
+def test_host_bandwidth_is_the_recorded_figure_for_the_threads(tmp_path, monkeypatch):
+    """benchmarks/mem_bandwidth.py --record writes a `hosts` entry that keeps cpus.json valid and the rest of it as
+    it was; the estimate takes the figure of the most threads measured up to the target's, and without an entry
+    has no memory term and says why."""
+    import json
+
+    from benchmarks import mem_bandwidth
+    from compiler.latency import estimate
+
+    path = tmp_path / "cpus.json"
+    path.write_text(estimate.CPU_FILE.read_text())
+    before = json.loads(path.read_text())
+    results = [{"threads": 1, "array_mib": 32, "repeats": 10, "best_gbps": 12.34, "median_gbps": 9.0, "load": 0.5},
+               {"threads": 2, "array_mib": 32, "repeats": 10, "best_gbps": 20.06, "median_gbps": 15.0, "load": 0.5}]
+    monkeypatch.setattr(mem_bandwidth, "llvm_cpu", lambda: "testcpu")
+    mem_bandwidth.record(results, path)
+    after = json.loads(path.read_text())
+    assert after["hosts"]["testcpu"]["gbps"] == {"1": 12.3, "2": 20.1}
+    assert {k: v for k, v in after.items() if k != "hosts"} == {k: v for k, v in before.items() if k != "hosts"}
+    monkeypatch.setattr(estimate, "cpu_table", lambda: after)
+    assert estimate.host_bandwidth("testcpu", 1)[0] == 12.3
+    assert estimate.host_bandwidth("testcpu", 4)[0] == 20.1
+    gbps, why = estimate.host_bandwidth("othercpu", 2)
+    assert gbps is None and "mem_bandwidth.py --record" in why

@@ -15,8 +15,13 @@ Per conv layer (dense or sparse kernel):
 - cycles / clock, spread over the threads by the kernel's parallel loop (static chunks: the slowest
   core used decides).
 `tail` = its 3x3 conv + the 5x5 grouped bicubic conv (as conv layers) + one copy of its output;
-`adapter` = one copy of its elements. Not modelled: caches and memory bandwidth (llvm-mca assumes
-every load hits L1), thread start-up and synchronisation, frequency scaling, other processes.
+`adapter` = one copy of its elements.
+Memory (llvm-mca assumes every load hits L1): each kernel's bytes read and written (`traffic_bytes`) at the CPU's
+memory bandwidth (cpus.json: a SoC's from its spec sheet, the host's measured by benchmarks/mem_bandwidth.py),
+added to the compute time: on this host's measured layer table the sum ranks layers better than the roofline's
+max(compute, memory) (benchmarks/latency_estimate.py reports both), as the emitted kernels stage their memory work
+(row copy, then multiply-adds, then write-back) rather than hide it behind the multiply-adds. Not modelled: the
+cache levels between L1 and memory, thread start-up and synchronisation, frequency scaling, other processes.
 
 Pitfall handled here: LLVM 19's -mcpu=cortex-a76/a77/a78/x1 silently use the Cortex-A57 model
 (dispatch width 3, one 128-bit FMA a cycle); cpus.json maps each core to a model that describes it
@@ -50,8 +55,11 @@ A57_DISPATCH = 3  # what LLVM 19 silently falls back to for cortex-a76/a77/a78/x
 ITERATIONS = 100
 # The estimate's method, in every estimated table's header: a table estimated by another method is re-estimated
 # (2: Winograd, fp16 and int8 kernels modelled; multiply-adds by element, all vector stores counted; 3: entries
-# record their kernel, Winograd ones their direct twin's estimate, the reference of pruned layers' speed factors).
-METHOD = 3
+# record their kernel, Winograd ones their direct twin's estimate, the reference of pruned layers' speed factors;
+# 4: + the memory term, bytes read and written at the CPU's bandwidth).
+METHOD = 4
+# Bytes of one tensor element as the kernels of each precision pass tensors between layers.
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 # --- the CPU table ---------------------------------------------------------------------------------
@@ -77,6 +85,8 @@ class Cpu:
     cores: tuple[tuple[Core, float], ...]  # (core, GHz) per physical core, fastest first
     triple: str = "aarch64-linux-android"
     phones: str = ""
+    mem_gbps: float | None = None  # memory bandwidth for the memory term (None: a bare core names no memory system)
+    mem_source: str = ""  # where the figure comes from (cpus.json)
 
     def used(self, threads: int) -> list[tuple[Core, float]]:
         """The cores `threads` threads run on: the fastest ones (a core name: that core, `threads` times)."""
@@ -120,7 +130,9 @@ def get_cpu(name: str, target: TargetSpec | None = None) -> Cpu:
         if name not in ("host", llvm):
             raise CompilerError(f"on target host the cpu is 'host' ({llvm}), not {name!r}")
         core = Core(llvm, llvm, 0, 0, host_ghz())
-        return Cpu(llvm, "host", tuple([(core, core.ghz)] * max(1, target.threads)), target.triple)
+        gbps, source = host_bandwidth(llvm, target.threads)
+        return Cpu(llvm, "host", tuple([(core, core.ghz)] * max(1, target.threads)), target.triple,
+                   mem_gbps=gbps, mem_source=source)
     if name in t["cores"]:
         core = _core(name)
         return Cpu(name, "core", ((core, core.ghz),))
@@ -130,8 +142,22 @@ def get_cpu(name: str, target: TargetSpec | None = None) -> Cpu:
         for cl in soc["clusters"]:
             cores += [(_core(cl["core"]), float(cl["ghz"]))] * int(cl["count"])
         cores.sort(key=lambda c: -c[1] * c[0].fma128_per_cycle)
-        return Cpu(name, "soc", tuple(cores), phones=soc.get("phones", ""))
+        mem = soc["memory"]
+        return Cpu(name, "soc", tuple(cores), phones=soc.get("phones", ""), mem_gbps=float(mem["gbps"]),
+                   mem_source=f"{mem['type']}, {mem['source']}")
     raise CompilerError(f"unknown cpu {name!r}; known: {', '.join(cpu_names())}")
+
+
+def host_bandwidth(llvm: str, threads: int) -> tuple[float | None, str]:
+    """This host's measured memory bandwidth for `threads` threads (cpus.json `hosts`, written by
+    benchmarks/mem_bandwidth.py --record): the figure of the most threads measured up to `threads`.
+    (None, why) when this CPU was never measured: the estimate then has no memory term, and says so."""
+    entry = cpu_table().get("hosts", {}).get(llvm)
+    if not entry:
+        return None, f"no bandwidth recorded for {llvm} (python benchmarks/mem_bandwidth.py --record)"
+    counts = sorted(int(n) for n in entry["gbps"])
+    n = max([c for c in counts if c <= threads] or counts[:1])
+    return float(entry["gbps"][str(n)]), f"{entry['source']}, {n} thread(s)"
 
 
 def host_ghz() -> float:
@@ -573,6 +599,32 @@ def copy_cycles_per_element(code: KernelCode, core: Core, triple: str, lanes: in
     return min(1.0, c / (code.copy.stores() * lanes))
 
 
+def traffic_bytes(cfg: LayerConfig, precision: str = "fp32") -> float:
+    """Bytes a layer's kernels read and write in memory (`precision`'s tensor elements, ELEMENT_BYTES): the memory
+    term's numerator.
+
+    conv: its input, output and residual (`LayerConfig.elements`) and its kept weights; adapter: the channels it
+    keeps read (a slice reads only those, a zero pad all of its input) and its output written; tail: its conv, the
+    5x5 bicubic conv of the 3-channel image, and the PixelShuffle's copy of the output (read and written).
+    """
+    eb = ELEMENT_BYTES[precision]
+    if cfg.op == "adapter":
+        return float(eb * cfg.h * cfg.w * (min(cfg.cin, cfg.cout) + cfg.cout))
+    if cfg.op == "tail":
+        out = 3 * cfg.scale * cfg.scale
+        return sum(traffic_bytes(c, precision) for c in tail_convs(cfg)) + float(eb * 2 * out * cfg.h * cfg.w)
+    weights = cfg.cout * (cfg.cin // cfg.groups) * cfg.k * cfg.k * (1.0 - cfg.ratio)
+    return float(eb * (cfg.elements() + weights))
+
+
+def tail_convs(tail: LayerConfig) -> tuple[LayerConfig, LayerConfig]:
+    """The tail's two convs as the compiler emits them: its 3x3 conv to 3 x scale^2 channels, and the fixed bicubic
+    skip (5x5, grouped by colour, no bias) of the 3-channel image."""
+    out = 3 * tail.scale * tail.scale
+    return (LayerConfig("conv", tail.cin, out, tail.h, tail.w),
+            LayerConfig("conv", 3, out, tail.h, tail.w, k=5, groups=3, pad=2, bias=False))
+
+
 def _spread(parallel: int, used: list[tuple[Core, float]], per_core: dict[str, float]) -> float:
     """Milliseconds when the parallel loop's `parallel` chunks are split statically over the used cores.
 
@@ -604,8 +656,19 @@ class Estimator:
     def describe(self) -> dict[str, Any]:
         """Plain data for table headers and reports."""
         cores = [{"core": c.name, "mca": c.mca, "ghz": g} for c, g in self.used]
+        memory = {"gbps": self.cpu.mem_gbps, "source": self.cpu.mem_source} if self.cpu.mem_gbps else None
         return {"cpu": self.cpu.name, "kind": self.cpu.kind, "threads": self.threads, "cores": cores,
-                "label": self.cpu.label(), "mca": MCA, "method": METHOD}
+                "label": self.cpu.label(), "mca": MCA, "method": METHOD, "memory": memory}
+
+    def memory_ms(self, nbytes: float) -> float:
+        """Milliseconds to move `nbytes` at the CPU's memory bandwidth (0 where none is known: a bare core)."""
+        return nbytes / self.cpu.mem_gbps / 1e6 if self.cpu.mem_gbps else 0.0
+
+    def _with_memory(self, est: LayerEstimate, nbytes: float) -> LayerEstimate:
+        """`est` (compute) + the memory term of `nbytes`: added, not overlapped (see the module's docstring)."""
+        mem = self.memory_ms(nbytes)
+        detail = {**est.detail, "compute_ms": est.ms, "memory_ms": mem, "bytes": nbytes}
+        return LayerEstimate(est.ms + mem, est.parts, detail, est.core_parts)
 
     def layer(self, cfg: LayerConfig, weight: np.ndarray | None = None) -> LayerEstimate:
         """The estimate of one layer (conv dense or pruned, tail, adapter)."""
@@ -678,7 +741,7 @@ class Estimator:
                   "executed_macs": executed, "sparse": plan.sparse, "parallel": code.parallel}
         est = self._parts_estimate(parts, code.parallel, extra, detail)
         est.parts = {"hot": sum(v for k, v in est.parts.items() if k.startswith("dot")), "copy": est.parts["copy"]}
-        return est
+        return self._with_memory(est, int8_traffic_bytes(spec))
 
     def row_kernel(self, func: Any, elements: float, what: str) -> LayerEstimate:
         """An elementwise or scalar per-pixel kernel (the int8 c-lib's quantise and bicubic-skip kernels): its
@@ -726,7 +789,8 @@ class Estimator:
         """The direct kernel's estimate of dense conv `cfg` (cached): what a Winograd entry records as `direct_ms`,
         the reference of the sparse speed factors (compiler.latency.predict)."""
         if cfg.key() not in self._twins:
-            self._twins[cfg.key()] = self._direct(cfg)
+            self._twins[cfg.key()] = self._with_memory(self._direct(cfg),
+                                                       traffic_bytes(cfg, layer_precision(cfg, self.target)))
         return self._twins[cfg.key()]
 
     def _sparse(self, cfg: LayerConfig, code: KernelCode, executed: float) -> LayerEstimate:
@@ -759,8 +823,10 @@ class Estimator:
         return _spread(64, self.used, per_core), max(per_core.values())
 
     def _layer(self, cfg: LayerConfig, weight: np.ndarray | None) -> LayerEstimate:
+        precision = layer_precision(cfg, self.target)
         if cfg.op == "conv":
-            return self._conv(cfg, weight)
+            est = self._conv(cfg, weight)  # an int8 kernel's estimate has its memory term (`int8_kernel`)
+            return est if precision == "int8" else self._with_memory(est, traffic_bytes(cfg, precision))
         if cfg.op == "adapter" and layer_precision(cfg, self.target) == "int8":
             # the int8 kernels read a residual of another width sliced or zero-padded (Int8ConvSpec.res_channels)
             return LayerEstimate(0.0, {}, {"fused": "into the next int8 kernel's residual read"})
@@ -768,14 +834,17 @@ class Estimator:
             return self._int8_tail(cfg)
         if cfg.op == "adapter":
             ms, cyc = self._copy_ms(cfg.elements())
-            return LayerEstimate(ms, {"copy": cyc}, {"elements": cfg.elements()})
-        # tail: tail conv + grouped 5x5 bicubic conv + the PixelShuffle copy of the output
+            return self._with_memory(LayerEstimate(ms, {"copy": cyc}, {"elements": cfg.elements()}),
+                                     traffic_bytes(cfg, precision))
+        # tail: tail conv + grouped 5x5 bicubic conv + the PixelShuffle copy of the output (each with its memory)
         out = 3 * cfg.scale * cfg.scale
-        conv = self.layer(LayerConfig("conv", cfg.cin, out, cfg.h, cfg.w))
-        up = self.layer(LayerConfig("conv", 3, out, cfg.h, cfg.w, k=5, groups=3, pad=2, bias=False))
-        ms, cyc = self._copy_ms(out * cfg.h * cfg.w)
-        return LayerEstimate(conv.ms + up.ms + ms, {"tail_conv": conv.ms, "bicubic_conv": up.ms, "shuffle": ms},
-                             {"parts_unit": "ms"})
+        conv, up = (self.layer(c) for c in tail_convs(cfg))
+        shuffle_memory = self.memory_ms(ELEMENT_BYTES[precision] * 2 * out * cfg.h * cfg.w)
+        shuffle = self._copy_ms(out * cfg.h * cfg.w)[0] + shuffle_memory
+        memory = conv.detail.get("memory_ms", 0.0) + up.detail.get("memory_ms", 0.0) + shuffle_memory
+        return LayerEstimate(conv.ms + up.ms + shuffle, {"tail_conv": conv.ms, "bicubic_conv": up.ms,
+                                                         "shuffle": shuffle},
+                             {"parts_unit": "ms", "memory_ms": memory, "bytes": traffic_bytes(cfg, precision)})
 
 
     def _int8_tail(self, cfg: LayerConfig) -> LayerEstimate:
@@ -796,6 +865,16 @@ class Estimator:
 
 
 _SCALAR_STORE = re.compile(r"^(?:str|stur)\s+s\d+|^vmovss\s+%xmm\d+,\s*-?\w*\(")
+
+
+def int8_traffic_bytes(spec: Any) -> float:
+    """Bytes an int8 conv kernel (compiler.int8's Int8ConvSpec) reads and writes: uint8 input, residual and weights,
+    its output (float32 from the tail, which also reads its float32 bicubic skip; else uint8)."""
+    oh, ow = spec.out_hw
+    out = spec.cout * oh * ow
+    res = (spec.res_channels or spec.cout) * oh * ow if spec.residual else 0
+    weights = spec.cout * spec.cin * spec.kh * spec.kw
+    return float(spec.cin * spec.h * spec.w + res + weights + (4 * out * (1 + spec.fskip) if spec.tail else out))
 
 
 def int8_layer(cfg: LayerConfig, weight: np.ndarray | None, tail: bool = False) -> Any:

@@ -90,8 +90,12 @@ def estimate_cmd(spec: str, target: str, cpu: str, size: str, threads: int | Non
     click.echo(f"{name}: {total:.2f} ms per {out_hw[1]}x{out_hw[0]} frame, {what}; {tspec.name}, "
                f"{est.threads} threads, slowest core used: {_slowest(est)}; first core: {cores}")
     for r in rows:
-        click.echo(f"  {r['name']:<14} {r['layer']:<52} {r['ms']:9.3f} ms  {r['macs'] / 1e6:9.1f} MMAC")
-    click.echo("  not modelled: caches and memory bandwidth, thread start-up, frequency scaling (docs/latency_estimate.md)")
+        click.echo(f"  {r['name']:<14} {r['layer']:<52} {r['ms']:9.3f} ms (memory {r['memory_ms']:7.3f})  "
+                   f"{r['macs'] / 1e6:9.1f} MMAC")
+    memory = est.describe()["memory"]
+    click.echo(f"  memory: each kernel's bytes at {memory['gbps']:g} GB/s ({memory['source']}), added" if memory else
+               "  memory: not modelled (a core names no memory system: name a SoC, e.g. snapdragon-865)")
+    click.echo("  not modelled: cache levels, thread start-up, frequency scaling (docs/latency_estimate.md)")
 
 
 def _slowest(est: Any) -> str:

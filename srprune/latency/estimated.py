@@ -99,7 +99,8 @@ def estimate_layers(est: Estimator, layers: list[tuple[str, LayerConfig, Any]]) 
     rows = []
     for name, cfg, weight in layers:
         e = est.layer(cfg, weight)
-        rows.append({"name": name, "layer": cfg.key(), "ms": e.ms, "macs": cfg.macs(), "parts": e.parts})
+        rows.append({"name": name, "layer": cfg.key(), "ms": e.ms, "memory_ms": e.detail.get("memory_ms", 0.0),
+                     "macs": cfg.macs(), "parts": e.parts})
     return rows
 
 
@@ -118,7 +119,8 @@ def estimate_int8_network(est: Estimator, model: Any, out_hw: tuple[int, int]) -
     rows = []
 
     def add(name: str, what: str, e: Any, macs: int) -> None:
-        rows.append({"name": name, "layer": what, "ms": e.ms, "macs": macs, "parts": e.parts})
+        rows.append({"name": name, "layer": what, "ms": e.ms, "memory_ms": e.detail.get("memory_ms", 0.0),
+                     "macs": macs, "parts": e.parts})
 
     add("quantize", "float32 -> uint8 image", est.row_kernel(quantize_primfunc(shape), float(np.prod(shape)),
                                                               "the int8 quantise kernel"), 0)

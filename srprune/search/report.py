@@ -129,8 +129,8 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
     if lat_cfg.get("source") == "estimate":
         parts.append(f"<p><b>Every latency in this report is estimated (static model of CPU "
                      f"{html.escape(str(lat_cfg.get('cpu')))})</b>: llvm-mca on the code compiled for the target, "
-                     "nothing measured on a device; caches, memory bandwidth and thread start-up are not modelled "
-                     "(docs/latency_estimate.md).</p>")
+                     "nothing measured on a device; memory is one term (each kernel's bytes at the SoC's spec-sheet "
+                     "bandwidth), cache levels and thread start-up are not modelled (docs/latency_estimate.md).</p>")
     summary = []
     left_out = [f"{name} ({why})" for name, why in stale.items() if name != "report" and name in stages]
     if left_out:

@@ -48,9 +48,7 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     teacher = extract_deployed(supernet, SearchSpace.from_dict(cfg.supernet.space).largest(scale))
     spec = pruning_spec({k: v for k, v in cand.prune.items() if v["ratio"] > 0})
     if not spec["layers"]:
-        # A dense winner: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning.
-        first = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "head")
-        spec = {"layers": {first: {"scheme": "unstructured", "ratio": 0.0}}}
+        spec = dense_finetune_spec(model)
     fcfg = cfg.finetune.finetune_config()
     sampler = PatchSampler(load_dataset(cfg.data, scale, split="train"), scale, fcfg.patch_size,
                            fcfg.batch_size, seed=fcfg.seed)
@@ -80,6 +78,16 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     write_text(layout.final / "arch.json", json.dumps(cand.to_dict(), indent=1) + "\n")
     return {"val_psnr": val.get("psnr"), "val_ssim": val.get("ssim"), "before_finetune_psnr": before.psnr,
             "seconds": summary["seconds"]}
+
+
+def dense_finetune_spec(model: torch.nn.Module) -> dict:
+    """A dense winner's spec: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning. The layer is
+    the first the pruner knows after the head (a conv with groups 1: a depthwise conv, e.g. a dws cell's first,
+    is not one)."""
+    from srprune.pruning.layers import prunable_layers
+
+    first = next(n for n in prunable_layers(model) if n != "head")
+    return {"layers": {first: {"scheme": "unstructured", "ratio": 0.0}}}
 
 
 def _quantise(cfg: RunConfig, pruned: torch.nn.Module, scale: int, pmeta: dict, precision: dict[str, str],
