@@ -34,10 +34,9 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
-    from compiler.latency.measure import build_layer, built_network, interleaved
+    from compiler.latency.measure import built_network, interleaved
     from srprune.export import ExportRequest, export
-    from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers
-    from srcommon.progress import progress_bar
+    from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers, own_layer_builds
     from srprune.search.candidate import latency_ms
 
     out_hw = cfg.out_hw
@@ -56,12 +55,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     predictor = load_predictor(layout.root, target.name, target.threads)
     net_timer = runner.timer(built_network(compiled))
     named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune))
-    modules = dict(done.model.named_modules())
-    layer_timers = []
-    for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
-        # a pruned layer's sparse kernel is built from its weight: time the model's own
-        weight = modules[name].weight.detach().numpy() if c.scheme != "dense" else None
-        layer_timers.append(runner.timer(build_layer(c, target, weight=weight)))
+    layer_timers = [runner.timer(b) for b in own_layer_builds(done.model, named, target, progress=progress)]
     samples = interleaved([net_timer] + layer_timers, rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)
