@@ -246,7 +246,7 @@ def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: Se
     Why its own layers and not the table's times: the fit is a network's time over its layers' sum, and the
     table was timed minutes earlier; a phase that ran faster or slower than the table's (clock, load, what else
     the machine was doing) lands in that ratio. Fitted on table sums, the demo's 8 networks ran at 0.81-1.03 of
-    them (0.79 x sum + 1.95 ms) and its first deployments came out 14-19% over their predictions, while the
+    them (0.79 x sum + 1.95 ms) and its first deployments were predicted 14-19% low, while the
     compile stage, timing the deployed network beside its own layers, found it at 0.98-1.0 of their sum. Each
     point keeps its table sum (`table_sum_ms`), which shows the phase shift.
     """
