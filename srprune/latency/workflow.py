@@ -39,6 +39,9 @@ __all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "Network", "PrunedKernels", "b
            "measure_networks", "own_layer_builds", "random_genomes", "random_networks", "table_path", "validate"]
 
 
+CALIBRATION_SEED = 1000  # the random networks of a build's calibration (validation's are a seed apart)
+
+
 @dataclass(frozen=True)
 class PrunedKernels:
     """The pruned layers a table times beside their dense twins, and the weights to time them on.
@@ -140,10 +143,11 @@ def own_layer_builds(model: nn.Module, named: list[tuple[str, LayerConfig]], tar
 
 def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P,
                      *, rounds: int = 5, group: int = 5, with_layers: bool = False,
-                     progress: bool = True) -> list[dict]:
+                     dense: dict[str, Any] | None = None, progress: bool = True) -> list[dict]:
     """Whole-network median milliseconds of each network, compiled with compile_model; with `with_layers`, also
     the sum of its layers timed alone in the same rounds (`layers_sum_ms`: the median over rounds of each
-    round's sum; `layers_ms`: each layer's median).
+    round's sum; `layers_ms`: each layer's median). `dense`: dense layers already built, by key (see
+    `own_layer_builds`).
 
     Why groups and rounds: the machine is shared, so networks of a group are timed round-robin (one
     run each per round, `rounds` rounds) and compared by their medians; groups bound the memory of
@@ -156,7 +160,7 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
     from srcommon.progress import progress_bar
 
     results: list[dict] = []
-    dense: dict[str, Any] = {}
+    dense = dict(dense or {})
     bar = progress_bar(total=len(networks), desc="networks", unit="net", disable=not progress)
     try:
         for start in range(0, len(networks), group):
@@ -181,6 +185,8 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
                     r["layers_ms"] = [statistics.median(x) for x in own]
                 results.append(r)
             del built, layer_built, distinct, timers
+            later = {c.key() for net in networks[start + group:] for c in net.layers(out_hw)}
+            dense = {k: b for k, b in dense.items() if k in later}  # a build no later network needs is let go
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -189,12 +195,13 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
 
 def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
                 out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None, repeat: int = 5,
-                progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",)) -> tuple[LatencyTable, int, int]:
+                progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",),
+                keep: dict[str, Any] | None = None) -> tuple[LatencyTable, int, int]:
     """Measure what RUN/latency/TARGET/table.json lacks: every dense layer of `space` at `out_hw` in each of
     `precisions`, then `pruned` (whose configurations carry their precisions: `pruned_kernels(..., precisions)`).
 
     Resumes a killed build. Returns (table, entries measured now, pruned entries dropped as stale).
-    A precision the target cannot run is refused before anything is measured.
+    A precision the target cannot run is refused before anything is measured. `keep`: see `measure_into`.
     """
     from compiler.latency.measure import check_precision, measure_into
     from compiler.latency.table import open_table
@@ -203,7 +210,8 @@ def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: 
         check_precision(target, p)
     table = open_table(table_path(run_dir, target.name), target.name, target.threads)
     dropped = table.use_pruned_weights(pruned.source) if pruned else 0
-    n = measure_into(table, space_layers(space, out_hw, precisions), target, runner, repeat=repeat, progress=progress)
+    n = measure_into(table, space_layers(space, out_hw, precisions), target, runner, repeat=repeat, progress=progress,
+                     keep=keep)
     if pruned:
         n += measure_into(table, pruned.configs, target, runner, repeat=repeat, progress=progress,
                           weight_for=pruned.weight_for)
@@ -225,20 +233,25 @@ def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner,
     """
     from compiler.latency.predict import load_calibration
 
+    # the calibration networks' dense layers, kept as the table builds them (the calibration times them again)
+    keep = {c.key(): None for net in random_networks(space, calibrate_n, CALIBRATION_SEED, pruned)
+            for c in net.layers(out_hw) if c.scheme == "dense"} if calibrate_n else None
     table, n, dropped = build_table(run_dir, target, runner, space, out_hw, pruned=pruned, repeat=repeat,
-                                    progress=progress, precisions=precisions)
+                                    progress=progress, precisions=precisions, keep=keep)
     cpath = calibration_path(run_dir, target.name)
     now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
     if now:
-        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress)
+        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress,
+                        dense={k: b for k, b in (keep or {}).items() if b is not None})
     else:
         cal = load_calibration(cpath, table.header) if calibrate_n else None
     return LatencyBuild(table, n, dropped, cal, now)
 
 
 def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
-              out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = 1000, rounds: int = 5,
-              pruned: PrunedKernels | None = None, progress: bool = True) -> Calibration:
+              out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = CALIBRATION_SEED, rounds: int = 5,
+              pruned: PrunedKernels | None = None, progress: bool = True,
+              dense: dict[str, Any] | None = None) -> Calibration:
     """Fit the overhead on `n` random networks (every second one pruned as the search prunes, where `pruned` says
     how), each measured whole in the same interleaved rounds as its own layers alone; saves
     RUN/latency/TARGET/predictor.json.
@@ -248,7 +261,8 @@ def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: Se
     the machine was doing) lands in that ratio. Fitted on table sums, the demo's 8 networks ran at 0.81-1.03 of
     them (0.79 x sum + 1.95 ms) and its first deployments were predicted 14-19% low, while the
     compile stage, timing the deployed network beside its own layers, found it at 0.98-1.0 of their sum. Each
-    point keeps its table sum (`table_sum_ms`), which shows the phase shift.
+    point keeps its table sum (`table_sum_ms`), which shows the phase shift. `dense`: dense layers already built
+    (by key; `build_latency_model` keeps them from the table's build).
     """
     from compiler.latency.predict import fit_calibration, save_calibration
     from compiler.latency.table import load_table
@@ -257,7 +271,7 @@ def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: Se
     table.check_target(target.name, target.threads)
     pred = Predictor(table)
     networks = random_networks(space, n, seed, pruned)
-    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, with_layers=True,
+    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, with_layers=True, dense=dense,
                                 progress=progress)
     cal = fit_calibration([(m["layers_sum_ms"], len(m["layers_ms"]), m["measured_ms"]) for m in measured])
     for point, net, m in zip(cal.points, networks, measured):  # kept for re-fits and reports
