@@ -154,8 +154,9 @@ def main() -> None:
         f"- Calibration used for the numbers below: {c['networks']} further random networks measured in the same "
         f"session, spread over the groups: measured = {c['alpha']:.3f} x sum + {c['beta_ms']:.1f} ms "
         f"+ {c['gamma_ms']:.2f} ms x layers. With the calibration stored by `build` ({len(cal['points'])} networks "
-        f"measured in the build's session: {cal['alpha']:.3f} x sum + {cal['beta_ms']:.1f} ms) the ranking is the "
-        "same but every prediction is off by the change of machine load between the two sessions.",
+        f"measured in the build's session, each beside its own layers timed alone in the same rounds: "
+        f"{cal['alpha']:.3f} x their sum + {cal['beta_ms']:.1f} ms) the ranking is the same but every prediction "
+        "is off by the change of machine load between the table's session and the validation's.",
         f"- Noise floor of this session: even the best single factor measured = a x sum, fitted on the validation "
         f"networks themselves, leaves MAPE {_best_factor(result):.2f}%.", "",
         "| metric | same-session calibration | stored calibration | done when | goal |",

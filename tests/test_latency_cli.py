@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from srprune.latency import space_layers
@@ -115,6 +116,80 @@ def test_validate_writes_report(built_run, run_cli, tmp_path):
     assert res["n"] == 2 and len(res["rows"]) == 2
     errs = [abs(x["predicted_ms"] - x["measured_ms"]) / x["measured_ms"] * 100 for x in res["rows"]]
     assert res["mape_pct"] == pytest.approx(sum(errs) / 2)
+
+
+def test_calibration_fits_networks_against_their_own_layers(built_run):
+    """The stored calibration is fitted on each network's time over its own layers' sum timed in the same rounds
+    (one network: alpha = measured / that sum), not over the table's sum, which each point keeps beside it."""
+    from compiler.latency.predict import Predictor
+    from compiler.latency.table import load_table
+    from srprune.latency import genome_layers, latency_prune
+
+    run, _ = built_run
+    cal = json.loads((run / "latency" / "host" / "predictor.json").read_text())
+    (point,) = cal["points"]
+    layers = genome_layers(point["genome"], (16, 32), latency_prune(point.get("prune") or {}))
+    assert point["layers"] == len(layers) == len(point["layers_ms"])
+    assert point["table_sum_ms"] == pytest.approx(Predictor(load_table(run / "latency" / "host" / "table.json"))
+                                                  .sum_ms(layers))
+    assert cal["alpha"] == pytest.approx(point["measured_ms"] / point["sum_ms"])
+    assert cal["beta_ms"] == cal["gamma_ms"] == 0.0
+
+
+class _Recording:
+    """The real in-process runner, keeping every sample each of its timers returned (in creation order)."""
+
+    def __init__(self, threads: int) -> None:
+        from compiler.latency.runners import LocalRunner
+
+        self.runner, self.builds, self.samples = LocalRunner(threads), [], []
+
+    def timer(self, built):
+        inner, mine = self.runner.timer(built), []
+        self.builds.append(built)
+        self.samples.append(mine)
+
+        def run(repeat: int) -> list[float]:
+            out = inner(repeat)
+            mine.append(out[-1])  # the sample `interleaved` keeps (the last of each call)
+            return out
+        return run
+
+
+def test_networks_are_timed_beside_their_own_layers():
+    """`measure_networks(with_layers=True)`: every layer of the network is timed in the same rounds (a dense layer
+    that occurs twice is built and timed once and counted twice; a pruned one is the sparse kernel built on the
+    model's own weight), and the layer sum is the median over rounds of each round's sum."""
+    import statistics
+
+    from compiler.targets import get_target
+    from srprune.latency import latency_prune, measure_networks, named_genome_layers
+    from srprune.latency.workflow import Network
+    from srprune.search.candidate import apply_masks, layer_prune, pruning_spec
+    from supernet.space import Genome
+    from supernet.standalone import GenomeNet
+
+    genome = Genome.coerce({"scale": 2, "head": 8, "activation": "relu", "cells": [
+        {"block": "conv", "width": 8, "layers": []}, {"block": "conv", "width": 8, "layers": []},
+        {"block": "conv", "width": 8, "layers": []}]})
+    prune = {"cells.2.conv": layer_prune("block", (4, 8), 0.5)}
+    model = GenomeNet(genome).deploy().eval()
+    apply_masks(model, pruning_spec(prune))
+    named = named_genome_layers(genome, (16, 32), latency_prune(prune))
+    keys = [c.key() for _, c in named]
+    assert keys[1] == keys[2] and "block" in keys[3]  # cells.0/1: one dense key; cells.2 pruned
+    rec = _Recording(1)
+    (m,) = measure_networks([Network(genome, prune, model)], get_target("host", 1), rec, (16, 32), rounds=3,
+                            with_layers=True, progress=False)
+    distinct = list(dict.fromkeys(keys))
+    assert len(rec.builds) == 1 + len(distinct)  # the network, then each distinct layer once
+    assert all(len(s) == 3 for s in rec.samples)
+    np.testing.assert_array_equal(rec.builds[1 + distinct.index(keys[3])].extra["weight"],
+                                  dict(model.named_modules())["cells.2.conv"].weight.detach().numpy())
+    own = [rec.samples[1 + distinct.index(k)] for k in keys]
+    assert m["measured_ms"] == statistics.median(rec.samples[0])
+    assert m["layers_ms"] == [statistics.median(s) for s in own]
+    assert m["layers_sum_ms"] == pytest.approx(statistics.median(sum(s[r] for s in own) for r in range(3)))
 
 
 def test_errors_are_one_line(built_run, run_cli, tmp_path):

@@ -134,6 +134,26 @@ def test_measure_into_keeps_what_was_measured(tmp_path, host):
     assert len(load_table(path)) == 3
 
 
+def test_measure_into_keeps_the_dense_builds_asked_for(tmp_path, host):
+    """`keep`: the dense layers built now whose keys it names come back built as `build_layer` builds them (the
+    calibration times them again without compiling twice); pruned builds (their code is their weight's) and
+    layers not built now are not kept."""
+    table = open_table(tmp_path / "table.json", "host", 1)
+    small = [LayerConfig("conv", 4, 8, 4, 16), LayerConfig("conv", 8, 4, 4, 16, k=1, pad=0)]
+    sparse = LayerConfig("conv", 8, 8, 4, 16, k=1, pad=0, scheme="block", ratio=0.5, block=(4, 1))
+    absent = LayerConfig("conv", 8, 8, 4, 16)
+    keep = {small[1].key(): None, sparse.key(): None, absent.key(): None}
+    measure_into(table, small + [sparse], host, LocalRunner(1), repeat=1, progress=False,
+                 weight_for=lambda c: _block_weight(c, np.random.default_rng(0)), keep=keep)
+    kept, ref = keep[small[1].key()], build_layer(small[1], host)
+    assert keep[sparse.key()] is None and keep[absent.key()] is None and set(keep) == {small[1].key(), sparse.key(),
+                                                                                       absent.key()}
+    assert (kept.entry, kept.vm, kept.out_shape, kept.extra) == (ref.entry, ref.vm, ref.out_shape, ref.extra)
+    for a, b in zip(kept.inputs, ref.inputs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(_run_kernel(kept, host), _run_kernel(ref, host))
+
+
 def test_pruned_entries_of_another_weight_source_are_dropped(tmp_path):
     """A table whose pruned entries were timed on other weights re-measures them; dense entries stay."""
     table = open_table(tmp_path / "table.json", "host", 1, machine="m")

@@ -402,10 +402,13 @@ def built_network(compiled: Any) -> BuiltLayer:
 
 
 def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, runner: Runner, *, repeat: int = 5,
-                 progress: bool = True, chunk: int = 32, weight_for: WeightFor | None = None) -> int:
+                 progress: bool = True, chunk: int = 32, weight_for: WeightFor | None = None,
+                 keep: dict[str, BuiltLayer | None] | None = None) -> int:
     """Measure every configuration of `configs` the table lacks; returns how many were measured now.
 
     `weight_for(cfg)` gives each pruned configuration's weight (see `build_layer`); dense ones need none.
+    `keep`: the dense layers built now whose keys it holds get their build stored there, for a caller that times
+    them again later (the calibration, beside its networks) without compiling them twice.
 
     Why chunks timed round-robin: on a shared machine the load changes over seconds, so the layers of
     a chunk are compiled first and then timed one run each per round, `repeat` rounds (after one
@@ -427,6 +430,8 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
                 bar.set_postfix_str(f"compile {cfg.key()[:40]}", refresh=False)
                 weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
                 built.append(build_layer(cfg, target, weight=weight))
+                if keep is not None and cfg.scheme == "dense" and cfg.key() in keep:
+                    keep[cfg.key()] = built[-1]
                 twins.append(direct_twin(cfg, built[-1], target))
                 bar.update(1)
             timers = [runner.timer(b) for b in built + [t for t in twins if t is not None]]  # loads, warms up once

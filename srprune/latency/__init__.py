@@ -14,14 +14,15 @@ from srprune.latency.layers import (HD_720P, genome_layers, in_precisions, laten
 from srprune.latency.plot import scatter_plot
 from srprune.latency.stats import mape, spearman
 from srprune.latency.workflow import (DEVICE_BENCH_FORMAT, LatencyBuild, PrunedKernels, build_latency_model,
-                                      build_table, calibrate, calibrate_from_device, calibration_path,
+                                      build_table, calibrate, calibrate_from_device, calibration_path, conv_weights,
                                       device_bench_points, load_predictor, make_runner, measure_networks,
-                                      random_genomes, random_networks, validate)
+                                      own_layer_builds, random_genomes, random_networks, validate)
 
 __all__ = [
     "DEVICE_BENCH_FORMAT", "HD_720P", "LatencyBuild", "PrunedKernels", "build_latency_model", "build_table",
-    "calibrate", "calibrate_from_device", "calibration_path", "device_bench_points", "genome_layers", "in_precisions",
+    "calibrate", "calibrate_from_device", "calibration_path", "conv_weights", "device_bench_points", "genome_layers",
+    "in_precisions",
     "latency_prune", "load_predictor", "lr_size", "make_runner", "mape", "measure_networks", "model_layers",
-    "named_genome_layers", "random_genomes", "random_networks", "scatter_plot", "space_layers", "spearman", "validate",
-    "with_precision",
+    "named_genome_layers", "own_layer_builds", "random_genomes", "random_networks", "scatter_plot", "space_layers",
+    "spearman", "validate", "with_precision",
 ]

@@ -10,6 +10,7 @@ pruned layers to time, on which weights) is the search's knowledge and comes in 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from compiler.latency.runners import Runner, make_runner
 from compiler.latency.table import LatencyTable
 from srprune.layout import calibration_path, table_path
 from srprune.errors import InputError
-from srprune.latency.layers import HD_720P, genome_layers, latency_prune, lr_size, space_layers
+from srprune.latency.layers import HD_720P, genome_layers, latency_prune, lr_size, named_genome_layers, space_layers
 from srprune.latency.stats import mape, spearman
 from supernet.space import Genome, SearchSpace
 
@@ -36,7 +37,10 @@ if TYPE_CHECKING:  # the compiler modules that import TVM load when something is
 
 __all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "Network", "PrunedKernels", "build_latency_model", "build_table", "calibrate",
            "calibrate_from_device", "calibration_path", "device_bench_points", "load_predictor", "make_runner",
-           "measure_networks", "random_genomes", "random_networks", "table_path", "validate"]
+           "measure_networks", "own_layer_builds", "random_genomes", "random_networks", "table_path", "validate"]
+
+
+CALIBRATION_SEED = 1000  # the random networks of a build's calibration (validation's are a seed apart)
 
 
 @dataclass(frozen=True)
@@ -114,33 +118,98 @@ def random_networks(space: SearchSpace, n: int, seed: int, pruned: PrunedKernels
     return out
 
 
+def conv_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Each conv's weight by its deployed name (numpy float32), the names `named_genome_layers` gives: a float
+    model's Conv2d modules, or a quantised model's layers (int8 codes as floats: the zeros its int8 kernels skip)."""
+    from torch import nn as torch_nn
+
+    from srprune.quant.qmodel import is_quantized
+
+    if is_quantized(model):
+        return {spec["name"]: layer.weight.detach().float().numpy() for spec, layer in zip(model.specs, model.layers)}
+    return {name: m.weight.detach().numpy() for name, m in model.named_modules() if isinstance(m, torch_nn.Conv2d)}
+
+
+def _as_pruned(c: LayerConfig, weight: np.ndarray) -> LayerConfig:
+    """The layer's config with the zero fraction its weight really has where that differs from the searched ratio
+    by more than the measurement's tolerance (int8 rounding turns the smallest kept weights into zeros too)."""
+    from compiler.latency.measure import RATIO_TOLERANCE
+
+    zeros = 1.0 - np.count_nonzero(weight) / weight.size
+    return c if abs(zeros - c.ratio) <= RATIO_TOLERANCE else dataclasses.replace(c, ratio=round(float(zeros), 3))
+
+
+def own_layer_builds(model: nn.Module, named: list[tuple[str, LayerConfig]], target: TargetSpec, *,
+                     dense: dict[str, Any] | None = None, progress: bool = False) -> list[Any]:
+    """Each layer of `model` (`named`: `named_genome_layers` of its genome and pruning) compiled alone as the table
+    compiles it (`build_layer`), a pruned one on the model's own weight: a sparse kernel's code follows the zeros
+    of the weight it is built from. `dense` caches dense builds by key across calls (their code does not depend
+    on the weight, so networks sharing a layer share one build)."""
+    from compiler.latency.measure import build_layer
+    from srcommon.progress import progress_bar
+
+    weights = conv_weights(model)
+    out = []
+    for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
+        if c.scheme != "dense":
+            weight = weights[name]
+            out.append(build_layer(_as_pruned(c, weight), target, weight=weight))
+            continue
+        built = dense.get(c.key()) if dense is not None else None
+        if built is None:
+            built = build_layer(c, target)
+            if dense is not None:
+                dense[c.key()] = built
+        out.append(built)
+    return out
+
+
 def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P,
-                     *, rounds: int = 5, group: int = 5, progress: bool = True) -> list[dict]:
-    """Whole-network median milliseconds of each network, compiled with compile_model.
+                     *, rounds: int = 5, group: int = 5, with_layers: bool = False,
+                     dense: dict[str, Any] | None = None, progress: bool = True) -> list[dict]:
+    """Whole-network median milliseconds of each network, compiled with compile_model; with `with_layers`, also
+    the sum of its layers timed alone in the same rounds (`layers_sum_ms`: the median over rounds of each
+    round's sum; `layers_ms`: each layer's median). `dense`: dense layers already built, by key (see
+    `own_layer_builds`).
 
     Why groups and rounds: the machine is shared, so networks of a group are timed round-robin (one
     run each per round, `rounds` rounds) and compared by their medians; groups bound the memory of
-    the compiled networks held at once.
+    the compiled networks held at once. Why layers in the same rounds: a network's time over its layers' sum is
+    what the calibration fits, and both halves of that ratio must see the same machine: timed in another phase
+    (the table minutes before), a shift in load or clock between the phases lands in the ratio.
     """
     from compiler.latency.measure import build_network
     from compiler.latency.runners import interleaved
     from srcommon.progress import progress_bar
 
     results: list[dict] = []
+    dense = dict(dense or {})
     bar = progress_bar(total=len(networks), desc="networks", unit="net", disable=not progress)
     try:
         for start in range(0, len(networks), group):
             chunk = networks[start:start + group]
-            built = []
+            built, layer_built = [], []
             for net in chunk:
                 h, w = lr_size(out_hw, net.genome.scale)
                 built.append(build_network(net.model, (1, 3, h, w), target))
-            timers = [runner.timer(b) for b in built]  # loads and warms up each network once
+                if with_layers:
+                    named = named_genome_layers(net.genome, out_hw, latency_prune(net.prune))
+                    layer_built.append(own_layer_builds(net.model, named, target, dense=dense))
+            distinct = list({id(b): b for bs in layer_built for b in bs}.values())  # a shared build is timed once
+            slot = {id(b): i for i, b in enumerate(distinct)}
+            timers = [runner.timer(b) for b in built + distinct]  # loads and warms up each once
             samples = interleaved(timers, rounds)
-            for net, s in zip(chunk, samples):
-                results.append({"genome": net.genome.to_dict(), "prune": net.prune, "measured_ms": statistics.median(s),
-                                "samples_ms": s})
-            del built, timers
+            for i, (net, s) in enumerate(zip(chunk, samples)):
+                r = {"genome": net.genome.to_dict(), "prune": net.prune, "measured_ms": statistics.median(s),
+                     "samples_ms": s}
+                if with_layers:
+                    own = [samples[len(built) + slot[id(b)]] for b in layer_built[i]]
+                    r["layers_sum_ms"] = statistics.median(sum(x[k] for x in own) for k in range(rounds))
+                    r["layers_ms"] = [statistics.median(x) for x in own]
+                results.append(r)
+            del built, layer_built, distinct, timers
+            later = {c.key() for net in networks[start + group:] for c in net.layers(out_hw)}
+            dense = {k: b for k, b in dense.items() if k in later}  # a build no later network needs is let go
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -149,12 +218,13 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
 
 def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
                 out_hw: tuple[int, int] = HD_720P, *, pruned: PrunedKernels | None = None, repeat: int = 5,
-                progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",)) -> tuple[LatencyTable, int, int]:
+                progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",),
+                keep: dict[str, Any] | None = None) -> tuple[LatencyTable, int, int]:
     """Measure what RUN/latency/TARGET/table.json lacks: every dense layer of `space` at `out_hw` in each of
     `precisions`, then `pruned` (whose configurations carry their precisions: `pruned_kernels(..., precisions)`).
 
     Resumes a killed build. Returns (table, entries measured now, pruned entries dropped as stale).
-    A precision the target cannot run is refused before anything is measured.
+    A precision the target cannot run is refused before anything is measured. `keep`: see `measure_into`.
     """
     from compiler.latency.measure import check_precision, measure_into
     from compiler.latency.table import open_table
@@ -163,7 +233,8 @@ def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: 
         check_precision(target, p)
     table = open_table(table_path(run_dir, target.name), target.name, target.threads)
     dropped = table.use_pruned_weights(pruned.source) if pruned else 0
-    n = measure_into(table, space_layers(space, out_hw, precisions), target, runner, repeat=repeat, progress=progress)
+    n = measure_into(table, space_layers(space, out_hw, precisions), target, runner, repeat=repeat, progress=progress,
+                     keep=keep)
     if pruned:
         n += measure_into(table, pruned.configs, target, runner, repeat=repeat, progress=progress,
                           weight_for=pruned.weight_for)
@@ -185,22 +256,37 @@ def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner,
     """
     from compiler.latency.predict import load_calibration
 
+    # the calibration networks' dense layers, kept as the table builds them (the calibration times them again)
+    keep = {c.key(): None for net in random_networks(space, calibrate_n, CALIBRATION_SEED, pruned)
+            for c in net.layers(out_hw) if c.scheme == "dense"} if calibrate_n else None
     table, n, dropped = build_table(run_dir, target, runner, space, out_hw, pruned=pruned, repeat=repeat,
-                                    progress=progress, precisions=precisions)
+                                    progress=progress, precisions=precisions, keep=keep)
     cpath = calibration_path(run_dir, target.name)
     now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
     if now:
-        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress)
+        cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress,
+                        dense={k: b for k, b in (keep or {}).items() if b is not None})
     else:
         cal = load_calibration(cpath, table.header) if calibrate_n else None
     return LatencyBuild(table, n, dropped, cal, now)
 
 
 def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
-              out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = 1000, rounds: int = 5,
-              pruned: PrunedKernels | None = None, progress: bool = True) -> Calibration:
-    """Fit the overhead on `n` random networks measured whole (every second one pruned as the search prunes, where
-    `pruned` says how); saves RUN/latency/TARGET/predictor.json."""
+              out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = CALIBRATION_SEED, rounds: int = 5,
+              pruned: PrunedKernels | None = None, progress: bool = True,
+              dense: dict[str, Any] | None = None) -> Calibration:
+    """Fit the overhead on `n` random networks (every second one pruned as the search prunes, where `pruned` says
+    how), each measured whole in the same interleaved rounds as its own layers alone; saves
+    RUN/latency/TARGET/predictor.json.
+
+    Why its own layers and not the table's times: the fit is a network's time over its layers' sum, and the
+    table was timed minutes earlier; a phase that ran faster or slower than the table's (clock, load, what else
+    the machine was doing) lands in that ratio. Fitted on table sums, the demo's 8 networks ran at 0.81-1.03 of
+    them (0.79 x sum + 1.95 ms) and its first deployments were predicted 14-19% low, while the
+    compile stage, timing the deployed network beside its own layers, found it at 0.98-1.0 of their sum. Each
+    point keeps its table sum (`table_sum_ms`), which shows the phase shift. `dense`: dense layers already built
+    (by key; `build_latency_model` keeps them from the table's build).
+    """
     from compiler.latency.predict import fit_calibration, save_calibration
     from compiler.latency.table import load_table
 
@@ -208,14 +294,12 @@ def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: Se
     table.check_target(target.name, target.threads)
     pred = Predictor(table)
     networks = random_networks(space, n, seed, pruned)
-    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, progress=progress)
-    points = []
-    for net, m in zip(networks, measured):
-        layers = net.layers(out_hw)
-        points.append((pred.sum_ms(layers), len(layers), m["measured_ms"]))
-    cal = fit_calibration(points)
+    measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, with_layers=True, dense=dense,
+                                progress=progress)
+    cal = fit_calibration([(m["layers_sum_ms"], len(m["layers_ms"]), m["measured_ms"]) for m in measured])
     for point, net, m in zip(cal.points, networks, measured):  # kept for re-fits and reports
-        point.update(genome=net.genome.to_dict(), samples_ms=m["samples_ms"])
+        point.update(table_sum_ms=pred.sum_ms(net.layers(out_hw)), genome=net.genome.to_dict(),
+                     samples_ms=m["samples_ms"], layers_ms=m["layers_ms"])
         if net.prune:
             point["prune"] = net.prune
     save_calibration(cal, calibration_path(run_dir, target.name), table.header)

@@ -119,16 +119,6 @@ def layer_breakdown(predictor: Any, cand: Candidate, out_hw: tuple[int, int]) ->
     return rows
 
 
-def conv_weights(model: torch.nn.Module) -> dict[str, Any]:
-    """Each conv's weight by its deployed name (numpy float32), the names `named_genome_layers` gives: a float
-    model's Conv2d modules, or a quantised model's layers (int8 codes as floats: the zeros its int8 kernels skip)."""
-    from srprune.quant.qmodel import is_quantized
-
-    if is_quantized(model):
-        return {spec["name"]: layer.weight.detach().float().numpy() for spec, layer in zip(model.specs, model.layers)}
-    return {name: m.weight.detach().numpy() for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
-
-
 def extract_deployed(supernet: Any, genome: Genome) -> torch.nn.Module:
     """The genome's standalone network with the shared weights, deployed (plain convs), in eval mode."""
     from supernet.standalone import extract

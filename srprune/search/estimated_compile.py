@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from srprune.layout import RunLayout
-from srprune.search.candidate import Candidate, conv_weights, latency_ms, layer_breakdown
+from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
 from srprune.search.config import RunConfig
 
 
 def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, cand: Candidate) -> dict[str, Any]:
     """compiled/TARGET/latency.json for an estimated run: predicted (table) and estimated (own kernels) ms."""
-    from srprune.latency import latency_prune, load_predictor, named_genome_layers
+    from srprune.latency import conv_weights, latency_prune, load_predictor, named_genome_layers
     from srprune.latency.estimated import estimate_layers, make_estimator
 
     out_hw = cfg.out_hw

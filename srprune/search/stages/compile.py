@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from srcommon.atomic import write_text
 from srcommon.owned import OwnedFolder
-from srprune.search.candidate import Candidate, conv_weights, layer_breakdown
+from srprune.search.candidate import Candidate, layer_breakdown
 from srprune.search.config import RunConfig
 from srprune.layout import RunLayout
 from srprune.search.stages.base import Stage
@@ -39,13 +39,12 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
     from compiler.clib.runner import CLib
-    from compiler.latency.measure import build_layer, built_network, interleaved
+    from compiler.latency.measure import built_network, interleaved
     from srprune.errors import InputError
     from srprune.models.modelfile import read_model_file
     from srprune.quant.qmodel import NAME as QUANTIZED
     from srprune.export import ExportRequest, export
-    from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers
-    from srcommon.progress import progress_bar
+    from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers, own_layer_builds
     from srprune.search.candidate import latency_ms
 
     out_hw = cfg.out_hw
@@ -74,17 +73,11 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         else:
             net_timer = runner.timer(built_network(compiled))
         named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
-        weights = conv_weights(done.model)
-        layer_timers = []
-        for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
-            if quantised and c.op == "adapter":  # the c-lib slices / pads residuals in the consumer's write-back
-                layer_timers.append(None)
-                continue
-            # a pruned layer's sparse kernel is built from its weight: time the model's own
-            weight = weights[name] if c.scheme != "dense" else None
-            if weight is not None:
-                c = _as_pruned(c, weight)
-            layer_timers.append(runner.timer(build_layer(c, target, weight=weight)))
+        # the int8 c-lib slices / pads residuals in the consumer's write-back: its adapters are no kernels (0 ms)
+        fused = [quantised and c.op == "adapter" for _, c in named]
+        builds = iter(own_layer_builds(done.model, [nc for nc, f in zip(named, fused) if not f], target,
+                                       progress=progress))
+        layer_timers = [None if f else runner.timer(next(builds)) for f in fused]
         samples = interleaved([net_timer] + [t for t in layer_timers if t is not None], rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)
@@ -106,19 +99,6 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)  # srprune's own file, for --force
     write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _as_pruned(c: Any, weight: Any) -> Any:
-    """The layer's config with the zero fraction its weight really has where that differs from the searched ratio
-    by more than the measurement's tolerance (int8 rounding turns the smallest kept weights into zeros too)."""
-    import dataclasses
-
-    import numpy as np
-
-    from compiler.latency.measure import RATIO_TOLERANCE
-
-    zeros = 1.0 - np.count_nonzero(weight) / weight.size
-    return c if abs(zeros - c.ratio) <= RATIO_TOLERANCE else dataclasses.replace(c, ratio=round(float(zeros), 3))
 
 
 STAGE = Stage(
