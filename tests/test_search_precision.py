@@ -84,6 +84,30 @@ def _genome():
     return Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
 
 
+def test_the_search_batches_are_fixed_seeded_and_calibrate_only_int8_searches():
+    """Every candidate adapts and calibrates on the same batches (srprune.search.pipeline's helpers, shared with
+    benchmarks/precision_proxy.py): seeded from search.seed, the supernet's batch and patch size, calibration
+    batches only where int8 is searched, and a longer list starts with the shorter one."""
+    from srprune.search.config import RunConfig
+    from srprune.search.pipeline import CALIB_BATCHES, adapt_batches, calib_batches, fixed_batches
+
+    fp32 = RunConfig.from_dict(_resolve(adapt_steps=3))
+    int8 = RunConfig.from_dict(_resolve(adapt_steps=3, precisions=["fp32", "int8"]))
+    assert calib_batches(fp32, 2) == [] and fixed_batches(int8, 2, 0, 888) == []
+    calib = calib_batches(int8, 2)
+    t = int8.supernet.train
+    assert len(calib) == CALIB_BATCHES
+    assert calib[0].shape == (t["batch_size"], 3, t["patch_size"], t["patch_size"])
+    assert all(torch.equal(a, b) for a, b in zip(calib, calib_batches(int8, 2)))
+    longer = fixed_batches(int8, 2, CALIB_BATCHES + 2, 888)
+    assert all(torch.equal(a, lr) for a, (lr, _) in zip(calib, longer))
+    adapt = adapt_batches(int8, 2)
+    assert len(adapt) == 3 and adapt[0][1].shape[-1] == 2 * t["patch_size"]
+    assert not torch.equal(adapt[0][0], calib[0])
+    other = RunConfig.from_dict(_resolve(adapt_steps=3, precisions=["fp32", "int8"], seed=5))
+    assert not torch.equal(calib_batches(other, 2)[0], calib[0])
+
+
 def test_candidate_round_trip_and_old_files_read_as_fp32():
     from srprune.search.candidate import Candidate
 
