@@ -226,7 +226,8 @@ class Bench:
                            "scheme_ratio": self.cfg.search.scheme_ratio, "schemes": list(self.cfg.search.schemes)},
                 "finetune": {"steps": f.steps, "qat_steps": f.qat_steps, "batch_size": f.batch_size,
                              "patch_size": f.patch_size, "lr": f.lr, "distill": f.distill, "seed": f.seed},
-                "threads": self.args.threads, "shards": int(self.args.shard.split("/")[1]), "machine": machine(self.args.threads),
+                "threads": self.args.threads, "shards": int(self.args.shard.split("/")[1]),
+                "machine": machine(self.args.threads),
                 "load_average": os.getloadavg(), "work": str(self.args.work), "variants": self.variants,
                 "correlation": corr, "noise": noise, "rows": rows}
 
