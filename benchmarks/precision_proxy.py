@@ -53,7 +53,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: the config's finetune.steps")
     ap.add_argument("--qat-steps", type=int, default=None, help="default: the config's finetune.qat_steps")
-    ap.add_argument("--noise", type=int, default=0, help="fine-tune the first K candidates with a second seed too")
+    ap.add_argument("--noise", type=int, default=0,
+                    help="fine-tune the first K candidates again with a second seed, and in fp32 (precisions dropped)")
     ap.add_argument("--variants", type=str, default=None,
                     help="proxy variants aNcM[f], comma-separated; default: the config's (search) one, the same "
                     "without adaptation, and the same in fp32")
@@ -141,15 +142,19 @@ class Bench:
         return candidate_psnr(self.net, cand, self.val, self.batches(int(adapt), 777), self.cfg.search.adapt_lr,
                               [lr for lr, _ in self.batches(int(calib), 888)])
 
-    def tuned(self, i: int, cand: Any, seed: int) -> float:
-        """PSNR-Y of the candidate after the finetune stage (pruning, distillation, QAT) with finetune seed `seed`."""
+    def tuned(self, i: int, cand: Any, key: str) -> float:
+        """PSNR-Y of the candidate after the finetune stage (pruning, distillation, QAT) with finetune seed `key`
+        ("0"), or with its precisions dropped ("0-fp32": plain fp32 fine-tuning, what int8 costs after QAT)."""
+        from srprune.search.candidate import Candidate
         from srprune.layout import RunLayout
         from srprune.search import config as config_mod
         from srprune.search.stages.finetune import finetune_chosen
 
         raw = json.loads(json.dumps(self.raw))
-        raw["finetune"]["seed"] = seed
-        layout = RunLayout(self.args.work / "runs" / f"{i:03d}-s{seed}", self.cfg.target)
+        raw["finetune"]["seed"] = int(key.split("-")[0])
+        if key.endswith("-fp32"):
+            cand = Candidate(cand.genome, cand.prune)
+        layout = RunLayout(self.args.work / "runs" / f"{i:03d}-s{key}", self.cfg.target)
         layout.supernet.mkdir(parents=True, exist_ok=True)
         if not layout.supernet_checkpoint.exists():
             os.symlink(self.args.checkpoint.resolve(), layout.supernet_checkpoint)
@@ -180,12 +185,12 @@ class Bench:
                 write_json(path, row)
         if not self.args.rescore:
             f = self.cfg.finetune
-            seeds = [f.seed] + ([f.seed + 1] if i < self.args.noise else [])
-            for seed in seeds:
-                if str(seed) not in row["tuned"]:
+            keys = [str(f.seed)] + ([str(f.seed + 1), f"{f.seed}-fp32"] if i < self.args.noise else [])
+            for key in keys:
+                if key not in row["tuned"]:
                     t0 = time.perf_counter()
-                    row["tuned"][str(seed)] = self.tuned(i, cand, seed)
-                    row["tuned_seconds"][str(seed)] = time.perf_counter() - t0
+                    row["tuned"][key] = self.tuned(i, cand, key)
+                    row["tuned_seconds"][key] = time.perf_counter() - t0
                     write_json(path, row)
         print(f"{i + 1}/{len(self.cands)}: {row['int8_layers']}/{row['layers']} int8, {row['pruned_layers']} pruned; "
               + ", ".join(f"{k} {v:.3f}" for k, v in row["proxy"].items())
@@ -209,16 +214,19 @@ class Bench:
         target = [r["tuned"][seed] for r in rows]
         corr = {v: correlations([r["proxy"][v] for r in rows], target) for v in self.variants}
         corr["fewer int8 layers"] = correlations([-r["int8_layers"] for r in rows], target)
-        noisy = [r for r in rows if len(r["tuned"]) > 1]
+        other, fp32 = str(self.cfg.finetune.seed + 1), f"{seed}-fp32"
+        noisy = [r for r in rows if other in r["tuned"] and fp32 in r["tuned"]]
         noise = None
         if len(noisy) >= 3:
-            other = str(self.cfg.finetune.seed + 1)
             a, b = [r["tuned"][seed] for r in noisy], [r["tuned"][other] for r in noisy]
             diffs = [x - y for x, y in zip(a, b)]
             noise = {"candidates": len(noisy), "seeds": [seed, other], **correlations(a, b),
                      "mean_abs_diff_db": sum(map(abs, diffs)) / len(diffs),
-                     "proxy_vs_other_seed": {v: correlations([r["proxy"][v] for r in noisy], b)
-                                             for v in self.variants}}
+                     "proxy_vs_seed": {k: {v: correlations([r["proxy"][v] for r in noisy], t) for v in self.variants}
+                                       for k, t in ((seed, a), (other, b))}}
+            f32 = [r["tuned"][fp32] for r in noisy]
+            noise["fp32"] = {"int8_cost_db": [x - y for x, y in zip(f32, a)], **correlations(f32, a),
+                             "int8_layers": [r["int8_layers"] for r in noisy]}
         f = self.cfg.finetune
         return {"checkpoint": str(self.args.checkpoint), "config": str(self.args.config),
                 "supernet_step": self.step, "space": self.net.space.to_dict(), "seed": self.args.seed,
@@ -304,10 +312,17 @@ def report(res: dict) -> str:
         lines.append(f"| {label} | {v['spearman']:.3f} | {v['kendall']:.3f} |")
     n = res.get("noise")
     if n:
-        lines += ["", f"Noise of the target: the first {n['candidates']} candidates fine-tuned again with finetune seed "
-                  f"{n['seeds'][1]}: Spearman {n['spearman']:.3f} (Kendall {n['kendall']:.3f}) between the two seeds, "
-                  f"mean |difference| {n['mean_abs_diff_db']:.3f} dB; the search's proxy against the other seed: "
-                  f"Spearman {n['proxy_vs_other_seed'][search_v]['spearman']:.3f}."]
+        on = {k: v[search_v]["spearman"] for k, v in n["proxy_vs_seed"].items()}
+        lines += ["", f"Noise of the target: candidates 0-{n['candidates'] - 1} fine-tuned with finetune seeds "
+                  f"{' and '.join(n['seeds'])}: Spearman {n['spearman']:.3f} (Kendall {n['kendall']:.3f}) between the "
+                  f"two, mean |difference| {n['mean_abs_diff_db']:.3f} dB; on these candidates the search's proxy has "
+                  "Spearman " + ", ".join(f"{v:.3f} against seed {k}" for k, v in on.items()) + "."]
+        cost = n["fp32"]["int8_cost_db"]
+        lines += ["", "What int8 costs after fine-tuning: the same candidates fine-tuned with their precisions dropped "
+                  f"(fp32, same seed and steps) score {min(cost):+.3f} to {max(cost):+.3f} dB (mean "
+                  f"{sum(cost) / len(cost):+.3f}) over their quantised selves (int8 layers: "
+                  f"{', '.join(map(str, n['fp32']['int8_layers']))}); Spearman(fp32 fine-tuned, quantised fine-tuned) "
+                  f"{n['fp32']['spearman']:.3f}."]
     best = max((k for k in c if k in res["variants"]), key=lambda k: c[k]["spearman"])
     goal = "met" if c[search_v]["spearman"] >= 0.8 else "not met"
     lines += ["", f"Goal (issue 20) Spearman >= 0.8 on 20 random candidates: the search's proxy {search_v} "

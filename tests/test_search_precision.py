@@ -408,6 +408,37 @@ def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
         compile_final(cfg, RunLayout(run, "host"), get_target("host", 2), progress=False)
 
 
+def test_a_dense_winner_whose_first_cell_is_depthwise_fine_tunes(tmp_path):
+    """A dense chosen candidate starting with a dws cell: the plain fine-tuning's ratio-0 placeholder names a
+    prunable layer, not the depthwise conv after the head (benchmarks/precision_proxy.py found the stage failing on
+    such a candidate); the model it writes is the candidate, unpruned."""
+    from srprune.data import PatchSampler, load_dataset
+    from srprune.layout import RunLayout
+    from srprune.models.modelfile import load_model
+    from srprune.search.config import RunConfig, resolve
+    from srprune.search.stages.finetune import finetune_chosen
+    from supernet.model import SuperNet
+    from supernet.space import Cell, Genome, SearchSpace
+    from supernet.train import TrainSettings, train_supernet
+
+    space = {"num_cells": 2, "widths": [8], "blocks": ["dws", "conv", "skip"], "scales": [2]}
+    layout = RunLayout(tmp_path / "run", "host")
+    layout.supernet.mkdir(parents=True)
+    torch.manual_seed(0)
+    sampler = PatchSampler(load_dataset("builtin", 2, split="train"), 2, 16, 4, seed=0)
+    train_supernet(SuperNet(SearchSpace.from_dict(space)), sampler, TrainSettings(steps=2, batch_size=4),
+                   checkpoint=layout.supernet_checkpoint, progress=False)
+    cfg = RunConfig.from_dict(resolve({**TINY, "run_dir": str(layout.root), "supernet": {"space": space},
+                                       "finetune": {"steps": 2, "batch_size": 4, "patch_size": 16}}))
+    g = Genome(2, 8, "relu", [Cell("dws", 8, []), Cell("conv", 8, [])])
+    summary = finetune_chosen(cfg, layout, {"genome": g.to_dict(), "prune": {}}, progress=False)
+    model, info = load_model(layout.final_model)
+    assert info["meta"]["candidate"]["genome"] == g.to_dict() and summary["val_psnr"] > 20
+    pruned = info["meta"]["pruning"]["layers"]
+    assert list(pruned) == ["cells.0.pw"] and pruned["cells.0.pw"]["sparsity"] == 0.0
+    assert all(bool((model.get_submodule(n).weight != 0).all()) for n in ("cells.0.dw", "cells.0.pw", "cells.1.conv"))
+
+
 def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path):
     """Killed in stage 2 of a search over [fp32, int8] and run again: the same trials, choice and fine-tuned
     model as an uninterrupted run (test_search's pattern; stages run one by one up to finetune, since compiling a

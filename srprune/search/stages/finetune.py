@@ -36,6 +36,7 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     from srprune.evaluate import mean_score, score_pairs
     from srprune.models.modelfile import save_model
     from srprune.pruning.finetune import config_dict, finetune
+    from srprune.pruning.layers import prunable_layers
     from srprune.pruning.pruner import Pruner
     from supernet.space import SearchSpace
     from supernet.train import supernet_from_checkpoint
@@ -48,8 +49,9 @@ def finetune_chosen(cfg: RunConfig, layout: RunLayout, chosen: dict[str, Any], *
     teacher = extract_deployed(supernet, SearchSpace.from_dict(cfg.supernet.space).largest(scale))
     spec = pruning_spec({k: v for k, v in cand.prune.items() if v["ratio"] > 0})
     if not spec["layers"]:
-        # A dense winner: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning.
-        first = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "head")
+        # A dense winner: the pruner's loop with a ratio-0 mask on one layer is plain fine-tuning (a prunable
+        # layer: the first conv after the head may be a depthwise one, which the pruner refuses).
+        first = next(n for n in prunable_layers(model) if n != "head")
         spec = {"layers": {first: {"scheme": "unstructured", "ratio": 0.0}}}
     fcfg = cfg.finetune.finetune_config()
     sampler = PatchSampler(load_dataset(cfg.data, scale, split="train"), scale, fcfg.patch_size,
