@@ -31,6 +31,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import torch
@@ -63,6 +64,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rescore", action="store_true", help="only add missing proxy variants to the stored rows")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--note", type=str, default="", help="conditions and findings for the doc (where the checkpoint "
+                    "came from, other commands run on the same WORK)")
     args = ap.parse_args()
     try:
         index, count = (int(x) for x in args.shard.split("/"))
@@ -236,7 +239,8 @@ class Bench:
                              "patch_size": f.patch_size, "lr": f.lr, "distill": f.distill, "seed": f.seed},
                 "threads": self.args.threads, "shards": int(self.args.shard.split("/")[1]),
                 "machine": machine(self.args.threads),
-                "load_average": os.getloadavg(), "work": str(self.args.work), "variants": self.variants,
+                "load_average": os.getloadavg(), "work": str(self.args.work), "note": self.args.note,
+                "variants": self.variants,
                 "correlation": corr, "noise": noise, "rows": rows}
 
 
@@ -289,8 +293,10 @@ def report(res: dict) -> str:
     lines = [
         "## Mixed-precision proxy (issue 20): rank of random candidates against fine-tuned quantised PSNR",
         "",
-        f"Machine: {res['machine']}. Command: {cmd}. **Measured under load** (other jobs shared the 2 cores, load "
-        "average 6-9; the correlations do not depend on it, the minutes do).",
+        f"Machine: {res['machine']}. Command: {cmd}. **Measured under load** (other jobs shared the 2 cores; the "
+        "correlations do not depend on it, the seconds do): median per candidate "
+        f"{median(r['proxy_seconds'][search_v] for r in rows):.0f} s for the search's proxy, "
+        f"{median(r['tuned_seconds'][str(f['seed'])] for r in rows):.0f} s for the fine-tuning.",
         "",
         f"Supernet: `{res['checkpoint']}`, {res['supernet_step']} training steps, trained as configs/demo.yaml trains "
         f"it (space {json.dumps(res['space'])}). {len(rows)} candidates drawn as stage 2's random trials draw them "
@@ -323,6 +329,13 @@ def report(res: dict) -> str:
                   f"{sum(cost) / len(cost):+.3f}) over their quantised selves (int8 layers: "
                   f"{', '.join(map(str, n['fp32']['int8_layers']))}); Spearman(fp32 fine-tuned, quantised fine-tuned) "
                   f"{n['fp32']['spearman']:.3f}."]
+    for v in res["variants"]:
+        if v + "f" in res["variants"]:
+            pen = [r["proxy"][v + "f"] - r["proxy"][v] for r in rows]
+            lines += ["", f"What the proxy charges int8: {v}f - {v} = {min(pen):+.4f} to {max(pen):+.4f} dB "
+                      f"(mean {sum(pen) / len(pen):+.4f}) over the {len(rows)} candidates."]
+    if res.get("note"):
+        lines += ["", res["note"]]
     best = max((k for k in c if k in res["variants"]), key=lambda k: c[k]["spearman"])
     goal = "met" if c[search_v]["spearman"] >= 0.8 else "not met"
     lines += ["", f"Goal (issue 20) Spearman >= 0.8 on 20 random candidates: the search's proxy {search_v} "
