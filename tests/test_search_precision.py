@@ -85,6 +85,30 @@ def _genome():
     return Genome(2, 8, "relu", [Cell("res", 16, [8]), Cell("conv", 8, [])])
 
 
+def test_the_search_batches_are_fixed_seeded_and_calibrate_only_int8_searches():
+    """Every candidate adapts and calibrates on the same batches (srprune.search.pipeline's helpers, shared with
+    benchmarks/precision_proxy.py): seeded from search.seed, the supernet's batch and patch size, calibration
+    batches only where int8 is searched, and a longer list starts with the shorter one."""
+    from srprune.search.config import RunConfig
+    from srprune.search.pipeline import CALIB_BATCHES, adapt_batches, calib_batches, fixed_batches
+
+    fp32 = RunConfig.from_dict(_resolve(adapt_steps=3))
+    int8 = RunConfig.from_dict(_resolve(adapt_steps=3, precisions=["fp32", "int8"]))
+    assert calib_batches(fp32, 2) == [] and fixed_batches(int8, 2, 0, 888) == []
+    calib = calib_batches(int8, 2)
+    t = int8.supernet.train
+    assert len(calib) == CALIB_BATCHES
+    assert calib[0].shape == (t["batch_size"], 3, t["patch_size"], t["patch_size"])
+    assert all(torch.equal(a, b) for a, b in zip(calib, calib_batches(int8, 2)))
+    longer = fixed_batches(int8, 2, CALIB_BATCHES + 2, 888)
+    assert all(torch.equal(a, lr) for a, (lr, _) in zip(calib, longer))
+    adapt = adapt_batches(int8, 2)
+    assert len(adapt) == 3 and adapt[0][1].shape[-1] == 2 * t["patch_size"]
+    assert not torch.equal(adapt[0][0], calib[0])
+    other = RunConfig.from_dict(_resolve(adapt_steps=3, precisions=["fp32", "int8"], seed=5))
+    assert not torch.equal(calib_batches(other, 2)[0], calib[0])
+
+
 def test_candidate_round_trip_and_old_files_read_as_fp32():
     from srprune.search.candidate import Candidate
 
@@ -403,6 +427,37 @@ def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
     want = q.run_codes(x)[0].numpy().transpose(1, 2, 0).astype(np.int32)
     diff = np.abs(got - want)
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
+
+
+def test_a_dense_winner_whose_first_cell_is_depthwise_fine_tunes(tmp_path):
+    """A dense chosen candidate starting with a dws cell: the plain fine-tuning's ratio-0 placeholder names a
+    prunable layer, not the depthwise conv after the head (benchmarks/precision_proxy.py found the stage failing on
+    such a candidate); the model it writes is the candidate, unpruned."""
+    from srprune.data import PatchSampler, load_dataset
+    from srprune.layout import RunLayout
+    from srprune.models.modelfile import load_model
+    from srprune.search.config import RunConfig, resolve
+    from srprune.search.stages.finetune import finetune_chosen
+    from supernet.model import SuperNet
+    from supernet.space import Cell, Genome, SearchSpace
+    from supernet.train import TrainSettings, train_supernet
+
+    space = {"num_cells": 2, "widths": [8], "blocks": ["dws", "conv", "skip"], "scales": [2]}
+    layout = RunLayout(tmp_path / "run", "host")
+    layout.supernet.mkdir(parents=True)
+    torch.manual_seed(0)
+    sampler = PatchSampler(load_dataset("builtin", 2, split="train"), 2, 16, 4, seed=0)
+    train_supernet(SuperNet(SearchSpace.from_dict(space)), sampler, TrainSettings(steps=2, batch_size=4),
+                   checkpoint=layout.supernet_checkpoint, progress=False)
+    cfg = RunConfig.from_dict(resolve({**TINY, "run_dir": str(layout.root), "supernet": {"space": space},
+                                       "finetune": {"steps": 2, "batch_size": 4, "patch_size": 16}}))
+    g = Genome(2, 8, "relu", [Cell("dws", 8, []), Cell("conv", 8, [])])
+    summary = finetune_chosen(cfg, layout, {"genome": g.to_dict(), "prune": {}}, progress=False)
+    model, info = load_model(layout.final_model)
+    assert info["meta"]["candidate"]["genome"] == g.to_dict() and summary["val_psnr"] > 20
+    pruned = info["meta"]["pruning"]["layers"]
+    assert list(pruned) == ["cells.0.pw"] and pruned["cells.0.pw"]["sparsity"] == 0.0
+    assert all(bool((model.get_submodule(n).weight != 0).all()) for n in ("cells.0.dw", "cells.0.pw", "cells.1.conv"))
 
 
 def test_a_killed_run_with_precisions_resumes_to_the_same_result(base, tmp_path):

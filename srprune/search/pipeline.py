@@ -176,32 +176,34 @@ class Run:
                 val=val_tensors(c.val_data, c.scale),
                 predictor=load_predictor(self.dir, self.target.name, self.target.threads),
                 out_hw=self.out_hw, scale=c.scale, budget_ms=c.budget_ms, search=c.search,
-                adapt_batches=self._adapt_batches(c.scale), calib_batches=self._calib_batches(c.scale))
+                adapt_batches=adapt_batches(c, c.scale), calib_batches=calib_batches(c, c.scale))
         return self._ctx
 
-    def _calib_batches(self, scale: int) -> list:
-        """The fixed LR batches that calibrate an int8 candidate's activation ranges (none when the search has no
-        int8): CALIB_BATCHES training batches, the same for every candidate."""
-        if "int8" not in self.config.search.precisions:
-            return []
-        return [lr for lr, _ in self._fixed_batches(scale, CALIB_BATCHES, 888)]
 
-    def _adapt_batches(self, scale: int) -> list:
-        """The fixed training batches of the candidates' short adaptation (seeded; none when adapt_steps is 0)."""
-        return self._fixed_batches(scale, self.config.search.adapt_steps, 777)
+def calib_batches(cfg: config_mod.RunConfig, scale: int) -> list:
+    """The fixed LR batches that calibrate an int8 candidate's activation ranges (none when the search has no
+    int8): CALIB_BATCHES training batches, the same for every candidate."""
+    if "int8" not in cfg.search.precisions:
+        return []
+    return [lr for lr, _ in fixed_batches(cfg, scale, CALIB_BATCHES, 888)]
 
-    def _fixed_batches(self, scale: int, n: int, seed_offset: int) -> list:
-        """`n` seeded (lr, hr) training batches of the supernet's batch and patch size."""
-        if n == 0:
-            return []
-        from srprune.data import PatchSampler, load_dataset
 
-        c = self.config
-        t = c.supernet.train
-        sampler = PatchSampler(load_dataset(c.data, scale, split="train"), scale, int(t["patch_size"]),
-                               int(t["batch_size"]), seed=c.search.seed + seed_offset)
-        batches = iter(sampler)
-        return [next(batches) for _ in range(n)]
+def adapt_batches(cfg: config_mod.RunConfig, scale: int) -> list:
+    """The fixed training batches of the candidates' short adaptation (seeded; none when adapt_steps is 0)."""
+    return fixed_batches(cfg, scale, cfg.search.adapt_steps, 777)
+
+
+def fixed_batches(cfg: config_mod.RunConfig, scale: int, n: int, seed_offset: int) -> list:
+    """`n` seeded (lr, hr) training batches of the supernet's batch and patch size."""
+    if n == 0:
+        return []
+    from srprune.data import PatchSampler, load_dataset
+
+    t = cfg.supernet.train
+    sampler = PatchSampler(load_dataset(cfg.data, scale, split="train"), scale, int(t["patch_size"]),
+                           int(t["batch_size"]), seed=cfg.search.seed + seed_offset)
+    batches = iter(sampler)
+    return [next(batches) for _ in range(n)]
 
 
 def _delete_study(storage: Any, name: str) -> None:
