@@ -161,6 +161,14 @@ def add_timing_args(ap, section: str) -> None:
     ap.add_argument("--doc", action="store_true", help=f"rewrite the {section} section of docs/benchmarks.md")
 
 
+def load_note(load: float) -> str:
+    """The doc's sentence on the load a benchmark ran under (`load`: the highest 1-minute load average seen), so a
+    reader knows whether its times are quiet ones or ratios taken while other jobs shared the cores."""
+    if load > 0.5:
+        return f"Measured under load (load average {load:.1f} on {os.cpu_count()} cores, other jobs running)"
+    return f"Load average {load:.1f}"
+
+
 def publish(text: str, data: object, section: str, json_path: Path | None, doc: bool) -> None:
     """Print a benchmark's markdown, write its --json file, and (with --doc) its docs/benchmarks.md section."""
     print(text)

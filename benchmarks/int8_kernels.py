@@ -4,6 +4,7 @@ Variants, each one PrimFunc built for the host and timed in interleaved rounds (
 one warm-up call), ratio = variant / fp32 dense per round (median, min, max over rounds):
 - fp32 dense: compiler.kernels' template (the default schedule of the target), bias + ReLU fused;
 - int8 dense: the host's int8 form (VNNI where the CPU has it), uint8 in -> uint8 out, the contract's epilogue;
+- int8 dense, no prefetch: the same without the software prefetch of the next input row (what it is worth);
 - int8 50% block-sparse: half of the (4 output x 4 input channels at one tap) blocks zero, the structure the int8
   kernels skip (a 4-channel dot is their unit of work);
 - int8 dense, AVX2 form (a Haswell target: what a CPU without VNNI runs), for comparison.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import add_timing_args, kernel_timer, machine, publish, vs_base  # noqa: E402
+from benchmarks._report import add_timing_args, kernel_timer, load_note, machine, publish, vs_base  # noqa: E402
 from compiler.int8.isa import choose_isa  # noqa: E402
 from compiler.int8.kernel import build_kernel  # noqa: E402
 from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight  # noqa: E402
@@ -60,10 +62,10 @@ def _check(name: str, func, arrays: list, target: TargetSpec, want: np.ndarray) 
 
 
 def _int8(name: str, layer: QConv, shape: tuple[int, int, int, int], target: TargetSpec, x: np.ndarray,
-          sparse: str) -> dict:
+          sparse: str, prefetch: bool = True) -> dict:
     isa = choose_isa(target)
     n, _, h, w = shape
-    kernel = build_kernel(layer, n, h, w, isa, sparse=sparse)
+    kernel = build_kernel(layer, n, h, w, isa, sparse=sparse, prefetch=prefetch)
     arrays = [x, *kernel.consts, np.zeros((n, CHANNELS, h, w), np.uint8)]
     timer, compile_s = kernel_timer(kernel.func, arrays, target)
     _check(name, kernel.func, arrays, target, reference_conv(x, layer))
@@ -89,15 +91,18 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     x = rng.integers(0, 256, shape).astype(np.uint8)
     dense, sparse = _layer(rng, 0.0), _layer(rng, 0.5)
     variants.append(_int8("int8 dense", dense, shape, target, x, "dense"))
+    variants.append(_int8("int8 dense, no prefetch", dense, shape, target, x, "dense", prefetch=False))
     variants.append(_int8("int8 50% block-sparse", sparse, shape, target, x, "sparse"))
     haswell = dataclasses.replace(target, name="x86-avx2", tvm={**target.tvm, "mcpu": "haswell"}, vec=8, registers=16)
     if choose_isa(target).name != "avx2" and not target.triple.startswith(("aarch64", "arm64")):
         variants.append(_int8("int8 dense (AVX2 form)", dense, shape, haswell, x, "dense"))
+    load = os.getloadavg()[0]
     samples = interleaved([v["timer"] for v in variants], rounds)
+    load = max(load, os.getloadavg()[0])
     base = samples[0]
     macs = int(np.prod(shape)) * CHANNELS * 9
     result = {"machine": machine(target.threads), "threads": target.threads, "rounds": rounds, "shape": list(shape),
-              "variants": []}
+              "load": load_note(load), "variants": []}
     for v, ms in zip(variants, samples):
         stats = vs_base(ms, base)
         result["variants"].append({k: v[k] for k in ("name", "isa", "compile_s", "kept", "sparse")} | stats
@@ -108,7 +113,7 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
 def to_markdown(res: dict) -> str:
     """The docs/benchmarks.md section."""
     lines = ["## int8 kernels: conv3x3 32->32 + ReLU, int8 vs fp32", "",
-             f"Machine: {res['machine']}; input {'x'.join(map(str, res['shape']))}; {res['rounds']} interleaved "
+             f"Machine: {res['machine']}. {res['load']}. Input {'x'.join(map(str, res['shape']))}; {res['rounds']} interleaved "
              "rounds (one call of every variant per round, after one warm-up call each); `vs fp32` = per-round "
              "latency ratio to the fp32 dense kernel (median [min, max] over rounds). The int8 kernels' outputs "
              "equal compiler.quant_spec.reference_conv (checked before timing). Block-sparse: half of the "

@@ -39,7 +39,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import fma_ceiling_gflops, machine, of_ceiling, publish, vs_base  # noqa: E402
+from benchmarks._report import fma_ceiling_gflops, load_note, machine, of_ceiling, publish, vs_base  # noqa: E402
 from benchmarks.peers import Worker, select, start, time_interleaved  # noqa: E402
 
 NETWORKS = ("plain-c32-d6", "ecbsr-x2")
@@ -379,8 +379,7 @@ def main() -> None:
     load = max(load, os.getloadavg()[0])
     res = {"machine": machine(max(threads)), "ceilings": {t: fma_ceiling_gflops(t) for t in threads},
            "input": f"1x3x{h}x{w}", "rounds": args.rounds, "ort": ort_version(args.peers_python),
-           "breakdown": bd, "load": f"Measured under load (load average {load:.1f} on {os.cpu_count()} cores, other jobs running)"
-           if load > 0.5 else f"Load average {load:.1f}", "networks": results}
+           "breakdown": bd, "load": load_note(load), "networks": results}
     publish(to_markdown(res), res, "int8_networks", args.json, args.doc)
 
 

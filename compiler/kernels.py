@@ -164,7 +164,8 @@ def pack_weight(weight: np.ndarray, oc_tile: int, dtype: str = "float32") -> np.
     return np.ascontiguousarray(packed, dtype=dtype)
 
 
-LINE_FLOATS = 16  # floats per 64-byte cache line
+LINE_BYTES = 64  # a cache line
+LINE_FLOATS = LINE_BYTES // 4  # floats per cache line
 
 # Row tasks per image: the parallel loop runs this many contiguous bands of output rows. A multiple of
 # every common thread count (1, 2, 3, 4, 6, 8, 12, 24), so the runtime's static split is balanced
@@ -323,7 +324,8 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
                 with T.serial(0, cout // ot) as oco:
                     with T.serial(0, xtiles) as xo:
                         if prefetch:
-                            _prefetch_next_row(T, spec, data, b, y, oco, xo, wt, ot)
+                            prefetch_next_row(T, data, b, y - spec.pad[0] + kh, oco, xo * wt, wt,
+                                              -(-cin // (cout // ot)), LINE_FLOATS)
                         _emit_tile(T, spec, sched, ring, slots, acc, chunk, weight, bias, alpha, resid, out, b, y,
                                    oco, xo)
 
@@ -331,24 +333,25 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
     return ib.get()
 
 
-def _prefetch_next_row(T, spec: ConvSpec, data, b, y, oco, xo, wt: int, ot: int) -> None:  # noqa: N803
-    """Software-prefetch this tile's share of the input row that enters the window at output row y + 1.
+def prefetch_next_row(T, data, b, row, oco, x0, wt: int, per: int, line: int) -> None:  # noqa: N803
+    """Software-prefetch this tile's share of input row `row` (NCHW `data`), the row that enters the window at the
+    next output row: channels oco * per .. + per - 1, columns x0 .. x0 + wt - 1, one prefetch per `line` elements
+    (a 64-byte cache line).
 
     The row copy at the start of each output row otherwise waits on memory for cin rows at once (the
     hardware prefetcher sees only a few lines of each short channel row before it ends); spread over the
     row's tiles (each tile prefetches its columns of cin / (cout / oc_tile) channels) the loads overlap with
-    the multiply-adds. Measured against no prefetch by benchmarks/conv_tiles.py (docs `conv_tiles`); in
-    one-off checks, prefetching two rows ahead, or the output rows for writing, did not help.
+    the multiply-adds. Measured against no prefetch by benchmarks/conv_tiles.py (docs `conv_tiles`; the int8
+    kernels: benchmarks/int8_kernels.py); in one-off checks, prefetching two rows ahead, or the output rows for
+    writing, did not help.
     """
-    cin, h, w = spec.cin, spec.h, spec.w
-    per = -(-cin // (spec.cout // ot))  # channels per output-channel tile
-    row = y - spec.pad[0] + spec.kh
+    _, cin, h, w = data.shape
     with T.If(row < h):
         with T.Then():
             for cl in range(per):
                 c = oco * per + cl
-                for line in range(0, wt, LINE_FLOATS):
-                    x = tirx.min(xo * wt + line, w - 1)
+                for off in range(0, wt, line):
+                    x = tirx.min(x0 + off, w - 1)
                     addr = tirx.call_intrin("handle", "tirx.address_of",
                                             tirx.BufferLoad(data, [b, tirx.min(c, cin - 1), row, x]))
                     T.evaluate(tirx.call_intrin("void", "tirx.prefetch", addr, 0, 3, 1))

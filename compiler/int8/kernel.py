@@ -3,7 +3,9 @@
 One template, as the fp32 kernels (compiler/kernels.py): bands of output rows in parallel, each task with a private
 rolling window of the kh padded input rows (padding holds the input's zero point z_x, so it stays exact), an
 `oc_tile x (nvec * vec)` tile of int32 accumulators kept as SSA values (registers) while it reduces over the
-weight columns, and the contract's epilogue fused into the write-back. What is specific to int8:
+weight columns, and the contract's epilogue fused into the write-back; each tile software-prefetches its share of
+the input row the next output row copies (compiler.kernels.prefetch_next_row: 13-15% of this host's VNNI conv3x3
+32->32 in one-off interleaved checks, the row copy's wait on memory). What is specific to int8:
 
 - the window stores groups of 4 input channels, interleaved per pixel as the form's instruction reads them
   (compiler.int8.isa: 4 for vpdpbusd / sdot, so one load of 4 * vec bytes feeds `vec` int32 lanes of a 4-channel
@@ -34,7 +36,7 @@ from compiler.errors import CompilerError
 from compiler.int8.isa import Int8Isa
 from compiler.int8.spec import Int8ConvSpec
 from compiler.int8.writeback import WriteBack
-from compiler.kernels import row_tasks
+from compiler.kernels import LINE_BYTES, prefetch_next_row, row_tasks
 from compiler.quant_spec import QConv
 
 SPARSE_MODES = ("auto", "dense", "sparse")
@@ -45,6 +47,10 @@ SPARSE_THRESHOLD = 0.8
 # LLVM's time grows faster than linearly with a function's size: compiler/sparse.py's MAX_UNROLLED). Past it
 # "auto" stays dense (whose code is one tile's, in a loop) and "sparse" is refused.
 MAX_UNROLLED = 20000
+# Window rows are padded to a multiple of this many pixels, so that each row of 4-channel pixels (vnni, sdot) starts
+# on a 64-byte line and the kx = 0 loads of a tile never straddle two lines (benchmarks/int8_kernels.py: 2-3.5% on
+# this host's VNNI kernel in one-off interleaved checks; the kx = 1, 2 loads straddle lines either way).
+RING_ALIGN = 16
 
 
 @dataclass(frozen=True)
@@ -168,9 +174,9 @@ class Int8Kernel:
 
 def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: str = "auto",
                  tail_shuffle: int = 1, skip: bool = False, clamp: bool = False, res_channels: int = 0,
-                 fskip: bool = False) -> Int8Kernel:
+                 fskip: bool = False, prefetch: bool = True) -> Int8Kernel:
     """The int8 kernel of `layer` for an (n, cin, h, w) uint8 input on one dot form (see Int8ConvSpec for the
-    tail's options and a residual of another width)."""
+    tail's options and a residual of another width; `prefetch`: compiler.kernels.prefetch_next_row in every tile)."""
     spec = spec_for(layer, n, h, w, tail_shuffle=tail_shuffle, skip=skip, clamp=clamp, res_channels=res_channels,
                     fskip=fskip)
     if spec.cout % (spec.shuffle ** 2):
@@ -179,11 +185,12 @@ def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: 
     consts = [pack_weights(layer.weight, plan, isa), folded_bias(layer, isa), layer.multiplier()]
     if spec.act == "prelu":
         consts.append(np.asarray(layer.act_param, np.float32).reshape(spec.cout))
-    func = _build(spec, plan, isa, layer, [c.shape for c in consts])
+    func = _build(spec, plan, isa, layer, [c.shape for c in consts], prefetch)
     return Int8Kernel(func.with_attr("tir.is_scheduled", True), consts, spec, plan, isa)
 
 
-def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shapes: list) -> tirx.PrimFunc:
+def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shapes: list,
+           prefetch: bool) -> tirx.PrimFunc:
     """The PrimFunc, written with TVM's IR builder (Python loops become straight-line code)."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.script.ir_builder import tirx as T  # noqa: N812
@@ -193,7 +200,7 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
     vec, ot, nv = isa.vec, plan.oc_tile, plan.nvec
     wt = vec * nv
     xtiles = -(-ow // wt)
-    pw = xtiles * wt + kw - 1
+    pw = -(-(xtiles * wt + kw - 1) // RING_ALIGN) * RING_ALIGN
     groups = spec.groups4
     zfill = (int(layer.input.zero_point) ^ isa.shift) if isa.shift else int(layer.input.zero_point)
     with IRBuilder() as ib:
@@ -230,19 +237,23 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
                     ep = WriteBack(spec, layer, out, bias, mult, alpha, resid, image, b, y, fskip)
                     per_tile = ot * isa.words
 
-                    def tile(oc0, cols, base) -> None:
-                        with T.serial(0, xtiles) as xo:
-                            _emit_tile(T, spec, isa, plan, ring, slots, weight, cols, base, per_tile, ep, oc0,
-                                       xo * wt, ow % wt == 0, pw)
+                    def tile(oc0, cols, base, xo) -> None:
+                        if prefetch:
+                            prefetch_next_row(T, data, b, y - pad + kh, oc0 // ot, xo * wt, wt,
+                                              -(-cin // (spec.cout // ot)), LINE_BYTES)
+                        _emit_tile(T, spec, isa, plan, ring, slots, weight, cols, base, per_tile, ep, oc0,
+                                   xo * wt, ow % wt == 0, pw)
 
                     if plan.sparse:
                         base = 0
                         for t, cols in enumerate(plan.tiles):
-                            tile(t * ot, cols, base)
+                            with T.serial(0, xtiles) as xo:
+                                tile(t * ot, cols, base, xo)
                             base += len(cols) * per_tile
                     else:
                         with T.serial(0, spec.cout // ot) as oco:
-                            tile(oco * ot, plan.tiles[0], oco * (spec.columns * per_tile))
+                            with T.serial(0, xtiles) as xo:
+                                tile(oco * ot, plan.tiles[0], oco * (spec.columns * per_tile), xo)
     return ib.get()
 
 
