@@ -184,14 +184,14 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
 
 
 def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: list[str], seeds: list[int],
-           steps: int, wall_s: float) -> str:
+           steps: int, wall_s: float, config: str = "configs/demo.yaml") -> str:
     """The docs section (markdown): per budget and method the mean and spread over seeds, the references, and the
     verdicts of issue 20 (int8 search vs fp32 search, random search and the references; budget fill)."""
     lines = ["## Search pipeline: budgets x methods x seeds (fp32 vs mixed-precision search), and the references", "",
              f"Machine: {machine(cfg['threads'])}; target host, {cfg['output_size']} output (x{cfg['scale']}). "
              f"Command: `python benchmarks/search_pipeline.py --budgets {','.join(f'{b:g}' for b in budgets)} "
-             f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))} --doc` ({wall_s / 60:.0f} min). "
-             f"Config: configs/demo.yaml (built-in images; supernet {cfg['supernet']['train']['steps']} steps, "
+             f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))} --config {config} --doc` "
+             f"({wall_s / 60:.0f} min). Config: {config} (supernet {cfg['supernet']['train']['steps']} steps, "
              f"{cfg['search']['trials']} + {cfg['search']['ratio_trials']} trials, fine-tuning "
              f"{cfg['finetune']['steps']} steps, QAT {cfg['finetune']['qat_steps']} steps for int8 winners), budget, "
              "sampler, precisions and seeds replaced. Latency = median of 25 interleaved runs of the compiled network "
@@ -299,7 +299,8 @@ def main() -> None:
         runs = pipeline_runs(cfg, budgets, methods, seeds, args.out)
         refs = references(steps, cfg, args.out)
         wall = time.perf_counter() - started
-    text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall)
+    config = str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config)
+    text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall, config)
     print(text)
     if args.json:
         write_json(args.json, {"runs": runs, "references": refs, "wall_s": wall})
