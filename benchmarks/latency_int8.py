@@ -75,7 +75,7 @@ def run(config: Path, n: int, rounds: int, threads: int | None, seed: int) -> di
     from compiler.clib.runner import CLib
     from compiler.int8.network import build_int8_clib
     from compiler.latency.measure import build_layer
-    from compiler.latency.runners import LocalRunner, interleaved
+    from compiler.latency.runners import POOL_SETTLE_S, LocalRunner, interleaved
     from compiler.targets import get_target
     from srprune.frame import parse_size
     from srprune.latency import genome_layers, lr_size, random_genomes
@@ -111,7 +111,7 @@ def run(config: Path, n: int, rounds: int, threads: int | None, seed: int) -> di
             lib.set_threads(target.threads)
             libs.append(lib)
             print(f"[net] {i}: {len(layers[g.to_json()])} layers, {isa}", file=sys.stderr, flush=True)
-        net_timers = [lib.timer() for lib in libs]
+        net_timers = [lib.timer(settle_s=POOL_SETTLE_S) for lib in libs]  # other pools asleep first
         t0 = time.perf_counter()
         samples = interleaved(timers + net_timers, rounds)
         timing_s = time.perf_counter() - t0

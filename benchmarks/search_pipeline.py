@@ -128,7 +128,7 @@ def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     from compiler.build import compile_checked
     from compiler.clib.runner import CLib
     from compiler.latency.measure import built_network
-    from compiler.latency.runners import LocalRunner, interleaved
+    from compiler.latency.runners import POOL_SETTLE_S, LocalRunner, interleaved
     from compiler.targets import get_target
     from srprune.baselines import run_demo
     from srprune.data import load_dataset
@@ -164,7 +164,7 @@ def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
                     "--size", cfg["output_size"], "-o", qdir, "--force")
             lib = stack.enter_context(CLib(qdir / "libsrmodel.so"))
             lib.set_threads(target.threads)
-            timers.append(lib.timer())
+            timers.append(lib.timer(settle_s=POOL_SETTLE_S))  # beside TVM-timed models: their pool asleep first
             names.append(f"{name}-int8")
             qmodel, _ = load_model(qpath)
             s = mean_score(score_pairs(qmodel, val, cfg["scale"]))

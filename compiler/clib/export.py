@@ -58,8 +58,10 @@ def kernels_object(plan: Plan, target: TargetSpec, path: Path) -> str:
     return str(path)
 
 
-def link_clib(plan: Plan, target: TargetSpec, work: Path, describe: str, *, bench: bool = True) -> BuiltLib:
-    """Compile driver + runtime + constants, link them with the kernels into work/libsrmodel.so."""
+def link_clib(plan: Plan, target: TargetSpec, work: Path, describe: str, *, bench: bool = True,
+              runtime_flags: tuple[str, ...] = ()) -> BuiltLib:
+    """Compile driver + runtime + constants, link them with the kernels into work/libsrmodel.so (`runtime_flags`:
+    extra compiler flags for the runtime, e.g. -DSRM_PAUSE=N for benchmarks/clib_contention.py)."""
     tc = toolchain_for(target.name, target.triple)
     tc.check()
     (work / "consts.bin").write_bytes(plan.consts)
@@ -69,7 +71,7 @@ def link_clib(plan: Plan, target: TargetSpec, work: Path, describe: str, *, benc
     (work / "srmodel.map").write_text(version_script(), encoding="utf-8")
     objs = [kernels_object(plan, target, work / "kernels.o"),
             _compile(tc, work / "model.c", work / "model.o"),
-            _compile(tc, CSRC / "srmodel_rt.c", work / "srmodel_rt.o"),
+            _compile(tc, CSRC / "srmodel_rt.c", work / "srmodel_rt.o", runtime_flags),
             _compile(tc, work / "consts.S", work / "consts.o")]
     exe_objs = []
     if bench:

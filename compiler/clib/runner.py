@@ -80,9 +80,12 @@ class CLib:
         self._check(self.lib.srmodel_run(self.handle, x.ctypes.data, x.size, out.ctypes.data, out.size))
         return out
 
-    def timer(self, seed: int = 0):
+    def timer(self, seed: int = 0, settle_s: float = 0.0):
         """f(repeat) -> per-run milliseconds on a fixed random input, after one warm-up run (the Timer of
-        compiler.latency.runners, so a c-lib is timed interleaved with layers like any built network)."""
+        compiler.latency.runners, so a c-lib is timed interleaved with layers like any built network).
+
+        `settle_s`: sleep that long before each call's runs, so that the thread pools of what was timed just
+        before (TVM's, another c-lib's) have stopped spinning (compiler.latency.runners.POOL_SETTLE_S)."""
         import time
 
         x = np.random.default_rng(seed).random(self.input_shape, dtype=np.float32)
@@ -90,6 +93,8 @@ class CLib:
         self.run(x, out)
 
         def run(repeat: int) -> list[float]:
+            if settle_s > 0:
+                time.sleep(settle_s)
             times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()

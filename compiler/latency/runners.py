@@ -69,6 +69,13 @@ class Runner(Protocol):
         ...
 
 
+# A thread pool keeps its workers spinning for a while after their last task (TVM's about 0.1 s, yielding; a
+# c-lib's a few milliseconds), and anything timed on other threads in that window shares the cores with them: a
+# c-lib timed right after a TVM layer measured 1.6-1.9x its time alone (2026-12-07, 2 cores). A timer of one
+# runtime interleaved with timers of another waits this long first (CLib.timer(settle_s=...)); 50 ms sufficed.
+POOL_SETTLE_S = 0.25
+
+
 def interleaved(timers: list[Timer], rounds: int) -> list[list[float]]:
     """Milliseconds of `rounds` runs of each timer, one timed run of each per round.
 

@@ -40,6 +40,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
     from compiler.clib.runner import CLib
     from compiler.latency.measure import built_network, interleaved
+    from compiler.latency.runners import POOL_SETTLE_S
     from srprune.errors import InputError
     from srprune.models.modelfile import read_model_file
     from srprune.quant.qmodel import NAME as QUANTIZED
@@ -69,7 +70,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         if quantised:
             lib = stack.enter_context(CLib(layout.compiled / manifest["library"]))
             lib.set_threads(target.threads)
-            net_timer = lib.timer()
+            net_timer = lib.timer(settle_s=POOL_SETTLE_S)  # after TVM-timed layers: their pool must be asleep
         else:
             net_timer = runner.timer(built_network(compiled))
         named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
