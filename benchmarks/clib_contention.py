@@ -3,9 +3,8 @@
 A waiting pool thread (a worker between kernels, the caller waiting for its workers) pauses, then yields the CPU
 (sched_yield), then sleeps (compiler/clib/csrc/srmodel_rt.c). A yield hands the core to any other runnable process
 for its time slice (milliseconds), so with one busy background process a network whose threads wait often loses
-milliseconds per wait. This links the same plan twice, with the runtime's pause phase at 256 rounds (before
-2026-12-07; TVM's pool yields as early) and at its current default (SRM_PAUSE), and times both interleaved: on the
-quiet machine, beside one busy process of normal priority, and beside one in the SCHED_IDLE class (what a job under
+milliseconds per wait. This links the same plan twice, with the runtime's pause phase at its default (SRM_PAUSE,
+256 rounds; TVM's pool yields as early) and 32 times longer, and times both interleaved: on the quiet machine, beside one busy process of normal priority, and beside one in the SCHED_IDLE class (what a job under
 `chrt --idle 0` is: the lowest class, which a yield still hands the core to).
 
 Networks: the `engines` benchmark's plain-c32-d6 and ecbsr-x2 (fp32, seeded), and with --model any model file
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, update_section, write_json  # noqa: E402
 
-OLD_PAUSE = 256
+LONG_PAUSE = 8192
 BUSY = "while True: pass"
 CONDITIONS = ("quiet", "beside 1 busy process", "beside 1 busy SCHED_IDLE process")
 
@@ -83,7 +82,7 @@ def measure(name: str, plan, target, threads: int, rounds: int, work: Path) -> l
     from compiler.clib.runner import CLib
     from compiler.latency.runners import POOL_SETTLE_S, interleaved
 
-    variants = {f"pause {OLD_PAUSE} (before)": (f"-DSRM_PAUSE={OLD_PAUSE}",), "current default": ()}
+    variants = {"default": (), f"pause {LONG_PAUSE}": (f"-DSRM_PAUSE={LONG_PAUSE}",)}
     rows = []
     with contextlib.ExitStack() as stack:
         timers = []
@@ -95,28 +94,28 @@ def measure(name: str, plan, target, threads: int, rounds: int, work: Path) -> l
             timers.append(lib.timer(settle_s=POOL_SETTLE_S))  # the other variant's pool asleep first
         for condition in CONDITIONS:
             with background(condition):
-                old, new = interleaved(timers, rounds)
+                old, new = interleaved(timers, rounds)  # default, long pause
             ratios = [n / o for o, n in zip(old, new)]
             rows.append({"network": name, "condition": condition,
                          **{f"{k}_ms": {"median": statistics.median(s), "min": min(s), "max": max(s)}
-                            for k, s in (("before", old), ("now", new))},
+                            for k, s in (("default", old), ("long", new))},
                          "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}})
             r = rows[-1]
-            print(f"{name:>24} | {condition:<34} | before {r['before_ms']['median']:7.2f} ms | now "
-                  f"{r['now_ms']['median']:7.2f} ms | now/before {r['ratio']['median']:.2f}", flush=True)
+            print(f"{name:>24} | {condition:<34} | default {r['default_ms']['median']:7.2f} ms | long pause "
+                  f"{r['long_ms']['median']:7.2f} ms | long/default {r['ratio']['median']:.2f}", flush=True)
     return rows
 
 
 def report(rows: list[dict], threads: int, rounds: int, shape: tuple, minutes: float, argv: list[str]) -> str:
     lines = ["## c-lib thread pool beside other processes (pause before yielding)", "",
              f"Machine: {machine(threads)}. Input {'x'.join(map(str, shape))}, {rounds} interleaved rounds per "
-             f"condition (median [min, max]), {minutes:.1f} min. Before = the runtime linked with SRM_PAUSE="
-             f"{OLD_PAUSE} (a waiting thread yielded after 256 pause rounds); now = the current default. The "
+             f"condition (median [min, max]), {minutes:.1f} min. Default = the runtime as shipped (a waiting thread "
+             f"yields after 256 pause rounds); long = linked with SRM_PAUSE={LONG_PAUSE}. The "
              "background process is one busy Python loop (normal priority, or `chrt --idle 0`). Command: "
              f"`python benchmarks/clib_contention.py{' ' + ' '.join(argv) if argv else ''}`.", "",
-             "| network | condition | before ms | now ms | now / before |", "| --- | --- | ---: | ---: | ---: |"]
+             "| network | condition | default ms | long pause ms | long / default |", "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
-        b, n, q = r["before_ms"], r["now_ms"], r["ratio"]
+        b, n, q = r["default_ms"], r["long_ms"], r["ratio"]
         lines.append(f"| {r['network']} | {r['condition']} | {b['median']:.2f} [{b['min']:.2f}, {b['max']:.2f}] | "
                      f"{n['median']:.2f} [{n['min']:.2f}, {n['max']:.2f}] | {q['median']:.2f} "
                      f"[{q['min']:.2f}, {q['max']:.2f}] |")

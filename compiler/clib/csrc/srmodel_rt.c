@@ -37,15 +37,13 @@ extern int sched_yield(void);
 #define SRM_HIDDEN __attribute__((visibility("hidden")))
 #define SRM_MAX_THREADS 256
 #define SRM_ALIGN 64
-/* Waiting threads pause for SRM_PAUSE rounds (about a millisecond), then yield the CPU (staying runnable)
- * until SRM_SPIN rounds, and only then sleep on a condition variable: a woken sleeper can wait
- * milliseconds for a CPU on a busy machine, a yielding spinner comes back within one scheduler turn.
- * Why pause that long before yielding: a yield hands the core to any other runnable process for its
- * whole time slice (milliseconds), and the waits between a network's kernels are short; yielding after
- * 256 pauses (TVM's pool yields as early) made a mixed int8 network 2.8x slower beside one background
- * process (benchmarks/clib_contention.py). */
+/* Waiting threads pause for SRM_PAUSE rounds, then yield the CPU (staying runnable) until SRM_SPIN
+ * rounds, and only then sleep on a condition variable: a woken sleeper can wait milliseconds for a
+ * CPU on a busy machine, a yielding spinner comes back within one scheduler turn (TVM's pool does the same).
+ * Pausing 32x longer before yielding gained nothing consistent beside a busy process (0.79-1.16 of the
+ * time; benchmarks/clib_contention.py, docs/benchmarks.md `clib_contention`). */
 #ifndef SRM_PAUSE /* a benchmark links the runtime with another value (-DSRM_PAUSE=N) to compare */
-#define SRM_PAUSE 8192
+#define SRM_PAUSE 256
 #endif
 #define SRM_SPIN 50000
 
