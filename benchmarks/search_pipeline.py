@@ -40,12 +40,17 @@ METHODS = {"fp32": (None, ["fp32"]), "int8": (None, ["fp32", "int8"]), "random-i
            "random-fp32": ("random", ["fp32"])}
 
 
-def srprune(*args: str) -> None:
-    """Run the CLI as a user would; progress bars go to the log, not here."""
+def srprune(*args: str, fail_ok: bool = False) -> str | None:
+    """Run the CLI as a user would; progress bars go to the log, not here. A failure stops the benchmark, or with
+    `fail_ok` (a pipeline run: a method that finds nothing in the window is a result) returns its `error:` line."""
     cmd = [sys.executable, "-c", "from srprune.cli import main; main()", *map(str, args)]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"srprune {' '.join(map(str, args))} failed:\n{r.stderr[-3000:]}")
+    if r.returncode == 0:
+        return None
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    if fail_ok and r.returncode == 2 and errors:
+        return errors[-1]
+    sys.exit(f"srprune {' '.join(map(str, args))} failed:\n{r.stderr[-3000:]}")
 
 
 def _config(base_cfg: dict, run: Path, precisions: list[str], **changes) -> dict:
@@ -95,7 +100,12 @@ def pipeline_runs(base_cfg: dict, budgets: list[float], methods: list[str], seed
                 (out / f"{name}.yaml").write_text(yaml.safe_dump(c))
                 print(f"[bench] {name}", flush=True)
                 started = time.perf_counter()
-                srprune("run", "-c", out / f"{name}.yaml")
+                error = srprune("run", "-c", out / f"{name}.yaml", fail_ok=True)
+                if error:
+                    print(f"[bench] {name}: {error}", flush=True)
+                    results[name] = {"budget_ms": budget, "method": method, "seed": seed, "failed": error,
+                                     "wall_s": time.perf_counter() - started}
+                    continue
                 results[name] = _result(run, budget, method, seed, time.perf_counter() - started)
     return results
 
@@ -199,19 +209,23 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
              "| budget ms | method | seeds | PSNR-Y mean (min-max) | measured / budget mean (min-max) | fit budget | "
              "int8 layers |", "| ---: | --- | ---: | --- | --- | ---: | --- |"]
     groups: dict[tuple[float, str], list[dict]] = {}
+    failed: dict[tuple[float, str], list[dict]] = {}
     for r in runs.values():
-        groups.setdefault((r["budget_ms"], r["method"]), []).append(r)
+        (failed if "failed" in r else groups).setdefault((r["budget_ms"], r["method"]), []).append(r)
     verdicts = []
     for budget in budgets:
         for method in methods:
-            rs = groups.get((budget, method), [])
+            rs, bad = groups.get((budget, method), []), failed.get((budget, method), [])
+            if bad and not rs:
+                lines.append(f"| {budget:g} | {method} | {len(bad)} | no network (all seeds) | - | 0/{len(bad)} | - |")
             if not rs:
                 continue
             p, f = _stats([r["psnr"] for r in rs]), _stats([r["measured_ms"] / budget for r in rs])
             fit = sum(r["measured_ms"] <= budget for r in rs)
             int8 = ", ".join(str(sum(v == "int8" for v in r.get("layer_precision", {}).values())) for r in rs)
-            lines.append(f"| {budget:g} | {method} | {len(rs)} | {p[0]:.4f} ({p[1]:.4f}-{p[2]:.4f}) | "
-                         f"{f[0]:.0%} ({f[1]:.0%}-{f[2]:.0%}) | {fit}/{len(rs)} | {int8} |")
+            none = f" + {len(bad)} without a network" if bad else ""
+            lines.append(f"| {budget:g} | {method} | {len(rs)}{none} | {p[0]:.4f} ({p[1]:.4f}-{p[2]:.4f}) | "
+                         f"{f[0]:.0%} ({f[1]:.0%}-{f[2]:.0%}) | {fit}/{len(rs) + len(bad)} | {int8} |")
         for n, r in refs.items():
             if n == "bicubic":
                 continue
@@ -219,10 +233,13 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
             lines.append(f"| {budget:g} | {n}{tag} | - | {r['psnr']:.4f} | {r['measured_ms'] / budget:.0%} "
                          f"({r['min_ms'] / budget:.0%}-{r['max_ms'] / budget:.0%}) | "
                          f"{'1/1' if not tag else '0/1'} | {'all' if n.endswith('-int8') else '-'} |")
-        verdicts += _verdicts(budget, groups, refs)
+        verdicts += _verdicts(budget, groups, refs, failed)
     lines += ["", f"Bicubic: {refs['bicubic']['psnr']:.4f} dB. Verdicts (issue 20):"] + verdicts
     lines += ["", "Chosen networks:"]
     for name, r in runs.items():
+        if "failed" in r:
+            lines.append(f"- {name}: no network deployed: {r['failed']}")
+            continue
         cells = " ".join("skip" if c["block"] == "skip" else f"{c['block']}{c['width']}" for c in r["genome"]["cells"])
         pruned = ", ".join(f"{k} {v['scheme']} {v['ratio']:.2f}" for k, v in r["prune"].items()) or "none"
         int8 = ", ".join(k for k, v in r.get("layer_precision", {}).items() if v == "int8") or "none"
@@ -234,12 +251,20 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
     return "\n".join(lines)
 
 
-def _verdicts(budget: float, groups: dict, refs: dict) -> list[str]:
-    """Issue 20's done-when at one budget: (b) = int8, (a) = fp32, (c) = random-int8."""
+def _verdicts(budget: float, groups: dict, refs: dict, failed: dict | None = None) -> list[str]:
+    """Issue 20's done-when at one budget: (b) = int8, (a) = fp32, (c) = random-int8 (seeds that deployed no
+    network, `failed`, count against their method)."""
     out = []
+    failed = failed or {}
     b, a, c = (groups.get((budget, m), []) for m in ("int8", "fp32", "random-int8"))
     if not b:
+        if failed.get((budget, "int8")):
+            out.append(f"- {budget:g} ms: the int8 search deployed no network (NOT met)")
         return out
+    if failed.get((budget, "random-int8")):
+        out.append(f"- {budget:g} ms: random search with precisions deployed no network in "
+                   f"{len(failed[(budget, 'random-int8')])} seed(s): "
+                   f"{failed[(budget, 'random-int8')][0]['failed'].removeprefix('error: ')}")
     pb = [r["psnr"] for r in b]
     if a:
         pa = [r["psnr"] for r in a]
@@ -258,7 +283,7 @@ def _verdicts(budget: float, groups: dict, refs: dict) -> list[str]:
     out.append(f"- {budget:g} ms: references within the budget: {', '.join(fitting) or 'none'}; beaten by the int8 "
                f"search's mean: {', '.join(beaten) or 'none'} ({'met' if len(beaten) == len(fitting) else 'NOT met'})")
     fills = [r["measured_ms"] / budget for r in b]
-    ok = all(0.85 <= f <= 1.0 for f in fills)
+    ok = all(0.85 <= f <= 1.0 for f in fills) and not failed.get((budget, "int8"))
     out.append(f"- {budget:g} ms: int8 search's seeds at {', '.join(f'{f:.0%}' for f in fills)} of the budget "
                f"({'met' if ok else 'NOT met'}: goal 85-100% each)")
     return out
