@@ -123,10 +123,8 @@ def _replans(run: Path) -> list[dict]:
 def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     """Train the reference models for `steps`; quantise those with an int8 form (QAT at the pipeline's budget);
     compile each for the host (fp32: the TVM build, int8: the int8 c-lib) and time them all interleaved."""
-    import contextlib
-
     from compiler.build import compile_checked
-    from compiler.clib.runner import CLib
+    from compiler.clib.runner import process_timer
     from compiler.latency.measure import built_network
     from compiler.latency.runners import POOL_SETTLE_S, LocalRunner, interleaved
     from compiler.targets import get_target
@@ -146,30 +144,27 @@ def references(steps: int, cfg: dict, out: Path, rounds: int = 15) -> dict:
     val = load_dataset("builtin", cfg["scale"], split="val")
     timers, names, scores = [], [], {}
     runner = LocalRunner(target.threads)
-    with contextlib.ExitStack() as stack:
-        for name in REFERENCES:
-            path = out / "references" / "train" / name / "model.pt"
-            model, _ = load_model(path)
-            timers.append(runner.timer(built_network(compile_checked(deploy(model).eval(), shape, target))))
-            names.append(name)
-            scores[name] = doc["models"][name]
-            if name not in INT8_REFERENCES:
-                continue
-            qpath, qdir = out / "references" / f"{name}-int8.pt", out / "references" / f"{name}-int8"
-            if not qpath.exists():
-                srprune("quantize", path, "--calib", "builtin", "-o", qpath, "--qat-steps", qat, "--distill",
-                        cfg["finetune"]["distill"], "--batch-size", cfg["finetune"]["batch_size"],
-                        "--patch-size", cfg["finetune"]["patch_size"])
-            srprune("compile", qpath, "--target", "host", "--threads", cfg["threads"], "--format", "c-lib",
-                    "--size", cfg["output_size"], "-o", qdir, "--force")
-            lib = stack.enter_context(CLib(qdir / "libsrmodel.so"))
-            lib.set_threads(target.threads)
-            timers.append(lib.timer(settle_s=POOL_SETTLE_S))  # beside TVM-timed models: their pool asleep first
-            names.append(f"{name}-int8")
-            qmodel, _ = load_model(qpath)
-            s = mean_score(score_pairs(qmodel, val, cfg["scale"]))
-            scores[f"{name}-int8"] = {"psnr": s.psnr, "ssim": s.ssim, "train_seconds": None}
-        samples = interleaved(timers, rounds)
+    for name in REFERENCES:
+        path = out / "references" / "train" / name / "model.pt"
+        model, _ = load_model(path)
+        timers.append(runner.timer(built_network(compile_checked(deploy(model).eval(), shape, target))))
+        names.append(name)
+        scores[name] = doc["models"][name]
+        if name not in INT8_REFERENCES:
+            continue
+        qpath, qdir = out / "references" / f"{name}-int8.pt", out / "references" / f"{name}-int8"
+        if not qpath.exists():
+            srprune("quantize", path, "--calib", "builtin", "-o", qpath, "--qat-steps", qat, "--distill",
+                    cfg["finetune"]["distill"], "--batch-size", cfg["finetune"]["batch_size"],
+                    "--patch-size", cfg["finetune"]["patch_size"])
+        srprune("compile", qpath, "--target", "host", "--threads", cfg["threads"], "--format", "c-lib",
+                "--size", cfg["output_size"], "-o", qdir, "--force")
+        timers.append(process_timer(qdir, target.threads, settle_s=POOL_SETTLE_S))  # as the compile stage
+        names.append(f"{name}-int8")
+        qmodel, _ = load_model(qpath)
+        s = mean_score(score_pairs(qmodel, val, cfg["scale"]))
+        scores[f"{name}-int8"] = {"psnr": s.psnr, "ssim": s.ssim, "train_seconds": None}
+    samples = interleaved(timers, rounds)
     res = {}
     for name, s in zip(names, samples):
         m = scores[name]
@@ -195,7 +190,8 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
              f"{cfg['search']['trials']} + {cfg['search']['ratio_trials']} trials, fine-tuning "
              f"{cfg['finetune']['steps']} steps, QAT {cfg['finetune']['qat_steps']} steps for int8 winners), budget, "
              "sampler, precisions and seeds replaced. Latency = median of 25 interleaved runs of the compiled network "
-             "(int8 winners: the int8 c-lib); PSNR-Y/SSIM-Y on the built-in validation images by the project protocol. "
+             "(int8 winners and references: the int8 c-lib, each timed run a fresh process, its srmodel_bench); "
+             "PSNR-Y/SSIM-Y on the built-in validation images by the project protocol. "
              "Seeds: the search's and the fine-tuning's (supernet and latency tables shared).",
              f"Reference models: trained on the same images for {steps} steps (= supernet + fine-tuning steps) of the "
              "same batch and patch size, compiled with the same compiler, timed in one interleaved session; -int8 = "

@@ -237,6 +237,26 @@ def test_bench_executable_loads_runs_and_times(libs, tmp_path):
     assert bad.returncode == 1 and "cannot load" in bad.stdout
 
 
+def test_process_timer_times_the_library_in_fresh_processes(libs, tmp_path):
+    """The compile stage's timer of an int8 c-lib: one srmodel_bench process per timed run; a folder without the
+    bench (or a library that cannot load) is one CompilerError, not a parse failure."""
+    import shutil
+
+    from compiler.clib.runner import process_timer
+
+    folder, _ = libs["espcn"]
+    times = process_timer(folder, 2)(3)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    with pytest.raises(CompilerError, match="no srmodel_bench"):
+        process_timer(tmp_path, 2)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy2(folder / "srmodel_bench", broken / "srmodel_bench")
+    (broken / "libsrmodel.so").write_bytes(b"not a library")
+    with pytest.raises(CompilerError, match="srmodel_bench .* failed: error: cannot load"):
+        process_timer(broken, 2)
+
+
 BENCH_BAD_ARGS = [
     (["-n", "2305843009213693955"], "-n takes a whole number in 1..1000000, got '2305843009213693955'"),
     (["-n", "0"], "-n takes a whole number in 1..1000000, got '0'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,42 @@ def aligned_empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     raw = np.empty(n * dtype.itemsize + _ALIGN, dtype=np.uint8)
     start = (-raw.ctypes.data) % _ALIGN
     return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def process_timer(folder: str | os.PathLike, threads: int, settle_s: float = 0.0):
+    """f(repeat) -> milliseconds of `repeat` runs, each in a fresh process: the folder's srmodel_bench (the host
+    build's), one warm-up run then one timed run per call, as an app process runs the library.
+
+    Why not in this process: in a long-lived Python process that had trained and timed other runtimes, the
+    compile stage measured a mixed int8 c-lib at 20.7 ms that its srmodel_bench (and a fresh Python process)
+    runs in 9.2 ms, every round, with other runtimes' pools asleep (2026-12-07, 2 cores; cause not found).
+    """
+    import re
+    import subprocess
+    import time
+
+    folder = Path(folder)
+    exe = folder / "srmodel_bench"
+    lib = folder / "libsrmodel.so"
+    if not exe.is_file():
+        raise CompilerError(f"{folder}: no srmodel_bench to time the library with (a host c-lib folder has one)")
+
+    def once() -> float:
+        r = subprocess.run([str(exe), str(lib), "-n", "1", "-w", "1", "-t", str(int(threads))], capture_output=True,
+                           text=True, timeout=600)
+        m = re.search(r"median_ms=([0-9.]+)", r.stdout)
+        if r.returncode != 0 or m is None:
+            last = (r.stdout.strip().splitlines() or ["no output"])[-1]
+            raise CompilerError(f"srmodel_bench {lib} failed: {last}")
+        return float(m.group(1))
+
+    once()  # the first start pays for loading the library from disk
+
+    def run(repeat: int) -> list[float]:
+        if settle_s > 0:  # what this process timed just before: its pool asleep first (CLib.timer)
+            time.sleep(settle_s)
+        return [once() for _ in range(repeat)]
+    return run
 
 
 class CLib:

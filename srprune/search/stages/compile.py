@@ -15,7 +15,6 @@ the device, labelled as such, until `srprune android bench` times it on the phon
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
-    from compiler.clib.runner import CLib
+    from compiler.clib.runner import process_timer
     from compiler.latency.measure import built_network, interleaved
     from compiler.latency.runners import POOL_SETTLE_S
     from srprune.models.modelfile import read_model_file
@@ -70,20 +69,17 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
         return result
     runner = make_runner(target, cfg.rpc)
-    with contextlib.ExitStack() as stack:
-        if quantised:
-            lib = stack.enter_context(CLib(layout.compiled / manifest["library"]))
-            lib.set_threads(target.threads)
-            net_timer = lib.timer(settle_s=POOL_SETTLE_S)  # after TVM-timed layers: their pool must be asleep
-        else:
-            net_timer = runner.timer(built_network(compiled))
-        named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
-        # the int8 c-lib slices / pads residuals in the consumer's write-back: its adapters are no kernels (0 ms)
-        fused = [quantised and c.op == "adapter" for _, c in named]
-        builds = iter(own_layer_builds(done.model, [nc for nc, f in zip(named, fused) if not f], target,
-                                       progress=progress))
-        layer_timers = [None if f else runner.timer(next(builds)) for f in fused]
-        samples = interleaved([net_timer] + [t for t in layer_timers if t is not None], rounds)
+    if quantised:  # a fresh process per timed run, as an app runs it; after TVM-timed layers, their pool asleep
+        net_timer = process_timer(layout.compiled, target.threads, settle_s=POOL_SETTLE_S)
+    else:
+        net_timer = runner.timer(built_network(compiled))
+    named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
+    # the int8 c-lib slices / pads residuals in the consumer's write-back: its adapters are no kernels (0 ms)
+    fused = [quantised and c.op == "adapter" for _, c in named]
+    builds = iter(own_layer_builds(done.model, [nc for nc, f in zip(named, fused) if not f], target,
+                                   progress=progress))
+    layer_timers = [None if f else runner.timer(next(builds)) for f in fused]
+    samples = interleaved([net_timer] + [t for t in layer_timers if t is not None], rounds)
     measured = statistics.median(samples[0])
     breakdown = layer_breakdown(predictor, cand, out_hw)
     timed = iter(samples[1:])
