@@ -7,7 +7,8 @@ The numerics check is <= 1e-4 against PyTorch; writes RUN/compiled/TARGET/ and t
 of interleaved runs) and each layer alone, recording predicted vs measured in RUN/compiled/TARGET/latency.json.
 A winner with int8 layers (final/model.pt is then the "quantized" model, int8 or mixed int8 / fp32) compiles to the
 int8 c-lib (compiler.int8.network: its fp32 layers are the fp32 kernels with the codes converted at their edges),
-checked against the numpy reference of the integer contract, and the c-lib itself is timed (host targets). On an
+checked against the numpy reference of the integer contract, and the c-lib itself is timed on host targets, each
+timed run a fresh process (its srmodel_bench: compiler.clib.runner.process_timer, why there). On an
 arm64 target over RPC the c-lib cannot be timed (TVM's RPC server loads TVM modules, not a C library): its numerics
 are checked on a host build of the same network, and its time is the prediction from the layer table measured on
 the device, labelled as such, until `srprune android bench` times it on the phone.
