@@ -435,7 +435,8 @@ def to_f32(v, lanes: int, dtype: str):
     return v if dtype == "float32" else tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v)
 
 
-def _splat(value: float | int, dtype: str, lanes: int):
+def splat(value: float | int, dtype: str, lanes: int):
+    """The constant `value` of `dtype`, broadcast to `lanes` (a scalar for 1): the one home of kernel constants."""
     e = tirx.const(value, dtype)
     return tirx.Broadcast(e, lanes) if lanes > 1 else e
 
@@ -448,23 +449,23 @@ def load_as(v, dtype: str, quant: tuple[float, int] | None, lanes: int, to: str 
     if to != "float32":
         raise CompilerError(f"uint8 codes dequantise to float32, not {to}")
     scale, zero = quant
-    f = tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v) - _splat(float(zero), "float32", lanes)
-    return f * _splat(float(np.float32(scale)), "float32", lanes)
+    f = tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", v) - splat(float(zero), "float32", lanes)
+    return f * splat(float(np.float32(scale)), "float32", lanes)
 
 
 def requantize(v, scale: float, zero: int, lanes: int):
     """float32 values as uint8 codes (still float32): round half to even of v * float32(1 / s), + z, clamped to
     [0, 255] (docs/quantization.md's step 5, shared by the int8 kernels and fp32 layers writing codes)."""
-    q = tirx.nearbyint(v * _splat(float(np.float32(1.0 / scale)), "float32", lanes)) + _splat(float(zero), "float32",
+    q = tirx.nearbyint(v * splat(float(np.float32(1.0 / scale)), "float32", lanes)) + splat(float(zero), "float32",
                                                                                            lanes)
-    return tirx.min(tirx.max(q, _splat(0.0, "float32", lanes)), _splat(255.0, "float32", lanes))
+    return tirx.min(tirx.max(q, splat(0.0, "float32", lanes)), splat(255.0, "float32", lanes))
 
 
 def finish(spec: ConvSpec, v, lanes: int):
     """A float32 epilogue result as the output stores it: clamped to [0, 1] for an image (`spec.clamp`), requantised
     to uint8 codes (`spec.out_q`: round half to even of v / s, + z, clamped to [0, 255]) or cast to out_dtype."""
     if spec.clamp:
-        v = tirx.min(tirx.max(v, _splat(0.0, "float32", lanes)), _splat(1.0, "float32", lanes))
+        v = tirx.min(tirx.max(v, splat(0.0, "float32", lanes)), splat(1.0, "float32", lanes))
     if spec.out_q is not None:
         v = requantize(v, *spec.out_q, lanes)
     dtype = spec.out_dtype

@@ -328,9 +328,7 @@ class _ChainRewriter(PyExprMutator):
         fused, sched = self._fused_schedule(chain, spec)
         if fused.residual_repeat > 1:
             fused = dataclasses.replace(fused, residual_dtype=dtype(resid))
-        # Winograd kernels are float32 only (compiler.winograd): an fp16 build keeps its 3x3 convs direct.
-        all_f32 = {fused.compute, fused.data_dtype, fused.residual_dtype, fused.out_dtype} == {"float32"}
-        wino = self._winograd_call(chain, fused, kept) if all_f32 else None
+        wino = self._winograd_call(chain, fused, kept)  # None where direct wins or the build is not float32
         if wino is not None:
             return wino
         self.decisions.append({"kernel": "dense", "cin": cin, "cout": cout, "k": kh, "kept": kept,

@@ -43,7 +43,8 @@ from tvm import tirx
 
 from compiler.epilogue import ACTIVATIONS
 from compiler.errors import CompilerError
-from compiler.kernels import ROW_TASKS, ConvSpec, WriteBack, check_edges, choose_schedule, load_as, store_shuffled
+from compiler.kernels import (ROW_TASKS, ConvSpec, WriteBack, check_edges, choose_schedule, load_as, splat,
+                              store_shuffled)
 
 # Transform matrices (Lavin & Gray 2016; interpolation points 0, +-1 for F(2), 0, +-1, +-2 for F(4)):
 # Y = A^T [(G g G^T) * (B^T d B)] A for a 3x3 filter g and an (m+2) x (m+2) input tile d.
@@ -98,8 +99,13 @@ def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def eligible(spec: ConvSpec) -> bool:
-    """Whether the Winograd kernel can compute `spec`: an ungrouped 3x3 conv (stride 1: all our kernels are)."""
-    return spec.kh == 3 and spec.kw == 3 and spec.groups == 1 and spec.act in ACTIVATIONS
+    """Whether the Winograd kernel can compute `spec`: an ungrouped 3x3 conv (stride 1: all our kernels are) in
+    float32 arithmetic (float32 or uint8 codes at its edges). The one home of this rule: the rewrite, the latency
+    table and the int8 network's fp32 layers all ask `choose_conv_kernel`, so an fp16 build keeps its 3x3 convs
+    direct everywhere alike."""
+    float32 = spec.compute == "float32" and not {spec.data_dtype, spec.residual_dtype, spec.out_dtype} - {
+        "float32", "uint8"}
+    return float32 and spec.kh == 3 and spec.kw == 3 and spec.groups == 1 and spec.act in ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -181,10 +187,7 @@ def output_transform_1d(m: int, v: list) -> list:
 def _scalar_like(v, c: float):
     """The constant c in v's type: a float32 (vector) immediate for TIR values, the number itself for numpy ones."""
     lanes = getattr(getattr(v, "dtype", None), "lanes", None)
-    if lanes is None:
-        return c
-    const = tirx.const(c, "float32")
-    return tirx.Broadcast(const, lanes) if lanes > 1 else const
+    return c if lanes is None else splat(c, "float32", lanes)
 
 
 def winograd_primfunc(spec: ConvSpec, sched: WinogradSchedule, prefetch: bool = True) -> tirx.PrimFunc:
@@ -193,7 +196,7 @@ def winograd_primfunc(spec: ConvSpec, sched: WinogradSchedule, prefetch: bool = 
     Same arguments and output as compiler.kernels.conv2d_primfunc except the weight: `transform_weight`'s U.
     """
     if not eligible(spec):
-        raise CompilerError("the Winograd kernel computes ungrouped 3x3 convs only")
+        raise CompilerError("the Winograd kernel computes ungrouped 3x3 convs in float32 only")
     if spec.cout % sched.oc_tile or sched.oc_tile % spec.shuffle:
         raise CompilerError(f"oc_tile {sched.oc_tile} must divide {spec.cout} and be a multiple of the shuffle")
     if spec.shuffle > 1 and spec.cout % (spec.shuffle ** 2):
@@ -457,11 +460,9 @@ def dense_relative_cost(spec: ConvSpec, vec: int, registers: int = 32) -> float:
     Why: a pruned conv's sparse kernel is a direct kernel that skips pruned weights, so `compiler.sparse` rates it
     against the direct kernel; where Winograd is the dense choice the sparse kernel must beat Winograd instead, or
     pruning would make a layer slower (a 50%-pruned 32->32 conv runs at about 0.55 of direct, F(4x4) at 0.46).
-    Winograd kernels compute in float32 only (uint8 codes at their edges included), so any other arithmetic (fp16
-    builds) compares against the direct kernel.
+    Winograd kernels compute in float32 only (`eligible`), so any other arithmetic (fp16 builds) compares against
+    the direct kernel.
     """
-    if spec.compute != "float32" or {spec.data_dtype, spec.residual_dtype, spec.out_dtype} - {"float32", "uint8"}:
-        return 1.0
     m = choose_conv_kernel(spec, vec, registers)
     # at most 1: a Winograd tile forced by `winograd_mode` where it costs more than direct leaves the direct bar
     return min(1.0, winograd_cost(spec, m, vec, registers) / direct_cost(spec, vec, registers)) if m else 1.0

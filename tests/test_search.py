@@ -472,7 +472,8 @@ def test_shipped_configs_resolve(tmp_path):
     for d in raw["eval_data"]:
         Path(d).mkdir(parents=True)
     paper = resolve(raw)
-    assert paper["target"] == "android-arm64" and paper["rpc"].startswith("rpc://") and paper["budget_ms"] == 33
+    assert paper["target"] == "android-arm64-dotprod" and paper["rpc"].startswith("rpc://") and paper["budget_ms"] == 33
+    assert paper["search"]["precisions"] == ["fp32", "int8"]  # the phone's sdot: int8 per layer where it pays
 
 
 def test_replan_pick_corrects_predictions_by_the_measurement():

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 
-from compiler.latency.config import LayerConfig
 from compiler.latency.predict import Predictor
 from compiler.latency.table import LatencyTable, make_header
 from tests.conftest import assert_one_line_error
@@ -427,6 +427,38 @@ def test_finetuning_an_int8_winner_is_quantisation_aware(base, tmp_path):
     want = q.run_codes(x)[0].numpy().transpose(1, 2, 0).astype(np.int32)
     diff = np.abs(got - want)
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.999
+
+    # The same winner for a phone over RPC (configs/paper-x2.yaml's target): TVM's RPC server cannot load a C
+    # library, so the stage builds the arm64 c-lib (sdot), checks its network on a host build and labels the
+    # table's prediction as its time. No phone here: the host table stands in for the one measured on the phone.
+    from srprune.search.stages.compile import PREDICTED
+
+    arm = get_target("android-arm64-dotprod", 2)
+    _table_as(run, "host", arm.name)
+    alayout = RunLayout(run, arm.name)
+    r = compile_final(cfg, alayout, arm, progress=False)
+    assert "measured_ms" not in r and r["estimated_ms"] == r["predicted_ms"] == pytest.approx(result["predicted_ms"])
+    assert r["latency"] == PREDICTED and "srprune android bench" in r["time_it"] and r["precision"] == "int8 + fp32"
+    assert r["checked_on"].startswith("host c-lib build") and r["within_one_step"] >= 0.999 and r["max_abs_diff"] <= 4 / 255
+    manifest = json.loads((alayout.compiled / "manifest.json").read_text())
+    assert manifest["target"]["name"] == arm.name and manifest["int8_isa"] == "sdot"
+    if shutil.which("llvm-objdump-19"):
+        asm = subprocess.run(["llvm-objdump-19", "-d", str(alayout.compiled / manifest["library"])],
+                             capture_output=True, text=True, check=True).stdout
+        assert "sdot" in asm and "fmla" in asm  # the int8 layers and the fp32 head
+
+
+def _table_as(run, source: str, target: str) -> None:
+    """RUN/latency/SOURCE's table and calibration copied as TARGET's (same thread count)."""
+    from srprune.layout import calibration_path, table_path
+
+    for path in (table_path, calibration_path):
+        if not path(run, source).exists():
+            continue
+        data = json.loads(path(run, source).read_text())
+        data["header"]["target"] = target
+        path(run, target).parent.mkdir(parents=True, exist_ok=True)
+        path(run, target).write_text(json.dumps(data))
 
 
 def test_a_dense_winner_whose_first_cell_is_depthwise_fine_tunes(tmp_path):

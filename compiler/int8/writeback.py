@@ -14,13 +14,9 @@ import numpy as np
 from tvm import tirx
 
 from compiler.epilogue import activation
-from compiler.kernels import load_as, requantize
+from compiler.kernels import load_as, requantize, splat
 from compiler.int8.spec import Int8ConvSpec
 from compiler.quant_spec import QConv
-
-
-def _f32(value: float):
-    return tirx.const(float(np.float32(value)), "float32")
 
 
 @dataclass
@@ -58,7 +54,7 @@ class WriteBack:
             term = load_as(tirx.BufferLoad(self.resid, [self.b, ch, self.y, idx]), "uint8",
                            (layer.residual.scale, int(layer.residual.zero_point)), lanes)
             if padded:
-                keep = tirx.Select(oc < rc, _f32(1.0), _f32(0.0))
+                keep = tirx.Select(oc < rc, splat(1.0, "float32", 1), splat(0.0, "float32", 1))
                 term = term * (tirx.Broadcast(keep, lanes) if lanes > 1 else keep)
             v = v + term
         if self.spec.tail:
@@ -111,7 +107,7 @@ class WriteBack:
     def _image(self, v, skip, lanes: int):
         """+ the global skip (the uint8 image pixel / 255 in float32), clamp to [0, 1] (the tail writing the image)."""
         def c(value):
-            return tirx.Broadcast(_f32(value), lanes) if lanes > 1 else _f32(value)
+            return splat(float(np.float32(value)), "float32", lanes)
         if skip is not None:
             v = v + skip * c(1.0 / 255.0)
         return tirx.min(tirx.max(v, c(0.0)), c(1.0)) if self.spec.clamp else v

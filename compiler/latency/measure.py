@@ -178,8 +178,7 @@ def build_layer(cfg: LayerConfig, target: TargetSpec, seed: int = 0, weight: np.
         from compiler.winograd import choose_conv_kernel, kernel_name
 
         spec = conv_spec(cfg, target)
-        # the rewrite's per-layer choice; Winograd kernels are float32 only (an fp16 build keeps 3x3 convs direct)
-        m = choose_conv_kernel(spec, target.vec, target.registers) if spec.compute == "float32" else 0
+        m = choose_conv_kernel(spec, target.vec, target.registers)  # the rewrite's per-layer choice
         if m:
             return _build_winograd(cfg, spec, m, target, rng)
         sched = choose_schedule(spec, target.vec, target.registers)

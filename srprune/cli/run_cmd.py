@@ -26,6 +26,8 @@ def _summary(run) -> None:
         click.echo(f"latency on {run.target.name}: {latency_word(dep)} {deployed_ms(dep):.1f} ms per frame "
                    f"(predicted {dep['predicted_ms']:.1f}), budget {dep['budget_ms']:g} ms "
                    f"-> {dep['budget_fill']:.0%} of it{'' if dep['within_budget'] else ', OVER BUDGET'}")
+        if "time_it" in dep:
+            click.echo(f"time the compiled c-lib on the phone: {dep['time_it']}")
     for name, r in ev.items():
         click.echo(f"PSNR-Y on {name}: {r['final']:.3f} dB (bicubic {r['bicubic']:.3f})")
     if run.layout.report.exists():
