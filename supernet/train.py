@@ -21,6 +21,7 @@ uninterrupted one, provided the batch iterator has state_dict()/load_state_dict(
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import warnings
@@ -60,6 +61,9 @@ def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # Torn down before the interpreter's own teardown: left to static destructors, gloo's threads sometimes
+        # ended a finished rank with "terminate called without an active exception" (SIGABRT; seen under load).
+        atexit.register(dist.destroy_process_group)
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
