@@ -344,3 +344,48 @@ def test_random_pruned_network_is_masked_as_its_prune_says():
     assert np.count_nonzero(modules["head"].weight.detach().numpy()) == modules["head"].weight.numel()
     layers = dict(named_genome_layers(genome, (32, 64), latency_prune(prune)))
     assert {n for n, c in layers.items() if c.scheme == "block"} == set(prune)
+
+
+def test_calibration_of_int8_networks_is_their_own_and_round_trips(tmp_path):
+    """A network with an int8 layer is priced by `Calibration.int8`, or by its plain sum where there is none (never
+    by the fp32 fit); the int8 fit is saved and loaded with the rest."""
+    from dataclasses import replace
+
+    fp32 = [_conv(8, 8), _conv(8, 16)]
+    mixed = [fp32[0], replace(fp32[1], precision="int8")]
+    cal = Calibration(0.8, 2.0, 0.1, [{"sum_ms": 1.0, "layers": 2, "measured_ms": 2.9}])
+    assert cal.for_layers(fp32) is cal
+    assert cal.for_layers(mixed).apply(10.0, 2) == 10.0  # no int8 fit: the sum
+    cal.int8 = Calibration(1.1, 0.5, 0.0, [{"sum_ms": 4.0, "layers": 2, "measured_ms": 4.9}])
+    assert cal.for_layers(mixed) is cal.int8
+    path = tmp_path / "predictor.json"
+    save_calibration(cal, path, {"target": "host", "threads": 1})
+    back = load_calibration(path, {"target": "host", "threads": 1})
+    assert back == cal and back.int8.points == cal.int8.points
+    save_calibration(Calibration(0.9), path, {"target": "host", "threads": 1})
+    assert load_calibration(path, {"target": "host", "threads": 1}).int8 is None
+
+
+def test_calibration_networks_span_the_space():
+    """`spread_genomes`: distinct genomes spread over the MACs of a random pool, its smallest and largest included
+    (a purely random draw rarely reaches the top of the space, where a fit extrapolated predicted low)."""
+    from srprune.latency import genome_layers, random_genomes
+    from srprune.latency.workflow import spread_genomes
+    from supernet.space import SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 3, "widths": [8, 16, 24, 32], "blocks": ["conv", "res", "dws", "skip"],
+                                   "scales": [2]})
+
+    def macs(g):
+        return sum(c.macs() for c in genome_layers(g, (32, 32)))
+
+    picked = spread_genomes(space, 6, 7, (32, 32))
+    pool = [macs(g) for g in random_genomes(space, 240, 7)]
+    got = sorted(macs(g) for g in picked)
+    assert len({g.to_json() for g in picked}) == 6
+    assert got[0] == min(pool) and got[-1] == max(pool)
+    gaps = np.diff(got)
+    assert gaps.max() < 0.5 * (max(pool) - min(pool))  # spread, not clustered at one end
+    assert [g.to_json() for g in spread_genomes(space, 6, 7, (32, 32))] == [g.to_json() for g in picked]
+    assert all(g.cells[0].block != "skip" for g in spread_genomes(space, 3, 7, (32, 32),
+                                                                   lambda g: g.cells[0].block != "skip"))

@@ -216,25 +216,25 @@ def test_errors_are_one_line(built_run, run_cli, tmp_path):
 # --- calibration from phone measurements (`srprune android bench --json`) ---------------------------
 
 
-def _device_table(run):
+def _device_table(run, precisions=("fp32",)):
     """An android-arm64 table (4 threads) whose layer times follow t = 0.01 + 1e-6 * MACs (any numbers work)."""
     from compiler.latency.table import make_header, open_table
     from srprune.layout import table_path
     from srprune.latency import space_layers
 
     table = open_table(table_path(run, "android-arm64"), "android-arm64", 4)
-    for c in space_layers(SearchSpace.from_dict(SPACE), (48, 64)):
+    for c in space_layers(SearchSpace.from_dict(SPACE), (48, 64), precisions):
         table.add(c, [0.01 + 1e-6 * c.macs()])
     table.save()
     assert make_header("android-arm64", 4)["target"] == "android-arm64"
     return table
 
 
-def _bench_record(genome, measured, model="genome", threads=4):
+def _bench_record(genome, measured, model="genome", threads=4, candidate=None):
     return {"format": "srprune-device-bench", "version": 1, "target": "android-arm64", "device": "Pixel Test",
             "input_shape": [1, 3, 24, 32], "output_shape": [1, 3, 48, 64], "model": model, "scale": 2,
             "config": {"genome": genome, "deployed": True} if model == "genome" else {},
-            "candidate": None, "library_sha256": "0" * 64,
+            "candidate": candidate, "library_sha256": "0" * 64,
             "results": [{"describe": "x", "median_ms": measured, "min_ms": measured, "max_ms": measured, "runs": 20,
                          "threads": threads}]}
 
@@ -258,6 +258,41 @@ def test_calibrate_from_device_bench_fits_the_measurements(run_cli, tmp_path):
     pred = load_predictor(run, "android-arm64", 4)
     assert pred.calibration.alpha == pytest.approx(1.25) and pred.calibration.beta_ms == pytest.approx(3.0)
     assert {p["device"] for p in pred.calibration.points} == {"Pixel Test"}
+
+
+def test_calibrate_from_device_bench_refits_int8_networks_apart(run_cli, tmp_path):
+    """A phone's bench of an int8 / mixed c-lib (its candidate names int8 layers) re-fits the int8 calibration only;
+    the fp32 fit stays; the predictor prices networks with int8 layers by the int8 fit."""
+    from compiler.latency.predict import Predictor
+    from srprune.latency import genome_layers, load_predictor
+
+    run = tmp_path / "run"
+    table = _device_table(run, ("fp32", "int8"))
+    other = {**GENOME, "cells": [{"block": "conv", "width": 8, "layers": []}, {"block": "skip", "width": 0,
+                                                                              "layers": []}]}
+    fp32_files, int8_files = [], []
+    for i, g in enumerate((GENOME, other)):  # fp32: 1.25 x sum + 3 ms; with int8 layers: 1.1 x sum + 0.5 ms
+        s = Predictor(table).sum_ms(genome_layers(g, (48, 64)))
+        f = tmp_path / f"fp32-{i}.json"
+        f.write_text(json.dumps(_bench_record(g, 1.25 * s + 3.0)))
+        fp32_files += ["--device-bench", f]
+        prec = {"head": "int8", "tail": "int8"}
+        s8 = Predictor(table).sum_ms(genome_layers(g, (48, 64), precision=prec))
+        f = tmp_path / f"int8-{i}.json"
+        f.write_text(json.dumps(_bench_record(g, 1.1 * s8 + 0.5, candidate={"genome": g, "precision": prec})))
+        int8_files += ["--device-bench", f]
+    args = ("latency", "calibrate", "--run", run, "--target", "android-arm64", "--threads", "4")
+    assert run_cli(*args, *fp32_files).code == 0
+    r = run_cli(*args, *int8_files)
+    assert r.code == 0, r.err
+    pred = load_predictor(run, "android-arm64", 4)
+    cal = pred.calibration
+    assert (cal.alpha, cal.beta_ms) == (pytest.approx(1.25), pytest.approx(3.0))  # kept from the fp32 benches
+    assert (cal.int8.alpha, cal.int8.beta_ms) == (pytest.approx(1.1), pytest.approx(0.5))
+    layers = genome_layers(GENOME, (48, 64), precision={"tail": "int8"})
+    assert pred.predict(layers) == pytest.approx(1.1 * pred.sum_ms(layers) + 0.5)
+    assert run_cli(*args, *fp32_files[:2]).code == 0  # one fp32 bench again: the int8 fit stays
+    assert load_predictor(run, "android-arm64", 4).calibration.int8.alpha == pytest.approx(1.1)
 
 
 def test_calibrate_from_device_bench_errors(run_cli, tmp_path):
@@ -292,3 +327,36 @@ def test_bench_record_of_a_searched_model_carries_its_layers():
     assert ms == 9.0
     want = genome_layers(GENOME, (48, 64), {"cells.0.c1": {"scheme": "block", "ratio": 0.5, "block": (4, 8)}})
     assert layers == want and any(c.scheme == "block" for c in layers)
+
+
+def test_build_with_int8_calibrates_int8_c_libs_apart(run_cli, tmp_path):
+    """`latency build --precisions fp32,int8`: beside the fp32 networks, networks with int8 layers (all int8, and a
+    mix) are built as the int8 c-lib and timed whole beside their own kernels (an int8 c-lib's adapters are none);
+    their fit is `Calibration.int8` (one network per kind: alpha = its time over its layers' sum), and a
+    network with an int8 layer is predicted by it."""
+    from srprune.latency import genome_layers, latency_prune, load_predictor
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"supernet": {"space": SPACE}, "search": {"schemes": ["dense"]}}))
+    run = tmp_path / "run"
+    r = run_cli("latency", "build", "--run", run, "--config", cfg, *COMMON, "--repeat", "1", "--calibrate", "1",
+                "--precisions", "fp32,int8")
+    assert r.code == 0, r.err
+    assert "(networks with int8 layers, as int8 c-libs)" in r.out
+    saved = json.loads((run / "latency" / "host" / "predictor.json").read_text())
+    (point,) = saved["int8"]["points"]
+    assert set(point["precision"].values()) == {"int8"}
+    layers = genome_layers(point["genome"], (16, 32), latency_prune(point.get("prune") or {}), point["precision"])
+    assert len(point["layers_ms"]) == point["layers"] == sum(c.op != "adapter" for c in layers)
+    assert saved["int8"]["alpha"] == pytest.approx(point["measured_ms"] / point["sum_ms"])
+    assert "precision" not in saved["points"][0]  # the fp32 fit's network is fp32
+    pred = load_predictor(run, "host", 1)
+    assert pred.calibration.int8.alpha == saved["int8"]["alpha"]
+    assert pred.predict(layers) == pytest.approx(pred.calibration.int8.apply(pred.sum_ms(layers), len(layers)))
+    r = run_cli("latency", "validate", "--run", run, "--config", cfg, *COMMON, "--n", "2", "--rounds", "1",
+                "--calibrate", "1", "--precision", "int8")
+    assert r.code == 0, r.err
+    res = json.loads((run / "latency" / "host" / "validate-int8.json").read_text())
+    assert res["precision"] == "int8" and res["n"] == 2 and all(row["precision"] for row in res["rows"])
+    assert all(row["predicted_stored_ms"] == pytest.approx(pred.predict(genome_layers(
+        row["genome"], (16, 32), latency_prune(row["prune"]), row["precision"]))) for row in res["rows"])

@@ -3,6 +3,10 @@
 Why a calibration: layers are timed alone (hot caches, no VM dispatch, no allocation), a network
 runs them back to back; measured = alpha * sum + beta + gamma * layers, fitted (relative least
 squares, the error MAPE measures) on whole-network measurements of a few random candidates.
+A network with an int8 layer runs as another program (the int8 c-lib: one C loop over its kernels, no VM, adapters
+fused), so it has a fit of its own (`Calibration.int8`, fitted on int8 / mixed c-libs); without one its
+prediction is its layers' sum (an int8 c-lib ran at 1.0-1.15x its layers' sum, docs/benchmarks.md latency_int8),
+never the fp32 fit (which predicted int8 winners 15-35% low: issue 20's search benchmark).
 Unseen layers: the same configuration at another input size scales with the output pixels; else
 a per-family linear law t = c0 + c1 * MACs + c2 * floats moved, fitted on the table's entries.
 Unseen pruned layers: the layer's direct-kernel dense time times the measured speed factor of its scheme (and
@@ -49,10 +53,18 @@ class Calibration:
     beta_ms: float = 0.0
     gamma_ms: float = 0.0
     points: list[dict] = field(default_factory=list)  # {"sum_ms", "layers", "measured_ms"} it was fitted on
+    int8: Calibration | None = None  # networks with an int8 layer (the int8 c-lib): a fit of their own
 
     def apply(self, sum_ms: float, n_layers: int) -> float:
         """The calibrated whole-network time."""
         return self.alpha * sum_ms + self.beta_ms + self.gamma_ms * n_layers
+
+    def for_layers(self, layers: list[LayerConfig]) -> Calibration:
+        """The fit that prices `layers` as one network: `int8` (or the plain sum when there is none) for a network
+        with an int8 layer, else this one (module docstring)."""
+        if any(c.precision == "int8" for c in layers):
+            return self.int8 or Calibration()
+        return self
 
 
 def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
@@ -104,10 +116,16 @@ def load_calibration(path: str | os.PathLike, header: dict[str, Any]) -> Calibra
         raise CompilerError(f"{path}: calibration is for target {h.get('target')} ({h.get('threads')} threads), "
                             f"not {header.get('target')} ({header.get('threads')} threads)")
     try:
-        return Calibration(float(data["alpha"]), float(data["beta_ms"]), float(data["gamma_ms"]),
-                           list(data.get("points", [])))
-    except (KeyError, TypeError, ValueError):
+        return _calibration(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise CompilerError(f"{path}: corrupt calibration file (alpha/beta_ms/gamma_ms missing)") from None
+
+
+def _calibration(data: dict[str, Any]) -> Calibration:
+    """A Calibration from its saved form (asdict's), the int8 fit nested."""
+    int8 = data.get("int8")
+    return Calibration(float(data["alpha"]), float(data["beta_ms"]), float(data["gamma_ms"]),
+                       list(data.get("points", [])), _calibration(int8) if int8 else None)
 
 
 def _sparse_kind(cfg: LayerConfig) -> tuple:
@@ -221,8 +239,8 @@ class Predictor:
         return float(sum(self.layer_ms(c)[0] for c in layers))
 
     def predict(self, layers: list[LayerConfig]) -> float:
-        """Calibrated whole-network milliseconds."""
-        return self.calibration.apply(self.sum_ms(layers), len(layers))
+        """Calibrated whole-network milliseconds (the int8 fit for a network with an int8 layer)."""
+        return self.calibration.for_layers(layers).apply(self.sum_ms(layers), len(layers))
 
     def breakdown(self, layers: list[LayerConfig]) -> list[dict[str, Any]]:
         """Per layer: key, milliseconds and where the number came from."""

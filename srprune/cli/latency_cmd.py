@@ -167,8 +167,10 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
                f"{spec.threads} threads")
     cal = built.calibration
     if built.calibrated_now:
-        click.echo(f"{cpath}: measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
-                   f"({len(cal.points)} networks)")
+        for what, c in (("", cal), (" (networks with int8 layers, as int8 c-libs)", cal.int8)):
+            if c is not None:
+                click.echo(f"{cpath}: measured = {c.alpha:.3f} x sum + {c.beta_ms:.2f} ms + {c.gamma_ms:.3f} ms x "
+                           f"layers ({len(c.points)} networks){what}")
 
 
 @latency.command("predict")
@@ -184,8 +186,8 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
 def predict_cmd(spec, target, run_dir, size, threads, show_layers, precision, as_json) -> None:
     """Predicted latency of a genome (JSON file or inline JSON) or a genome model file on TARGET.
 
-    With another precision than fp32 the number is the sum of the layers' entries uncalibrated (the calibration
-    is fitted on fp32 networks)."""
+    int8 networks are priced with the table's int8 calibration (int8 c-libs; the plain sum where the table has
+    none), fp16 ones by the sum of their entries (the calibration is fitted on fp32 networks)."""
     from dataclasses import replace
 
     from srprune.latency import load_predictor
@@ -196,10 +198,11 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, precision, as
     _stale_note(pred)
     layers, name = _genome_or_model(spec, out_hw)
     if precision != "fp32":
+        layers = [replace(c, precision=precision) for c in layers]
+    if precision == "fp16":
         from compiler.latency.predict import Calibration
 
-        layers = [replace(c, precision=precision) for c in layers]
-        pred.calibration = Calibration()  # fitted on fp32 networks: not for another precision's sums
+        pred.calibration = Calibration()  # fitted on fp32 networks: not for fp16 sums
     ms = pred.predict(layers)
     parts = pred.breakdown(layers)
     if as_json:
@@ -229,8 +232,12 @@ def predict_cmd(spec, target, run_dir, size, threads, show_layers, precision, as
               help="Scatter plot PNG (default RUN/latency/TARGET/validate.png).")
 @click.option("--rpc", default=None, help=_RPC_HELP)
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True)
-def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n_cal, plot, rpc, timeout) -> None:
-    """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json."""
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: networks with int8 layers (all int8 and mixed), timed as int8 c-libs (host only).")
+def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n_cal, plot, rpc, timeout,
+                 precision) -> None:
+    """Predicted vs measured on N random networks: MAPE, Spearman, scatter plot, validate.json
+    (validate-int8.json with --precision int8)."""
     from srcommon.atomic import write_text
     from srprune.latency import load_predictor, make_runner, scatter_plot, validate
     from srprune.layout import table_path
@@ -243,13 +250,18 @@ def validate_cmd(target, run_dir, config_path, n, size, threads, rounds, seed, n
     from srprune.search.latency_stage import pruned_kernels
 
     space = _space(config_path)
+    if precision == "int8" and tspec.cross:
+        raise InputError(f"validate --precision int8 times int8 c-libs, which run on this host only, not {tspec.name}")
+    precisions = ("fp32", precision) if precision != "fp32" else ("fp32",)
     result = validate(pred, tspec, runner, space, out_hw, n=n, seed=seed, rounds=rounds, calibrate_n=n_cal,
-                      pruned=pruned_kernels(space, _search(config_path), out_hw))
+                      pruned=pruned_kernels(space, _search(config_path), out_hw, precisions), precision=precision)
     folder = table_path(run_dir, tspec.name).parent
-    write_text(folder / "validate.json", json.dumps(result, indent=1))
-    plot = plot or folder / "validate.png"
+    name = "validate" if precision == "fp32" else f"validate-{precision}"
+    write_text(folder / f"{name}.json", json.dumps(result, indent=1))
+    plot = plot or folder / f"{name}.png"
     scatter_plot(result, plot)
-    click.echo(f"{tspec.name}, {tspec.threads} threads, {n} networks at {out_hw[1]}x{out_hw[0]}: "
+    click.echo(f"{tspec.name}, {tspec.threads} threads, {n} {'' if precision == 'fp32' else precision + ' '}networks "
+               f"at {out_hw[1]}x{out_hw[0]}: "
                f"MAPE {result['mape_pct']:.2f}%, Spearman {result['spearman']:.3f} "
                f"({'same-session' if n_cal else 'stored'} calibration; stored: MAPE {result['mape_stored_pct']:.2f}%, "
                f"Spearman {result['spearman_stored']:.3f}); plot {plot}")

@@ -62,15 +62,23 @@ class PrunedKernels:
 
 @dataclass
 class Network:
-    """A network the calibration or validation times whole: its genome, its pruning ({} = dense) and its model."""
+    """A network the calibration or validation times whole: its genome, its pruning ({} = dense) and its model;
+    with `precision` ({layer: int8}, the others fp32) the model is the quantised one, run as the int8 c-lib."""
 
     genome: Genome
     prune: dict[str, dict]
     model: nn.Module
+    precision: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def layers(self, out_hw: tuple[int, int]) -> list[LayerConfig]:
         """Its layer configurations, as the predictor sums them."""
-        return genome_layers(self.genome, out_hw, latency_prune(self.prune))
+        return genome_layers(self.genome, out_hw, latency_prune(self.prune), self.precision)
+
+    def named_layers(self, out_hw: tuple[int, int]) -> list[tuple[str, LayerConfig]]:
+        """(deployed name, configuration) of each layer that runs as a kernel of its own (an int8 c-lib's adapters
+        are no kernels: the consumer's write-back slices or pads the residual)."""
+        named = named_genome_layers(self.genome, out_hw, latency_prune(self.prune), self.precision)
+        return [(n, c) for n, c in named if not (self.precision and c.op == "adapter")]
 
 
 @dataclass
@@ -98,16 +106,36 @@ def random_genomes(space: SearchSpace, n: int, seed: int, scale: int | None = No
     return out
 
 
-def random_networks(space: SearchSpace, n: int, seed: int, pruned: PrunedKernels | None = None) -> list[Network]:
-    """`n` distinct random genomes' deployed networks (seeded weights); with `pruned.prune_network`, every second
-    one pruned at random as the search prunes."""
+def spread_genomes(space: SearchSpace, n: int, seed: int, out_hw: tuple[int, int] = HD_720P,
+                   accept: Callable[[Genome], bool] | None = None) -> list[Genome]:
+    """`n` distinct random genomes spread evenly over the MACs of a pool of random ones (`accept`ed ones only), the
+    pool's smallest and largest included.
+
+    Why: a calibration on purely random networks rarely sees the top of the space (wide cells of heavy blocks),
+    and a fit extrapolated there predicted the largest networks 20-35% low (issue 20's search benchmark, 40 ms),
+    which is where a budget near the space's top searches.
+    """
+    pool = [g for g in random_genomes(space, 40 * n, seed) if accept is None or accept(g)]
+    if len(pool) <= n:
+        return pool
+    macs = np.array([sum(c.macs() for c in genome_layers(g, out_hw)) for g in pool], dtype=float)
+    chosen: list[int] = []
+    for t in np.linspace(macs.min(), macs.max(), n):
+        chosen.append(min((i for i in range(len(pool)) if i not in chosen), key=lambda i: abs(macs[i] - t)))
+    return [pool[i] for i in chosen]
+
+
+def random_networks(space: SearchSpace, n: int, seed: int, pruned: PrunedKernels | None = None,
+                    genomes: list[Genome] | None = None) -> list[Network]:
+    """`n` distinct random genomes' deployed networks (or `genomes`'), seeded weights; with `pruned.prune_network`,
+    every second one pruned at random as the search prunes."""
     import torch
 
     from supernet.standalone import GenomeNet
 
     rng = np.random.default_rng(seed + 1)
     out = []
-    for i, g in enumerate(random_genomes(space, n, seed)):
+    for i, g in enumerate(random_genomes(space, n, seed) if genomes is None else genomes):
         if pruned is not None and pruned.prune_network is not None and i % 2:
             prune, model = pruned.prune_network(g, rng)
         else:
@@ -115,6 +143,41 @@ def random_networks(space: SearchSpace, n: int, seed: int, pruned: PrunedKernels
                 torch.manual_seed(seed)
                 prune, model = {}, GenomeNet(g).deploy()
         out.append(Network(g, prune, model.eval()))
+    return out
+
+
+def calibration_networks(space: SearchSpace, n: int, out_hw: tuple[int, int], pruned: PrunedKernels | None = None,
+                         seed: int = CALIBRATION_SEED) -> list[Network]:
+    """The fp32 networks a build's calibration times: `n` spread over the space (`spread_genomes`), every second
+    one pruned as the search prunes."""
+    return random_networks(space, n, seed, pruned, spread_genomes(space, n, seed, out_hw))
+
+
+def int8_calibration_networks(space: SearchSpace, n: int, out_hw: tuple[int, int],
+                              pruned: PrunedKernels | None = None, seed: int = CALIBRATION_SEED + 1,
+                              spread: bool = True) -> list[Network]:
+    """Networks with int8 layers for the int8 calibration: `n` spread over the space (`spread`; else random) among
+    genomes with an int8 form, every second one pruned; even ones all int8, odd ones a random mix (each layer int8
+    with probability 1/2, at least one), as the search mixes them; each quantised by PTQ on 4 random images (the
+    ranges do not change the code or its speed)."""
+    from srprune.quant.plan import precision_layers
+    from srprune.quant.quantize import QuantConfig, quantize_model
+    from supernet.standalone import GenomeNet
+
+    def has_int8(g: Genome) -> bool:
+        return bool(precision_layers(GenomeNet(g).deploy()))
+
+    rng = np.random.default_rng(seed + 2)
+    images = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(4)]
+    out = []
+    genomes = (spread_genomes(space, n, seed, out_hw, has_int8) if spread
+               else [g for g in random_genomes(space, 40 * n, seed) if has_int8(g)][:n])
+    for i, net in enumerate(random_networks(space, n, seed, pruned, genomes)):
+        names = precision_layers(net.model)
+        chosen = names if i % 2 == 0 else [m for m in names if rng.random() < 0.5] or [names[int(rng.integers(len(names)))]]
+        precision = {m: "int8" for m in chosen}
+        q, _ = quantize_model(net.model, images, QuantConfig(calib_images=4), progress=False, precisions=precision)
+        out.append(Network(net.genome, net.prune, q.eval(), precision))
     return out
 
 
@@ -167,10 +230,11 @@ def own_layer_builds(model: nn.Module, named: list[tuple[str, LayerConfig]], tar
 def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner, out_hw: tuple[int, int] = HD_720P,
                      *, rounds: int = 5, group: int = 5, with_layers: bool = False,
                      dense: dict[str, Any] | None = None, progress: bool = True) -> list[dict]:
-    """Whole-network median milliseconds of each network, compiled with compile_model; with `with_layers`, also
-    the sum of its layers timed alone in the same rounds (`layers_sum_ms`: the median over rounds of each
-    round's sum; `layers_ms`: each layer's median). `dense`: dense layers already built, by key (see
-    `own_layer_builds`).
+    """Whole-network median milliseconds of each network, compiled with compile_model (a network with
+    `precision`: built as the int8 c-lib and timed a fresh process per run, `process_timer`, as the compile stage
+    times it; host targets only); with `with_layers`, also the sum of its layers timed alone in the same rounds
+    (`layers_sum_ms`: the median over rounds of each round's sum; `layers_ms`: each layer's median). `dense`: dense
+    layers already built, by key (see `own_layer_builds`).
 
     Why groups and rounds: the machine is shared, so networks of a group are timed round-robin (one
     run each per round, `rounds` rounds) and compared by their medians; groups bound the memory of
@@ -178,7 +242,8 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
     what the calibration fits, and both halves of that ratio must see the same machine: timed in another phase
     (the table minutes before), a shift in load or clock between the phases lands in the ratio.
     """
-    from compiler.latency.measure import build_network
+    import tempfile
+
     from compiler.latency.runners import interleaved
     from srcommon.progress import progress_bar
 
@@ -186,34 +251,55 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
     dense = dict(dense or {})
     bar = progress_bar(total=len(networks), desc="networks", unit="net", disable=not progress)
     try:
-        for start in range(0, len(networks), group):
-            chunk = networks[start:start + group]
-            built, layer_built = [], []
-            for net in chunk:
-                h, w = lr_size(out_hw, net.genome.scale)
-                built.append(build_network(net.model, (1, 3, h, w), target))
-                if with_layers:
-                    named = named_genome_layers(net.genome, out_hw, latency_prune(net.prune))
-                    layer_built.append(own_layer_builds(net.model, named, target, dense=dense))
-            distinct = list({id(b): b for bs in layer_built for b in bs}.values())  # a shared build is timed once
-            slot = {id(b): i for i, b in enumerate(distinct)}
-            timers = [runner.timer(b) for b in built + distinct]  # loads and warms up each once
-            samples = interleaved(timers, rounds)
-            for i, (net, s) in enumerate(zip(chunk, samples)):
-                r = {"genome": net.genome.to_dict(), "prune": net.prune, "measured_ms": statistics.median(s),
-                     "samples_ms": s}
-                if with_layers:
-                    own = [samples[len(built) + slot[id(b)]] for b in layer_built[i]]
-                    r["layers_sum_ms"] = statistics.median(sum(x[k] for x in own) for k in range(rounds))
-                    r["layers_ms"] = [statistics.median(x) for x in own]
-                results.append(r)
-            del built, layer_built, distinct, timers
-            later = {c.key() for net in networks[start + group:] for c in net.layers(out_hw)}
-            dense = {k: b for k, b in dense.items() if k in later}  # a build no later network needs is let go
-            bar.update(len(chunk))
+        with tempfile.TemporaryDirectory(prefix="srprune-networks-") as tmp:
+            for start in range(0, len(networks), group):
+                chunk = networks[start:start + group]
+                net_timers, layer_built = [], []
+                for i, net in enumerate(chunk):
+                    net_timers.append(_network_timer(net, out_hw, target, runner, Path(tmp) / f"net{start + i}"))
+                    if with_layers:
+                        layer_built.append(own_layer_builds(net.model, net.named_layers(out_hw), target, dense=dense))
+                distinct = list({id(b): b for bs in layer_built for b in bs}.values())  # a shared build: timed once
+                slot = {id(b): i for i, b in enumerate(distinct)}
+                timers = net_timers + [runner.timer(b) for b in distinct]  # loads and warms up each once
+                samples = interleaved(timers, rounds)
+                for i, (net, s) in enumerate(zip(chunk, samples)):
+                    r = {"genome": net.genome.to_dict(), "prune": net.prune, "measured_ms": statistics.median(s),
+                         "samples_ms": s}
+                    if net.precision:
+                        r["precision"] = net.precision
+                    if with_layers:
+                        own = [samples[len(chunk) + slot[id(b)]] for b in layer_built[i]]
+                        r["layers_sum_ms"] = statistics.median(sum(x[k] for x in own) for k in range(rounds))
+                        r["layers_ms"] = [statistics.median(x) for x in own]
+                    results.append(r)
+                del net_timers, layer_built, distinct, timers
+                later = {c.key() for net in networks[start + group:] for c in net.layers(out_hw)}
+                dense = {k: b for k, b in dense.items() if k in later}  # a build no later network needs is let go
+                bar.update(len(chunk))
     finally:
         bar.close()
     return results
+
+
+def _network_timer(net: Network, out_hw: tuple[int, int], target: TargetSpec, runner: Runner, folder: Path):
+    """A timer of `net` whole: its TVM build in `runner`, or (int8 layers) its int8 c-lib built into `folder`."""
+    from compiler.latency.measure import build_network
+
+    h, w = lr_size(out_hw, net.genome.scale)
+    if not net.precision:
+        return runner.timer(build_network(net.model, (1, 3, h, w), target))
+    from compiler.clib.runner import process_timer
+    from compiler.errors import CompilerError
+    from compiler.int8.network import build_int8_clib
+    from compiler.latency.runners import POOL_SETTLE_S
+    from srprune.quant.deploy import to_int8_network
+
+    if target.cross:
+        raise CompilerError(f"an int8 c-lib cannot be timed on {target.name} from here (TVM's RPC server loads TVM "
+                            "modules, not a C library)")
+    build_int8_clib(to_int8_network(net.model), (1, 3, h, w), target, folder, check=False, name=folder.name)
+    return process_timer(folder, target.threads, settle_s=POOL_SETTLE_S)  # after TVM-timed layers: their pool asleep
 
 
 def build_table(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
@@ -248,36 +334,48 @@ def build_latency_model(run_dir: str | Path, target: TargetSpec, runner: Runner,
                         repeat: int = 5, calibrate_n: int = 6, recalibrate: bool = False,
                         progress: bool = True, precisions: tuple[str, ...] | list[str] = ("fp32",)) -> LatencyBuild:
     """Build or complete RUN/latency/TARGET: the table (`build_table`, dense layers in `precisions`) and the
-    calibration (`calibrate`).
+    calibration (`calibrate`; with int8 among `precisions` on a host target, the int8 c-lib's fit too).
 
     The calibration is fitted again when `recalibrate`, when entries were measured now, or when none is
     stored; `calibrate_n` 0 skips it. Used by both the run's latency stage and `srprune latency build`.
-    The calibration is fitted on fp32 networks (whole int8 networks are not calibrated yet).
     """
     from compiler.latency.predict import load_calibration
 
+    networks = calibration_set(space, calibrate_n, out_hw, target, pruned, precisions) if calibrate_n else []
     # the calibration networks' dense layers, kept as the table builds them (the calibration times them again)
-    keep = {c.key(): None for net in random_networks(space, calibrate_n, CALIBRATION_SEED, pruned)
-            for c in net.layers(out_hw) if c.scheme == "dense"} if calibrate_n else None
+    keep = {c.key(): None for net in networks for c in net.layers(out_hw) if c.scheme == "dense"} if networks else None
     table, n, dropped = build_table(run_dir, target, runner, space, out_hw, pruned=pruned, repeat=repeat,
                                     progress=progress, precisions=precisions, keep=keep)
     cpath = calibration_path(run_dir, target.name)
     now = bool(calibrate_n) and (recalibrate or n > 0 or not cpath.exists())
     if now:
         cal = calibrate(run_dir, target, runner, space, out_hw, n=calibrate_n, pruned=pruned, progress=progress,
-                        dense={k: b for k, b in (keep or {}).items() if b is not None})
+                        dense={k: b for k, b in (keep or {}).items() if b is not None}, networks=networks)
     else:
         cal = load_calibration(cpath, table.header) if calibrate_n else None
     return LatencyBuild(table, n, dropped, cal, now)
 
 
+def calibration_set(space: SearchSpace, n: int, out_hw: tuple[int, int], target: TargetSpec,
+                    pruned: PrunedKernels | None = None, precisions: tuple[str, ...] | list[str] = ("fp32",),
+                    seed: int = CALIBRATION_SEED) -> list[Network]:
+    """The networks a build's calibration times: `n` fp32 ones (`calibration_networks`) and, where the search may
+    pick int8 and the target is this host (an int8 c-lib cannot be timed over RPC), `n` with int8 layers."""
+    nets = calibration_networks(space, n, out_hw, pruned, seed)
+    if "int8" in precisions and not target.cross:
+        nets += int8_calibration_networks(space, n, out_hw, pruned, seed + 1)
+    return nets
+
+
 def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: SearchSpace,
               out_hw: tuple[int, int] = HD_720P, *, n: int = 6, seed: int = CALIBRATION_SEED, rounds: int = 5,
               pruned: PrunedKernels | None = None, progress: bool = True,
-              dense: dict[str, Any] | None = None) -> Calibration:
-    """Fit the overhead on `n` random networks (every second one pruned as the search prunes, where `pruned` says
-    how), each measured whole in the same interleaved rounds as its own layers alone; saves
-    RUN/latency/TARGET/predictor.json.
+              dense: dict[str, Any] | None = None, networks: list[Network] | None = None,
+              precisions: tuple[str, ...] | list[str] = ("fp32",)) -> Calibration:
+    """Fit the overhead on `n` networks spread over the space (every second one pruned as the search prunes, where
+    `pruned` says how), each measured whole in the same interleaved rounds as its own layers alone; networks with
+    int8 layers (`calibration_set`) get a fit of their own (`Calibration.int8`); saves
+    RUN/latency/TARGET/predictor.json. `networks`: the set to time (default `calibration_set(..., precisions)`).
 
     Why its own layers and not the table's times: the fit is a network's time over its layers' sum, and the
     table was timed minutes earlier; a phase that ran faster or slower than the table's (clock, load, what else
@@ -287,22 +385,38 @@ def calibrate(run_dir: str | Path, target: TargetSpec, runner: Runner, space: Se
     point keeps its table sum (`table_sum_ms`), which shows the phase shift. `dense`: dense layers already built
     (by key; `build_latency_model` keeps them from the table's build).
     """
-    from compiler.latency.predict import fit_calibration, save_calibration
+    from compiler.latency.predict import save_calibration
     from compiler.latency.table import load_table
 
     table = load_table(table_path(run_dir, target.name))
     table.check_target(target.name, target.threads)
     pred = Predictor(table)
-    networks = random_networks(space, n, seed, pruned)
+    if networks is None:
+        networks = calibration_set(space, n, out_hw, target, pruned, precisions, seed)
     measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, with_layers=True, dense=dense,
                                 progress=progress)
-    cal = fit_calibration([(m["layers_sum_ms"], len(m["layers_ms"]), m["measured_ms"]) for m in measured])
-    for point, net, m in zip(cal.points, networks, measured):  # kept for re-fits and reports
+    fp32 = [(net, m) for net, m in zip(networks, measured) if not net.precision]
+    int8 = [(net, m) for net, m in zip(networks, measured) if net.precision]
+    cal = _fit(fp32, pred, out_hw)
+    if int8:
+        cal.int8 = _fit(int8, pred, out_hw)
+    save_calibration(cal, calibration_path(run_dir, target.name), table.header)
+    return cal
+
+
+def _fit(timed: list[tuple[Network, dict]], pred: Predictor, out_hw: tuple[int, int]) -> Calibration:
+    """The calibration of networks timed with their layers (`measure_networks(..., with_layers=True)`), each point
+    kept with what re-fits and reports need."""
+    from compiler.latency.predict import fit_calibration
+
+    cal = fit_calibration([(m["layers_sum_ms"], len(m["layers_ms"]), m["measured_ms"]) for _, m in timed])
+    for point, (net, m) in zip(cal.points, timed):
         point.update(table_sum_ms=pred.sum_ms(net.layers(out_hw)), genome=net.genome.to_dict(),
                      samples_ms=m["samples_ms"], layers_ms=m["layers_ms"])
         if net.prune:
             point["prune"] = net.prune
-    save_calibration(cal, calibration_path(run_dir, target.name), table.header)
+        if net.precision:
+            point["precision"] = net.precision
     return cal
 
 
@@ -330,7 +444,7 @@ def device_bench_points(record: Any, threads: int,
         results = list(record["results"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{what}: corrupt record (output_shape/results)") from None
-    layers = genome_layers(genome, (oh, ow), latency_prune(cand.get("prune") or {}))
+    layers = genome_layers(genome, (oh, ow), latency_prune(cand.get("prune") or {}), cand.get("precision") or "fp32")
     points = []
     for r in results:
         if int(r.get("threads", -1)) == threads and float(r.get("median_ms", 0)) > 0:
@@ -343,8 +457,9 @@ def device_bench_points(record: Any, threads: int,
 
 def calibrate_from_device(run_dir: str | Path, target: str, threads: int,
                           records: list[tuple[str, Any]]) -> Calibration:
-    """Re-fit RUN/latency/TARGET's calibration on whole-network times measured on the phone; saves it."""
-    from compiler.latency.predict import fit_calibration, save_calibration
+    """Re-fit RUN/latency/TARGET's calibration on whole-network times measured on the phone; saves it. Networks with
+    int8 layers (an int8 / mixed c-lib) re-fit `Calibration.int8`, the others the fp32 fit."""
+    from compiler.latency.predict import fit_calibration, load_calibration, save_calibration
     from compiler.latency.table import load_table
 
     table = load_table(table_path(run_dir, target))
@@ -353,14 +468,21 @@ def calibrate_from_device(run_dir: str | Path, target: str, threads: int,
         if isinstance(record, dict) and record.get("target") not in (None, target):
             raise InputError(f"{name}: measured for target {record.get('target')}, not {target}")
     pred = Predictor(table)
-    points, sources = [], []
+    timed: dict[bool, list[tuple[tuple[float, int, float], dict]]] = {False: [], True: []}  # by "has int8 layers"
     for name, record in records:
         for layers, ms in device_bench_points(record, threads, name):
-            points.append((pred.sum_ms(layers), len(layers), ms))
-            sources.append({"file": str(name), "device": record.get("device")})
-    cal = fit_calibration(points)
-    for p, src in zip(cal.points, sources):
-        p.update(src)
+            timed[any(c.precision == "int8" for c in layers)].append(
+                ((pred.sum_ms(layers), len(layers), ms), {"file": str(name), "device": record.get("device")}))
+    fits = {}
+    for int8, points in timed.items():
+        if points:
+            fits[int8] = fit_calibration([p for p, _ in points])
+            for p, (_, src) in zip(fits[int8].points, points):
+                p.update(src)
+    # the part no record measured (fp32 networks, or networks with int8 layers) stays as it was
+    old = load_calibration(calibration_path(run_dir, target), table.header) or Calibration()
+    cal = fits.get(False) or dataclasses.replace(old, int8=None)
+    cal.int8 = fits.get(True) or old.int8
     save_calibration(cal, calibration_path(run_dir, target), table.header)
     return cal
 
@@ -377,9 +499,10 @@ def load_predictor(run_dir: str | Path, target: str, threads: int) -> Predictor:
 
 def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: SearchSpace, out_hw: tuple[int, int] = HD_720P, *,
              n: int = 30, seed: int = 2000, rounds: int = 5, calibrate_n: int = 6, pruned: PrunedKernels | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, precision: str = "fp32") -> dict:
     """Predicted vs measured on `n` random networks (a seed apart from the build's calibration): MAPE, Spearman.
-    With `pruned`, every second network is pruned at random as the search prunes (as in the calibration).
+    With `pruned`, every second network is pruned at random as the search prunes (as in the calibration). With
+    `precision` int8, networks with int8 layers (all int8 or mixed, as `int8_calibration_networks`) run as int8 c-libs.
 
     Why a same-session calibration: on a shared machine the load (and so every wall-clock time) shifts
     between sessions by tens of percent, uniformly across networks. With `calibrate_n` > 0, that many
@@ -390,7 +513,12 @@ def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: Se
     from compiler.latency.predict import fit_calibration
 
     total = n + calibrate_n
-    networks = random_networks(space, total, seed, pruned)
+    if precision == "int8":
+        networks = int8_calibration_networks(space, total, out_hw, pruned, seed, spread=False)
+    elif precision == "fp32":
+        networks = random_networks(space, total, seed, pruned)
+    else:
+        raise InputError(f"validate: precision {precision!r}: fp32 or int8")
     cal_idx = {int(i * total / calibrate_n) for i in range(calibrate_n)} if calibrate_n else set()
     measured = measure_networks(networks, target, runner, out_hw, rounds=rounds, progress=progress)
     rows, cal_points = [], []
@@ -401,17 +529,20 @@ def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: Se
             cal_points.append(point)
             continue
         g = net.genome
-        rows.append({"genome": g.to_dict(), "prune": net.prune, "blocks": [c.block for c in g.cells],
+        rows.append({"genome": g.to_dict(), "prune": net.prune, "precision": net.precision,
+                     "blocks": [c.block for c in g.cells],
                      "layers": len(layers),
                      "sum_ms": point[0], "predicted_stored_ms": predictor.predict(layers),
                      "measured_ms": m["measured_ms"], "samples_ms": m["samples_ms"]})
-    cal = fit_calibration(cal_points) if cal_points else predictor.calibration
+    cal = (fit_calibration(cal_points) if cal_points
+           else predictor.calibration.for_layers(networks[0].layers(out_hw)) if networks else predictor.calibration)
     for r in rows:
         r["predicted_ms"] = cal.apply(r["sum_ms"], r["layers"])
     q = [r["measured_ms"] for r in rows]
     p = [r["predicted_ms"] for r in rows]
     ps = [r["predicted_stored_ms"] for r in rows]
     return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]], "n": len(rows),
+            "precision": precision,
             "mape_pct": mape(p, q), "spearman": spearman(p, q),
             "mape_stored_pct": mape(ps, q), "spearman_stored": spearman(ps, q),
             "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms,

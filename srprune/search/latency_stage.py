@@ -178,8 +178,12 @@ def run_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int
     cal = built.calibration
     predictor = load_predictor(run_dir, target.name, target.threads)
     fast = check_budget(predictor, cfg, space, out_hw)
-    return {"layers": len(built.table.entries), "measured_now": built.measured, "fastest_ms": fast,
-            "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms}}
+    summary = {"layers": len(built.table.entries), "measured_now": built.measured, "fastest_ms": fast,
+               "calibration": {"alpha": cal.alpha, "beta_ms": cal.beta_ms, "gamma_ms": cal.gamma_ms}}
+    if cal.int8 is not None:
+        summary["calibration_int8"] = {"alpha": cal.int8.alpha, "beta_ms": cal.int8.beta_ms,
+                                       "gamma_ms": cal.int8.gamma_ms}
+    return summary
 
 
 def _estimate_stage(cfg: dict[str, Any], run_dir: Path, target: Any, out_hw: tuple[int, int], space: SearchSpace,
