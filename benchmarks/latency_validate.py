@@ -2,11 +2,17 @@
 
 Usage:
     python benchmarks/latency_validate.py [--run runs/latency-host] [--n 30] [--reuse] [--doc]
+    python benchmarks/latency_validate.py --precision int8 --config configs/demo.yaml --run runs/latency-int8 \
+        [--n 12] [--doc]
 
 Builds (or resumes) the layer table and calibration of RUN/latency/host with the default search
-space, validates on N random networks (seeded, apart from the calibration's), writes
-RUN/latency/host/validate.json, the scatter plot docs/latency_host.png and, with --doc, the `latency`
+space (or --config's space and search), validates on N random networks (seeded, apart from the calibration's),
+writes RUN/latency/host/validate.json, the scatter plot docs/latency_host.png and, with --doc, the `latency`
 section of docs/benchmarks.md. `--reuse` reports an existing validate.json without measuring again.
+With `--precision int8` the table also holds int8 entries, the calibration has its int8 fit (networks with int8
+layers timed as int8 c-libs), and the networks validated have int8 layers (all int8, or a random mix, every
+second one pruned), each timed as the int8 c-lib: RUN/latency/host/validate-int8.json, docs/latency_host_int8.png,
+section `latency_int8_validate`.
 """
 
 from __future__ import annotations
@@ -72,6 +78,92 @@ def _split_session(result: dict, table, k: int = 6) -> dict:
             "n_split": len(rest), "mape_split": mape(p, q), "spearman_split": spearman(p, q)}
 
 
+def _space_search(config: Path | None):
+    """(search space, search settings) of `config`, or the defaults."""
+    from srprune.search.config import DEFAULTS, load
+    from supernet.space import SearchSpace
+
+    if config is None:
+        return SearchSpace(), DEFAULTS["search"]
+    cfg = load(config, run_dir=Path("/tmp/unused"))
+    return SearchSpace.from_dict(cfg["supernet"]["space"]), cfg["search"]
+
+
+def int8_main(args: argparse.Namespace) -> None:
+    """--precision int8: the int8 calibration (networks with int8 layers as int8 c-libs) validated."""
+    from compiler.targets import get_target
+    from srprune.latency import (HD_720P, build_latency_model, calibration_path, genome_layers, latency_prune,
+                                 load_predictor, make_runner, mape, scatter_plot, spearman, validate)
+    from srprune.layout import table_path
+    from srprune.search.latency_stage import pruned_kernels
+
+    target = get_target("host")
+    folder = table_path(args.run, target.name).parent
+    out = folder / "validate-int8.json"
+    plot = ROOT / "docs" / "latency_host_int8.png"
+    space, search = _space_search(args.config)
+    precisions = ("fp32", "int8")
+    if args.reuse:
+        result = json.loads(out.read_text())
+        build_s = validate_s = None
+    else:
+        runner = make_runner(target)
+        pruned = pruned_kernels(space, search, HD_720P, precisions)
+        t0 = time.time()
+        build_latency_model(args.run, target, runner, space, pruned=pruned, calibrate_n=args.calibrate,
+                            precisions=precisions)
+        build_s = time.time() - t0
+        result = validate(load_predictor(args.run, target.name, target.threads), target, runner, space, n=args.n,
+                          rounds=args.rounds, calibrate_n=args.calibrate, pruned=pruned, precision="int8")
+        validate_s = time.time() - t0 - build_s
+        out.write_text(json.dumps(result, indent=1))
+    scatter_plot(result, plot)
+    cal = json.loads(calibration_path(args.run, target.name).read_text())
+    c8, c = cal.get("int8") or {}, result["calibration"]
+    rows = result["rows"]
+    q = [r["measured_ms"] for r in rows]
+    fp32_fit = [cal["alpha"] * r["sum_ms"] + cal["beta_ms"] + cal["gamma_ms"] * r["layers"] for r in rows]
+    plain = [r["sum_ms"] for r in rows]
+    w, h = result["output_size"]
+    mixed = [r for r in rows if any(c.precision == "fp32" and c.op != "adapter" for c in genome_layers(
+        r["genome"], (h, w), latency_prune(r.get("prune") or {}), r["precision"]))]
+    timing = (f" Table + calibration built in {build_s:.0f} s, validation {validate_s:.0f} s." if build_s else "")
+    lines = [
+        "## Latency model of networks with int8 layers (the int8 c-lib), host", "",
+        f"Machine: {machine(target.threads)}. {args.conditions}{timing} Every time is a median of interleaved runs.",
+        f"Command: `python benchmarks/latency_validate.py --precision int8 --config {args.config} --run RUN "
+        f"--n {result['n']} --doc` (= `srprune latency build --precisions fp32,int8` then `srprune latency validate "
+        "--precision int8`).", "",
+        f"- Networks: {result['n']} random genomes of the config's space with an int8 form (seed 2000), every second "
+        "one pruned as the search prunes; even ones all int8, odd ones a random mix (each layer int8 with probability "
+        "1/2, the others fp32 kernels inside the c-lib), quantised by PTQ, built as the int8 c-lib `srprune compile` "
+        f"ships and timed whole in a fresh process per run (`process_timer`), {w}x{h} output: "
+        f"{min(q):.1f}-{max(q):.1f} ms.",
+        f"- Stored int8 calibration (`build`: {len(c8.get('points', []))} such networks spread over the space's MACs, "
+        f"each beside its own kernels timed alone in the same rounds): measured = {c8.get('alpha', 1):.3f} x sum + "
+        f"{c8.get('beta_ms', 0):.2f} ms + {c8.get('gamma_ms', 0):.3f} ms x layers; the fp32 fit of the same build "
+        f"(fp32 networks in TVM's VM): {cal['alpha']:.3f} x sum + {cal['beta_ms']:.2f} ms + {cal['gamma_ms']:.3f} ms "
+        "x layers.",
+        f"- Same-session calibration ({c['networks']} further networks of the same kind): {c['alpha']:.3f} x sum + "
+        f"{c['beta_ms']:.2f} ms + {c['gamma_ms']:.3f} ms x layers.", "",
+        "| prediction of a network with int8 layers | MAPE | Spearman |", "| --- | ---: | ---: |",
+        f"| int8 fit, same session | {result['mape_pct']:.2f}% | {result['spearman']:.3f} |",
+        f"| int8 fit stored by build (what a search uses) | {result['mape_stored_pct']:.2f}% | "
+        f"{result['spearman_stored']:.3f} |",
+        f"| the fp32 fit (what a search used before this calibration) | {mape(fp32_fit, q):.2f}% | "
+        f"{spearman(fp32_fit, q):.3f} |",
+        f"| the plain sum of the int8 / fp32 entries | {mape(plain, q):.2f}% | {spearman(plain, q):.3f} |", "",
+        f"Mixed networks (int8 and fp32 layers) among them: {len(mixed)}; their MAPE with the stored int8 fit: "
+        f"{mape([r['predicted_stored_ms'] for r in mixed], [r['measured_ms'] for r in mixed]) if mixed else 0:.2f}%.",
+        "",
+        "![predicted vs measured, int8 networks](latency_host_int8.png)",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.doc:
+        update_section("latency_int8_validate", text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "latency-host")
@@ -84,21 +176,25 @@ def main() -> None:
     ap.add_argument("--conditions", default="",
                     help="one sentence on the machine's load while measuring, for the docs (e.g. 'Idle machine.')")
     ap.add_argument("--doc", action="store_true", help="Rewrite the `latency` section of docs/benchmarks.md.")
+    ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    ap.add_argument("--config", type=Path, default=None, help="the space and search of this config (default: the "
+                    "default search space and search settings)")
     args = ap.parse_args()
+    if args.precision == "int8":
+        int8_main(args)
+        return
 
     from compiler.latency.table import load_table
     from srprune.layout import table_path
     from compiler.targets import get_target
     from srprune.latency import (
-        build_table,
-        calibrate,
+        build_latency_model,
         calibration_path,
         load_predictor,
         make_runner,
         scatter_plot,
         validate,
     )
-    from supernet.space import SearchSpace
 
     target = get_target("host")
     folder = table_path(args.run, target.name).parent
@@ -107,16 +203,13 @@ def main() -> None:
         result = json.loads(out.read_text())
     else:
         from srprune.latency import HD_720P
-        from srprune.search.config import DEFAULTS
         from srprune.search.latency_stage import pruned_kernels
 
         runner = make_runner(target)
-        space = SearchSpace()
-        pruned = pruned_kernels(space, DEFAULTS["search"], HD_720P)  # the pruned layers and networks a run sees
+        space, search = _space_search(args.config)
+        pruned = pruned_kernels(space, search, HD_720P)  # the pruned layers and networks a run sees
         t0 = time.time()
-        build_table(args.run, target, runner, space, pruned=pruned)
-        if not calibration_path(args.run, target.name).exists():
-            calibrate(args.run, target, runner, space, n=args.calibrate, rounds=args.rounds, pruned=pruned)
+        build_latency_model(args.run, target, runner, space, pruned=pruned, calibrate_n=args.calibrate)
         print(f"table + calibration ready in {time.time() - t0:.0f} s", file=sys.stderr)
         result = validate(load_predictor(args.run, target.name, target.threads), target, runner, space,
                           n=args.n, rounds=args.rounds, calibrate_n=args.calibrate, pruned=pruned)
