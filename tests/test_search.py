@@ -491,7 +491,32 @@ def test_replan_pick_corrects_predictions_by_the_measurement():
     assert best["correction"] == pytest.approx(12 / 9)
     second = {"candidate": {"genome": {"head": 2}, "prune": {}}, "predicted_ms": 7.0, "measured_ms": 10.0}
     assert pick(records, [deployed, second], 6.0, 9.5)["genome"]["head"] == 3  # 10/7: 6.0 -> 8.57
-    assert pick(records, [deployed], 20.0, 30.0) is None
+    # 12 ms measured under a [20, 30] window: nothing fills it, and nothing under it beats the deployment's 34.9 dB
+    assert pick(records, [{**deployed, "proxy_psnr": 34.9, "within_budget": True}], 20.0, 30.0) is None
+
+
+def test_replan_pick_falls_back_to_the_best_under_budget_when_nothing_fills_the_window():
+    """A deployment measured under budget x min_fill whose corrected window holds no record: the best record under
+    budget that beats every deployment within budget (under_fill), else None (it is kept; no loop, no error);
+    after an over-budget one, the best under budget."""
+    from srprune.search.replan import pick
+
+    def rec(psnr, ms, head):
+        return {"proxy_psnr": psnr, "predicted_ms": ms, "genome": {"head": head}, "prune": {}}
+
+    records = [rec(34.0, 2.0, 1), rec(34.5, 3.0, 2), rec(33.0, 1.0, 3), rec(35.0, 300.0, 4)]
+    under = {"candidate": {"genome": {"head": 1}, "prune": {}}, "proxy_psnr": 34.0, "predicted_ms": 2.0,
+             "measured_ms": 2.0, "within_budget": True}
+    best = pick(records, [under], 85.0, 95.0)  # correction 1: head 4 is over budget, nothing in the window
+    assert best["genome"]["head"] == 2 and best["under_fill"] is True and best["corrected_ms"] == 3.0
+    second = {"candidate": {"genome": {"head": 2}, "prune": {}}, "proxy_psnr": 34.5, "predicted_ms": 3.0,
+              "measured_ms": 3.0, "within_budget": True}
+    assert pick(records, [under, second], 85.0, 95.0) is None  # head 3 (33 dB) beats no deployment: keep head 2
+    over = {"candidate": {"genome": {"head": 4}, "prune": {}}, "proxy_psnr": 35.0, "predicted_ms": 300.0,
+            "measured_ms": 1200.0, "within_budget": False}
+    best = pick(records, [over], 85.0, 95.0)  # correction 4: heads 1-3 at 8, 12, 4 ms, all under the window
+    assert best["genome"]["head"] == 2 and best["under_fill"] is True
+    assert "under_fill" not in pick(records, [under], 1.5, 95.0)  # head 2 fills this window
 
 
 def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):

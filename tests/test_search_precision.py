@@ -1,5 +1,6 @@
 """Precision as a searched dimension (issue 20): the config key, candidates with a precision per layer, the
 mixed-precision proxy, stage 2 choosing int8 where the latency table pays for it, and a killed run that resumes.
+Stage 2's choice when no network fills search.min_fill of the budget is tested here too, on the same tiny supernet.
 
 Latency tables with int8 entries are built by hand (as tests/test_latency.py builds its tables): what the
 search does with them is under test here, not how int8 layers are timed.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from compiler.latency.predict import Predictor
 from compiler.latency.table import LatencyTable, make_header
@@ -308,6 +311,96 @@ def test_stage_2_picks_int8_where_the_table_makes_it_much_faster(supernet, val, 
                if c.block == "conv")
     assert result["predicted_ms"] == pytest.approx(latency_ms(pred, chosen, OUT_HW))
     assert layout.trials_csv.read_text().splitlines()[0].endswith(",precision")
+
+
+def _three_genome_search(supernet, val, tmp_path, budget_ms: float, **search):
+    """Stage 2 over a space of three genomes (a 16-wide conv cell in either or both places) on a table of 1 ms per
+    layer (3-4 ms per network), every one scored (random sampler, 3 trials): (result, layout)."""
+    import optuna
+
+    from srprune.layout import RunLayout
+    from srprune.search.arch import SearchContext, search_architectures
+    from srprune.search.config import RunConfig
+    from supernet.space import Cell, Genome, SearchSpace
+
+    space = SearchSpace.from_dict({"num_cells": 2, "widths": [16], "blocks": ["conv", "skip"], "scales": [2]})
+    conv, skip = Cell("conv", 16, []), Cell("skip", 0, [])
+    genomes = [Genome(2, 16, "relu", cells) for cells in ([conv, skip], [skip, conv], [conv, conv])]
+    cfg = RunConfig.from_dict(_resolve(schemes=["dense"], sampler="random", trials=3, startup_trials=0, **search))
+    ctx = SearchContext(supernet=supernet, space=space, val=val, predictor=_table(tmp_path, genomes, {}),
+                        out_hw=OUT_HW, scale=2, budget_ms=budget_ms, search=cfg.search)
+    layout = RunLayout(tmp_path / "run")
+    layout.search.mkdir(parents=True)
+    log = logging.getLogger("srprune.run.test")
+    return search_architectures(ctx, optuna.storages.InMemoryStorage(), layout, progress=False, log=log), layout
+
+
+def test_stage_2_takes_the_best_network_under_budget_when_none_fills_min_fill(supernet, val, tmp_path, capsys,
+                                                                              caplog):
+    """A budget far above the space's largest network (3-4 ms of 100, min_fill 85%): stage 2 still ends, with the
+    best proxy PSNR of the trials under budget, marked under_fill with its fill in arch.json, and says so once on
+    stderr and in the run's log."""
+    import csv
+
+    with caplog.at_level(logging.WARNING, logger="srprune.run.test"):
+        result, layout = _three_genome_search(supernet, val, tmp_path, 100.0, min_fill=0.85, margin=0.05)
+    rows = list(csv.DictReader(layout.trials_csv.open()))
+    assert len(rows) == 3 and not any(r["feasible"] == "True" for r in rows)
+    assert result["proxy_psnr"] == pytest.approx(max(float(r["proxy_psnr"]) for r in rows), abs=1e-4)
+    assert result["under_fill"] is True and result["feasible"] == 0
+    assert result["fill"] == pytest.approx(result["predicted_ms"] / 100.0, abs=1e-4) and result["fill"] < 0.05
+    assert json.loads(layout.arch.read_text()) == result
+    err = capsys.readouterr().err
+    assert err.count("warning: stage 2: no network of the search space fills search.min_fill (85%) of the 100 ms "
+                     "budget; took the best one under budget") == 1
+    assert [r.levelname for r in caplog.records if "min_fill" in r.getMessage()] == ["WARNING"]
+
+
+def test_stage_2_with_every_trial_over_the_budget_is_one_line(supernet, val, tmp_path):
+    """No trial under budget * (1 - margin) (the run's early budget check did not see it: the table changed, or the
+    sampler missed the fast networks): one line naming the fastest trial; no arch.json."""
+    from srprune.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        _three_genome_search(supernet, val, tmp_path, 2.0, min_fill=0.5, margin=0.0)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("stage 2 found no network under 2.00 ms predicted")
+    assert "the fastest of its 3 trials takes 3.00 ms, over the budget" in msg
+    assert not (tmp_path / "run" / "search" / "arch.json").exists()
+
+
+def test_the_choice_prefers_filling_the_window_and_then_the_best_under_budget():
+    """srprune.search.arch.choose on stored trials ([psnr, ms], constraint [ms - upper, lower - ms]): a feasible
+    trial beats any better one under the window; with none, the best under budget (ties: faster, then earlier)."""
+    from types import SimpleNamespace
+
+    from srprune.search.arch import choose
+
+    def trial(n, psnr, ms, upper=10.0, lower=8.0):
+        return SimpleNamespace(number=n, values=[psnr, ms], user_attrs={"constraint": [ms - upper, lower - ms]})
+
+    t = [trial(0, 30.0, 2.0), trial(1, 29.0, 9.0), trial(2, 31.0, 11.0)]
+    assert choose(t) == (t[1], False)
+    t = [trial(0, 30.0, 2.0), trial(1, 30.0, 1.5), trial(2, 30.0, 1.5), trial(3, 31.0, 11.0)]
+    assert choose(t) == (t[1], True)
+    assert choose([trial(0, 30.0, 12.0)]) == (None, False)
+
+
+def test_the_report_says_when_no_network_filled_min_fill(tmp_path):
+    from srprune.search.report import build_report
+
+    run = tmp_path / "run"
+    (run / "search").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({**TINY, "target": "host", "scale": 2, "data": "builtin",
+                                                     "budget_ms": 100.0, "search": {"min_fill": 0.85}}))
+    chosen = {"genome": _genome().to_dict(), "prune": {}, "proxy_psnr": 30.0, "predicted_ms": 4.0, "stage": 2,
+              "under_fill": True, "fill": 0.04}
+    (run / "search" / "chosen.json").write_text(json.dumps(chosen))
+    text = build_report(run, {})
+    assert ("No network of the search space filled search.min_fill (85%) of the budget; the best one under budget "
+            "was taken</b>: 4% of the budget predicted") in text
+    (run / "search" / "chosen.json").write_text(json.dumps({**chosen, "under_fill": False}))
+    assert "filled search.min_fill" not in build_report(run, {})
 
 
 # --- the fine-tuned winner's model file -----------------------------------------------------------------------

@@ -5,8 +5,10 @@ Each trial is a candidate (srprune.search.candidate) scored by two objectives, p
 (maximised) and predicted latency on the target (minimised), with the budget as constraints:
 predicted <= budget * (1 - margin) and predicted >= budget * min_fill. The study keeps every trial;
 its feasible Pareto front goes to RUN/search/pareto.json and the feasible trial with the best proxy
-PSNR is stage 2's choice (RUN/search/arch.json). Pruned layers are scored at `scheme_ratio`; stage 3
-then sets each one's ratio.
+PSNR is stage 2's choice (RUN/search/arch.json). When no trial fills min_fill of the budget (a space
+whose largest network is far under it), the best trial under the budget is taken instead, marked
+"under_fill" with its "fill" (predicted / budget) and a warning: the search is not lost for want of a
+bigger network. Pruned layers are scored at `scheme_ratio`; stage 3 then sets each one's ratio.
 
 Parameters are named by cell and by the layer's place in its block ("cells.1.c2.scheme"), so a
 parameter keeps one set of choices in every trial: a scheme that does not fit the layer's shape
@@ -27,7 +29,7 @@ from srprune.search.candidate import (Candidate, fits, latency_ms, layer_prune, 
                                       candidate_psnr, scheme_name)
 from srprune.layout import RunLayout
 from srprune.search.config import SearchSettings
-from srprune.search.study import feasible
+from srprune.search.study import constraint_of, feasible
 from supernet.space import BLOCKS, Cell, Genome, SearchSpace
 
 STUDY_ARCH = "arch"
@@ -168,10 +170,45 @@ def objective(ctx: SearchContext):
     return run
 
 
+def _best(trials: list[Any]) -> Any | None:
+    """The trial with the highest proxy PSNR (ties: the faster one, then the earlier one)."""
+    return max(trials, key=lambda t: (t.values[0], -t.values[1], -t.number)) if trials else None
+
+
 def best_feasible(trials: list[Any]) -> Any | None:
     """The feasible trial with the highest proxy PSNR (ties: the faster one, then the earlier one)."""
-    ok = [t for t in trials if feasible(t)]
-    return max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number)) if ok else None
+    return _best([t for t in trials if feasible(t)])
+
+
+def fits_budget(trial: Any) -> bool:
+    """Predicted at or under budget * (1 - margin): its first stored constraint (the second is min_fill's)."""
+    return constraint_of(trial)[0] <= 0
+
+
+def choose(trials: list[Any]) -> tuple[Any | None, bool]:
+    """(the chosen trial, whether it fills less than min_fill): best_feasible, else the best trial under the
+    budget (a network that fits beats none when the space has nothing big enough); (None, False) when no trial
+    fits the budget at all."""
+    best = best_feasible(trials)
+    if best is not None:
+        return best, False
+    best = _best([t for t in trials if fits_budget(t)])
+    return best, best is not None
+
+
+def under_fill(ctx: SearchContext, predicted_ms: float, stage: str, log: logging.Logger | None) -> dict[str, Any]:
+    """The fields marking a choice that fills less than min_fill of the budget; warns the user (stderr) and the
+    run's log, since the result is not what the config asked for."""
+    from srcommon.progress import note
+
+    fill = predicted_ms / ctx.budget_ms
+    msg = (f"{stage}: no network of the search space fills search.min_fill ({ctx.search.min_fill:.0%}) of the "
+           f"{ctx.budget_ms:g} ms budget; took the best one under budget: {predicted_ms:.2f} ms predicted, "
+           f"{fill:.0%} of the budget")
+    note(f"[run] warning: {msg}")
+    if log is not None:
+        log.warning(msg)
+    return {"under_fill": True, "fill": round(fill, 4)}
 
 
 def search_architectures(ctx: SearchContext, storage: Any, layout: RunLayout, *, progress: bool = True,
@@ -193,16 +230,19 @@ def search_architectures(ctx: SearchContext, storage: Any, layout: RunLayout, *,
     run_trials(study, s.trials, objective(ctx), sampler, progress=progress, desc="stage 2 (arch)", log=log)
     trials = complete_trials(study)
     place = {t.number: i for i, t in enumerate(trials)}
-    best = best_feasible(trials)
+    best, short = choose(trials)
     write_text(layout.trials_csv, trials_csv(trials, _describe if s.precisions == ["fp32"] else _describe_precision))
     front = [_record(t, place) for t in pareto_front(trials)]
     write_text(layout.pareto, json.dumps(front, indent=1) + "\n")
     if best is None:
-        fastest = min(t.values[1] for t in trials)
-        raise InputError(f"stage 2 found no network within {ctx.lower_ms:.1f}-{ctx.upper_ms:.1f} ms predicted "
-                         f"({len(trials)} trials, fastest {fastest:.1f} ms): raise budget_ms, search.trials, or "
-                         "lower search.min_fill")
+        fastest = f"the fastest of its {len(trials)} trials takes {min(t.values[1] for t in trials):.2f} ms" \
+            if trials else "it scored no trial"
+        raise InputError(f"stage 2 found no network under {ctx.upper_ms:.2f} ms predicted (budget_ms "
+                         f"{ctx.budget_ms:g} less the {s.margin:.0%} margin): {fastest}, over the budget: raise "
+                         "budget_ms or search.trials")
     result = {**_record(best, place), "trials": len(trials), "feasible": sum(1 for t in trials if feasible(t))}
+    if short:
+        result.update(under_fill(ctx, best.values[1], "stage 2", log))
     write_text(layout.arch, json.dumps(result, indent=1) + "\n")
     return result
 

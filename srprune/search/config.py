@@ -72,7 +72,8 @@ class SearchSettings:
     ratios: list[float] = setting([0.25, 0.5, 0.6, 0.75], ListOf(Num(0, 1, above=True, below=True)),
                                   "ratio choices of a pruned layer in stage 3")
     margin: float = setting(0.05, Num(0, 0.5), "search under budget * (1 - margin): room for the prediction error")
-    min_fill: float = setting(0.85, Num(0, 1), "... and above budget * min_fill: far under budget wastes quality")
+    min_fill: float = setting(0.85, Num(0, 1), "... and above budget * min_fill: far under budget wastes quality (none "
+                             "there: the best under budget, with a warning)")
     replans: int = setting(2, Num(0, 100, integer=True), "a deployed model measured outside [min_fill, 1] x budget: "
                            "next candidate, this often")
     adapt_steps: int = setting(0, Num(0, COUNT, integer=True), "Adam steps on fixed batches before a candidate is "

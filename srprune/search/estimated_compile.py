@@ -19,6 +19,7 @@ def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, ca
     """compiled/TARGET/latency.json for an estimated run: predicted (table) and estimated (own kernels) ms."""
     from srprune.latency import conv_weights, latency_prune, load_predictor, named_genome_layers
     from srprune.latency.estimated import estimate_layers, make_estimator
+    from srprune.search.stages.compile import common_result
 
     out_hw = cfg.out_hw
     est = make_estimator(target, str(cfg.latency.cpu))
@@ -30,14 +31,10 @@ def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, ca
     for row, r in zip(breakdown, rows):
         row["estimated_ms"] = r["ms"]
     total = sum(r["ms"] for r in rows)
-    budget = float(cfg.budget_ms)
     if done.compiled is not None:  # tvm format; an int8 / mixed model is an int8 c-lib, checked on the host if it can
         check, kernels = (done.compiled.check or {}).get("max_abs_diff"), done.compiled.fused_convs
     else:
         check, kernels = (done.manifest.get("numerics") or {}).get("max_abs_diff"), done.manifest.get("kernels")
-    return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
-            "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
-            "estimated_ms": total, "latency": est.cpu.label(), "estimate": est.describe(),
-            "within_budget": total <= budget, "budget_fill": total / budget, "max_abs_diff": check,
-            "fused_convs": kernels, "library": done.manifest["library"], "layers": breakdown,
-            "precision": done.manifest.get("precision", "fp32")}
+    return common_result(cfg, target, done, latency_ms(predictor, cand, out_hw), total, breakdown,
+                         estimated_ms=total, latency=est.cpu.label(), estimate=est.describe(), max_abs_diff=check,
+                         fused_convs=kernels, precision=done.manifest.get("precision", "fp32"))

@@ -4,7 +4,9 @@ The architecture, the schemes and the precisions are fixed; each pruned layer's 
 over `search.ratios` (pattern layers: those >= 5/9, what its kernels keep). Same objectives and
 constraints as stage 2, a study of its own ("ratios") in the same storage. The first trial is
 stage 2's own choice (every layer at `scheme_ratio`), so stage 3 can only improve on it. When stage 2
-chose no pruned layer there is nothing to search and its choice stands.
+chose no pruned layer there is nothing to search and its choice stands. Stage 3 chooses as stage 2 does
+(srprune.search.arch.choose): after an under-fill stage 2 a ratio that fills the window wins, and failing one,
+the best trial under budget (marked under_fill again).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from typing import Any
 
 from srprune.layout import RunLayout
-from srprune.search.arch import SearchContext, best_feasible, precision_text
+from srprune.search.arch import SearchContext, choose, precision_text, under_fill
 from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, scheme_name
 
 STUDY_RATIOS = "ratios"
@@ -71,7 +73,7 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, layout
     run_trials(study, min(s.ratio_trials, combos), objective(ctx, base), sampler, progress=progress,
                desc="stage 3 (ratios)", log=log)
     trials = complete_trials(study)
-    best = best_feasible(trials)
+    best, short = choose(trials)
 
     def describe(t: Any) -> dict[str, Any]:
         prune = t.user_attrs["candidate"]["prune"]
@@ -82,10 +84,12 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, layout
         return out
 
     write_text(layout.ratios_csv, trials_csv(trials, describe))
-    if best is None:  # cannot happen when stage 2's choice was feasible (it is trial 0) unless the model changed
-        chosen = {**arch, "stage": 2, "note": "no feasible stage-3 trial; stage 2's choice stands"}
+    if best is None:  # cannot happen when stage 2's choice fit the budget (it is trial 0) unless the model changed
+        chosen = {**arch, "stage": 2, "note": "no stage-3 trial under budget; stage 2's choice stands"}
     else:
         chosen = {"trial": [t.number for t in trials].index(best.number), "proxy_psnr": best.values[0], "predicted_ms": best.values[1],
                   **best.user_attrs["candidate"], "stage": 3, "trials": len(trials)}
+        if short:
+            chosen.update(under_fill(ctx, best.values[1], "stage 3", log))
     write_text(layout.chosen, json.dumps(chosen, indent=1) + "\n")
     return chosen

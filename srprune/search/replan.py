@@ -2,7 +2,9 @@
 
 The predictions of every scored trial (stages 2 and 3) are multiplied by measured / predicted of the
 last deployed network; among the trials not deployed before, the one with the best proxy PSNR whose
-corrected time lies in the search window wins (ties: the faster one).
+corrected time lies in the search window wins (ties: the faster one). As in stages 2 and 3, a window that
+nothing fills falls back to the best trial under budget (marked under_fill), here only one that beats every
+deployment so far within budget in proxy PSNR (otherwise keeping or restoring that one is better).
 """
 
 from __future__ import annotations
@@ -26,17 +28,29 @@ def _key(candidate: dict) -> str:
 
 def pick(records: list[dict], feedback: list[dict], lower_ms: float, upper_ms: float) -> dict | None:
     """From `records` ({proxy_psnr, predicted_ms, genome, prune}) the best one not in `feedback` whose predicted
-    time, corrected by the last measurement (or estimate), lies in [lower_ms, upper_ms]; None if there is none."""
+    time, corrected by the last measurement (or estimate), lies in [lower_ms, upper_ms]. Failing one: the best
+    whose corrected time is at most upper_ms and whose proxy PSNR beats every deployment within budget so far,
+    marked under_fill. None if there is none."""
     last = feedback[-1]
     correction = deployed_ms(last) / float(last["predicted_ms"])
     tried = {_key(f["candidate"]) for f in feedback}
-    best = None
-    for r in records:
-        ms = r["predicted_ms"] * correction
-        if _key(r) in tried or not lower_ms <= ms <= upper_ms:
-            continue
-        if best is None or (r["proxy_psnr"], -ms) > (best["proxy_psnr"], -best["corrected_ms"]):
-            best = {**r, "corrected_ms": ms, "correction": correction}
+    floor = max((float(f["proxy_psnr"]) for f in feedback if f.get("within_budget")), default=float("-inf"))
+
+    def best_of(low: float, min_psnr: float) -> dict | None:
+        best = None
+        for r in records:
+            ms = r["predicted_ms"] * correction
+            if _key(r) in tried or not low <= ms <= upper_ms or r["proxy_psnr"] <= min_psnr:
+                continue
+            if best is None or (r["proxy_psnr"], -ms) > (best["proxy_psnr"], -best["corrected_ms"]):
+                best = {**r, "corrected_ms": ms, "correction": correction}
+        return best
+
+    best = best_of(lower_ms, float("-inf"))
+    if best is None:
+        best = best_of(float("-inf"), floor)
+        if best is not None:
+            best["under_fill"] = True
     return best
 
 
@@ -62,6 +76,8 @@ def next_choice(ctx: SearchContext, storage: Any, feedback: list[dict]) -> dict 
     best = pick(scored_records(storage), feedback, ctx.lower_ms, ctx.upper_ms)
     if best is None:
         return None
+    if best.get("under_fill"):
+        best["fill"] = round(best["corrected_ms"] / ctx.budget_ms, 4)
     return {**best, "stage": "replan", "replan": len(feedback)}
 
 
@@ -72,9 +88,11 @@ def replan(run: "Run") -> bool:
     deployed network measures over the budget, or under budget x min_fill, its measured/predicted ratio
     corrects the predictions of every scored trial (network-level error is mostly a common factor), and
     the best trial not deployed before whose corrected time lies in the search window becomes
-    search/chosen.json. At most search.replans times. If the last one is over budget and nothing else
-    fits, the best earlier deployment that was within budget is restored (fine-tuning is deterministic,
-    so it comes back the same). Every measurement is kept in search/feedback.json.
+    search/chosen.json; when none does, the best one under budget that beats every deployment within budget so
+    far (pick). At most search.replans times. If the last one is over budget and nothing else fits, the best
+    earlier deployment that was within budget is restored (fine-tuning is deterministic, so it comes back the
+    same); one under budget x min_fill that nothing beats is kept. Every measurement is kept in
+    search/feedback.json.
     """
     dep = (run.states().get("compile") or {}).get("result") or {}
     if not dep:
@@ -105,13 +123,19 @@ def replan(run: "Run") -> bool:
                    "stage": "replan", "restored": True}
             note(f"[run] {what}; no other candidate fits: restoring the earlier deployment of "
                        f"{deployed_ms(best):.1f} ms ({latency_word(dep)})")
+        elif under:
+            note(f"[run] {what}; kept: no other scored candidate fills the window or beats it under budget after "
+                 f"correcting the predictions by the measurement, or search.replans ({run.config.search.replans}) "
+                 "are used up")
+            return False
         else:
             note(f"[run] {what}; no other scored candidate fits after correcting the predictions by the "
                        f"measurement, or search.replans ({run.config.search.replans}) are used up")
             return False
     else:
+        fallback = " (none fills the window: the best under budget)" if new.get("under_fill") else ""
         note(f"[run] {what} (predicted {dep['predicted_ms']:.1f}): replanning with predictions "
-                   f"x{new['correction']:.3f}")
+                   f"x{new['correction']:.3f}{fallback}")
     write_text(run.layout.chosen, json.dumps(new, indent=1) + "\n")
     run.refresh_hashes()
     run.log.info("replan %d: %s", len(feedback), json.dumps({k: v for k, v in new.items() if k != "genome"}))

@@ -157,6 +157,11 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                        + (f"Compiled int8 c-lib ({lat['precision']}) vs the integer contract's reference: max |diff| "
                           f"{lat['max_abs_diff']:.1e}." if lat.get("precision", "fp32") != "fp32" else
                           f"Compiled output vs PyTorch: max |diff| {lat['max_abs_diff']:.1e}."))
+    if chosen and chosen.get("under_fill"):
+        min_fill = float(cfg["search"]["min_fill"])
+        summary.append(f"<b>No network of the search space filled search.min_fill ({min_fill:.0%}) of the budget; the "
+                       f"best one under budget was taken</b>: {chosen['fill']:.0%} of the budget predicted. "
+                       "A larger space (more cells, wider widths) could use the rest.")
     feedback = _read_json(layout.feedback) or []
     if feedback:
         tried = "; ".join(f"{deployed_ms(f):.1f} ms {'measured' if 'measured_ms' in f else 'estimated'} vs "

@@ -17,7 +17,8 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 
     r = search_architectures(run.search_context(), run.storage(), run.layout, progress=run.progress,
                              log=run.log)
-    return {k: r[k] for k in ("trial", "proxy_psnr", "predicted_ms", "trials", "feasible")}
+    return {k: r[k] for k in ("trial", "proxy_psnr", "predicted_ms", "trials", "feasible", "under_fill", "fill")
+            if k in r}
 
 
 STAGE = Stage(

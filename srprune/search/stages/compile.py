@@ -54,7 +54,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     quantised = read_model_file(layout.final_model)["arch"]["name"] == QUANTIZED
     done = export(ExportRequest(str(layout.final_model), target, layout.compiled, size=(out_hw[1], out_hw[0]),
                                 force=True, fmt="c-lib" if quantised else "tvm"))
-    compiled, manifest, shape = done.compiled, done.manifest, done.shape
+    compiled, manifest = done.compiled, done.manifest
     cand = Candidate.from_dict(done.info.meta["candidate"])
     if cfg.latency.source == "estimate":  # no device: the static estimate of the compiled model's own kernels
         from srprune.search.estimated_compile import estimate_final
@@ -86,24 +86,34 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     timed = iter(samples[1:])
     for row, t in zip(breakdown, layer_timers):
         row["measured_ms"] = statistics.median(next(timed)) if t is not None else 0.0
-    budget = float(cfg.budget_ms)
-    result = {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
-              "input_shape": list(shape), "budget_ms": budget, "predicted_ms": latency_ms(predictor, cand, out_hw),
-              "measured_ms": measured, "min_ms": min(samples[0]), "max_ms": max(samples[0]),
-              "samples_ms": samples[0], "rounds": rounds, "within_budget": measured <= budget,
-              "budget_fill": measured / budget, "layers": breakdown, "library": manifest["library"],
-              "precision": c_lib_precision(manifest)}
     if quantised:  # numerics against the integer contract's numpy reference (compiler.int8.network)
-        result.update(max_abs_diff=manifest["numerics"]["max_abs_diff"], kernels=manifest["kernels"],
-                      within_one_step=manifest["numerics"].get("within_one_step"))
+        checks = {"max_abs_diff": manifest["numerics"]["max_abs_diff"], "kernels": manifest["kernels"],
+                  "within_one_step": manifest["numerics"].get("within_one_step")}
     else:
-        result.update(max_abs_diff=compiled.check["max_abs_diff"], fused_convs=compiled.fused_convs)
+        checks = {"max_abs_diff": compiled.check["max_abs_diff"], "fused_convs": compiled.fused_convs}
+    result = common_result(cfg, target, done, latency_ms(predictor, cand, out_hw), measured, breakdown,
+                           measured_ms=measured, min_ms=min(samples[0]), max_ms=max(samples[0]),
+                           samples_ms=samples[0], rounds=rounds, precision=c_lib_precision(manifest), **checks)
     OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)  # srprune's own file, for --force
     write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
 
 
 PREDICTED = "predicted (its layers measured on the device)"
+
+
+def common_result(cfg: RunConfig, target: Any, done: Any, predicted_ms: float, deployed_ms: float,
+                  layers: list[dict], **fields: Any) -> dict[str, Any]:
+    """compiled/TARGET/latency.json: the fields every way of getting the compiled model's time writes (measured
+    here, predicted for a c-lib on a device over RPC, estimated without a device), with the budget judged on
+    `deployed_ms`, around the way's own `fields`. One place, so the replanning, the report and the run's headline
+    find the same keys whichever wrote them; the per-layer rows come last, so the file reads headline first."""
+    out_hw = cfg.out_hw
+    budget = float(cfg.budget_ms)
+    return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
+            "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": predicted_ms, **fields,
+            "within_budget": deployed_ms <= budget, "budget_fill": deployed_ms / budget,
+            "library": done.manifest["library"], "layers": layers}
 
 
 def c_lib_precision(manifest: dict) -> str:
@@ -119,19 +129,15 @@ def predicted_c_lib(cfg: RunConfig, target: Any, done: Any, cand: Candidate, pre
 
     out_hw = cfg.out_hw
     ms = latency_ms(predictor, cand, out_hw)
-    budget = float(cfg.budget_ms)
     numerics = done.manifest.get("numerics") or {}
     if target.name.startswith("android"):
         time_it = f"srprune android stage {cfg.run_dir} --target {target.name}, then srprune android bench"
     else:
         time_it = f"copy {folder} to the device and run its srmodel_bench"
-    return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
-            "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": ms, "estimated_ms": ms,
-            "latency": PREDICTED, "time_it": time_it, "within_budget": ms <= budget, "budget_fill": ms / budget,
-            "layers": layer_breakdown(predictor, cand, out_hw), "library": done.manifest["library"],
-            "precision": c_lib_precision(done.manifest), "max_abs_diff": numerics.get("max_abs_diff"),
-            "within_one_step": numerics.get("within_one_step"), "checked_on": numerics.get("checked_on"),
-            "kernels": done.manifest.get("kernels")}
+    return common_result(cfg, target, done, ms, ms, layer_breakdown(predictor, cand, out_hw), estimated_ms=ms,
+                         latency=PREDICTED, time_it=time_it, precision=c_lib_precision(done.manifest),
+                         max_abs_diff=numerics.get("max_abs_diff"), within_one_step=numerics.get("within_one_step"),
+                         checked_on=numerics.get("checked_on"), kernels=done.manifest.get("kernels"))
 
 
 STAGE = Stage(

@@ -19,7 +19,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
     arch = json.loads(run.layout.arch.read_text())
     r = search_ratios(run.search_context(), arch, run.storage(), run.layout, progress=run.progress,
                       log=run.log)
-    return {k: r[k] for k in ("proxy_psnr", "predicted_ms", "stage") if k in r}
+    return {k: r[k] for k in ("proxy_psnr", "predicted_ms", "stage", "under_fill", "fill") if k in r}
 
 
 STAGE = Stage(
