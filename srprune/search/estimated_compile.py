@@ -37,4 +37,4 @@ def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, ca
         check, kernels = (done.manifest.get("numerics") or {}).get("max_abs_diff"), done.manifest.get("kernels")
     return common_result(cfg, target, done, latency_ms(predictor, cand, out_hw), total, breakdown,
                          estimated_ms=total, latency=est.cpu.label(), estimate=est.describe(), max_abs_diff=check,
-                         fused_convs=kernels, precision=done.manifest.get("precision", "fp32"))
+                         fused_convs=kernels)

@@ -93,7 +93,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         checks = {"max_abs_diff": compiled.check["max_abs_diff"], "fused_convs": compiled.fused_convs}
     result = common_result(cfg, target, done, latency_ms(predictor, cand, out_hw), measured, breakdown,
                            measured_ms=measured, min_ms=min(samples[0]), max_ms=max(samples[0]),
-                           samples_ms=samples[0], rounds=rounds, precision=c_lib_precision(manifest), **checks)
+                           samples_ms=samples[0], rounds=rounds, **checks)
     OwnedFolder(layout.compiled, "compile").add(layout.latency_report.name)  # srprune's own file, for --force
     write_text(layout.latency_report, json.dumps(result, indent=1) + "\n")
     return result
@@ -113,7 +113,7 @@ def common_result(cfg: RunConfig, target: Any, done: Any, predicted_ms: float, d
     return {"target": target.name, "threads": target.threads, "output_size": [out_hw[1], out_hw[0]],
             "input_shape": list(done.shape), "budget_ms": budget, "predicted_ms": predicted_ms, **fields,
             "within_budget": deployed_ms <= budget, "budget_fill": deployed_ms / budget,
-            "library": done.manifest["library"], "layers": layers}
+            "library": done.manifest["library"], "precision": c_lib_precision(done.manifest), "layers": layers}
 
 
 def c_lib_precision(manifest: dict) -> str:
@@ -135,7 +135,7 @@ def predicted_c_lib(cfg: RunConfig, target: Any, done: Any, cand: Candidate, pre
     else:
         time_it = f"copy {folder} to the device and run its srmodel_bench"
     return common_result(cfg, target, done, ms, ms, layer_breakdown(predictor, cand, out_hw), estimated_ms=ms,
-                         latency=PREDICTED, time_it=time_it, precision=c_lib_precision(done.manifest),
+                         latency=PREDICTED, time_it=time_it,
                          max_abs_diff=numerics.get("max_abs_diff"), within_one_step=numerics.get("within_one_step"),
                          checked_on=numerics.get("checked_on"), kernels=done.manifest.get("kernels"))
 
