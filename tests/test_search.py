@@ -560,3 +560,31 @@ def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
                  for _ in range(6)]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+
+
+def test_stage3_choices_hold_stage2s_pattern_ratio():
+    """A pattern layer's stage-3 ratios are the search's ratios raised to what its kernels keep (5/9): stage 2's own
+    ratio for it (scheme_ratio 0.5 -> 5/9) is one of them, so stage 3's first trial is stage 2's choice, and the
+    latency table times the same ratios."""
+    from srprune.search.candidate import PATTERN_MIN_RATIO, layer_prune, scheme_ratios
+
+    ratios = [0.25, 0.5, 0.75]
+    assert scheme_ratios("pattern", ratios) == [PATTERN_MIN_RATIO, 0.75]
+    assert layer_prune("pattern", None, 0.5)["ratio"] in scheme_ratios("pattern", ratios)
+    assert scheme_ratios("block", ratios) == ratios
+
+
+def test_a_budget_above_the_space_deploys_the_best_network_under_it(base, tmp_path):
+    """A budget the space's largest network cannot fill (min_fill): the run finishes (stage 2 and 3 take the best
+    network under budget, marked under_fill, with a warning); the headline and the report say so; a re-run skips
+    every stage."""
+    run, cfg = copy_run(base, tmp_path, budget_ms=100.0, search__min_fill=0.85, search__replans=1)
+    r = cli("run", "-c", cfg, cache=base[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning: stage 2: no network of the search space fills search.min_fill (85%)" in r.stderr
+    arch = json.loads((run / "search" / "arch.json").read_text())
+    assert arch["under_fill"] and arch["fill"] == pytest.approx(arch["predicted_ms"] / 100.0, abs=1e-4)
+    assert "under search.min_fill (85%) of the budget" in r.stdout
+    assert "No network of the search space filled" in (run / "report.html").read_text()
+    again = cli("run", "-c", cfg, cache=base[1])
+    assert again.returncode == 0 and again.stderr.count("up to date, skipped") == 8

@@ -28,6 +28,10 @@ def _summary(run) -> None:
                    f"-> {dep['budget_fill']:.0%} of it{'' if dep['within_budget'] else ', OVER BUDGET'}")
         if "time_it" in dep:
             click.echo(f"time the compiled c-lib on the phone: {dep['time_it']}")
+        min_fill = run.config.search.min_fill
+        if dep["within_budget"] and dep["budget_fill"] < min_fill:
+            click.echo(f"under search.min_fill ({min_fill:.0%}) of the budget: the search and its replanning found no "
+                       "network that fills more (the report says which stage fell back)")
     for name, r in ev.items():
         click.echo(f"PSNR-Y on {name}: {r['final']:.3f} dB (bicubic {r['bicubic']:.3f})")
     if run.layout.report.exists():

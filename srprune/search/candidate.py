@@ -84,6 +84,15 @@ def fits(cfg: LayerConfig, scheme: str, block: tuple[int, int] | None) -> bool:
     return cfg.cout % rows == 0 and (cfg.cin * cfg.k * cfg.k) % cols == 0
 
 
+def scheme_ratios(scheme: str, ratios: list[float]) -> list[float]:
+    """The ratios a layer of `scheme` may take from the search's `ratios`: a pattern layer's at least
+    PATTERN_MIN_RATIO (what its kernels keep), so stage 2's pattern ratio (`layer_prune` at scheme_ratio) is one of
+    stage 3's choices and the table times each of them."""
+    if scheme == "pattern":
+        return sorted({float(max(r, PATTERN_MIN_RATIO)) for r in ratios})
+    return list(ratios)
+
+
 def layer_prune(scheme: str, block: tuple[int, int] | None, ratio: float) -> dict[str, Any]:
     """The per-layer entry of Candidate.prune."""
     if scheme == "block":

@@ -22,8 +22,8 @@ import torch
 from compiler.latency.config import LayerConfig
 from srprune.errors import InputError
 from srprune.latency import PrunedKernels, in_precisions, lr_size
-from srprune.search.candidate import (PATTERN_MIN_RATIO, Candidate, apply_masks, fits, latency_ms, layer_prune,
-                                      searchable_layers, pruning_spec)
+from srprune.search.candidate import (Candidate, apply_masks, fits, latency_ms, layer_prune, pruning_spec,
+                                      scheme_ratios, searchable_layers)
 from supernet.blocks import deployed_kernel_sizes
 from supernet.space import Genome, SearchSpace
 
@@ -54,7 +54,7 @@ def sparse_configs(space: SearchSpace, search: dict[str, Any], out_hw: tuple[int
             for block in blocks:
                 if not fits(dense, scheme, block):
                     continue
-                rs = ratios if scheme != "pattern" else sorted({max(r, PATTERN_MIN_RATIO) for r in ratios})
+                rs = scheme_ratios(scheme, ratios)
                 out.append(dense)
                 for r in rs:
                     p = layer_prune(scheme, block, r)

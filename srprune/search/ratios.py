@@ -1,9 +1,10 @@
 """Stage 3: the pruning ratio of every pruned layer of stage 2's choice, under the same budget.
 
 The architecture, the schemes and the precisions are fixed; each pruned layer's ratio is a categorical parameter
-over `search.ratios` (pattern layers: those >= 5/9, what its kernels keep). Same objectives and
-constraints as stage 2, a study of its own ("ratios") in the same storage. The first trial is
-stage 2's own choice (every layer at `scheme_ratio`), so stage 3 can only improve on it. When stage 2
+over `search.ratios` (pattern layers: each raised to at least 5/9, what its kernels keep: `scheme_ratios`). Same
+objectives and constraints as stage 2, a study of its own ("ratios") in the same storage. The first trial is stage
+2's own choice (every layer at `scheme_ratio`, the nearest of its choices where `search.ratios` lacks it), so stage
+3 can only improve on it. When stage 2
 chose no pruned layer there is nothing to search and its choice stands. Stage 3 chooses as stage 2 does
 (srprune.search.arch.choose): after an under-fill stage 2 a ratio that fills the window wins, and failing one,
 the best trial under budget (marked under_fill again).
@@ -18,16 +19,9 @@ from typing import Any
 
 from srprune.layout import RunLayout
 from srprune.search.arch import SearchContext, choose, precision_text, under_fill
-from srprune.search.candidate import PATTERN_MIN_RATIO, Candidate, scheme_name
+from srprune.search.candidate import Candidate, scheme_name, scheme_ratios
 
 STUDY_RATIOS = "ratios"
-
-
-def ratio_choices(scheme: str, ratios: list[float]) -> list[float]:
-    """The ratios a layer of `scheme` may take."""
-    if scheme == "pattern":
-        return [r for r in ratios if r >= PATTERN_MIN_RATIO - 1e-9] or [round(PATTERN_MIN_RATIO, 4)]
-    return list(ratios)
 
 
 def objective(ctx: SearchContext, base: Candidate):
@@ -35,7 +29,7 @@ def objective(ctx: SearchContext, base: Candidate):
     def run(trial: Any):
         prune = {}
         for name, p in base.prune.items():
-            ratio = trial.suggest_categorical(f"{name}.ratio", ratio_choices(p["scheme"], ctx.search.ratios))
+            ratio = trial.suggest_categorical(f"{name}.ratio", scheme_ratios(p["scheme"], ctx.search.ratios))
             prune[name] = {**p, "ratio": float(ratio)}
         return ctx.evaluate(trial, Candidate(base.genome, prune, base.precision))
     return run
@@ -63,13 +57,13 @@ def search_ratios(ctx: SearchContext, arch: dict[str, Any], storage: Any, layout
     study = optuna.create_study(study_name=STUDY_RATIOS, storage=storage, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if not study.get_trials(deepcopy=False):  # start from stage 2's own choice
-        study.enqueue_trial({f"{n}.ratio": _nearest(p["ratio"], ratio_choices(p["scheme"], s.ratios))
+        study.enqueue_trial({f"{n}.ratio": _nearest(p["ratio"], scheme_ratios(p["scheme"], s.ratios))
                              for n, p in base.prune.items()})
 
     def sampler(k: int):
         return make_sampler(s.sampler, s.seed * 1_000_003 + 500_009 + k, s.startup_trials)
 
-    combos = math.prod(len(ratio_choices(p["scheme"], s.ratios)) for p in base.prune.values())
+    combos = math.prod(len(scheme_ratios(p["scheme"], s.ratios)) for p in base.prune.values())
     run_trials(study, min(s.ratio_trials, combos), objective(ctx, base), sampler, progress=progress,
                desc="stage 3 (ratios)", log=log)
     trials = complete_trials(study)
