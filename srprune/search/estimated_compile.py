@@ -12,6 +12,7 @@ from typing import Any
 
 from srprune.layout import RunLayout
 from srprune.search.candidate import Candidate, latency_ms, layer_breakdown
+from srprune.search.compile_result import common_result
 from srprune.search.config import RunConfig
 
 
@@ -19,7 +20,6 @@ def estimate_final(cfg: RunConfig, layout: RunLayout, target: Any, done: Any, ca
     """compiled/TARGET/latency.json for an estimated run: predicted (table) and estimated (own kernels) ms."""
     from srprune.latency import conv_weights, latency_prune, load_predictor, named_genome_layers
     from srprune.latency.estimated import estimate_layers, make_estimator
-    from srprune.search.stages.compile import common_result
 
     out_hw = cfg.out_hw
     est = make_estimator(target, str(cfg.latency.cpu))
