@@ -82,8 +82,10 @@ def bases(base_cfg: dict, methods: list[str], out: Path) -> dict[str, Path]:
     return made
 
 
-def pipeline_runs(base_cfg: dict, budgets: list[float], methods: list[str], seeds: list[int], out: Path) -> dict:
-    """One whole pipeline per (budget, method, seed) from the shared bases; returns their results by run name."""
+def pipeline_runs(base_cfg: dict, budgets: list[float], methods: list[str], seeds: list[int], out: Path,
+                  on_result=None) -> dict:
+    """One whole pipeline per (budget, method, seed) from the shared bases; returns their results by run name.
+    `on_result(results)` after each run (the benchmark keeps a partial JSON: a run cut short can still be reported)."""
     made = bases(base_cfg, methods, out)
     results = {}
     for budget in budgets:
@@ -105,8 +107,10 @@ def pipeline_runs(base_cfg: dict, budgets: list[float], methods: list[str], seed
                     print(f"[bench] {name}: {error}", flush=True)
                     results[name] = {"budget_ms": budget, "method": method, "seed": seed, "failed": error,
                                      "wall_s": time.perf_counter() - started}
-                    continue
-                results[name] = _result(run, budget, method, seed, time.perf_counter() - started)
+                else:
+                    results[name] = _result(run, budget, method, seed, time.perf_counter() - started)
+                if on_result is not None:
+                    on_result(results)
     return results
 
 
@@ -207,7 +211,7 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
              "same batch and patch size, compiled with the same compiler, timed in one interleaved session; -int8 = "
              f"quantised with {cfg['finetune']['qat_steps']} QAT steps (`srprune quantize`), the int8 c-lib.", "",
              "| budget ms | method | seeds | PSNR-Y mean (min-max) | measured / budget mean (min-max) | fit budget | "
-             "int8 layers |", "| ---: | --- | ---: | --- | --- | ---: | --- |"]
+             "int8 layers | measured / predicted |", "| ---: | --- | ---: | --- | --- | ---: | --- | --- |"]
     groups: dict[tuple[float, str], list[dict]] = {}
     failed: dict[tuple[float, str], list[dict]] = {}
     for r in runs.values():
@@ -217,23 +221,24 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
         for method in methods:
             rs, bad = groups.get((budget, method), []), failed.get((budget, method), [])
             if bad and not rs:
-                lines.append(f"| {budget:g} | {method} | {len(bad)} | no network (all seeds) | - | 0/{len(bad)} | - |")
+                lines.append(f"| {budget:g} | {method} | {len(bad)} | no network (all seeds) | - | 0/{len(bad)} | - | - |")
             if not rs:
                 continue
             p, f = _stats([r["psnr"] for r in rs]), _stats([r["measured_ms"] / budget for r in rs])
             fit = sum(r["measured_ms"] <= budget for r in rs)
             int8 = ", ".join(str(sum(v == "int8" for v in r.get("layer_precision", {}).values())) for r in rs)
             none = f" + {len(bad)} without a network" if bad else ""
+            ratios = ", ".join(f"{r['measured_ms'] / r['predicted_ms']:.2f}" for r in rs)
             lines.append(f"| {budget:g} | {method} | {len(rs)}{none} | {p[0]:.4f} ({p[1]:.4f}-{p[2]:.4f}) | "
-                         f"{f[0]:.0%} ({f[1]:.0%}-{f[2]:.0%}) | {fit}/{len(rs) + len(bad)} | {int8} |")
+                         f"{f[0]:.0%} ({f[1]:.0%}-{f[2]:.0%}) | {fit}/{len(rs) + len(bad)} | {int8} | {ratios} |")
         for n, r in refs.items():
             if n == "bicubic":
                 continue
             tag = "" if r["measured_ms"] <= budget else " (over budget)"
             lines.append(f"| {budget:g} | {n}{tag} | - | {r['psnr']:.4f} | {r['measured_ms'] / budget:.0%} "
                          f"({r['min_ms'] / budget:.0%}-{r['max_ms'] / budget:.0%}) | "
-                         f"{'1/1' if not tag else '0/1'} | {'all' if n.endswith('-int8') else '-'} |")
-        verdicts += _verdicts(budget, groups, refs, failed)
+                         f"{'1/1' if not tag else '0/1'} | {'all' if n.endswith('-int8') else '-'} | - |")
+        verdicts += _verdicts(budget, groups, refs, failed, len(seeds))
     lines += ["", f"Bicubic: {refs['bicubic']['psnr']:.4f} dB. Verdicts (issue 20):"] + verdicts
     lines += ["", "Chosen networks:"]
     for name, r in runs.items():
@@ -245,15 +250,17 @@ def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: lis
         int8 = ", ".join(k for k, v in r.get("layer_precision", {}).items() if v == "int8") or "none"
         replans = "; ".join(f"{f.get('measured_ms', 0):.1f} ms measured vs {f['predicted_ms']:.1f} predicted"
                             for f in r.get("replans", []))
-        lines.append(f"- {name}: {r['measured_ms']:.1f} ms ({r['precision']}), PSNR-Y {r['psnr']:.4f}; head "
+        lines.append(f"- {name}: {r['measured_ms']:.1f} ms ({r['precision']}; predicted {r['predicted_ms']:.1f}), "
+                     f"PSNR-Y {r['psnr']:.4f}; head "
                      f"{r['genome']['head']}, cells {cells}; pruned: {pruned}; int8: {int8}; proxy "
                      f"{r['proxy_psnr']:.3f} dB" + (f"; replanned ({replans})" if replans else ""))
     return "\n".join(lines)
 
 
-def _verdicts(budget: float, groups: dict, refs: dict, failed: dict | None = None) -> list[str]:
+def _verdicts(budget: float, groups: dict, refs: dict, failed: dict | None = None, n_seeds: int = 0) -> list[str]:
     """Issue 20's done-when at one budget: (b) = int8, (a) = fp32, (c) = random-int8 (seeds that deployed no
-    network, `failed`, count against their method)."""
+    network, `failed`, count against their method; fewer than `n_seeds` finished: a partial report, no verdict
+    on the margin)."""
     out = []
     failed = failed or {}
     b, a, c = (groups.get((budget, m), []) for m in ("int8", "fp32", "random-int8"))
@@ -274,6 +281,8 @@ def _verdicts(budget: float, groups: dict, refs: dict, failed: dict | None = Non
         verdict = "met" if margin > spread else "NOT met"
         if missing:  # a mean over the seeds that deployed something is no comparison of the methods
             verdict = f"not comparable: {len(pb)} int8 and {len(pa)} fp32 seeds deployed a network"
+        elif min(len(pb), len(pa)) < n_seeds:
+            verdict = f"partial: {len(pb)} int8 and {len(pa)} fp32 of {n_seeds} seeds finished, no verdict"
         out.append(f"- {budget:g} ms: int8 search {statistics.mean(pb):.4f} dB vs fp32 search "
                    f"{statistics.mean(pa):.4f} dB: margin {margin:+.4f} dB vs seed spread {spread:.4f} dB "
                    f"({verdict})")
@@ -303,7 +312,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-search"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--doc", action="store_true", help="write the docs/benchmarks.md section")
-    ap.add_argument("--from-json", type=Path, default=None, help="only re-render an earlier run's --json output")
+    ap.add_argument("--from-json", type=Path, default=None, help="only re-render an earlier run's --json output "
+                    "(or OUT/partial.json, written after each run)")
     args = ap.parse_args()
     started = time.perf_counter()
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -322,8 +332,12 @@ def main() -> None:
         runs, refs, wall = data["runs"], data["references"], data["wall_s"]
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        runs = pipeline_runs(cfg, budgets, methods, seeds, args.out)
-        refs = references(steps, cfg, args.out)
+        refs = references(steps, cfg, args.out)  # first: runs cut short can still be compared with them
+
+        def partial(runs: dict) -> None:
+            write_json(args.out / "partial.json", {"runs": runs, "references": refs,
+                                                   "wall_s": time.perf_counter() - started})
+        runs = pipeline_runs(cfg, budgets, methods, seeds, args.out, partial)
         wall = time.perf_counter() - started
     config = str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config)
     text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall, config)
