@@ -112,6 +112,12 @@ def latency_prune(prune: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
             for name, p in prune.items() if p.get("ratio", 0) > 0}
 
 
+def fused_in_c_lib(c: LayerConfig) -> bool:
+    """Whether the int8 c-lib runs no kernel for `c`: a channel adapter (the consumer's write-back slices or
+    zero-pads the residual), whichever precision its consumer has."""
+    return c.op == "adapter"
+
+
 def genome_layers(genome: Genome | dict, out_hw: tuple[int, int] = HD_720P,
                   prune: dict[str, dict] | None = None, precision: str | Mapping[str, str] = "fp32") -> list[LayerConfig]:
     """The layer configurations of `genome` (see `named_genome_layers`)."""

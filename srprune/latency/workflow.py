@@ -25,7 +25,8 @@ from compiler.latency.runners import Runner, make_runner
 from compiler.latency.table import LatencyTable
 from srprune.layout import calibration_path, table_path
 from srprune.errors import InputError
-from srprune.latency.layers import HD_720P, genome_layers, latency_prune, lr_size, named_genome_layers, space_layers
+from srprune.latency.layers import (HD_720P, fused_in_c_lib, genome_layers, latency_prune, lr_size,
+                                    named_genome_layers, space_layers)
 from srprune.latency.stats import mape, spearman
 from supernet.space import Genome, SearchSpace
 
@@ -78,7 +79,7 @@ class Network:
         """(deployed name, configuration) of each layer that runs as a kernel of its own (an int8 c-lib's adapters
         are no kernels: the consumer's write-back slices or pads the residual)."""
         named = named_genome_layers(self.genome, out_hw, latency_prune(self.prune), self.precision)
-        return [(n, c) for n, c in named if not (self.precision and c.op == "adapter")]
+        return [(n, c) for n, c in named if not (self.precision and fused_in_c_lib(c))]
 
 
 @dataclass
@@ -534,8 +535,7 @@ def validate(predictor: Predictor, target: TargetSpec, runner: Runner, space: Se
                      "layers": len(layers),
                      "sum_ms": point[0], "predicted_stored_ms": predictor.predict(layers),
                      "measured_ms": m["measured_ms"], "samples_ms": m["samples_ms"]})
-    cal = (fit_calibration(cal_points) if cal_points
-           else predictor.calibration.for_layers(networks[0].layers(out_hw)) if networks else predictor.calibration)
+    cal = fit_calibration(cal_points) if cal_points else predictor.calibration.for_layers(networks[0].layers(out_hw))
     for r in rows:
         r["predicted_ms"] = cal.apply(r["sum_ms"], r["layers"])
     q = [r["measured_ms"] for r in rows]

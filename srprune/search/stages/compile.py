@@ -49,6 +49,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
     from srprune.quant.qmodel import NAME as QUANTIZED
     from srprune.export import ExportRequest, export
     from srprune.latency import latency_prune, load_predictor, make_runner, named_genome_layers, own_layer_builds
+    from srprune.latency.layers import fused_in_c_lib
     from srprune.search.candidate import latency_ms
 
     out_hw = cfg.out_hw
@@ -77,7 +78,7 @@ def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int
         net_timer = runner.timer(built_network(compiled))
     named = named_genome_layers(cand.genome, out_hw, latency_prune(cand.prune), cand.precision)
     # the int8 c-lib slices / pads residuals in the consumer's write-back: its adapters are no kernels (0 ms)
-    fused = [quantised and c.op == "adapter" for _, c in named]
+    fused = [quantised and fused_in_c_lib(c) for _, c in named]
     builds = iter(own_layer_builds(done.model, [nc for nc, f in zip(named, fused) if not f], target,
                                    progress=progress))
     layer_timers = [None if f else runner.timer(next(builds)) for f in fused]
