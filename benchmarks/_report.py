@@ -158,7 +158,9 @@ def add_timing_args(ap, section: str) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help=f"rewrite the {section} section of docs/benchmarks.md")
+    ap.add_argument("--doc", nargs="?", const=True, default=False, metavar="SECTION",
+                    help=f"rewrite the {section} section of docs/benchmarks.md (or SECTION: e.g. another CPU's "
+                         "figures beside the section's, which stay)")
 
 
 def load_note(load: float) -> str:
@@ -169,13 +171,14 @@ def load_note(load: float) -> str:
     return f"Load average {load:.1f}"
 
 
-def publish(text: str, data: object, section: str, json_path: Path | None, doc: bool) -> None:
-    """Print a benchmark's markdown, write its --json file, and (with --doc) its docs/benchmarks.md section."""
+def publish(text: str, data: object, section: str, json_path: Path | None, doc: bool | str) -> None:
+    """Print a benchmark's markdown, write its --json file, and (with --doc) its docs/benchmarks.md section
+    (`doc` a name: that section instead, so a CPU without a feature adds its figures beside the ones with it)."""
     print(text)
     if json_path:
         write_json(json_path, data)
     if doc:
-        update_section(section, text)
+        update_section(doc if isinstance(doc, str) else section, text)
 
 
 def write_json(path: Path, data: object) -> None:

@@ -260,6 +260,12 @@ def _channel_repeat(expr: relax.Expr, values: dict) -> tuple[relax.Expr | None, 
     return source, r
 
 
+def _name_suffix(spec: ConvSpec) -> str:
+    """What a dense kernel's name adds after its shape: the fused activation and PixelShuffle (reports, profiles)."""
+    return (f"{'_' + spec.act if spec.act != 'none' else ''}"
+            f"{'_shuffle' + str(spec.shuffle) if spec.shuffle > 1 else ''}")
+
+
 def _pixel_shuffle_after(var: relax.Var, sole_user) -> tuple[int, list[relax.Var]] | None:
     """(s, [the three bindings]) if `var` only feeds PixelShuffle(s) as torch.export gives it:
     reshape (n, c, s, s, h, w) -> permute_dims (0, 1, 4, 2, 5, 3) -> reshape (n, c, h*s, w*s); else None."""
@@ -335,8 +341,7 @@ class _ChainRewriter(PyExprMutator):
                                "oc_tile": sched.oc_tile, "shuffle": fused.shuffle})
         key = (fused, sched)
         if key not in self.kernels:
-            name = (f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{'_' + chain.act if chain.act != 'none' else ''}"
-                    f"{'_shuffle' + str(fused.shuffle) if fused.shuffle > 1 else ''}")
+            name = f"srconv{len(self.kernels)}_{cin}x{cout}_k{kh}{_name_suffix(fused)}"
             func = conv2d_primfunc(fused, sched).with_attr("global_symbol", name)
             self.kernels[key] = self.builder_.add_func(func, name)
         args = [self.visit_expr(chain.data), relax.const(pack_weight(chain.weight, sched.oc_tile, self.compute))]
@@ -360,7 +365,7 @@ class _ChainRewriter(PyExprMutator):
                                "kept": kept, "oc_tile": sched.oc_tile, "shuffle": fused.shuffle})
         key = ("winograd", fused, sched)
         if key not in self.kernels:
-            name = f"srwino{len(self.kernels)}_f{m}_{fused.cin}x{fused.cout}{'_' + fused.act if fused.act != 'none' else ''}"
+            name = f"srwino{len(self.kernels)}_f{m}_{fused.cin}x{fused.cout}{_name_suffix(fused)}"
             self.kernels[key] = self.builder_.add_func(winograd_primfunc(fused, sched).with_attr("global_symbol", name),
                                                        name)
         args = [self.visit_expr(chain.data), relax.const(transform_weight(chain.weight, sched))]

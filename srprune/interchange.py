@@ -10,9 +10,11 @@ it replaces anything: the written file is loaded back (ONNX Runtime, or torch.ex
 another size than the one it was traced with, against PyTorch, within 1e-4.
 
 Quantised models (the `quantized` architecture of `srprune quantize`) are written as QDQ ONNX by
-srprune.quant.qdq (`WRITERS["onnx-qdq"]`, chosen by `_check_exportable`); the written file is run in ONNX Runtime
-and compared with the model's integer path (`srprune eval`'s) within `srprune.quant.qdq.check_close`'s tolerance
-(one uint8 level on all but 0.1% of pixels, never more than 4), since runtimes requantise with their own rounding.
+srprune.quant.qdq (`_write_qdq`, chosen by `_check_exportable`; weights int8, or uint8 with `qdq_weights`); the
+written file is run in ONNX Runtime and compared with the model's integer path (`srprune eval`'s) within
+`srprune.quant.qdq.check_close`'s tolerance (one uint8 level on all but 0.1% of pixels, never more than 4), since
+runtimes requantise with their own rounding. Where this CPU's ONNX Runtime saturates int8 weights (x86 without VNNI:
+srprune.quant.qdq), an int8-weight file is run with ONNX Runtime's graph optimisations off, and the result says so.
 pt2 of an int8 model is refused with one line; so is a file whose meta says quantised but that is no int8 model.
 """
 
@@ -49,6 +51,7 @@ class ExportedFile:
     checked_with: str
     check_shape: tuple[int, int, int, int]
     against: str = "PyTorch"
+    note: str = ""  # what the check could not show on this machine
 
 
 def format_for(out: Path, fmt: str | None) -> str:
@@ -66,7 +69,7 @@ def format_for(out: Path, fmt: str | None) -> str:
 
 
 def _check_exportable(info, net: nn.Module | None = None, fmt: str = "onnx") -> str:
-    """The WRITERS key for this model and format: int8 models go to the QDQ writer (onnx only)."""
+    """The WRITERS key for this model and format, or "onnx-qdq" for int8 models (onnx only: `_write_qdq`)."""
     from srprune.quant.qmodel import is_quantized
 
     label = info.path or info.name
@@ -136,8 +139,9 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
     return onnx_runner(tmp)
 
 
-def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A runner of a written ONNX file in ONNX Runtime (CPU): how every ONNX export is checked before it is kept."""
+def onnx_runner(path: Path, optimized: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """A runner of a written ONNX file in ONNX Runtime (CPU): how every ONNX export is checked before it is kept
+    (`optimized=False`: graph optimisations off, so a QDQ graph is evaluated as written, not fused into int8 kernels)."""
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
@@ -146,27 +150,30 @@ def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
             raise InputError("checking the exported ONNX needs onnxruntime (pip install 'srprune[onnx]')") from None
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not optimized:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return sess.run(None, {"input": x})[0]
     return run
 
 
-def _write_qdq(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _write_qdq(net: nn.Module, tmp: Path, weights: str, optimized: bool) -> Callable[[np.ndarray], np.ndarray]:
     from srprune.quant.qdq import write_qdq
 
-    write_qdq(net, tmp, OPSET)
-    return onnx_runner(tmp)
+    write_qdq(net, tmp, OPSET, weights)
+    return onnx_runner(tmp, optimized)
 
 
-# The writer of each format ("onnx-qdq": int8 models, chosen by `_check_exportable`).
+# The writer of each float format (int8 models: `_write_qdq`).
 WRITERS: dict[str, Callable[[nn.Module, int, Path], Callable[[np.ndarray], np.ndarray]]] = {
-    "onnx": _write_onnx, "pt2": _write_pt2, "onnx-qdq": _write_qdq}
+    "onnx": _write_onnx, "pt2": _write_pt2}
 CHECKED_WITH = {"onnx": "onnxruntime", "pt2": "torch.export.load", "onnx-qdq": "onnxruntime"}
 
 
 def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: int | None = None, seed: int = 0,
-                 force: bool = False) -> ExportedFile:
-    """Write MODEL's deployed form to `out` as ONNX or a .pt2 ExportedProgram, checked against PyTorch first."""
+                 force: bool = False, qdq_weights: str | None = None) -> ExportedFile:
+    """Write MODEL's deployed form to `out` as ONNX or a .pt2 ExportedProgram, checked against PyTorch first
+    (an int8 model: QDQ ONNX, its weights in `qdq_weights` form, default int8, checked against its integer path)."""
     from srprune.export import deployable
     from srprune.outputs import check_output_file
 
@@ -175,11 +182,24 @@ def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: i
     target = check_output_file(out, force)  # before any slow work
     net, info, colors = deployable(spec, scale, seed)
     writer = _check_exportable(info, net, fmt)
+    note = ""
+    if writer == "onnx-qdq":
+        from srprune.quant.qdq import WEIGHT_FORMS, ort_int8_saturates
+
+        qdq_weights = qdq_weights or "int8"
+        if qdq_weights not in WEIGHT_FORMS:
+            raise InputError(f"unknown QDQ weight form {qdq_weights!r} (use {' or '.join(WEIGHT_FORMS)})")
+        fused = not (qdq_weights == "int8" and ort_int8_saturates())
+        if not fused:
+            note = ("checked with ONNX Runtime's graph optimisations off: on this CPU (x86 without VNNI) its fused "
+                    "int8-weight convs saturate; for ONNX Runtime on such CPUs export with --qdq-weights uint8")
+    elif qdq_weights is not None:
+        raise InputError("--qdq-weights is for int8 models (srprune quantize), which are exported as QDQ ONNX")
     x = np.random.default_rng(1).random((1, colors, *CHECK_HW), dtype=np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     with atomic_path(target) as tmp:
-        run = WRITERS[writer](net, colors, tmp)
+        run = _write_qdq(net, tmp, qdq_weights, fused) if writer == "onnx-qdq" else WRITERS[writer](net, colors, tmp)
         try:
             got = run(x)
         except InputError:
@@ -196,7 +216,7 @@ def export_model(spec: str, out: str | Path, fmt: str | None = None, *, scale: i
                                  f"({beyond:.2%} of values beyond one uint8 level, > {FRACTION:.1%} or > 4 levels)"
                                  f" at {CHECK_HW[1]}x{CHECK_HW[0]}; nothing was written")
             return ExportedFile(target, fmt, info.name, info.scale, diff, CHECKED_WITH[writer], tuple(x.shape),
-                                "the integer path (int8 QDQ)")
+                                f"the integer path (QDQ, {qdq_weights} weights)", note)
         diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         if not diff <= TOLERANCE:
             raise InputError(f"the exported {fmt} file differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}) at "

@@ -106,7 +106,9 @@ def _main_ops(model: nn.Module, shape: tuple[int, int, int, int], sparse: str = 
 
 def test_tail_writes_the_shuffled_image_and_reads_the_repeated_input_in_place() -> None:
     """ECBSR x2/x3: the tail kernel applies PixelShuffle and the nearest-neighbour skip (the input repeated
-    over scale^2 channels) in its write-back: neither the shuffle nor the repeated copy is left in the graph."""
+    over scale^2 channels) in its write-back: neither the shuffle nor the repeated copy is left in the graph. The
+    tail is the direct or the Winograd kernel, as the cost model chooses for the CPU's vectors (AVX-512: direct;
+    AVX2: F(4x4) at x3): both fuse the shuffle."""
     from srprune.models import build_model, deploy
 
     for scale in (2, 3):

@@ -67,10 +67,14 @@ def test_pt2_of_int8_model_is_one_line(run_cli, qmodel, tmp_path):
 
 def test_qdq_fused_by_onnxruntime_relu_and_genome(run_cli, tmp_path):
     """ReLU networks: ONNX Runtime fuses the QDQ convs into QLinearConv (int8 kernels) and still holds the
-    tolerance; the searched network's bicubic skip, grouped conv and residuals sliced / zero-padded included."""
+    tolerance; the searched network's bicubic skip, grouped conv and residuals sliced / zero-padded included. Both
+    weight forms; int8 weights only where this CPU's ONNX Runtime does not saturate them (x86 without VNNI: there
+    the export checks the graph unfused and says so), uint8 weights everywhere."""
+    from srprune.quant.qdq import UINT8_WEIGHT_ZERO, ort_int8_saturates
     from srprune.quant.quantize import QuantConfig, quantize_model_file
     from supernet.space import Cell, Genome
 
+    saturates = ort_int8_saturates()
     hr = tmp_path / "hr"
     hr.mkdir()
     cv2.imwrite(str(hr / "chelsea.png"), data.chelsea()[:96, :128, ::-1])
@@ -82,18 +86,31 @@ def test_qdq_fused_by_onnxruntime_relu_and_genome(run_cli, tmp_path):
         save_model(tmp_path / f"{name}.pt", build_model(name, 2, **cfg))
         qfile, _ = quantize_model_file(str(tmp_path / f"{name}.pt"), str(hr), tmp_path / f"{name}-q.pt",
                                        QuantConfig(), val_data=None, progress=False)
-        out = tmp_path / f"{name}.onnx"
-        r = run_cli("export", qfile, "-o", out, "--format", "onnx")
-        assert r.code == 0, r.err
-        assert "the integer path" in r.out
-        opts = ort.SessionOptions()
-        opts.optimized_model_filepath = str(tmp_path / f"{name}-opt.onnx")
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
-        fused = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
-        assert "QLinearConv" in fused, fused
-        got = sess.run(None, {"input": lr})[0]
         q, _ = load_model(qfile)
         want = q(torch.from_numpy(lr)).numpy()
-        worst, beyond, ok = check_close(got, want)
-        assert ok, (name, worst, beyond)
+        for weights in ("int8", "uint8"):
+            out = tmp_path / f"{name}-{weights}.onnx"
+            r = run_cli("export", qfile, "-o", out, "--format", "onnx", "--qdq-weights", weights)
+            assert r.code == 0, r.err
+            assert f"the integer path (QDQ, {weights} weights)" in r.out
+            assert ("graph optimisations off" in r.out) == (saturates and weights == "int8")
+            inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+            if weights == "uint8":  # the int8 codes + 128, exactly
+                assert inits["l0_w"].dtype == np.uint8 and np.all(inits["l0_w_zero"] == UINT8_WEIGHT_ZERO)
+                assert np.array_equal(inits["l0_w"].astype(np.int16) - UINT8_WEIGHT_ZERO, q.layers[0].weight.numpy())
+            opts = ort.SessionOptions()
+            opts.optimized_model_filepath = str(tmp_path / f"{name}-{weights}-opt.onnx")
+            opts.log_severity_level = 3
+            sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+            fused = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+            assert "QLinearConv" in fused, fused
+            if weights == "int8" and saturates:
+                continue
+            worst, beyond, ok = check_close(sess.run(None, {"input": lr})[0], want)
+            assert ok, (name, weights, worst, beyond)
+
+
+def test_qdq_weights_of_a_float_model_is_one_line(run_cli, tmp_path):
+    r = run_cli("export", "espcn", "--scale", "2", "-o", tmp_path / "f.onnx", "--qdq-weights", "uint8")
+    assert_one_line_error(r, "--qdq-weights", "int8 models")
+    assert not (tmp_path / "f.onnx").exists()

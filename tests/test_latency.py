@@ -264,6 +264,36 @@ def test_fit_calibration_never_fits_a_negative_overhead():
     assert cal.alpha == pytest.approx(float((s_ / r).sum() / ((s_ / r) ** 2).sum()))
 
 
+def test_fit_calibration_sets_an_odd_network_aside():
+    # issue 20's fp32+int8 base: 7 networks near 1.0x their layers' sum and the smallest at 1.61x; plain least
+    # squares on all 8 gave 0.84 x sum + 0.64 ms x layers (the large networks 10-15% low)
+    sn = [(4.0, 9), (9.0, 12), (15.0, 14), (21.0, 11), (28.0, 16), (34.0, 13), (41.0, 18), (50.0, 15)]
+    noise = [0.0, 0.02, -0.015, 0.01, -0.02, 0.015, -0.01, 0.005]
+    pts = [(s_, n_, s_ * (1.0 + e)) for (s_, n_), e in zip(sn, noise)]
+    pts[0] = (4.0, 9, 4.0 * 1.61)
+    cal = fit_calibration(pts)
+    assert [p.get("outlier", False) for p in cal.points] == [True] + [False] * 7
+    for s_, n_, y in pts[1:]:
+        assert cal.apply(s_, n_) == pytest.approx(y, rel=0.03)
+    # the coefficients: non-negative relative least squares of the other seven (scipy's nnls, by hand)
+    from scipy.optimize import nnls
+
+    rel = np.array([[s_, 1.0, n_] for s_, n_, _ in pts]) / np.array([y for *_, y in pts])[:, None]
+    assert [cal.alpha, cal.beta_ms, cal.gamma_ms] == pytest.approx(list(nnls(rel[1:], np.ones(7))[0]))
+    c_all = nnls(rel, np.ones(8))[0]
+    assert abs(c_all @ [50.0, 1.0, 15] / 50.0 - 1) > 0.05  # what the outlier did to the largest network, kept
+
+
+def test_fit_calibration_keeps_a_consistent_spread_and_few_points():
+    # 2-5% timing noise is no outlier; nor is anything with fewer than 5 points
+    sn = [(5.0, 8), (10.0, 9), (20.0, 10), (30.0, 12), (40.0, 14), (55.0, 16)]
+    noise = [0.05, -0.04, 0.03, -0.05, 0.02, -0.03]
+    cal = fit_calibration([(s_, n_, s_ * (1 + e)) for (s_, n_), e in zip(sn, noise)])
+    assert not any(p.get("outlier") for p in cal.points)
+    few = fit_calibration([(5.0, 8, 9.0), (10.0, 9, 10.0), (20.0, 10, 20.0), (30.0, 12, 30.0)])
+    assert not any(p.get("outlier") for p in few.points)
+
+
 def test_calibration_file_checks(tmp_path):
     path = tmp_path / "predictor.json"
     save_calibration(Calibration(1.1, 0.5, 0.0), path, make_header("host", 2))

@@ -521,6 +521,25 @@ def test_replan_pick_falls_back_to_the_best_under_budget_when_nothing_fills_the_
     assert "under_fill" not in pick(records, [under], 1.5, 95.0)  # head 2 fills this window
 
 
+def test_a_restored_deployment_keeps_its_under_fill_mark():
+    """Restoring the best earlier deployment within budget brings back its chosen.json as it was, the under_fill
+    mark included (the report's 'no network filled' line read it; it was lost)."""
+    from srprune.search.replan import restore_choice
+
+    def entry(head, psnr, ms, within, **extra):
+        return {"candidate": {"genome": {"head": head}, "prune": {}}, "proxy_psnr": psnr, "predicted_ms": ms * 0.9,
+                "measured_ms": ms, "within_budget": within, **extra}
+
+    feedback = [entry(1, 30.0, 20.0, True, under_fill=True, fill=0.62), entry(2, 30.2, 24.0, True),
+                entry(3, 30.5, 45.0, False), entry(4, 30.6, 41.0, False)]
+    new, ms = restore_choice(feedback)
+    assert new["genome"] == {"head": 2} and ms == 24.0 and new["restored"] and "under_fill" not in new
+    new, ms = restore_choice([feedback[0], feedback[2], feedback[3]])
+    assert new["genome"] == {"head": 1} and ms == 20.0 and new["under_fill"] is True and new["fill"] == 0.62
+    assert restore_choice(feedback[2:]) is None  # none within budget
+    assert restore_choice(feedback[:1]) is None  # the last entry is the one being replaced, never restored
+
+
 def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
     """A latency model that predicts 10x too fast: the deployed model measures over budget; the pipeline records
     every such measurement, corrects the predictions by it and deploys the next fitting candidate, until one fits,

@@ -2,7 +2,11 @@
 
 Why a calibration: layers are timed alone (hot caches, no VM dispatch, no allocation), a network
 runs them back to back; measured = alpha * sum + beta + gamma * layers, fitted (relative least
-squares, the error MAPE measures) on whole-network measurements of a few random candidates.
+squares, the error MAPE measures) on whole-network measurements of a few candidates spread over the space.
+Why robust: with 8 points and 3 coefficients one odd network (a small one at 1.6x its layers' sum beside seven at
+0.9-1.04x) pulled a fit to 0.84 x sum, mispricing the space's large networks by 10-15%; so from 5 points on, a
+point whose relative residual under a robust (Cauchy-loss) fit lies far outside the others' spread is set aside
+(kept in the file, marked `outlier`), and the coefficients are the least-squares fit of the rest.
 A network with an int8 layer runs as another program (the int8 c-lib: one C loop over its kernels, no VM, adapters
 fused), so it has a fit of its own (`Calibration.int8`, fitted on int8 / mixed c-libs); without one its
 prediction is its layers' sum (an int8 c-lib ran at 1.0-1.15x its layers' sum, docs/benchmarks.md latency_int8),
@@ -67,16 +71,20 @@ class Calibration:
         return self
 
 
+OUTLIER_MIN_POINTS = 5  # fewer cannot tell an odd network from the trend
+OUTLIER_MADS = 4.0  # set aside beyond this many robust standard deviations (1.4826 x MAD) of the residuals...
+OUTLIER_FLOOR = 0.10  # ...and never within 10% of the robust fit (timing noise between networks is 2-5%)
+
+
 def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
-    """Fit (sum_ms, n_layers, measured_ms) points by least squares on the relative error.
+    """Fit (sum_ms, n_layers, measured_ms) points by least squares on the relative error, outliers set aside.
 
     One point fits alpha only; up to 7 fit alpha and beta; 8 or more also the per-layer term (with
     fewer, three coefficients would mostly fit the measurement noise). The coefficients are kept
     non-negative (non-negative least squares): overheads only add time, and a negative intercept
     fitted on noise would predict negative times for networks smaller than the measured ones.
+    Outliers (module docstring): at most a quarter of the points, only from OUTLIER_MIN_POINTS on.
     """
-    from scipy.optimize import nnls
-
     if not points:
         raise CompilerError("calibration needs at least one whole-network measurement")
     s = np.array([p[0] for p in points], dtype=float)
@@ -87,11 +95,43 @@ def fit_calibration(points: list[tuple[float, int, float]]) -> Calibration:
     cols = [s, np.ones_like(s), n][: 1 if len(points) == 1 else (2 if len(points) < 8 else 3)]
     if len(cols) == 3 and np.ptp(n) == 0:
         cols = cols[:2]
-    a = np.stack(cols, axis=1) / m[:, None]
-    coef, _ = nnls(a, np.ones_like(m))
+    a = np.stack(cols, axis=1) / m[:, None]  # row i: the relative prediction per coefficient
+    outlier = _outliers(a) if len(points) >= OUTLIER_MIN_POINTS else np.zeros(len(points), dtype=bool)
+    coef = _nnls(a[~outlier])
     coef = list(coef) + [0.0] * (3 - len(coef))
     pts = [{"sum_ms": float(x), "layers": int(k), "measured_ms": float(y)} for x, k, y in points]
+    for p, out in zip(pts, outlier):
+        if out:
+            p["outlier"] = True
     return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), pts)
+
+
+def _nnls(a: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of a @ coef = 1 (relative residuals)."""
+    from scipy.optimize import nnls
+
+    return nnls(a, np.ones(len(a)))[0]
+
+
+def _outliers(a: np.ndarray) -> np.ndarray:
+    """Points whose relative residual under a robust fit (Cauchy loss: a point far off the others weighs almost
+    nothing, where least squares, or an intercept under a soft-L1 loss, bends toward it) is beyond OUTLIER_MADS robust deviations and OUTLIER_FLOOR from the
+    median; at most a quarter of the points, the worst first."""
+    from scipy.optimize import least_squares
+
+    # the loss is not convex: start from the plain fit and from "measured = median ratio x sum", keep the better
+    starts = [_nnls(a), np.r_[1.0 / np.median(a[:, 0]), np.zeros(a.shape[1] - 1)]]
+    fits = [least_squares(lambda c: a @ c - 1.0, np.maximum(x0, 1e-9), bounds=(0.0, np.inf), loss="cauchy",
+                          f_scale=0.03) for x0 in starts]
+    r = a @ min(fits, key=lambda f: f.cost).x - 1.0
+    dev = np.abs(r - np.median(r))
+    spread = 1.4826 * np.median(dev)
+    far = dev > max(OUTLIER_MADS * spread, OUTLIER_FLOOR)
+    keep_at_most = len(a) // 4
+    if far.sum() > keep_at_most:
+        far[:] = False
+        far[np.argsort(-dev)[:keep_at_most]] = True
+    return far
 
 
 def save_calibration(cal: Calibration, path: str | os.PathLike, header: dict[str, Any]) -> None:

@@ -18,8 +18,12 @@ from srprune.cli.group import cli
 @click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
               help="Upscaling factor (needed with an architecture name).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of untrained weights for a name.")
+@click.option("--qdq-weights", type=click.Choice(["int8", "uint8"]), default=None,
+              help="An int8 model's weights in the QDQ file: int8 (the standard form: XNNPACK, NNAPI, TensorRT) or "
+                   "uint8 with zero point 128 (exact in ONNX Runtime on x86 CPUs without VNNI, where its int8 "
+                   "weights saturate)  [default: int8]")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export_cmd(model, out, fmt, scale, seed, force) -> None:
+def export_cmd(model, out, fmt, scale, seed, qdq_weights, force) -> None:
     """Export MODEL's deployed form (re-parameterised, pruned as compiled) with free batch size, input height and width.
 
     The written file is loaded back (ONNX Runtime, or torch.export.load) and checked against PyTorch
@@ -28,7 +32,9 @@ def export_cmd(model, out, fmt, scale, seed, force) -> None:
     """
     from srprune.interchange import export_model
 
-    done = export_model(model, out, fmt, scale=scale, seed=seed, force=force)
+    done = export_model(model, out, fmt, scale=scale, seed=seed, force=force, qdq_weights=qdq_weights)
     click.echo(f"wrote {done.path} ({done.fmt}, {done.name} x{done.scale}, any batch, height and width): "
                f"max |diff| vs {done.against} {done.max_abs_diff:.2e} in {done.checked_with} at "
                f"{'x'.join(map(str, done.check_shape))}")
+    if done.note:
+        click.echo(f"note: {done.note}")

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from srprune.cli.group import cli
 from srprune.frame import parse_size
 from srprune.errors import InputError
+
+if TYPE_CHECKING:
+    from compiler.latency.predict import Calibration
 
 _TARGET_HELP = "Target name (host, android-arm64, ...); its table is RUN/latency/TARGET/."
 _RPC_HELP = "Measure on a TVM RPC server rpc://HOST:PORT, or a tracker key rpc://HOST:PORT/KEY."
@@ -170,7 +174,13 @@ def build_cmd(target, run_dir, config_path, size, threads, repeat, n_cal, rpc, t
         for what, c in (("", cal), (" (networks with int8 layers, as int8 c-libs)", cal.int8)):
             if c is not None:
                 click.echo(f"{cpath}: measured = {c.alpha:.3f} x sum + {c.beta_ms:.2f} ms + {c.gamma_ms:.3f} ms x "
-                           f"layers ({len(c.points)} networks){what}")
+                           f"layers ({len(c.points)} networks{_outliers(c)}){what}")
+
+
+def _outliers(cal: Calibration) -> str:
+    """', K set aside as outliers' for a fit that set networks aside (compiler.latency.predict), else ''."""
+    k = sum(1 for p in cal.points if p.get("outlier"))
+    return f", {k} set aside as outlier{'s' if k > 1 else ''}" if k else ""
 
 
 @latency.command("predict")
@@ -293,7 +303,8 @@ def calibrate_cmd(target, run_dir, threads, files, cpu) -> None:
 
         check_cpu(cpu, tspec, "--cpu")
     cal = calibrate_from_device(run_dir, tspec.name, tspec.threads, records)
-    click.echo(f"{tspec.name}, {tspec.threads} threads: calibration from {len(cal.points)} device measurement(s): "
+    click.echo(f"{tspec.name}, {tspec.threads} threads: calibration from {len(cal.points)} device measurement(s)"
+               f"{_outliers(cal)}: "
                f"measured = {cal.alpha:.3f} x sum + {cal.beta_ms:.2f} ms + {cal.gamma_ms:.3f} ms x layers "
                f"(RUN/latency/{tspec.name}/predictor.json)")
     if cpu is not None:

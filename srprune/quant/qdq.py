@@ -5,7 +5,7 @@ runtimes with int8 kernels (ONNX Runtime's QDQ fusion into QLinearConv, and othe
 
 - input float [0, 1] -> QuantizeLinear(s = 1/255, z = 0, uint8): the image codes (tensor 0);
 - each conv: DequantizeLinear of its uint8 input (calibrated s, z per tensor), of its int8 weight initializer
-  (per-output-channel scales, axis=0) and of its int32 bias (scale s_x * s_w[o], zero point 0, axis=0), a float
+  (per-output-channel scales, axis=0; `weights="uint8"`: the same weight + 128 as uint8, zero point 128) and of its int32 bias (scale s_x * s_w[o], zero point 0, axis=0), a float
   Conv, the activation (Relu, PRelu, Tanh), the residual (DequantizeLinear of its uint8 tensor, sliced or
   zero-padded to the conv's width) added in float, then QuantizeLinear to the next uint8 tensor (s, z);
 - the tail stays float32: + the global skip (from the dequantised image: repeat as a Gather of channels, bicubic as
@@ -14,6 +14,14 @@ runtimes with int8 kernels (ONNX Runtime's QDQ fusion into QLinearConv, and othe
 
 A runtime's int8 kernels requantise with their own rounding (ONNX Runtime folds s_x s_w / s_y into one multiplier),
 so an activation code may differ by one step and the image is not bit-exact: the check is `check_close`.
+
+Why two weight forms: int8 weights (zero point 0) are the standard form (XNNPACK's per-channel qs8, NNAPI, TensorRT
+take only these), but ONNX Runtime's fused u8 x s8 convs on x86 CPUs without VNNI add pairs of products into
+int16 (vpmaddubsw), which saturates: on an AVX2 Zen 3, 59% of a searched network's output values came out more than
+one level off. Its u8 x u8 kernels widen to int16 first and are exact everywhere, so `uint8` is the form for ONNX
+Runtime on such CPUs (all of its values within one level there). Where the host's ONNX Runtime saturates, an int8
+file is checked with ONNX Runtime's graph optimisations off (the QDQ graph evaluated as written, in float): the file
+is verified, and the export says that this CPU's ONNX Runtime would not run it right.
 """
 
 from __future__ import annotations
@@ -29,6 +37,20 @@ from srprune.errors import InputError
 LEVEL = 1.0 / 255.0 + 1e-6
 FRACTION = 1e-3
 MAX_DIFF = 4.0 / 255.0 + 1e-6
+WEIGHT_FORMS = ("int8", "uint8")
+UINT8_WEIGHT_ZERO = 128  # int8 weights are symmetric in [-127, 127]: + 128 is exact in uint8
+
+
+def ort_int8_saturates() -> bool:
+    """Whether ONNX Runtime's fused int8-weight convs saturate on this CPU (module docstring): x86 without AVX-512
+    VNNI or AVX-VNNI."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    from compiler.targets import host_cpu_features
+
+    return not {"avx512vnni", "avxvnni"} & host_cpu_features()
 
 
 def check_close(got: np.ndarray, want: np.ndarray) -> tuple[float, float, bool]:
@@ -40,11 +62,13 @@ def check_close(got: np.ndarray, want: np.ndarray) -> tuple[float, float, bool]:
     return worst, beyond, worst <= MAX_DIFF and beyond <= FRACTION
 
 
-def qdq_graph(model, opset: int = 18):
-    """The onnx ModelProto of a QuantizedSR."""
+def qdq_graph(model, opset: int = 18, weights: str = "int8"):
+    """The onnx ModelProto of a QuantizedSR, its weights in `weights` form (WEIGHT_FORMS, module docstring)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    if weights not in WEIGHT_FORMS:
+        raise InputError(f"unknown QDQ weight form {weights!r} (use {' or '.join(WEIGHT_FORMS)})")
     model.check_all_int8("QDQ ONNX export")
 
     inits: list = []
@@ -77,9 +101,12 @@ def qdq_graph(model, opset: int = 18):
         src = model.qparams(spec["src"])
         w_s = layer.weight_scale.numpy().astype(np.float32)
         out_ch = w_s.shape[0]
-        w = node("DequantizeLinear", [const(f"{name}_w", layer.weight.numpy().astype(np.int8)),
-                                      const(f"{name}_w_scale", w_s),
-                                      const(f"{name}_w_zero", np.zeros(out_ch, np.int8))], f"{name}_w_dq", axis=0)
+        w_codes, w_zero = layer.weight.numpy().astype(np.int8), np.zeros(out_ch, np.int8)
+        if weights == "uint8":
+            w_codes = (w_codes.astype(np.int16) + UINT8_WEIGHT_ZERO).astype(np.uint8)
+            w_zero = np.full(out_ch, UINT8_WEIGHT_ZERO, np.uint8)
+        w = node("DequantizeLinear", [const(f"{name}_w", w_codes), const(f"{name}_w_scale", w_s),
+                                      const(f"{name}_w_zero", w_zero)], f"{name}_w_dq", axis=0)
         b_s = (np.float64(src.scale) * w_s.astype(np.float64)).astype(np.float32)
         b = node("DequantizeLinear", [const(f"{name}_b", layer.bias.numpy().astype(np.int32)),
                                       const(f"{name}_b_scale", b_s),
@@ -135,10 +162,10 @@ def qdq_graph(model, opset: int = 18):
     return proto
 
 
-def write_qdq(net, tmp: Path, opset: int) -> None:
+def write_qdq(net, tmp: Path, opset: int, weights: str = "int8") -> None:
     """Write `net` (a QuantizedSR) as QDQ ONNX of `opset` to `tmp` (srprune.interchange runs and checks it)."""
     try:
         import onnx
     except ImportError:
         raise InputError("exporting ONNX needs the onnx package (pip install 'srprune[onnx]')") from None
-    onnx.save(qdq_graph(net, opset), str(tmp))
+    onnx.save(qdq_graph(net, opset, weights), str(tmp))

@@ -81,6 +81,18 @@ def next_choice(ctx: SearchContext, storage: Any, feedback: list[dict]) -> dict 
     return {**best, "stage": "replan", "replan": len(feedback)}
 
 
+def restore_choice(feedback: list[dict]) -> tuple[dict, float] | None:
+    """search/chosen.json again for the best earlier deployment within budget (in proxy PSNR; its under_fill mark
+    kept), with its measured (or estimated) ms; None if no earlier one was within budget."""
+    ok = [f for f in feedback[:-1] if f.get("within_budget")]
+    if not ok:
+        return None
+    best = max(ok, key=lambda f: f["proxy_psnr"])
+    return ({**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
+             "stage": "replan", "restored": True, **{k: best[k] for k in ("under_fill", "fill") if k in best}},
+            deployed_ms(best))
+
+
 def replan(run: "Run") -> bool:
     """After a measurement outside the window: pick another candidate for finetune and after; False to stop.
 
@@ -107,7 +119,8 @@ def replan(run: "Run") -> bool:
     feedback = json.loads(feedback_path.read_text()) if feedback_path.exists() else []
     chosen = json.loads(run.layout.chosen.read_text())
     entry = {"candidate": {"genome": chosen["genome"], "prune": chosen["prune"]}, "proxy_psnr": chosen["proxy_psnr"],
-             "predicted_ms": dep["predicted_ms"], value_key(dep): ms, "within_budget": not over}
+             "predicted_ms": dep["predicted_ms"], value_key(dep): ms, "within_budget": not over,
+             **{k: chosen[k] for k in ("under_fill", "fill") if k in chosen}}  # kept for a restore
     if feedback and feedback[-1]["candidate"] == entry["candidate"]:
         return False  # this deployment was handled already (a re-run of a finished run, or a restored one)
     feedback.append(entry)
@@ -116,13 +129,11 @@ def replan(run: "Run") -> bool:
     new = next_choice(run.search_context(), run.storage(), feedback) if len(feedback) <= run.config.search.replans \
         else None
     if new is None:
-        ok = [f for f in feedback[:-1] if f.get("within_budget")]
-        if over and ok and not chosen.get("restored"):  # restore once: a restored model measured over stays
-            best = max(ok, key=lambda f: f["proxy_psnr"])
-            new = {**best["candidate"], "proxy_psnr": best["proxy_psnr"], "predicted_ms": best["predicted_ms"],
-                   "stage": "replan", "restored": True}
+        back = restore_choice(feedback) if over and not chosen.get("restored") else None  # restore once: a
+        if back is not None:  # restored model measured over stays
+            new, earlier_ms = back
             note(f"[run] {what}; no other candidate fits: restoring the earlier deployment of "
-                       f"{deployed_ms(best):.1f} ms ({latency_word(dep)})")
+                 f"{earlier_ms:.1f} ms ({latency_word(dep)})")
         elif under:
             note(f"[run] {what}; kept: no other scored candidate fills the window or beats it under budget after "
                  f"correcting the predictions by the measurement, or search.replans ({run.config.search.replans}) "
