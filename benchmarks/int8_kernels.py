@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small input (smoke test)")
     args = ap.parse_args()
     res = run(args.rounds, args.threads, args.quick)
-    publish(to_markdown(res), res, "int8_kernels", args.json, args.doc and not args.quick)
+    publish(to_markdown(res), res, "int8_kernels", args.json, args.doc if not args.quick else False)
 
 
 if __name__ == "__main__":
