@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--ecbsr-model", type=Path, default=None, help="use this trained model file instead of training")
     ap.add_argument("--genome-model", type=Path, default=None, help="e.g. runs/demo/final/model.pt")
     ap.add_argument("--eval-data", default=f"builtin,{HELDOUT}",
-                    help=f"comma list: builtin, {HELDOUT} (module docstring), any folder a user would give srprune eval")
+                    help=f"comma list: builtin, {HELDOUT} (module docstring), any folder a user would give "
+                         "srprune eval")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/srprune-quant-bench"))
     ap.add_argument("--models", default="ecbsr,genome", help="subset of ecbsr,genome")

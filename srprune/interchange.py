@@ -141,7 +141,8 @@ def _write_onnx(net: nn.Module, colors: int, tmp: Path) -> Callable[[np.ndarray]
 
 def onnx_runner(path: Path, optimized: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """A runner of a written ONNX file in ONNX Runtime (CPU): how every ONNX export is checked before it is kept
-    (`optimized=False`: graph optimisations off, so a QDQ graph is evaluated as written, not fused into int8 kernels)."""
+    (`optimized=False`: graph optimisations off, so a QDQ graph is evaluated as written, not fused into int8
+    kernels)."""
 
     def run(x: np.ndarray) -> np.ndarray:
         try:

@@ -114,9 +114,9 @@ def _nnls(a: np.ndarray) -> np.ndarray:
 
 
 def _outliers(a: np.ndarray) -> np.ndarray:
-    """Points whose relative residual under a robust fit (Cauchy loss: a point far off the others weighs almost
-    nothing, where least squares, or an intercept under a soft-L1 loss, bends toward it) is beyond OUTLIER_MADS robust deviations and OUTLIER_FLOOR from the
-    median; at most a quarter of the points, the worst first."""
+    """Points whose relative residual under a robust fit is beyond OUTLIER_MADS robust deviations and OUTLIER_FLOOR
+    from the median; at most a quarter of the points, the worst first. Why a Cauchy loss: a point far off the others
+    weighs almost nothing in it, where least squares, or an intercept under a soft-L1 loss, bends toward it."""
     from scipy.optimize import least_squares
 
     # the loss is not convex: start from the plain fit and from "measured = median ratio x sum", keep the better

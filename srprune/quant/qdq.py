@@ -5,9 +5,10 @@ runtimes with int8 kernels (ONNX Runtime's QDQ fusion into QLinearConv, and othe
 
 - input float [0, 1] -> QuantizeLinear(s = 1/255, z = 0, uint8): the image codes (tensor 0);
 - each conv: DequantizeLinear of its uint8 input (calibrated s, z per tensor), of its int8 weight initializer
-  (per-output-channel scales, axis=0; `weights="uint8"`: the same weight + 128 as uint8, zero point 128) and of its int32 bias (scale s_x * s_w[o], zero point 0, axis=0), a float
-  Conv, the activation (Relu, PRelu, Tanh), the residual (DequantizeLinear of its uint8 tensor, sliced or
-  zero-padded to the conv's width) added in float, then QuantizeLinear to the next uint8 tensor (s, z);
+  (per-output-channel scales, axis=0; `weights="uint8"`: the same weight + 128 as uint8, zero point 128) and of
+  its int32 bias (scale s_x * s_w[o], zero point 0, axis=0), a float Conv, the activation (Relu, PRelu, Tanh),
+  the residual (DequantizeLinear of its uint8 tensor, sliced or zero-padded to the conv's width) added in float,
+  then QuantizeLinear to the next uint8 tensor (s, z);
 - the tail stays float32: + the global skip (from the dequantised image: repeat as a Gather of channels, bicubic as
   an edge-padded depthwise Conv), DepthToSpace (CRD, = PixelShuffle), Clip [0, 1], and round(255 y) / 255 as the
   model's forward returns.
