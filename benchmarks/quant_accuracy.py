@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     ap.add_argument("--work", type=Path, default=Path("/tmp/srprune-quant-bench"))
     ap.add_argument("--models", default="ecbsr,genome", help="subset of ecbsr,genome")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--section", default="quant_accuracy", help="the docs/benchmarks.md section to (re)write")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     md = "\n".join(lines)
     print(md)
     if not args.no_doc:
-        update_section("quant_accuracy", md)
+        update_section(args.section, md)
 
 
 if __name__ == "__main__":
