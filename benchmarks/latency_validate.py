@@ -100,7 +100,7 @@ def int8_main(args: argparse.Namespace) -> None:
     target = get_target("host")
     folder = table_path(args.run, target.name).parent
     out = folder / "validate-int8.json"
-    plot = ROOT / "docs" / "latency_host_int8.png"
+    plot = ROOT / "docs" / (f"{args.doc}.png" if isinstance(args.doc, str) else "latency_host_int8.png")
     space, search = _space_search(args.config)
     precisions = ("fp32", "int8")
     if args.reuse:
@@ -156,12 +156,12 @@ def int8_main(args: argparse.Namespace) -> None:
         f"Mixed networks (int8 and fp32 layers) among them: {len(mixed)}; their MAPE with the stored int8 fit: "
         f"{mape([r['predicted_stored_ms'] for r in mixed], [r['measured_ms'] for r in mixed]) if mixed else 0:.2f}%.",
         "",
-        "![predicted vs measured, int8 networks](latency_host_int8.png)",
+        f"![predicted vs measured, int8 networks]({plot.name})",
     ]
     text = "\n".join(lines)
     print(text)
     if args.doc:
-        update_section("latency_int8_validate", text)
+        update_section(args.doc if isinstance(args.doc, str) else "latency_int8_validate", text)
 
 
 def main() -> None:
@@ -175,7 +175,9 @@ def main() -> None:
                     help="validate.json of an earlier session (stored calibration) to report beside this one.")
     ap.add_argument("--conditions", default="",
                     help="one sentence on the machine's load while measuring, for the docs (e.g. 'Idle machine.')")
-    ap.add_argument("--doc", action="store_true", help="Rewrite the `latency` section of docs/benchmarks.md.")
+    ap.add_argument("--doc", nargs="?", const=True, default=False, metavar="SECTION",
+                    help="Rewrite the `latency` section of docs/benchmarks.md (or SECTION, its plot docs/SECTION.png: "
+                         "another CPU's figures beside the section's, which stay).")
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ap.add_argument("--config", type=Path, default=None, help="the space and search of this config (default: the "
                     "default search space and search settings)")
@@ -214,7 +216,8 @@ def main() -> None:
         result = validate(load_predictor(args.run, target.name, target.threads), target, runner, space,
                           n=args.n, rounds=args.rounds, calibrate_n=args.calibrate, pruned=pruned)
         out.write_text(json.dumps(result, indent=1))
-    scatter_plot(result, PLOT)
+    plot = ROOT / "docs" / f"{args.doc}.png" if isinstance(args.doc, str) else PLOT
+    scatter_plot(result, plot)
     table = load_table(table_path(args.run, target.name))
     cal = json.loads(calibration_path(args.run, target.name).read_text())
     meas = sorted(r["measured_ms"] for r in result["rows"])
@@ -232,7 +235,8 @@ def main() -> None:
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
         f"Machine: {machine(target.threads)}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
         f"compiler {table.header['compiler']}. {args.conditions} Every time is a median of interleaved runs.",
-        "Command: `python benchmarks/latency_validate.py --doc` (= `srprune latency build --target host --run RUN` "
+        f"Command: `python benchmarks/latency_validate.py --doc{' ' + args.doc if isinstance(args.doc, str) else ''}` "
+        "(= `srprune latency build --target host --run RUN` "
         f"then `srprune latency validate --target host --run RUN --n {result['n']}`).", "",
         f"- Table: {len(table)} layer configurations of the default search space (widths 8-64, blocks conv/res/wide/"
         f"ecb/dws/skip, x2) at the 640x360 LR size of a {w}x{h} output, each compiled alone with the compiler's own "
@@ -268,11 +272,11 @@ def main() -> None:
                   f"calibration MAPE {e['mape_stored']:.2f}%, Spearman {e['spearman_stored']:.3f}; re-scored as "
                   f"`validate` does now (overhead fitted on 6 of its networks, scored on the other {e['n_split']}): "
                   f"MAPE {e['mape_split']:.2f}%, Spearman {e['spearman_split']:.3f}.", ""]
-    lines += ["![predicted vs measured](latency_host.png)"]
+    lines += [f"![predicted vs measured]({plot.name})"]
     text = "\n".join(lines)
     print(text)
     if args.doc:
-        update_section("latency", text)
+        update_section(args.doc if isinstance(args.doc, str) else "latency", text)
 
 
 if __name__ == "__main__":
