@@ -477,3 +477,32 @@ def test_host_bandwidth_is_the_recorded_figure_for_the_threads(tmp_path, monkeyp
     assert estimate.host_bandwidth("testcpu", 4)[0] == 20.1
     gbps, why = estimate.host_bandwidth("othercpu", 2)
     assert gbps is None and "mem_bandwidth.py --record" in why
+
+
+def test_an_estimated_run_ends_with_an_apk_and_labels_every_latency(tmp_path):
+    """configs/android-estimate.yaml's pipeline, on a tiny space (the shipped config takes about 7 minutes: README):
+    `srprune run` for android-arm64 with `latency.source: estimate` and `android.apk` deploys a network whose
+    estimated time fits the budget (compile via the estimate, no phone, no rpc), labels it estimated in the result,
+    the headline and the report (never measured), and ends with the signed APK holding the compiled model."""
+    import zipfile
+
+    from tests.test_android_apk import _tools_or_skip
+    from tests.test_search import cli, write_config
+
+    _tools_or_skip()
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "run", target="android-arm64", threads=4,
+                       latency={"source": "estimate", "cpu": "snapdragon-865"}, android={"apk": True})
+    r = cli("run", "-c", cfg, cache=tmp_path / "cache", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    label = "estimated (static model of CPU snapdragon-865)"
+    res = json.loads((tmp_path / "run" / "compiled" / "android-arm64" / "latency.json").read_text())
+    assert res["latency"] == label and "measured_ms" not in res
+    # the compiled network's own kernels estimated (estimate_final), not the table's prediction of them
+    assert 0 < res["estimated_ms"] <= res["budget_ms"] == 50.0 and res["within_budget"] and res["predicted_ms"] > 0
+    assert f"latency on android-arm64: {label}" in r.stdout and "measured" not in r.stdout.split("latency on")[1]
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "nothing was measured on a device" in report and "Measured latency of the compiled model" not in report
+    apk = tmp_path / "run" / "android" / "srprune-demo.apk"
+    with zipfile.ZipFile(apk) as z:
+        names = z.namelist()
+    assert "lib/arm64-v8a/libsrmodel.so" in names and "classes.dex" in names
