@@ -158,9 +158,20 @@ def add_timing_args(ap, section: str) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: all cores)")
     ap.add_argument("--json", type=Path, default=None)
+    add_doc_arg(ap, section)
+
+
+def add_doc_arg(ap, section: str) -> None:
+    """--doc [SECTION]: rewrite `section` of docs/benchmarks.md, or SECTION (another CPU's figures beside the
+    section's, which stay); `doc_section` reads it."""
     ap.add_argument("--doc", nargs="?", const=True, default=False, metavar="SECTION",
                     help=f"rewrite the {section} section of docs/benchmarks.md (or SECTION: e.g. another CPU's "
                          "figures beside the section's, which stay)")
+
+
+def doc_section(doc: bool | str, default: str) -> str:
+    """The section a --doc value names: its own name, else the benchmark's `default`."""
+    return doc if isinstance(doc, str) else default
 
 
 def load_note(load: float) -> str:
@@ -178,7 +189,7 @@ def publish(text: str, data: object, section: str, json_path: Path | None, doc: 
     if json_path:
         write_json(json_path, data)
     if doc:
-        update_section(doc if isinstance(doc, str) else section, text)
+        update_section(doc_section(doc, section), text)
 
 
 def write_json(path: Path, data: object) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_section, machine, update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "docs" / "latency_host.png"
@@ -100,7 +100,8 @@ def int8_main(args: argparse.Namespace) -> None:
     target = get_target("host")
     folder = table_path(args.run, target.name).parent
     out = folder / "validate-int8.json"
-    plot = ROOT / "docs" / (f"{args.doc}.png" if isinstance(args.doc, str) else "latency_host_int8.png")
+    section = doc_section(args.doc, "latency_int8_validate")
+    plot = ROOT / "docs" / (f"{section}.png" if isinstance(args.doc, str) else "latency_host_int8.png")
     space, search = _space_search(args.config)
     precisions = ("fp32", "int8")
     if args.reuse:
@@ -161,7 +162,7 @@ def int8_main(args: argparse.Namespace) -> None:
     text = "\n".join(lines)
     print(text)
     if args.doc:
-        update_section(args.doc if isinstance(args.doc, str) else "latency_int8_validate", text)
+        update_section(section, text)
 
 
 def main() -> None:
@@ -175,9 +176,7 @@ def main() -> None:
                     help="validate.json of an earlier session (stored calibration) to report beside this one.")
     ap.add_argument("--conditions", default="",
                     help="one sentence on the machine's load while measuring, for the docs (e.g. 'Idle machine.')")
-    ap.add_argument("--doc", nargs="?", const=True, default=False, metavar="SECTION",
-                    help="Rewrite the `latency` section of docs/benchmarks.md (or SECTION, its plot docs/SECTION.png: "
-                         "another CPU's figures beside the section's, which stay).")
+    add_doc_arg(ap, "latency (latency_int8_validate with --precision int8)")
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ap.add_argument("--config", type=Path, default=None, help="the space and search of this config (default: the "
                     "default search space and search settings)")
@@ -216,7 +215,8 @@ def main() -> None:
         result = validate(load_predictor(args.run, target.name, target.threads), target, runner, space,
                           n=args.n, rounds=args.rounds, calibrate_n=args.calibrate, pruned=pruned)
         out.write_text(json.dumps(result, indent=1))
-    plot = ROOT / "docs" / f"{args.doc}.png" if isinstance(args.doc, str) else PLOT
+    section = doc_section(args.doc, "latency")
+    plot = ROOT / "docs" / f"{section}.png" if isinstance(args.doc, str) else PLOT
     scatter_plot(result, plot)
     table = load_table(table_path(args.run, target.name))
     cal = json.loads(calibration_path(args.run, target.name).read_text())
@@ -235,7 +235,7 @@ def main() -> None:
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
         f"Machine: {machine(target.threads)}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
         f"compiler {table.header['compiler']}. {args.conditions} Every time is a median of interleaved runs.",
-        f"Command: `python benchmarks/latency_validate.py --doc{' ' + args.doc if isinstance(args.doc, str) else ''}` "
+        f"Command: `python benchmarks/latency_validate.py --doc{'' if section == 'latency' else ' ' + section}` "
         "(= `srprune latency build --target host --run RUN` "
         f"then `srprune latency validate --target host --run RUN --n {result['n']}`).", "",
         f"- Table: {len(table)} layer configurations of the default search space (widths 8-64, blocks conv/res/wide/"
@@ -276,7 +276,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.doc:
-        update_section(args.doc if isinstance(args.doc, str) else "latency", text)
+        update_section(section, text)
 
 
 if __name__ == "__main__":
