@@ -37,12 +37,12 @@ bench: $(STAMP)
 
 # The peer engines of benchmarks/peers.py, in a venv of their own (several GB; never needed by demo or test).
 PEERS_VENV := .venv-peers
-$(PEERS_VENV)/.installed: pyproject.toml
+$(PEERS_VENV)/.installed: benchmarks/peers-requirements.txt
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install -q --upgrade pip
 	$(PEERS_VENV)/bin/pip install -q $(FIND_LINKS) torch==2.13.0
 	echo torch==2.13.0 > $(PEERS_VENV)/constraints.txt
-	$(PEERS_VENV)/bin/pip install -q $(FIND_LINKS) -c $(PEERS_VENV)/constraints.txt -e '.[peers]'
+	$(PEERS_VENV)/bin/pip install -q $(FIND_LINKS) -c $(PEERS_VENV)/constraints.txt -r benchmarks/peers-requirements.txt
 	touch $@
 
 peers: $(PEERS_VENV)/.installed $(STAMP)

@@ -29,10 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import (add_timing_args, fma_ceiling_gflops, kernel_timer, llvm_cpu,  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_section, fma_ceiling_gflops, kernel_timer, llvm_cpu,  # noqa: E402
                                 machine, of_ceiling, publish, vs_base)
 from benchmarks.fma_ceiling import ProbeTimer  # noqa: E402
-from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, host_tile_shape  # noqa: E402
+from compiler.kernels import (ConvSpec, Schedule, channel_tiles_inner, choose_schedule, conv2d_primfunc,  # noqa: E402
+                              host_tile_shape, ring_width)
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
 
@@ -124,21 +125,26 @@ def run_layers(rounds: int, threads: int, target) -> list[dict]:
     layers = []
     for name, spec, candidates in LAYERS:
         default = choose_schedule(spec, target.vec, target.registers)
-        tiles = [(default.oc_tile, default.nvec, True)] + [(default.oc_tile, default.nvec, False)] + [
-            (*t, True) for t in candidates if t != (default.oc_tile, default.nvec)]
+        base = (default.oc_tile, default.nvec)
+        order = channel_tiles_inner(spec.cin * spec.kh * ring_width(spec, default.w_tile) * 4)
+        tiles = [(*base, True, order), (*base, False, order), (*base, True, not order)] + [
+            (*t, True, order) for t in candidates if t != base]
         timers, compile_s = [], []
-        for oc_tile, nvec, prefetch in tiles:
-            func = conv2d_primfunc(spec, Schedule(target.vec, nvec, oc_tile), prefetch=prefetch)
+        for oc_tile, nvec, prefetch, channels_inner in tiles:
+            func = conv2d_primfunc(spec, Schedule(target.vec, nvec, oc_tile), prefetch=prefetch,
+                                   channels_inner=channels_inner)
             timer, seconds = kernel_timer(func, _arrays(spec, oc_tile, rng), target, cpu_time=cpu_time)
             timers.append(timer)
             compile_s.append(seconds)
         *samples, probe_ms = interleaved(timers + [probe], rounds)
         probe_gflops = probe.flops / np.asarray(probe_ms) / 1e6
         flops = 2 * spec.macs()
-        rows = [{"oc_tile": oc_tile, "nvec": nvec, "prefetch": prefetch, **vs_base(s, samples[0]), "compile_s": cs,
+        rows = [{"oc_tile": oc_tile, "nvec": nvec, "prefetch": prefetch, "channels_inner": channels_inner,
+                 "other_order": channels_inner != order,
+                 **vs_base(s, samples[0]), "compile_s": cs,
                  "gflops": flops / float(np.median(s)) / 1e6,
                  "of_probe": float(np.median(flops / np.asarray(s) / 1e6 / probe_gflops))}
-                for (oc_tile, nvec, prefetch), s, cs in zip(tiles, samples, compile_s)]
+                for (oc_tile, nvec, prefetch, channels_inner), s, cs in zip(tiles, samples, compile_s)]
         mca = mca_fma_per_cycle(conv2d_primfunc(spec, default), target) if threads == 1 else {}
         layers.append({"layer": name, "rows": rows, "probe_gflops": float(np.median(probe_gflops)), "mca": mca})
         print(f"{threads} thread(s) {name}: " + ", ".join(
@@ -159,10 +165,11 @@ def run(rounds: int, threads: int | None) -> dict:
 
 
 def _tile(row: dict) -> str:
-    return f"{row['oc_tile']} x {row['nvec']}{'' if row['prefetch'] else ', no prefetch'}"
+    return (f"{row['oc_tile']} x {row['nvec']}{'' if row['prefetch'] else ', no prefetch'}"
+            + (f", channel tiles {'inner' if row['channels_inner'] else 'outer'}" if row.get("other_order") else ""))
 
 
-def to_markdown(res: dict) -> str:
+def to_markdown(res: dict, section: str = "conv_tiles") -> str:
     lines = ["## Dense conv kernel: register tile per layer", "",
              f"Machine: {res['machine']}; load average {res['load_average']:.1f} at the start"
              f"{' (measured under load: other work shared the cores)' if res['load_average'] > 0.5 else ''}; "
@@ -170,11 +177,14 @@ def to_markdown(res: dict) -> str:
              f"640x360, SIMD width {res['vec']} floats, {res['registers']} vector registers, tile shape "
              f"`{res['tile_shape']}` (`compiler.kernels.host_tile_shape`). Tile = output channels x vectors of one "
              "output row kept in registers; the first row of each layer is the default (`choose_schedule`, with "
-             "the next input row prefetched), the second the same tile without the prefetch; `vs default` = "
+             "the next input row prefetched and the tile order of `compiler.kernels.channel_tiles_inner`: channel tiles "
+             "inner where the input window exceeds `INNER_WINDOW_BYTES`, 96 KB), the second the same tile without the prefetch, the third "
+             "with the other tile order; "
+             "`vs default` = "
              "per-round time ratio to the default; `% of ceiling` = against the cached quiet FMA ceiling; `% of "
              "probe` = median per-round ratio to the FMA probe (`benchmarks/fma_ceiling.py`) run in the same rounds "
              "on the same cores, the fair figure when other processes share the machine. "
-             "Command: `python benchmarks/conv_tiles.py --doc`."]
+             f"Command: `python benchmarks/conv_tiles.py --doc{'' if section == 'conv_tiles' else ' ' + section}`."]
     lines += ["", WHY]
     for run in res["runs"]:
         clock = ("thread CPU time (the kernel runs on the calling thread; the probe: its process's CPU time), so "
@@ -205,7 +215,7 @@ def main() -> None:
     add_timing_args(ap, "conv_tiles")
     args = ap.parse_args()
     res = run(args.rounds, args.threads)
-    publish(to_markdown(res), res, "conv_tiles", args.json, args.doc)
+    publish(to_markdown(res, doc_section(args.doc, "conv_tiles")), res, "conv_tiles", args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ one warm-up call), ratio = variant / fp32 dense per round (median, min, max over
 - fp32 dense: compiler.kernels' template (the default schedule of the target), bias + ReLU fused;
 - int8 dense: the host's int8 form (VNNI where the CPU has it), uint8 in -> uint8 out, the contract's epilogue;
 - int8 dense, no prefetch: the same without the software prefetch of the next input row (what it is worth);
+- int8 dense, other tile order: the dense tiles in the order compiler.kernels.channel_tiles_inner does not pick;
 - int8 50% block-sparse: half of the (4 output x 4 input channels at one tap) blocks zero, the structure the int8
   kernels skip (a 4-channel dot is their unit of work);
 - int8 dense, AVX2 form (a Haswell target: what a CPU without VNNI runs), for comparison.
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import add_timing_args, kernel_timer, load_note, machine, publish, vs_base  # noqa: E402
 from compiler.int8.isa import choose_isa  # noqa: E402
-from compiler.int8.kernel import build_kernel  # noqa: E402
+from compiler.int8.kernel import build_kernel, default_channels_inner, make_plan, spec_for  # noqa: E402
 from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight  # noqa: E402
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.quant_spec import QConv, QParams, reference_conv  # noqa: E402
@@ -62,10 +63,10 @@ def _check(name: str, func, arrays: list, target: TargetSpec, want: np.ndarray) 
 
 
 def _int8(name: str, layer: QConv, shape: tuple[int, int, int, int], target: TargetSpec, x: np.ndarray,
-          sparse: str, prefetch: bool = True) -> dict:
+          sparse: str, prefetch: bool = True, channels_inner: bool | None = None) -> dict:
     isa = choose_isa(target)
     n, _, h, w = shape
-    kernel = build_kernel(layer, n, h, w, isa, sparse=sparse, prefetch=prefetch)
+    kernel = build_kernel(layer, n, h, w, isa, sparse=sparse, prefetch=prefetch, channels_inner=channels_inner)
     arrays = [x, *kernel.consts, np.zeros((n, CHANNELS, h, w), np.uint8)]
     timer, compile_s = kernel_timer(kernel.func, arrays, target)
     _check(name, kernel.func, arrays, target, reference_conv(x, layer))
@@ -92,6 +93,11 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     dense, sparse = _layer(rng, 0.0), _layer(rng, 0.5)
     variants.append(_int8("int8 dense", dense, shape, target, x, "dense"))
     variants.append(_int8("int8 dense, no prefetch", dense, shape, target, x, "dense", prefetch=False))
+    isa = choose_isa(target)
+    inner = default_channels_inner(spec_for(dense, *shape[:1], *shape[2:]), isa, make_plan(spec_for(dense, *shape[:1],
+                                   *shape[2:]), dense.weight, isa, "dense"))
+    variants.append(_int8(f"int8 dense, channel tiles {'outer' if inner else 'inner'}", dense, shape, target, x,
+                          "dense", channels_inner=not inner))
     variants.append(_int8("int8 50% block-sparse", sparse, shape, target, x, "sparse"))
     haswell = dataclasses.replace(target, name="x86-avx2", tvm={**target.tvm, "mcpu": "haswell"}, vec=8, registers=16)
     if choose_isa(target).name != "avx2" and not target.triple.startswith(("aarch64", "arm64")):

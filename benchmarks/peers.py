@@ -6,8 +6,8 @@ Each network is exported once (ONNX, torch.export .pt2, TorchScript), converted 
 output checked against PyTorch (max abs diff in the table), then all engines are timed interleaved: one
 persistent process per engine (benchmarks/peer_worker.py), the same input and thread count, a pause before each
 call (compiler.bench.SETTLE_MS), the order rotated every round. Ratios are srprune / engine per round (below 1:
-srprune is faster). Peers live in their own virtual environment: `make peers` builds .venv-peers from the
-`peers` extra; this script runs in srprune's venv and starts the workers with --peers-python.
+srprune is faster). Peers live in their own virtual environment: `make peers` builds .venv-peers from
+benchmarks/peers-requirements.txt (no srprune or TVM in it: see that file); this script runs in srprune's venv and starts the workers with --peers-python.
 
 Usage: python benchmarks/peers.py [--threads 1,2] [--rounds 15] [--networks a,b] [--engines a,b]
                                   [--run RUN] [--peers-python PY] [--json FILE] [--doc]
@@ -32,11 +32,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import fma_ceiling_gflops, machine, of_ceiling, publish  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_section, fma_ceiling_gflops, machine, of_ceiling, publish  # noqa: E402
 from compiler.bench import SETTLE_MS, graph_macs  # noqa: E402
 
 PEERS = ("onnxruntime", "openvino", "ncnn", "mnn", "litert", "executorch")
 OURS = ("srprune", "torch")
+# The packages behind the peers (benchmarks/peers-requirements.txt), whose versions the section's header names.
+PACKAGES = ("onnxruntime", "openvino", "ncnn", "pnnx", "MNN", "ai-edge-litert", "litert-torch", "executorch", "torch")
 LOCAL = OURS + ("clib",)  # engines run with srprune's own interpreter (clib: benchmarks/int8_networks.py)
 WORKER = Path(__file__).with_name("peer_worker.py")
 
@@ -215,7 +217,21 @@ def summarise(workers: list[Worker], macs: int) -> dict:
     return out
 
 
-def table(results: dict, ceilings: dict[int, float | None], rounds: int, input_shape: str) -> str:
+def engine_versions(peers_python: str) -> str:
+    """The installed version of each peer engine's package in the peers venv ("" where it cannot be asked)."""
+    code = ("import importlib.metadata as m\n"
+            f"for p in {PACKAGES!r}:\n"
+            "    try: print(p, m.version(p))\n"
+            "    except m.PackageNotFoundError: pass")
+    try:
+        out = subprocess.run([peers_python, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return ", ".join(out.splitlines())
+
+
+def table(results: dict, ceilings: dict[int, float | None], rounds: int, input_shape: str, versions: str = "",
+          section: str = "peers") -> str:
     """The markdown section: one row per network x threads x engine, then the best peer per row."""
     lines = ["## Peers: srprune vs the engines users deploy with", "",
              f"Machine: {machine(max(ceilings))}. FMA ceilings: "
@@ -224,8 +240,9 @@ def table(results: dict, ceilings: dict[int, float | None], rounds: int, input_s
              + f". Input {input_shape}, untrained seeded weights, median of {rounds} interleaved rounds, "
              "one persistent process per engine. Ratio = srprune / engine per round, median [min, max]: below 1 "
              "srprune is faster. Max diff = max |output - PyTorch|. GFLOP/s above the ceiling means the engine does "
-             "fewer multiplications (Winograd). Command: `python benchmarks/peers.py --json peers.json --doc` "
-             "(peers from `make peers`).", "",
+             "fewer multiplications (Winograd). Command: `python benchmarks/peers.py --json peers.json --doc"
+             + ("" if section == "peers" else f" {section}") + "` (peers from `make peers`"
+             + (f": {versions}" if versions else "") + ").", "",
              "| network | threads | engine | median ms | min | max | GFLOP/s | % of ceiling | srprune / engine | "
              "max diff |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     best: list[str] = []
@@ -261,7 +278,7 @@ def main() -> None:
     ap.add_argument("--peers-python", default=os.environ.get("SRPRUNE_PEERS_PYTHON", str(ROOT / ".venv-peers" / "bin"
                                                                                          / "python")))
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the peers section of docs/benchmarks.md")
+    add_doc_arg(ap, "peers")
     args = ap.parse_args()
 
     threads = [int(t) for t in args.threads.split(",")]
@@ -305,7 +322,8 @@ def main() -> None:
         if log.exists() and log.stat().st_size:
             print(f"(worker logs: {len(log.read_text().splitlines())} lines, not kept)", file=sys.stderr)
     ceilings = {t: fma_ceiling_gflops(t) for t in threads}
-    text = table(results, ceilings, args.rounds, f"1x3x{h}x{w}")
+    text = table(results, ceilings, args.rounds, f"1x3x{h}x{w}", engine_versions(args.peers_python),
+                 doc_section(args.doc, "peers"))
     if notes:
         text += "\n\nRewrites (equivalent graphs for converters that lack an operator):\n" + "\n".join(notes)
     publish(text, results, "peers", args.json, args.doc)

@@ -261,14 +261,15 @@ def check_edges(spec: ConvSpec) -> None:
 
 
 def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_COLUMNS,
-                    prefetch: bool = True) -> tirx.PrimFunc:
+                    prefetch: bool = True, channels_inner: bool | None = None) -> tirx.PrimFunc:
     """The PrimFunc (data, packed weight[, bias][, alpha][, residual], out) for one conv.
 
     Written with TVM's IR builder rather than TE + schedule primitives, because the zero padding is
     folded into a rolling window: each parallel task runs a band of output rows and keeps the last
     kh padded input rows (all channels) in a private ring buffer, copying one new input row per output
     row. A separate pad pass wrote and re-read a padded copy of the whole input through memory
-    (a one-off check: 1.8-2.3 ms of a 22 ms conv3x3 32->32 at 640x360 on one core).
+    (a one-off check: 1.8-2.3 ms of a 22 ms conv3x3 32->32 at 640x360 on one core). `channels_inner`: the order
+    of a row's register tiles (tile_loops; default: channel_tiles_inner's rule for this window).
     """
     if spec.act not in ACTIVATIONS:
         raise CompilerError(f"unknown activation {spec.act!r}; expected one of {ACTIVATIONS}")
@@ -283,12 +284,16 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_
     if spec.shuffle > 1 and (spec.cout % (spec.shuffle ** 2) or sched.oc_tile % spec.shuffle or spec.groups > 1):
         raise CompilerError(f"a fused PixelShuffle({spec.shuffle}) needs an ungrouped conv whose output channels "
                             f"({spec.cout}) and tile ({sched.oc_tile}) are multiples of shuffle^2 and shuffle")
-    func = _build_dense(spec, sched, chunk_columns, prefetch)
+    if channels_inner is None:
+        channels_inner = channel_tiles_inner(spec.cin * spec.kh * ring_width(spec, sched.w_tile)
+                                             * np.dtype(spec.compute).itemsize)
+    func = _build_dense(spec, sched, chunk_columns, prefetch, channels_inner)
     # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
     return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: bool) -> tirx.PrimFunc:
+def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: bool,
+                 channels_inner: bool) -> tirx.PrimFunc:
     """The kernel body: bands of rows in parallel, a rolling padded window, register-tiled tiles.
 
     Per output row: copy the newest input row into the ring, then for each output-channel tile and
@@ -320,17 +325,50 @@ def _build_dense(spec: ConvSpec, sched: Schedule, chunk_columns: int, prefetch: 
             # partial sums between channel chunks (none when one chunk covers every input channel)
             acc = T.sblock_alloc_buffer((ot, wt), ct, scope="local") if chunk < cin_g else None
 
+            def tile(ring, slots, b, y, oco, xo) -> None:
+                if prefetch:
+                    prefetch_next_row(T, data, b, y - spec.pad[0] + kh, oco, xo * wt, wt, -(-cin // (cout // ot)),
+                                      LINE_FLOATS)
+                _emit_tile(T, spec, sched, ring, slots, acc, chunk, weight, bias, alpha, resid, out, b, y, oco, xo)
+
             def tiles(ring, slots, b, y) -> None:
-                with T.serial(0, cout // ot) as oco:
-                    with T.serial(0, xtiles) as xo:
-                        if prefetch:
-                            prefetch_next_row(T, data, b, y - spec.pad[0] + kh, oco, xo * wt, wt,
-                                              -(-cin // (cout // ot)), LINE_FLOATS)
-                        _emit_tile(T, spec, sched, ring, slots, acc, chunk, weight, bias, alpha, resid, out, b, y,
-                                   oco, xo)
+                tile_loops(T, cout // ot, xtiles, channels_inner, lambda oco, xo: tile(ring, slots, b, y, oco, xo))
 
             emit_row_bands(T, spec, data, pw, vec, tiles)
     return ib.get()
+
+
+# Input windows (ring buffers) above this size run a row's channel tiles inner (channel_tiles_inner). Measured on
+# AMD Zen 3 only (512 KB L2 per core): the crossover lies between windows of 62 KB and 123 KB.
+INNER_WINDOW_BYTES = 96 * 1024
+
+
+def channel_tiles_inner(ring_bytes: int) -> bool:
+    """The tile order of tile_loops for an input window (ring) of `ring_bytes`: channel tiles inner where it is large.
+
+    Channel tiles outer sweep the whole window once per channel tile (32 fp32 channels x 3 rows of 640 columns:
+    250 KB, from L2 or beyond each time) but write only oc_tile output rows at a time. Column tiles outer read one
+    tile's columns of the window (32 channels x 3 rows x about two cache lines: 9 KB) from L1 for every channel
+    tile, but write all cout output rows per column tile. Measured side by side (Zen 3, conv3x3 at 640x360,
+    benchmarks/conv_tiles.py and int8_kernels.py, docs `conv_tiles_avx2`; a one-off sweep of widths): channel tiles
+    inner took 0.85-0.89 of outer's time on 184-500 KB windows (fp32 24-64 channels), 0.94-0.98 on 123 KB (fp32 16,
+    int8 64), 0.86-1.01 on 92 KB (fp32 12, int8 48), but 1.04-1.19 on 62 KB (fp32 8, int8 32) and 1.2-1.4 on the
+    24 KB window of a 3-channel head.
+    """
+    return ring_bytes > INNER_WINDOW_BYTES
+
+
+def tile_loops(T, channel_tiles: int, column_tiles, channels_inner: bool, emit) -> None:  # noqa: N803
+    """The register tiles of one output row: emit(oco, xo) for every output-channel tile and column tile, with the
+    channel tiles inner (column tiles outer) or outer (see channel_tiles_inner for which pays where)."""
+    if channels_inner:
+        with T.serial(0, column_tiles) as xo:
+            with T.serial(0, channel_tiles) as oco:
+                emit(oco, xo)
+    else:
+        with T.serial(0, channel_tiles) as oco:
+            with T.serial(0, column_tiles) as xo:
+                emit(oco, xo)
 
 
 def prefetch_next_row(T, data, b, row, oco, x0, wt: int, per: int, line: int) -> None:  # noqa: N803

@@ -14,14 +14,16 @@ import pytest
 import tvm
 
 from compiler.errors import CompilerError
-from compiler.kernels import ConvSpec, Schedule, choose_schedule, conv2d_primfunc, host_tile_shape, pack_weight
+from compiler.kernels import (ConvSpec, Schedule, channel_tiles_inner, choose_schedule, conv2d_primfunc, host_tile_shape,
+                              pack_weight, ring_width)
 from compiler.targets import cpu_vendor, get_target
 from tests.conftest import torch_conv_reference
 
 TOL = 1e-4
 
 
-def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0, shape: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0, shape: str | None = None,
+                channels_inner: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(kernel output, PyTorch reference) for random data/weights/bias/alpha/residual."""
     rng = np.random.default_rng(seed)
     x = rng.random((spec.n, spec.cin, spec.h, spec.w), dtype=np.float32)
@@ -32,7 +34,7 @@ def _run_kernel(spec: ConvSpec, vec: int, seed: int = 0, shape: str | None = Non
     ref = torch_conv_reference(spec, x, w, b if spec.bias else None, alpha, res)
 
     sched = choose_schedule(spec, vec, shape=shape)
-    func = conv2d_primfunc(spec, sched)
+    func = conv2d_primfunc(spec, sched, channels_inner=channels_inner)
     lib = tvm.tirx.build(func, target=get_target("host").tvm_target())
     dev = tvm.cpu()
     args = [x, pack_weight(w, sched.oc_tile)]
@@ -87,6 +89,22 @@ def test_kernel_matches_torch(spec: ConvSpec, vec: int, shape: str | None) -> No
     assert got.shape == want.shape
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("spec", [CASES[0], CASES[1], CASES[6]], ids=["relu", "prelu-residual", "ecb-tail"])
+def test_both_tile_orders_compute_the_same_conv(spec: ConvSpec) -> None:
+    """Both orders of a row's register tiles (compiler.kernels.tile_loops; the rule picks by window size) match."""
+    for inner in (False, True):
+        got, want = _run_kernel(spec, 8, channels_inner=inner)
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_channel_tiles_go_inner_on_large_windows() -> None:
+    """The rule on the measured layers (channel_tiles_inner's docstring): windows of 3 and 8 fp32 channels outer,
+    16 and more inner."""
+    for cin, inner in ((3, False), (8, False), (16, True), (32, True), (64, True)):
+        spec = ConvSpec(1, cin, 360, 640, 32, 3, 3, (1, 1, 1, 1))
+        assert channel_tiles_inner(cin * 3 * ring_width(spec, 16) * 4) == inner
 
 
 def test_schedule_respects_register_budget_and_divides_channels() -> None:

@@ -107,6 +107,19 @@ def test_x86_kernel_equals_integer_reference(target, case):
     _compare(got, want, act)
 
 
+def test_both_tile_orders_are_the_same_integer_conv():
+    """Both orders of the dense tiles (compiler.kernels.tile_loops) equal the integer reference."""
+    rng = np.random.default_rng(5)
+    layer = _layer(rng, 12, 12, A, B, "prelu", residual=C)
+    spec = get_target("host") if HAS_VNNI else HASWELL
+    x = rng.integers(0, 256, (1, 12, 6, 32)).astype(np.uint8)
+    r = rng.integers(0, 256, (1, 12, 6, 32)).astype(np.uint8)
+    want = reference_conv(x, layer, r)
+    for inner in (False, True):
+        kernel = build_kernel(layer, 1, 6, 32, choose_isa(spec), channels_inner=inner)
+        np.testing.assert_array_equal(_run_kernel(kernel, spec, x, r, want.shape, want.dtype), want)
+
+
 def test_batch_of_two_images():
     rng = np.random.default_rng(3)
     layer = _layer(rng, 8, 8, A, B, "prelu", residual=C)

@@ -36,7 +36,7 @@ from compiler.errors import CompilerError
 from compiler.int8.isa import Int8Isa
 from compiler.int8.spec import Int8ConvSpec
 from compiler.int8.writeback import WriteBack
-from compiler.kernels import LINE_BYTES, prefetch_next_row, row_tasks
+from compiler.kernels import LINE_BYTES, channel_tiles_inner, prefetch_next_row, row_tasks, tile_loops
 from compiler.quant_spec import QConv
 
 SPARSE_MODES = ("auto", "dense", "sparse")
@@ -174,9 +174,10 @@ class Int8Kernel:
 
 def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: str = "auto",
                  tail_shuffle: int = 1, skip: bool = False, clamp: bool = False, res_channels: int = 0,
-                 fskip: bool = False, prefetch: bool = True) -> Int8Kernel:
+                 fskip: bool = False, prefetch: bool = True, channels_inner: bool | None = None) -> Int8Kernel:
     """The int8 kernel of `layer` for an (n, cin, h, w) uint8 input on one dot form (see Int8ConvSpec for the
-    tail's options and a residual of another width; `prefetch`: compiler.kernels.prefetch_next_row in every tile)."""
+    tail's options and a residual of another width; `prefetch`: compiler.kernels.prefetch_next_row in every tile;
+    `channels_inner`: the dense tiles' order, compiler.kernels.tile_loops; default: channel_tiles_inner's rule)."""
     spec = spec_for(layer, n, h, w, tail_shuffle=tail_shuffle, skip=skip, clamp=clamp, res_channels=res_channels,
                     fskip=fskip)
     if spec.cout % (spec.shuffle ** 2):
@@ -185,24 +186,38 @@ def build_kernel(layer: QConv, n: int, h: int, w: int, isa: Int8Isa, *, sparse: 
     consts = [pack_weights(layer.weight, plan, isa), folded_bias(layer, isa), layer.multiplier()]
     if spec.act == "prelu":
         consts.append(np.asarray(layer.act_param, np.float32).reshape(spec.cout))
-    func = _build(spec, plan, isa, layer, [c.shape for c in consts], prefetch)
+    func = _build(spec, plan, isa, layer, [c.shape for c in consts], prefetch, channels_inner)
     return Int8Kernel(func.with_attr("tir.is_scheduled", True), consts, spec, plan, isa)
 
 
+def ring_columns(spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan) -> int:
+    """Columns of a ring row: whole row tiles plus kw - 1, rounded up to RING_ALIGN."""
+    wt = isa.vec * plan.nvec
+    return -(-(-(-spec.out_hw[1] // wt) * wt + spec.kw - 1) // RING_ALIGN) * RING_ALIGN
+
+
+def default_channels_inner(spec: Int8ConvSpec, isa: Int8Isa, plan: Int8Plan) -> bool:
+    """The dense tiles' order (compiler.kernels.channel_tiles_inner) for this ring: groups of 4 uint8 channels x kh
+    rows x the ring's columns."""
+    return channel_tiles_inner(spec.groups4 * spec.kh * ring_columns(spec, isa, plan) * 4)
+
+
 def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shapes: list,
-           prefetch: bool) -> tirx.PrimFunc:
+           prefetch: bool, channels_inner: bool | None) -> tirx.PrimFunc:
     """The PrimFunc, written with TVM's IR builder (Python loops become straight-line code)."""
     from tvm.script.ir_builder import IRBuilder
     from tvm.script.ir_builder import tirx as T  # noqa: N812
 
-    n, cin, h, w, kh, kw, pad = spec.n, spec.cin, spec.h, spec.w, spec.kh, spec.kw, spec.pad
+    n, cin, h, w, kh, pad = spec.n, spec.cin, spec.h, spec.w, spec.kh, spec.pad
     oh, ow = spec.out_hw
     vec, ot, nv = isa.vec, plan.oc_tile, plan.nvec
     wt = vec * nv
     xtiles = -(-ow // wt)
-    pw = -(-(xtiles * wt + kw - 1) // RING_ALIGN) * RING_ALIGN
+    pw = ring_columns(spec, isa, plan)
     groups = spec.groups4
     zfill = (int(layer.input.zero_point) ^ isa.shift) if isa.shift else int(layer.input.zero_point)
+    if channels_inner is None:
+        channels_inner = default_channels_inner(spec, isa, plan)
     with IRBuilder() as ib:
         with T.prim_func(s_tir=True):
             T.func_name("main")
@@ -251,9 +266,8 @@ def _build(spec: Int8ConvSpec, plan: Int8Plan, isa: Int8Isa, layer: QConv, shape
                                 tile(t * ot, cols, base, xo)
                             base += len(cols) * per_tile
                     else:
-                        with T.serial(0, spec.cout // ot) as oco:
-                            with T.serial(0, xtiles) as xo:
-                                tile(oco * ot, plan.tiles[0], oco * (spec.columns * per_tile), xo)
+                        tile_loops(T, spec.cout // ot, xtiles, channels_inner,
+                                   lambda oco, xo: tile(oco * ot, plan.tiles[0], oco * (spec.columns * per_tile), xo))
     return ib.get()
 
 
