@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import (add_timing_args, doc_section, fma_ceiling_gflops, kernel_timer, llvm_cpu,  # noqa: E402
                                 machine, of_ceiling, publish, vs_base)
 from benchmarks.fma_ceiling import ProbeTimer  # noqa: E402
-from compiler.kernels import (ConvSpec, Schedule, channel_tiles_inner, choose_schedule, conv2d_primfunc,  # noqa: E402
-                              host_tile_shape, ring_width)
+from compiler.kernels import (ConvSpec, Schedule, choose_schedule, conv2d_primfunc,  # noqa: E402
+                              default_channels_inner, host_tile_shape)
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.targets import get_target, set_runtime_threads  # noqa: E402
 
@@ -126,7 +126,7 @@ def run_layers(rounds: int, threads: int, target) -> list[dict]:
     for name, spec, candidates in LAYERS:
         default = choose_schedule(spec, target.vec, target.registers)
         base = (default.oc_tile, default.nvec)
-        order = channel_tiles_inner(spec.cin * spec.kh * ring_width(spec, default.w_tile) * 4)
+        order = default_channels_inner(spec, default)
         tiles = [(*base, True, order), (*base, False, order), (*base, True, not order)] + [
             (*t, True, order) for t in candidates if t != base]
         timers, compile_s = [], []
@@ -140,8 +140,7 @@ def run_layers(rounds: int, threads: int, target) -> list[dict]:
         probe_gflops = probe.flops / np.asarray(probe_ms) / 1e6
         flops = 2 * spec.macs()
         rows = [{"oc_tile": oc_tile, "nvec": nvec, "prefetch": prefetch, "channels_inner": channels_inner,
-                 "other_order": channels_inner != order,
-                 **vs_base(s, samples[0]), "compile_s": cs,
+                 "other_order": channels_inner != order, **vs_base(s, samples[0]), "compile_s": cs,
                  "gflops": flops / float(np.median(s)) / 1e6,
                  "of_probe": float(np.median(flops / np.asarray(s) / 1e6 / probe_gflops))}
                 for (oc_tile, nvec, prefetch, channels_inner), s, cs in zip(tiles, samples, compile_s)]
@@ -177,11 +176,10 @@ def to_markdown(res: dict, section: str = "conv_tiles") -> str:
              f"640x360, SIMD width {res['vec']} floats, {res['registers']} vector registers, tile shape "
              f"`{res['tile_shape']}` (`compiler.kernels.host_tile_shape`). Tile = output channels x vectors of one "
              "output row kept in registers; the first row of each layer is the default (`choose_schedule`, with "
-             "the next input row prefetched and the tile order of `compiler.kernels.channel_tiles_inner`: channel tiles "
-             "inner where the input window exceeds `INNER_WINDOW_BYTES`, 96 KB), the second the same tile without the prefetch, the third "
-             "with the other tile order; "
-             "`vs default` = "
-             "per-round time ratio to the default; `% of ceiling` = against the cached quiet FMA ceiling; `% of "
+             "the next input row prefetched and the tile order of `compiler.kernels.channel_tiles_inner`: "
+             "channel tiles inner where the input window exceeds `INNER_WINDOW_BYTES`, 96 KB), the second the same "
+             "tile without the prefetch, the third with the other tile order; `vs default` = per-round time ratio "
+             "to the default; `% of ceiling` = against the cached quiet FMA ceiling; `% of "
              "probe` = median per-round ratio to the FMA probe (`benchmarks/fma_ceiling.py`) run in the same rounds "
              "on the same cores, the fair figure when other processes share the machine. "
              f"Command: `python benchmarks/conv_tiles.py --doc{'' if section == 'conv_tiles' else ' ' + section}`."]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import add_timing_args, kernel_timer, load_note, machine, publish, vs_base  # noqa: E402
 from compiler.int8.isa import choose_isa  # noqa: E402
-from compiler.int8.kernel import build_kernel, default_channels_inner, make_plan, spec_for  # noqa: E402
+from compiler.int8.kernel import build_kernel, default_channels_inner  # noqa: E402
 from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight  # noqa: E402
 from compiler.latency.runners import interleaved  # noqa: E402
 from compiler.quant_spec import QConv, QParams, reference_conv  # noqa: E402
@@ -94,8 +94,8 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     variants.append(_int8("int8 dense", dense, shape, target, x, "dense"))
     variants.append(_int8("int8 dense, no prefetch", dense, shape, target, x, "dense", prefetch=False))
     isa = choose_isa(target)
-    inner = default_channels_inner(spec_for(dense, *shape[:1], *shape[2:]), isa, make_plan(spec_for(dense, *shape[:1],
-                                   *shape[2:]), dense.weight, isa, "dense"))
+    built = build_kernel(dense, shape[0], shape[2], shape[3], isa, sparse="dense")
+    inner = default_channels_inner(built.spec, isa, built.plan)
     variants.append(_int8(f"int8 dense, channel tiles {'outer' if inner else 'inner'}", dense, shape, target, x,
                           "dense", channels_inner=not inner))
     variants.append(_int8("int8 50% block-sparse", sparse, shape, target, x, "sparse"))

@@ -7,10 +7,11 @@ output checked against PyTorch (max abs diff in the table), then all engines are
 persistent process per engine (benchmarks/peer_worker.py), the same input and thread count, a pause before each
 call (compiler.bench.SETTLE_MS), the order rotated every round. Ratios are srprune / engine per round (below 1:
 srprune is faster). Peers live in their own virtual environment: `make peers` builds .venv-peers from
-benchmarks/peers-requirements.txt (no srprune or TVM in it: see that file); this script runs in srprune's venv and starts the workers with --peers-python.
+benchmarks/peers-requirements.txt (no srprune or TVM in it: see that file); this script runs in srprune's venv
+and starts the workers with --peers-python.
 
 Usage: python benchmarks/peers.py [--threads 1,2] [--rounds 15] [--networks a,b] [--engines a,b]
-                                  [--run RUN] [--peers-python PY] [--json FILE] [--doc]
+                                  [--run RUN] [--peers-python PY] [--json FILE] [--doc [SECTION]]
 """
 
 from __future__ import annotations

@@ -285,8 +285,7 @@ def conv2d_primfunc(spec: ConvSpec, sched: Schedule, chunk_columns: int = CHUNK_
         raise CompilerError(f"a fused PixelShuffle({spec.shuffle}) needs an ungrouped conv whose output channels "
                             f"({spec.cout}) and tile ({sched.oc_tile}) are multiples of shuffle^2 and shuffle")
     if channels_inner is None:
-        channels_inner = channel_tiles_inner(spec.cin * spec.kh * ring_width(spec, sched.w_tile)
-                                             * np.dtype(spec.compute).itemsize)
+        channels_inner = default_channels_inner(spec, sched)
     func = _build_dense(spec, sched, chunk_columns, prefetch, channels_inner)
     # op_pattern 8 = kOpaque: FuseOps must not merge other ops into this hand-scheduled kernel.
     return func.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
@@ -356,6 +355,11 @@ def channel_tiles_inner(ring_bytes: int) -> bool:
     24 KB window of a 3-channel head.
     """
     return ring_bytes > INNER_WINDOW_BYTES
+
+
+def default_channels_inner(spec: ConvSpec, sched: Schedule) -> bool:
+    """The tile order of this conv's window (cin x kh rows x ring_width columns of the compute type)."""
+    return channel_tiles_inner(spec.cin * spec.kh * ring_width(spec, sched.w_tile) * np.dtype(spec.compute).itemsize)
 
 
 def tile_loops(T, channel_tiles: int, column_tiles, channels_inner: bool, emit) -> None:  # noqa: N803

@@ -14,8 +14,8 @@ import pytest
 import tvm
 
 from compiler.errors import CompilerError
-from compiler.kernels import (ConvSpec, Schedule, channel_tiles_inner, choose_schedule, conv2d_primfunc, host_tile_shape,
-                              pack_weight, ring_width)
+from compiler.kernels import (ConvSpec, Schedule, channel_tiles_inner, choose_schedule, conv2d_primfunc,
+                              default_channels_inner, host_tile_shape, pack_weight, ring_width)
 from compiler.targets import cpu_vendor, get_target
 from tests.conftest import torch_conv_reference
 
@@ -104,7 +104,8 @@ def test_channel_tiles_go_inner_on_large_windows() -> None:
     16 and more inner."""
     for cin, inner in ((3, False), (8, False), (16, True), (32, True), (64, True)):
         spec = ConvSpec(1, cin, 360, 640, 32, 3, 3, (1, 1, 1, 1))
-        assert channel_tiles_inner(cin * 3 * ring_width(spec, 16) * 4) == inner
+        assert default_channels_inner(spec, Schedule(8, 2, 4)) == inner
+        assert channel_tiles_inner(cin * 3 * ring_width(spec, 16) * 4) == inner  # the window's bytes, by hand
 
 
 def test_schedule_respects_register_budget_and_divides_channels() -> None:
