@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import add_timing_args, kernel_timer, load_note, machine, publish, vs_base  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_section, kernel_timer, load_note, machine,  # noqa: E402
+                                publish, vs_base)
 from compiler.int8.isa import choose_isa  # noqa: E402
 from compiler.int8.kernel import build_kernel, default_channels_inner  # noqa: E402
 from compiler.kernels import ConvSpec, choose_schedule, conv2d_primfunc, pack_weight  # noqa: E402
@@ -116,7 +117,7 @@ def run(rounds: int, threads: int | None, quick: bool) -> dict:
     return result
 
 
-def to_markdown(res: dict) -> str:
+def to_markdown(res: dict, section: str = "int8_kernels") -> str:
     """The docs/benchmarks.md section."""
     lines = ["## int8 kernels: conv3x3 32->32 + ReLU, int8 vs fp32", "",
              f"Machine: {res['machine']}. {res['load']}. Input {'x'.join(map(str, res['shape']))}; {res['rounds']} interleaved "
@@ -124,7 +125,7 @@ def to_markdown(res: dict) -> str:
              "latency ratio to the fp32 dense kernel (median [min, max] over rounds). The int8 kernels' outputs "
              "equal compiler.quant_spec.reference_conv (checked before timing). Block-sparse: half of the "
              "(4 output x 4 input channels at one tap) blocks zero. "
-             "Command: `python benchmarks/int8_kernels.py --doc`.",
+             f"Command: `python benchmarks/int8_kernels.py --doc{'' if section == 'int8_kernels' else ' ' + section}`.",
              "",
              "| variant | form | kept weights | median ms | min ms | max ms | vs fp32 | GMAC/s (kept) | compile s |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
@@ -147,7 +148,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small input (smoke test)")
     args = ap.parse_args()
     res = run(args.rounds, args.threads, args.quick)
-    publish(to_markdown(res), res, "int8_kernels", args.json, args.doc if not args.quick else False)
+    publish(to_markdown(res, doc_section(args.doc, "int8_kernels")), res, "int8_kernels", args.json,
+            args.doc if not args.quick else False)
 
 
 if __name__ == "__main__":

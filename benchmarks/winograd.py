@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import (add_timing_args, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_section, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
                                 of_ceiling, publish, vs_base)
 from compiler.bench import PlainSR  # noqa: E402
 from compiler.build import compile_model  # noqa: E402
@@ -105,14 +105,14 @@ def run_net(size: tuple[int, int], rounds: int, target) -> list[dict]:
             for (mode, c, cs, _), s in zip(builds, samples)]
 
 
-def to_markdown(res: dict) -> str:
+def to_markdown(res: dict, section: str = "winograd") -> str:
     w, h = res["size"]
     lines = ["## Winograd conv kernels vs the direct kernel", "",
              f"Machine: {res['machine']}; {res['rounds']} interleaved rounds; input {w}x{h}, SIMD width "
              f"{res['vec']} floats. `vs direct` = per-round time ratio to the direct kernel (median [min, max]); "
              "GFLOP/s counts the direct convolution's multiply-adds (so above the FMA ceiling = fewer multiplies); "
              "`model` = the kernel `choose_conv_kernel`'s cost model picks. "
-             "Command: `python benchmarks/winograd.py --doc`.", "",
+             f"Command: `python benchmarks/winograd.py --doc{'' if section == 'winograd' else ' ' + section}`.", "",
              "| layer | kernel | model | median ms | min ms | max ms | GFLOP/s | % of ceiling | vs direct | compile s |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for layer in res["layers"]:
@@ -145,7 +145,7 @@ def main() -> None:
            "fma_ceiling_gflops": fma_ceiling_gflops(target.threads), "vec": target.vec,
            "layers": run_layers(size, args.rounds, target)}
     res["net"] = None if args.no_net else run_net(size, args.rounds, target)
-    publish(to_markdown(res), res, "winograd", args.json, args.doc)
+    publish(to_markdown(res, doc_section(args.doc, "winograd")), res, "winograd", args.json, args.doc)
 
 
 if __name__ == "__main__":
