@@ -350,7 +350,7 @@ def channel_tiles_inner(ring_bytes: int) -> bool:
     tile's columns of the window (32 channels x 3 rows x about two cache lines: 9 KB) from L1 for every channel
     tile, but write all cout output rows per column tile. Measured side by side (Zen 3, conv3x3 at 640x360,
     benchmarks/conv_tiles.py and int8_kernels.py, docs `conv_tiles_avx2`; a one-off sweep of widths): channel tiles
-    inner took 0.85-0.89 of outer's time on 184-500 KB windows (fp32 24-64 channels), 0.94-0.98 on 123 KB (fp32 16,
+    inner took 0.83-0.90 of outer's time on 184-500 KB windows (fp32 24-64 channels), 0.92-1.00 on 123 KB (fp32 16,
     int8 64), 0.86-1.01 on 92 KB (fp32 12, int8 48), but 1.04-1.19 on 62 KB (fp32 8, int8 32) and 1.2-1.4 on the
     24 KB window of a 3-channel head.
     """
