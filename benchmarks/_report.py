@@ -169,6 +169,11 @@ def add_doc_arg(ap, section: str) -> None:
                          "figures beside the section's, which stay)")
 
 
+def doc_flag(section: str, default: str) -> str:
+    """The --doc argument that rewrites `section` of a benchmark whose own section is `default` (for its Command line)."""
+    return "--doc" if section == default else f"--doc {section}"
+
+
 def doc_section(doc: bool | str, default: str) -> str:
     """The section a --doc value names: its own name, else the benchmark's `default`."""
     return doc if isinstance(doc, str) else default

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import (add_timing_args, doc_section, fma_ceiling_gflops, kernel_timer, llvm_cpu,  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_flag, doc_section, fma_ceiling_gflops, kernel_timer, llvm_cpu,  # noqa: E402
                                 machine, of_ceiling, publish, vs_base)
 from benchmarks.fma_ceiling import ProbeTimer  # noqa: E402
 from compiler.kernels import (ConvSpec, Schedule, choose_schedule, conv2d_primfunc,  # noqa: E402
@@ -182,7 +182,7 @@ def to_markdown(res: dict, section: str = "conv_tiles") -> str:
              "to the default; `% of ceiling` = against the cached quiet FMA ceiling; `% of "
              "probe` = median per-round ratio to the FMA probe (`benchmarks/fma_ceiling.py`) run in the same rounds "
              "on the same cores, the fair figure when other processes share the machine. "
-             f"Command: `python benchmarks/conv_tiles.py --doc{'' if section == 'conv_tiles' else ' ' + section}`."]
+             f"Command: `python benchmarks/conv_tiles.py {doc_flag(section, 'conv_tiles')}`."]
     lines += ["", WHY]
     for run in res["runs"]:
         clock = ("thread CPU time (the kernel runs on the calling thread; the probe: its process's CPU time), so "

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import (add_timing_args, doc_section, kernel_timer, load_note, machine,  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_flag, doc_section, kernel_timer, load_note, machine,  # noqa: E402
                                 publish, vs_base)
 from compiler.int8.isa import choose_isa  # noqa: E402
 from compiler.int8.kernel import build_kernel, default_channels_inner  # noqa: E402
@@ -125,7 +125,7 @@ def to_markdown(res: dict, section: str = "int8_kernels") -> str:
              "latency ratio to the fp32 dense kernel (median [min, max] over rounds). The int8 kernels' outputs "
              "equal compiler.quant_spec.reference_conv (checked before timing). Block-sparse: half of the "
              "(4 output x 4 input channels at one tap) blocks zero. "
-             f"Command: `python benchmarks/int8_kernels.py --doc{'' if section == 'int8_kernels' else ' ' + section}`.",
+             f"Command: `python benchmarks/int8_kernels.py {doc_flag(section, 'int8_kernels')}`.",
              "",
              "| variant | form | kept weights | median ms | min ms | max ms | vs fp32 | GMAC/s (kept) | compile s |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import add_doc_arg, doc_section, machine, update_section  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_flag, doc_section, machine, update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "docs" / "latency_host.png"
@@ -235,7 +235,7 @@ def main() -> None:
         "## Latency model (compiler-aware layer table + calibrated sum), host", "",
         f"Machine: {machine(target.threads)}; table header: {table.header['machine']}, TVM {table.header['tvm']}, "
         f"compiler {table.header['compiler']}. {args.conditions} Every time is a median of interleaved runs.",
-        f"Command: `python benchmarks/latency_validate.py --doc{'' if section == 'latency' else ' ' + section}` "
+        f"Command: `python benchmarks/latency_validate.py {doc_flag(section, 'latency')}` "
         "(= `srprune latency build --target host --run RUN` "
         f"then `srprune latency validate --target host --run RUN --n {result['n']}`).", "",
         f"- Table: {len(table)} layer configurations of the default search space (widths 8-64, blocks conv/res/wide/"

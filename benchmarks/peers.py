@@ -33,7 +33,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import add_doc_arg, doc_section, fma_ceiling_gflops, machine, of_ceiling, publish  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_flag, doc_section, fma_ceiling_gflops, machine, of_ceiling, publish  # noqa: E402
 from compiler.bench import SETTLE_MS, graph_macs  # noqa: E402
 
 PEERS = ("onnxruntime", "openvino", "ncnn", "mnn", "litert", "executorch")
@@ -241,8 +241,8 @@ def table(results: dict, ceilings: dict[int, float | None], rounds: int, input_s
              + f". Input {input_shape}, untrained seeded weights, median of {rounds} interleaved rounds, "
              "one persistent process per engine. Ratio = srprune / engine per round, median [min, max]: below 1 "
              "srprune is faster. Max diff = max |output - PyTorch|. GFLOP/s above the ceiling means the engine does "
-             "fewer multiplications (Winograd). Command: `python benchmarks/peers.py --json peers.json --doc"
-             + ("" if section == "peers" else f" {section}") + "` (peers from `make peers`"
+             "fewer multiplications (Winograd). Command: `python benchmarks/peers.py --json peers.json "
+             + doc_flag(section, "peers") + "` (peers from `make peers`"
              + (f": {versions}" if versions else "") + ").", "",
              "| network | threads | engine | median ms | min | max | GFLOP/s | % of ceiling | srprune / engine | "
              "max diff |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import (add_timing_args, doc_section, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
+from benchmarks._report import (add_timing_args, doc_flag, doc_section, fma_ceiling_gflops, kernel_timer, machine,  # noqa: E402
                                 of_ceiling, publish, vs_base)
 from compiler.bench import PlainSR  # noqa: E402
 from compiler.build import compile_model  # noqa: E402
@@ -112,7 +112,7 @@ def to_markdown(res: dict, section: str = "winograd") -> str:
              f"{res['vec']} floats. `vs direct` = per-round time ratio to the direct kernel (median [min, max]); "
              "GFLOP/s counts the direct convolution's multiply-adds (so above the FMA ceiling = fewer multiplies); "
              "`model` = the kernel `choose_conv_kernel`'s cost model picks. "
-             f"Command: `python benchmarks/winograd.py --doc{'' if section == 'winograd' else ' ' + section}`.", "",
+             f"Command: `python benchmarks/winograd.py {doc_flag(section, 'winograd')}`.", "",
              "| layer | kernel | model | median ms | min ms | max ms | GFLOP/s | % of ceiling | vs direct | compile s |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for layer in res["layers"]:
