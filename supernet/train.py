@@ -239,6 +239,11 @@ def train_supernet(supernet: SuperNet, batches: Batches, settings: TrainSettings
     hooks = Hooks(backward=sandwich, after_backward=lambda: _average_gradients(params, world), after_step=sort,
                   validate=validation if validate is not None and rank == 0 else None, checkpoint=save)
     out = loop.run(batches, hooks, stop_after=stop_after, progress=progress and rank == 0, desc="supernet")
+    if world > 1:
+        # Ranks leave together: gloo sends the last all-reduce's data from background threads, and a rank that tore
+        # its process group down while its peer was still receiving sometimes ended with SIGABRT ("terminate called
+        # without an active exception") under load, after the last step of a --stop-after run.
+        dist.barrier()
     return {"step": out["step"], "done": out["done"], "seconds": out["seconds"], "history": out["history"]}
 
 
