@@ -10,7 +10,7 @@ milliseconds per wait. This links the same plan twice, with the runtime's pause 
 Networks: the `engines` benchmark's plain-c32-d6 and ecbsr-x2 (fp32, seeded), and with --model any model file
 srprune compiles (a quantised / mixed int8 model builds the int8 c-lib's plan).
 
-Usage: python benchmarks/clib_contention.py [--threads 2] [--rounds 15] [--model FILE ...] [--json FILE] [--doc]
+Usage: python benchmarks/clib_contention.py [--threads 2] [--rounds 15] [--model FILE ...] [--json FILE] [--doc [SECTION]]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_section, machine, update_section, write_json  # noqa: E402
 
 LONG_PAUSE = 8192
 BUSY = "while True: pass"
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--size", default="640x360", help="input W x H")
     ap.add_argument("--model", type=Path, action="append", default=[], help="also this model file (repeatable)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true")
+    add_doc_arg(ap, "clib_contention")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     shape = (1, 3, h, w)
@@ -139,12 +139,12 @@ def main() -> None:
         for name, (plan, target) in plans(args.model, shape, args.threads).items():
             rows += measure(name, plan, target, args.threads, args.rounds, Path(work))
     md = report(rows, args.threads, args.rounds, shape, (time.perf_counter() - started) / 60,
-                [a for a in sys.argv[1:] if a != "--doc"])
+                sys.argv[1:])
     print(md)
     if args.json:
         write_json(args.json, rows)
     if args.doc:
-        update_section("clib_contention", md)
+        update_section(doc_section(args.doc, "clib_contention"), md)
 
 
 if __name__ == "__main__":

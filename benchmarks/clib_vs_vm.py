@@ -6,8 +6,9 @@ plain-c32-d6 and ecbsr-x2, plus FSRCNN x2, seeded untrained weights. Engines are
 (alternating order each round, same thread count) so load from other processes hits both alike;
 latency = median of the rounds after warm-up. Outputs are compared first (max |diff| must be <= 1e-4).
 
-Usage: python benchmarks/clib_vs_vm.py [--size 640x360] [--threads N[,M...]] [--repeat R] [--json FILE] [--doc]
-(--size is the INPUT width x height; --doc rewrites the `clib` section of docs/benchmarks.md.)
+Usage: python benchmarks/clib_vs_vm.py [--size 640x360] [--threads N[,M...]] [--repeat R] [--json FILE] [--doc [SECTION]]
+(--size is the INPUT width x height; --doc rewrites the `clib` section of docs/benchmarks.md, --doc SECTION
+writes SECTION instead.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, stats_ms, update_section  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_flag, doc_section, machine, stats_ms, update_section  # noqa: E402
 from compiler.build import compile_model  # noqa: E402
 from compiler.clib.export import build_clib  # noqa: E402
 from compiler.clib.runner import CLib, aligned_empty  # noqa: E402
@@ -85,14 +86,16 @@ def bench_one(model: torch.nn.Module, shape: tuple[int, int, int, int], threads:
     return res
 
 
-def markdown(results: dict, shape: tuple[int, ...], threads: list[int], repeat: int, load: float) -> str:
-    """The `clib` section of docs/benchmarks.md."""
+def markdown(results: dict, shape: tuple[int, ...], threads: list[int], repeat: int, load: float,
+             section: str = "clib") -> str:
+    """The `clib` section of docs/benchmarks.md (or `section`, named in its command line)."""
     tlist = ",".join(map(str, threads))
     lines = [
         "## clib_vs_vm.py: the c-lib vs the TVM Relax VM (host)",
         "",
         "```",
-        f"python benchmarks/clib_vs_vm.py --size {shape[3]}x{shape[2]} --threads {tlist} --repeat {repeat} --doc",
+        f"python benchmarks/clib_vs_vm.py --size {shape[3]}x{shape[2]} --threads {tlist} --repeat {repeat} "
+        f"{doc_flag(section, 'clib')}",
         "```",
         "",
         f"Machine: {machine()}, load average {load:.1f} when the run started (a shared machine: medians move by "
@@ -122,7 +125,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15, help="timed rounds")
     ap.add_argument("--only", default=None, help="comma-separated network names")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the `clib` section of docs/benchmarks.md")
+    add_doc_arg(ap, "clib")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     shape = (1, 3, h, w)
@@ -142,10 +145,10 @@ def main() -> None:
                       f"ratio {r['ratio']:.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"shape": shape, "threads": threads, "results": results}, indent=2))
-    md = markdown(results, shape, threads, args.repeat, load)
+    md = markdown(results, shape, threads, args.repeat, load, doc_section(args.doc, "clib"))
     print(md)
     if args.doc:
-        update_section("clib", md)
+        update_section(doc_section(args.doc, "clib"), md)
 
 
 if __name__ == "__main__":

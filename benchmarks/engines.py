@@ -6,8 +6,8 @@
 whose tanh activations are fused into our conv kernels (compiler/epilogue.py).
 Input 1x3x360x640 (720p output). Engines are timed interleaved, same thread count.
 
-Usage: python benchmarks/engines.py [--json FILE] [--threads N] [--repeat R] [--doc]
-(--doc rewrites the `engines` section of docs/benchmarks.md.)
+Usage: python benchmarks/engines.py [--json FILE] [--threads N] [--repeat R] [--doc [SECTION]]
+(--doc rewrites the `engines` section of docs/benchmarks.md; --doc SECTION writes SECTION instead.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import fma_ceiling_gflops, machine, of_ceiling, publish  # noqa: E402
+from benchmarks._report import (add_doc_arg, doc_flag, doc_section, fma_ceiling_gflops, machine, of_ceiling,  # noqa: E402
+                                publish)
 from compiler.bench import ENGINES, PlainSR, bench_engines, format_table, peak_gflops  # noqa: E402
 
 INPUT = (1, 3, 360, 640)
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write {model: {engine: {median_ms, ...}, macs}}")
     ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--doc", action="store_true", help="rewrite the engines section of docs/benchmarks.md")
+    add_doc_arg(ap, "engines")
     args = ap.parse_args()
 
     results: dict = {}
@@ -64,7 +65,7 @@ def main() -> None:
              "median time, read against the FMA ceiling above: above 100% an engine does fewer multiplications "
              "(e.g. Winograd). Large matrix products in the same run, for reference (GFLOP/s, % of ceiling): "
              + "; ".join(f"{label} {g:.0f} ({of_ceiling(g, ceil)})" for label, g in gemms) + ". "
-             "Command: `python benchmarks/engines.py --json engines.json --doc`.", "",
+             f"Command: `python benchmarks/engines.py --json engines.json {doc_flag(doc_section(args.doc, 'engines'), 'engines')}`.", "",
              "| model | GMACs | engine | median ms | min ms | max ms | GFLOP/s | % of ceiling | TVM / engine |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     verdicts = []

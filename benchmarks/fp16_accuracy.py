@@ -5,7 +5,7 @@ is built for android-arm64 (fp32) and android-arm64-fp16 at each validation imag
 qemu-aarch64 through glibc shims, and their outputs are scored by the protocol (PSNR-Y against HR, crop = scale)
 and compared (max |diff| of the float outputs).
 
-    python benchmarks/fp16_accuracy.py [MODEL ...] [--scale 2] [--doc]   # --doc rewrites the `fp16` section
+    python benchmarks/fp16_accuracy.py [MODEL ...] [--scale 2] [--doc [SECTION]]   # --doc rewrites the `fp16` section
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._report import publish
+from benchmarks._report import add_doc_arg, publish
 from compiler.clib.export import build_clib
 from compiler.clib.toolchain import GNU_SYSROOT, glibc_shims
 from srprune.data.datasets import load_dataset
@@ -68,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=["ecbsr"])
     ap.add_argument("--scale", type=int, default=2)
-    ap.add_argument("--doc", action="store_true", help="rewrite the fp16 section of docs/benchmarks.md")
+    add_doc_arg(ap, "fp16")
     args = ap.parse_args()
     table = ["| model | image | LR size | PSNR-Y fp32 (dB) | PSNR-Y fp16 (dB) | fp16 - fp32 (dB) | max abs diff |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -18,7 +18,7 @@ check), ONNX Runtime with the same reference rounded to uint8 (srprune.quant.qdq
 its bound is refused ("wrong output") and no time is reported for it. The input is k / 255 (exact in uint8).
 
 Usage: python benchmarks/int8_networks.py [--threads 1,2] [--rounds 15] [--networks a,b] [--run RUN]
-                                          [--input HxW] [--peers-python PY] [--breakdown] [--json FILE] [--doc]
+                                          [--input HxW] [--peers-python PY] [--breakdown] [--json FILE] [--doc [SECTION]]
 (--breakdown: each kernel call of the fp32 and int8 plans timed alone at the largest thread count.)
 """
 
@@ -39,7 +39,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import fma_ceiling_gflops, load_note, machine, of_ceiling, publish, vs_base  # noqa: E402
+from benchmarks._report import (add_doc_arg, doc_flag, doc_section, fma_ceiling_gflops, load_note, machine,  # noqa: E402
+                                of_ceiling, publish, vs_base)
 from benchmarks.peers import Worker, select, start, time_interleaved  # noqa: E402
 
 NETWORKS = ("plain-c32-d6", "ecbsr-x2")
@@ -287,8 +288,8 @@ def breakdown_markdown(name: str, rows: list[dict], threads: int) -> list[str]:
     return lines
 
 
-def to_markdown(res: dict) -> str:
-    """The docs/benchmarks.md section."""
+def to_markdown(res: dict, section: str = "int8_networks") -> str:
+    """The docs/benchmarks.md section (`section`: the one --doc writes, named in its Command line)."""
     ceilings = res["ceilings"]
     lines = ["## int8 whole networks: int8 c-lib vs fp32 c-lib, and ONNX Runtime on the QDQ export", "",
              f"Machine: {res['machine']}. FMA ceilings (fp32): "
@@ -302,7 +303,7 @@ def to_markdown(res: dict) -> str:
              "reference| in uint8 levels; references: PyTorch (fp32), compiler.int8's integer reference (int8 "
              "c-libs, <= 1 level or not timed), the same reference rounded to uint8 (ONNX Runtime, <= 4 levels). "
              f"ONNX Runtime {res['ort']} (CPU EP, ORT_ENABLE_ALL). Command: `python benchmarks/int8_networks.py "
-             "--run RUN --breakdown --doc` (RUN: the demo's run folder).", "",
+             f"--run RUN --breakdown {doc_flag(section, 'int8_networks')}` (RUN: the demo's run folder).", "",
              "| network | threads | variant | kept MACs | median ms | min | max | GFLOP/s | % of fp32 ceiling | "
              "vs fp32 | vs fp32 direct | diff (levels) |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
@@ -353,7 +354,7 @@ def main() -> None:
     ap.add_argument("--peers-python", default=sys.executable, help="the interpreter with onnxruntime")
     ap.add_argument("--breakdown", action="store_true", help="also time each kernel call of the plans alone")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the int8_networks section of docs/benchmarks.md")
+    add_doc_arg(ap, "int8_networks")
     args = ap.parse_args()
 
     threads = [int(t) for t in args.threads.split(",")]
@@ -380,7 +381,7 @@ def main() -> None:
     res = {"machine": machine(max(threads)), "ceilings": {t: fma_ceiling_gflops(t) for t in threads},
            "input": f"1x3x{h}x{w}", "rounds": args.rounds, "ort": ort_version(args.peers_python),
            "breakdown": bd, "load": load_note(load), "networks": results}
-    publish(to_markdown(res), res, "int8_networks", args.json, args.doc)
+    publish(to_markdown(res, doc_section(args.doc, "int8_networks")), res, "int8_networks", args.json, args.doc)
 
 
 if __name__ == "__main__":

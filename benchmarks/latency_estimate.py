@@ -21,7 +21,6 @@ section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_section, machine, update_section, write_json  # noqa: E402
 
 DEMO_SPACE = {"num_cells": 3, "widths": [8, 16, 24, 32], "blocks": ["conv", "res", "ecb", "dws", "skip"],
               "activation": "relu", "scales": [2]}
@@ -179,7 +178,7 @@ def main() -> None:
     ap.add_argument("--table", type=Path, default=None, help="an existing host table.json to compare against")
     ap.add_argument("--tiny", action="store_true", help="a 2-width space at 64x32: checks the script runs")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="write the latency_estimate section of docs/benchmarks.md")
+    add_doc_arg(ap, "latency_estimate")
     args = ap.parse_args()
     if args.tiny:
         args.size, args.repeat = "64x32", 1
@@ -190,7 +189,7 @@ def main() -> None:
     if args.json:
         write_json(args.json, res)
     if args.doc and not args.tiny:
-        update_section("latency_estimate", text)
+        update_section(doc_section(args.doc, "latency_estimate"), text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ an array, is the scale of the layer table's tensors (a 640x360 float32 tensor of
 past this VM's cache share (its bandwidth drops between 16 and 32 MiB arrays). The best repeat counts, as for the
 FMA ceiling: on a shared machine the other work only lowers a repeat, so the best is the closest to the quiet figure.
 
-Usage: python benchmarks/mem_bandwidth.py [--threads N ...] [--mib M] [--repeats R] [--record] [--json F] [--doc]
+Usage: python benchmarks/mem_bandwidth.py [--threads N ...] [--mib M] [--repeats R] [--record] [--json F] [--doc [SECTION]]
 --record writes the figures into compiler/latency/cpus.json (`hosts`, keyed by LLVM's name of this CPU), where the
 estimate of `--cpu host` reads them; --doc rewrites the `mem_bandwidth` section of docs/benchmarks.md.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import llvm_cpu, machine, publish  # noqa: E402
+from benchmarks._report import add_doc_arg, llvm_cpu, machine, publish  # noqa: E402
 from benchmarks.fma_ceiling import compile_probe, process_cpus  # noqa: E402
 
 SOURCE = Path(__file__).with_name("mem_bandwidth.c")
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=400, help="repeats per thread count (all rounds together)")
     ap.add_argument("--record", action="store_true", help="write the figures into compiler/latency/cpus.json")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="rewrite the mem_bandwidth section of docs/benchmarks.md")
+    add_doc_arg(ap, "mem_bandwidth")
     args = ap.parse_args()
     if args.mib < 1 or args.repeats < 5 or any(n < 1 for n in args.threads or []):
         print("error: --mib must be >= 1, --repeats >= 5 and --threads >= 1", file=sys.stderr)

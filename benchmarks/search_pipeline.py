@@ -12,7 +12,7 @@ trained on the same data with the same number of optimizer steps of the same bat
 winners (`finetune.qat_steps`) and compiled to the int8 c-lib. Writes docs/benchmarks.md section `search`.
 
 Usage: python benchmarks/search_pipeline.py [--budgets 30,50] [--methods fp32,int8,random-int8] [--seeds 0,1,2]
-       [--out runs/bench-search] [--doc]
+       [--out runs/bench-search] [--doc [SECTION]]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, update_section, write_json  # noqa: E402
+from benchmarks._report import add_doc_arg, doc_flag, doc_section, machine, update_section, write_json  # noqa: E402
 
 REFERENCES = ("fsrcnn", "espcn", "ecbsr")
 INT8_REFERENCES = ("espcn", "ecbsr")  # FSRCNN's transposed conv has no int8 form
@@ -193,13 +193,14 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
 
 
 def report(cfg: dict, runs: dict, refs: dict, budgets: list[float], methods: list[str], seeds: list[int],
-           steps: int, wall_s: float, config: str = "configs/demo.yaml") -> str:
+           steps: int, wall_s: float, config: str = "configs/demo.yaml", section: str = "search") -> str:
     """The docs section (markdown): per budget and method the mean and spread over seeds, the references, and the
     verdicts of issue 20 (int8 search vs fp32 search, random search and the references; budget fill)."""
     lines = ["## Search pipeline: budgets x methods x seeds (fp32 vs mixed-precision search), and the references", "",
              f"Machine: {machine(cfg['threads'])}; target host, {cfg['output_size']} output (x{cfg['scale']}). "
              f"Command: `python benchmarks/search_pipeline.py --budgets {','.join(f'{b:g}' for b in budgets)} "
-             f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))} --config {config} --doc` "
+             f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))} --config {config} "
+             f"{doc_flag(section, 'search')}` "
              f"({wall_s / 60:.0f} min). Config: {config} (supernet {cfg['supernet']['train']['steps']} steps, "
              f"{cfg['search']['trials']} + {cfg['search']['ratio_trials']} trials, fine-tuning "
              f"{cfg['finetune']['steps']} steps, QAT {cfg['finetune']['qat_steps']} steps for int8 winners), budget, "
@@ -311,7 +312,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-search"))
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--doc", action="store_true", help="write the docs/benchmarks.md section")
+    add_doc_arg(ap, "search")
     ap.add_argument("--from-json", type=Path, default=None, help="only re-render an earlier run's --json output "
                     "(or OUT/partial.json, written after each run)")
     args = ap.parse_args()
@@ -340,12 +341,13 @@ def main() -> None:
         runs = pipeline_runs(cfg, budgets, methods, seeds, args.out, partial)
         wall = time.perf_counter() - started
     config = str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config)
-    text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall, config)
+    section = doc_section(args.doc, "search")
+    text = report(cfg, runs, refs, budgets, methods, seeds, steps, wall, config, section)
     print(text)
     if args.json:
         write_json(args.json, {"runs": runs, "references": refs, "wall_s": wall})
     if args.doc:
-        update_section("search", text)
+        update_section(section, text)
 
 
 if __name__ == "__main__":
