@@ -17,7 +17,9 @@ checkpoint, so a resumed run continues bit-identically (CPU, same thread count).
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -201,8 +203,43 @@ class TrainLoop:
                 "total_seconds": self.prior_seconds, "loss": last_loss, "history": self.history}
 
 
+def read_checkpoint(path: str | os.PathLike, fmt: str, what: str, error: type[Exception]) -> dict:
+    """A training checkpoint written by srcommon.atomic.save_torch, loaded with weights_only (plain data and tensors:
+    a file can never run code); an unreadable or foreign file is one `error` naming it and `what` it should be."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise error(f"{path}: not a readable {what} ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise error(f"{path}: not a {what}")
+    return state
+
+
 def _to_device(batch: Batch, device: torch.device | None) -> Batch:
     """A batch's tensors on the parameters' device (the same objects when already there, as on CPU)."""
     if device is None or not isinstance(batch, (tuple, list)):
         return batch
     return type(batch)(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch)
+
+
+def freeze(teacher: nn.Module | None) -> nn.Module | None:
+    """A distillation teacher in eval mode with no gradients (None stays None)."""
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    return teacher
+
+
+def distilled_l1(out: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, teacher: nn.Module | None,
+                 weight: float) -> torch.Tensor:
+    """L1 to the HR patch plus `weight` x L1 to a frozen teacher's output on the same LR patch (no teacher or weight
+    0: plain L1). Pruning fine-tuning distils from the dense model and QAT from the float one, the same way."""
+    value = F.l1_loss(out, hr)
+    if teacher is not None and weight > 0:
+        with torch.no_grad():
+            target = teacher(lr)
+        value = value + weight * F.l1_loss(out, target)
+    return value

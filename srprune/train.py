@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,7 @@ from torch import nn
 from srcommon.atomic import save_torch, write_text
 from srcommon.devices import Placement
 from srcommon.owned import OwnedFolder, check_replaceable
-from srcommon.training import Hooks, LoopSettings, TrainLoop
+from srcommon.training import Hooks, LoopSettings, TrainLoop, read_checkpoint
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
 
@@ -66,14 +65,7 @@ def one_line_reason(e: Exception) -> str:
 
 def _load_state(path: Path, cfg: TrainConfig) -> dict:
     """Read a training checkpoint and check it belongs to this configuration."""
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not an srprune training checkpoint")
+    state = read_checkpoint(path, CHECKPOINT_FORMAT, "srprune training checkpoint", InputError)
     missing = [k for k in ("config", "step", "model", "optimizer", "scheduler", "sampler", "torch_rng",
                                         "history")
                if k not in state]

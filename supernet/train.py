@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from srcommon.atomic import save_torch
-from srcommon.training import Hooks, LoopSettings, TrainLoop
+from srcommon.training import Hooks, LoopSettings, TrainLoop, read_checkpoint
 from supernet.errors import CheckpointError, SpaceError
 from supernet.model import SuperNet
 from supernet.settings import TrainSettings
@@ -95,14 +94,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     Every way a file can be wrong (unreadable, foreign, missing or mistyped fields, a space that
     does not parse) is one CheckpointError naming the file, as for srprune's model files.
     """
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line only
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"{path}: not a readable supernet checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a supernet training checkpoint")
+    state = read_checkpoint(path, CHECKPOINT_FORMAT, "supernet training checkpoint", CheckpointError)
     for key, kind in CHECKPOINT_FIELDS.items():
         if isinstance(state.get(key), bool) or not isinstance(state.get(key), kind):
             got = "missing" if key not in state else f"a {type(state[key]).__name__}"

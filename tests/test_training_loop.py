@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srcommon.training import Hooks, LoopSettings, TrainLoop
+from srcommon.training import Hooks, LoopSettings, TrainLoop, distilled_l1, freeze, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,3 +137,39 @@ def test_train_settings_are_the_one_shape():
             TrainSettings(**bad)
     with pytest.raises(SpaceError, match="unknown training setting 'epochs'"):
         TrainSettings.from_dict({"epochs": 3})
+
+
+def test_distilled_l1_is_l1_plus_weighted_l1_to_the_frozen_teacher():
+    torch.manual_seed(0)
+    lr, hr = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 12, 12)
+    student, teacher = nn.Upsample(scale_factor=2), freeze(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 1)))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    out = student(lr).requires_grad_(True)
+    expected = (out - hr).abs().mean() + 0.3 * (out - teacher(lr)).abs().mean()  # the formula, by hand
+    value = distilled_l1(out, hr, lr, teacher, 0.3)
+    assert torch.allclose(value, expected)
+    value.backward()
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is not trained
+    plain = (out - hr).abs().mean()
+    assert torch.equal(distilled_l1(out, hr, lr, teacher, 0.0), plain)
+    assert torch.equal(distilled_l1(out, hr, lr, None, 0.3), plain)
+    assert freeze(None) is None
+
+
+class _Foreign:  # a pickled object of this class is what weights_only refuses
+    pass
+
+
+def test_read_checkpoint_refuses_unreadable_and_foreign_files_in_one_error(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"format": "fmt-a", "step": 3}, good)
+    assert read_checkpoint(good, "fmt-a", "test checkpoint", ValueError)["step"] == 3
+    with pytest.raises(ValueError, match=r"good.pt: not a test checkpoint$"):
+        read_checkpoint(good, "fmt-b", "test checkpoint", ValueError)  # another format
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "fmt-a", "obj": _Foreign()}, pickled)
+    for bad in (text, pickled, tmp_path / "missing.pt"):
+        with pytest.raises(KeyError, match=rf"{bad.name}: not a readable test checkpoint \(\w+\)"):
+            read_checkpoint(bad, "fmt-a", "test checkpoint", KeyError)

@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from srcommon.devices import Placement
-from srcommon.training import Hooks, LoopSettings, TrainLoop
+from srcommon.training import Hooks, LoopSettings, TrainLoop, distilled_l1, freeze
 from srprune.errors import InputError
 from srprune.evaluate import mean_score, score_pairs
 from srprune.pruning.pruner import Pruner
@@ -90,10 +89,7 @@ def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | 
         torch.manual_seed(cfg.seed)  # as a run with steps seeds before its first mask update
         pruner.update(1.0)
         return {"steps": 0, "seconds": 0.0, "loss": None, "val": None}
-    if teacher is not None:
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    freeze(teacher)
     where = where or Placement("cpu")
     loop = TrainLoop(model, LoopSettings(steps=cfg.steps, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
                                          seed=cfg.seed, device=where.device, amp=where.amp))
@@ -107,12 +103,7 @@ def finetune(pruner: Pruner, sampler, cfg: FinetuneConfig, teacher: nn.Module | 
 
     def loss(batch, step: int) -> torch.Tensor:
         lr_batch, hr_batch = batch
-        out = model(lr_batch)
-        value = F.l1_loss(out, hr_batch)
-        if teacher is not None and cfg.distill > 0:
-            with torch.no_grad():
-                target = teacher(lr_batch)
-            value = value + cfg.distill * F.l1_loss(out, target)
+        value = distilled_l1(model(lr_batch), hr_batch, lr_batch, teacher, cfg.distill)
         if cfg.group_lasso > 0 and step < last_update:
             value = value + cfg.group_lasso * pruner.group_lasso()
         return value

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from srcommon.progress import note, progress_bar
@@ -152,26 +151,17 @@ def qat(net: PlanNet, sampler, cfg: QuantConfig, masks: dict[str, torch.Tensor] 
 
     `fake=False` fine-tunes the float model with the same loop, budget and masks (the fair reference for QAT).
     """
-    from srcommon.training import Hooks, LoopSettings, TrainLoop
+    from srcommon.training import Hooks, LoopSettings, TrainLoop, distilled_l1, freeze
 
     masks = masks or {}
     convs = {name: net.net.get_submodule(name) for name in masks}
     net.mode = "fake" if fake else "float"
-    if teacher is not None:
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    freeze(teacher)
     loop = TrainLoop(net, LoopSettings(steps=cfg.qat_steps, lr=cfg.lr, seed=cfg.seed))
 
     def loss(batch, step: int) -> torch.Tensor:
         lr_batch, hr_batch = batch
-        out = net(lr_batch)
-        value = F.l1_loss(out, hr_batch)
-        if teacher is not None and cfg.distill > 0:
-            with torch.no_grad():
-                target = teacher(lr_batch)
-            value = value + cfg.distill * F.l1_loss(out, target)
-        return value
+        return distilled_l1(net(lr_batch), hr_batch, lr_batch, teacher, cfg.distill)
 
     def mask_grads() -> None:
         for name, mask in masks.items():
