@@ -413,37 +413,42 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
     a chunk are compiled first and then timed one run each per round, `repeat` rounds (after one
     warm-up run each): a load burst hits all of them alike instead of a few entries wholesale. The
     table is saved after each chunk, so a killed build keeps every finished chunk and resumes.
-    The bar counts layers (compiled and timed) with rate and ETA.
+    The bar counts layers (compiled and timed) with rate and ETA. On the host a chunk is compiled by one worker
+    process per core (compiler.latency.parallel), idle while the chunk is timed.
     """
     from tqdm import tqdm
+
+    from compiler.latency.parallel import BuildPool, workers_for
 
     todo = table.missing(configs)
     done = 0
     bar = tqdm(total=2 * len(todo), desc=f"latency {target.name}", unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     try:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            built, twins = [], []
-            for cfg in part:
-                bar.set_postfix_str(f"compile {cfg.key()[:40]}", refresh=False)
-                weight = weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None
-                built.append(build_layer(cfg, target, weight=weight))
-                if keep is not None and cfg.scheme == "dense" and cfg.key() in keep:
-                    keep[cfg.key()] = built[-1]
-                twins.append(direct_twin(cfg, built[-1], target))
-                bar.update(1)
-            timers = [runner.timer(b) for b in built + [t for t in twins if t is not None]]  # loads, warms up once
-            bar.set_postfix_str(f"time {len(timers)} kernels x {repeat} rounds", refresh=False)
-            samples = interleaved(timers, repeat)
-            twin_samples = iter(samples[len(built):])
-            for cfg, b, twin, ts in zip(part, built, twins, samples):
-                direct = median(next(twin_samples)) if twin is not None else None
-                table.add(cfg, ts, kernel=b.extra.get("kernel", ""), direct_ms=direct)
-            bar.update(len(part))
-            done += len(part)
-            table.save()
-            del built, twins, timers
+        with BuildPool(target, workers_for(runner, len(todo))) as pool:
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                jobs = [(cfg, weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None, True)
+                        for cfg in part]
+                bar.set_postfix_str(f"compile {len(part)} layers", refresh=False)
+                built: list[Any] = [None] * len(part)
+                twins: list[Any] = [None] * len(part)
+                for i, (layer, twin) in pool.build(jobs):
+                    built[i], twins[i] = layer, twin
+                    if keep is not None and part[i].scheme == "dense" and part[i].key() in keep:
+                        keep[part[i].key()] = layer
+                    bar.update(1)
+                timers = [runner.timer(b) for b in built + [t for t in twins if t is not None]]  # loads, warms up
+                bar.set_postfix_str(f"time {len(timers)} kernels x {repeat} rounds", refresh=False)
+                samples = interleaved(timers, repeat)
+                twin_samples = iter(samples[len(built):])
+                for cfg, b, twin, ts in zip(part, built, twins, samples):
+                    direct = median(next(twin_samples)) if twin is not None else None
+                    table.add(cfg, ts, kernel=b.extra.get("kernel", ""), direct_ms=direct)
+                bar.update(len(part))
+                done += len(part)
+                table.save()
+                del built, twins, timers
     finally:
         bar.close()
     return done

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the compiler modules that import TVM load when something is
     from torch import nn
 
     from compiler.latency.measure import WeightFor
+    from compiler.latency.parallel import BuildPool
     from compiler.targets import TargetSpec
 
 __all__ = ["DEVICE_BENCH_FORMAT", "LatencyBuild", "Network", "PrunedKernels", "build_latency_model", "build_table", "calibrate",
@@ -204,27 +205,41 @@ def _as_pruned(c: LayerConfig, weight: np.ndarray) -> LayerConfig:
 
 
 def own_layer_builds(model: nn.Module, named: list[tuple[str, LayerConfig]], target: TargetSpec, *,
-                     dense: dict[str, Any] | None = None, progress: bool = False) -> list[Any]:
+                     dense: dict[str, Any] | None = None, progress: bool = False, pool: BuildPool | None = None
+                     ) -> list[Any]:
     """Each layer of `model` (`named`: `named_genome_layers` of its genome and pruning) compiled alone as the table
     compiles it (`build_layer`), a pruned one on the model's own weight: a sparse kernel's code follows the zeros
     of the weight it is built from. `dense` caches dense builds by key across calls (their code does not depend
-    on the weight, so networks sharing a layer share one build)."""
+    on the weight, so networks sharing a layer share one build). `pool`: compile in its workers (default: here)."""
     from compiler.latency.measure import build_layer
+    from compiler.latency.parallel import BuildPool
     from srcommon.progress import progress_bar
 
     weights = conv_weights(model)
-    out = []
-    for name, c in progress_bar(named, desc="layers", unit="layer", disable=not progress):
+    dense = {} if dense is None else dense
+    out: list[Any] = [None] * len(named)
+    calls, slots, first = [], [], {}  # what to build, the layers each build fills, the first slot of each dense key
+    for i, (name, c) in enumerate(named):
         if c.scheme != "dense":
             weight = weights[name]
-            out.append(build_layer(_as_pruned(c, weight), target, weight=weight))
-            continue
-        built = dense.get(c.key()) if dense is not None else None
-        if built is None:
-            built = build_layer(c, target)
-            if dense is not None:
-                dense[c.key()] = built
-        out.append(built)
+            calls.append((build_layer, (_as_pruned(c, weight), target, 0, weight)))
+            slots.append([i])
+        elif c.key() in dense:
+            out[i] = dense[c.key()]
+        elif c.key() in first:
+            slots[first[c.key()]].append(i)
+        else:
+            first[c.key()] = len(calls)
+            calls.append((build_layer, (c, target)))
+            slots.append([i])
+    builder = pool if pool is not None else BuildPool(target, 1)  # a one-worker pool builds in this process
+    for k, built in progress_bar(builder.map(calls), total=len(calls), desc="layers", unit="layer",
+                                 disable=not progress):
+        for i in slots[k]:
+            out[i] = built
+        c = named[slots[k][0]][1]
+        if c.scheme == "dense":
+            dense[c.key()] = built
     return out
 
 
@@ -245,21 +260,25 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
     """
     import tempfile
 
+    from compiler.latency.parallel import BuildPool, workers_for
     from compiler.latency.runners import interleaved
     from srcommon.progress import progress_bar
 
     results: list[dict] = []
     dense = dict(dense or {})
     bar = progress_bar(total=len(networks), desc="networks", unit="net", disable=not progress)
+    jobs = len(networks) + (sum(len(net.named_layers(out_hw)) for net in networks) if with_layers else 0)
     try:
-        with tempfile.TemporaryDirectory(prefix="srprune-networks-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="srprune-networks-") as tmp, \
+                BuildPool(target, workers_for(runner, jobs)) as pool:
             for start in range(0, len(networks), group):
                 chunk = networks[start:start + group]
-                net_timers, layer_built = [], []
-                for i, net in enumerate(chunk):
-                    net_timers.append(_network_timer(net, out_hw, target, runner, Path(tmp) / f"net{start + i}"))
-                    if with_layers:
-                        layer_built.append(own_layer_builds(net.model, net.named_layers(out_hw), target, dense=dense))
+                folders = [Path(tmp) / f"net{start + i}" for i in range(len(chunk))]
+                builds = dict(pool.map([(build_timed_network, (net.model, net.precision, net.genome.scale, out_hw,
+                                                               target, folder)) for net, folder in zip(chunk, folders)]))
+                net_timers = [_network_timer(builds[i], target, runner, folders[i]) for i in range(len(chunk))]
+                layer_built = [own_layer_builds(net.model, net.named_layers(out_hw), target, dense=dense, pool=pool)
+                               for net in chunk] if with_layers else []
                 distinct = list({id(b): b for bs in layer_built for b in bs}.values())  # a shared build: timed once
                 slot = {id(b): i for i, b in enumerate(distinct)}
                 timers = net_timers + [runner.timer(b) for b in distinct]  # loads and warms up each once
@@ -283,23 +302,33 @@ def measure_networks(networks: list[Network], target: TargetSpec, runner: Runner
     return results
 
 
-def _network_timer(net: Network, out_hw: tuple[int, int], target: TargetSpec, runner: Runner, folder: Path):
-    """A timer of `net` whole: its TVM build in `runner`, or (int8 layers) its int8 c-lib built into `folder`."""
+def build_timed_network(model: nn.Module, precision: str | None, scale: int, out_hw: tuple[int, int],
+                        target: TargetSpec, folder: Path) -> Any:
+    """A network built to be timed whole (in a BuildPool worker or here): its TVM build (checked against PyTorch on
+    the host), or with `precision` (int8 layers) its int8 c-lib written into `folder` (returned)."""
+    from compiler.errors import CompilerError
     from compiler.latency.measure import build_network
 
-    h, w = lr_size(out_hw, net.genome.scale)
-    if not net.precision:
-        return runner.timer(build_network(net.model, (1, 3, h, w), target))
-    from compiler.clib.runner import process_timer
-    from compiler.errors import CompilerError
+    h, w = lr_size(out_hw, scale)
+    if not precision:
+        return build_network(model, (1, 3, h, w), target)
     from compiler.int8.network import build_int8_clib
-    from compiler.latency.runners import POOL_SETTLE_S
     from srprune.quant.deploy import to_int8_network
 
     if target.cross:
         raise CompilerError(f"an int8 c-lib cannot be timed on {target.name} from here (TVM's RPC server loads TVM "
                             "modules, not a C library)")
-    build_int8_clib(to_int8_network(net.model), (1, 3, h, w), target, folder, check=False, name=folder.name)
+    build_int8_clib(to_int8_network(model), (1, 3, h, w), target, folder, check=False, name=folder.name)
+    return folder
+
+
+def _network_timer(built: Any, target: TargetSpec, runner: Runner, folder: Path):
+    """A timer of a network whole (`build_timed_network`'s result): its TVM build in `runner`, or its int8 c-lib."""
+    if not isinstance(built, Path):
+        return runner.timer(built)
+    from compiler.clib.runner import process_timer
+    from compiler.latency.runners import POOL_SETTLE_S
+
     return process_timer(folder, target.threads, settle_s=POOL_SETTLE_S)  # after TVM-timed layers: their pool asleep
 
 

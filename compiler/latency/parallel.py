@@ -1,0 +1,186 @@
+"""Layers compiled in worker processes, one per core, and loaded back here to be timed alone.
+
+Why: building the latency table is mostly compiling, and LLVM's code generation runs on one core (the demo's latency
+stage on 2 cores spent 145 of its 449 s in `tvm.compile` for the table), while timing must run with nothing else on
+the machine. So a chunk of layers is compiled by a pool of worker processes (each runs the same `build_layer` and
+exports its build as a shared library), then the parent loads the libraries and times them as before, with the
+workers idle. The code timed is the code the compiler emits either way; only where it was compiled differs.
+
+Host targets only (the RPC runner exports and uploads its own libraries); one usable core, or
+SRPRUNE_COMPILE_WORKERS=1, builds in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+from compiler.latency.runners import BuiltLayer, Runner
+
+if TYPE_CHECKING:
+    from compiler.targets import TargetSpec
+
+WORKERS_ENV = "SRPRUNE_COMPILE_WORKERS"
+# Fewer builds than this are compiled in this process: starting the workers costs a few seconds (each imports TVM
+# and torch), about what a handful of small builds take.
+MIN_POOL_JOBS = 8
+
+# (layer, its pruned weight or None, whether to build the direct twin of a Winograd layer too)
+Job = tuple[LayerConfig, "np.ndarray | None", bool]
+Built = tuple[BuiltLayer, "BuiltLayer | None"]
+
+
+def compile_workers() -> int:
+    """Worker processes for compiling: SRPRUNE_COMPILE_WORKERS if set, else the cores this process may use."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise CompilerError(f"{WORKERS_ENV} must be a whole number >= 1, got {value!r}")
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def workers_for(runner: Runner, jobs: int) -> int:
+    """Worker processes for `jobs` builds that `runner` will time: the pool for host runs of MIN_POOL_JOBS or more
+    builds; 1 (this process) for the RPC runner, which exports and uploads its own libraries, and for small runs."""
+    from compiler.latency.runners import LocalRunner
+
+    return compile_workers() if isinstance(runner, LocalRunner) and jobs >= MIN_POOL_JOBS else 1
+
+
+def build_one(cfg: LayerConfig, target: TargetSpec, weight: np.ndarray | None, twin: bool) -> Built:
+    """The layer as the table times it (`build_layer`), and its direct twin where it runs as Winograd and `twin`."""
+    from compiler.latency.measure import build_layer, direct_twin
+
+    built = build_layer(cfg, target, weight=weight)
+    return built, (direct_twin(cfg, built, target) if twin else None)
+
+
+def _export(built: BuiltLayer | None, path: str) -> BuiltLayer | None:
+    """`built` written to `path` as a shared library; what returns to the parent is the rest of it."""
+    if built is None:
+        return None
+    from compiler.latency.runners import export_library
+
+    export_library(built, path, os.path.dirname(path))
+    return replace(built, executable=None)
+
+
+def _in_worker(fn: Callable[..., Any], args: tuple, path: str) -> Any:
+    """In a worker: fn(*args), every BuiltLayer in its result (one, or a tuple of them and None) exported to
+    `path`.K.so and sent back without its code; any other result as it is."""
+    result = fn(*args)
+    if isinstance(result, BuiltLayer):
+        return _export(result, f"{path}.0.so")
+    if isinstance(result, tuple):
+        return tuple(_export(r, f"{path}.{k}.so") if isinstance(r, BuiltLayer) else r for k, r in enumerate(result))
+    return result
+
+
+def _loaded(result: Any, path: str) -> Any:
+    """`_in_worker`'s result with each exported layer loaded back (the inverse of its export)."""
+    if isinstance(result, BuiltLayer):
+        return _load(result, f"{path}.0.so")
+    if isinstance(result, tuple):
+        return tuple(_load(r, f"{path}.{k}.so") if isinstance(r, BuiltLayer) else r for k, r in enumerate(result))
+    return result
+
+
+def _load(built: BuiltLayer, path: str) -> BuiltLayer:
+    """A layer exported by a worker, loaded: a kernel as a tvm.runtime.Executable, a Relax VM as its module."""
+    import tvm
+
+    mod = tvm.runtime.load_module(path)
+    return replace(built, executable=mod if built.vm else tvm.runtime.Executable(mod))
+
+
+def _init_worker() -> None:
+    """One torch thread per worker (the pool already uses every core); TVM's pool is left as it is, since a
+    network build checks its output at the target's threads."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+class BuildPool:
+    """Builds in a pool of `workers` processes (made once, idle while the parent times), or in this process.
+
+    Use as a context manager: `with BuildPool(target) as pool: for i, (built, twin) in pool.build(jobs): ...`.
+    """
+
+    def __init__(self, target: TargetSpec, workers: int | None = None) -> None:
+        self.target = target
+        self.workers = compile_workers() if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self._calls = 0
+
+    def __enter__(self) -> BuildPool:
+        if self.workers > 1 and not self.target.cross:
+            # spawn, not fork: the parent holds TVM's and torch's thread pools, which a forked child cannot use
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker)
+            self._dir = tempfile.TemporaryDirectory(prefix="srprune-layers-")
+            self._start_workers()
+        return self
+
+    def _start_workers(self) -> None:
+        """Start every worker now, with the caller's main script hidden from them. A spawned worker otherwise runs
+        the parent's main module again (as __mp_main__), and a script without an `if __name__ == "__main__"` guard
+        would start its whole job in each worker; the workers need nothing of it (they run module-level functions
+        of srprune and compiler). The pool starts no workers later (all `workers` are started here)."""
+        main = sys.modules["__main__"]
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        try:
+            for fut in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
+                fut.result()
+        finally:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        if self._dir is not None:
+            self._dir.cleanup()  # loaded libraries stay mapped; only their files go
+
+    def build(self, jobs: list[Job]) -> Iterator[tuple[int, Built]]:
+        """(index into `jobs`, (layer, twin)) for every layer job, in the order they finish."""
+        return self.map([(build_one, (cfg, self.target, weight, twin)) for cfg, weight, twin in jobs])
+
+    def map(self, calls: list[tuple[Callable[..., Any], tuple]]) -> Iterator[tuple[int, Any]]:
+        """(index into `calls`, fn(*args)) for every (fn, args) of `calls`, in the order they finish: in the workers,
+        where each fn is a module-level function whose BuiltLayers (returned alone or in a tuple) come back loaded; a
+        failure raises its error here and cancels the calls not started."""
+        if self._pool is None:
+            for i, (fn, args) in enumerate(calls):
+                yield i, fn(*args)
+            return
+        self._calls += 1
+        pending: dict[Future, tuple[int, str]] = {}
+        for i, (fn, args) in enumerate(calls):
+            path = os.path.join(self._dir.name, f"call{self._calls}_{i}")
+            pending[self._pool.submit(_in_worker, fn, args, path)] = (i, path)
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i, path = pending.pop(fut)
+                    yield i, _loaded(fut.result(), path)
+        finally:
+            for fut in pending:
+                fut.cancel()

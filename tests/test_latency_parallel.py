@@ -1,0 +1,119 @@
+"""compiler.latency.parallel: layers and networks compiled in worker processes are the code this process compiles.
+
+The latency table, the calibration and the validation time what the pool hands back (exported by a worker, loaded
+here), so each kind of build must come back computing exactly what an in-process build computes, its errors must
+arrive as one line, and a caller's script must not run again in the workers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compiler.errors import CompilerError
+from compiler.latency.config import LayerConfig
+from compiler.latency.parallel import WORKERS_ENV, BuildPool, build_one, compile_workers
+from compiler.targets import get_target
+from tests.conftest import ROOT
+
+LAYERS = [
+    LayerConfig("conv", 8, 16, 6, 20, act="relu", residual=True),  # direct kernel
+    LayerConfig("conv", 16, 16, 12, 48),  # the rewrite's Winograd choice where it pays (then with a direct twin)
+    LayerConfig("adapter", 8, 12, 6, 20, k=1, pad=0, bias=False),  # a Relax VM graph
+    LayerConfig("conv", 8, 8, 6, 20, precision="int8"),  # int8 kernel
+]
+PRUNED = LayerConfig("conv", 8, 8, 4, 16, k=1, pad=0, scheme="block", ratio=0.5, block=(4, 1))
+
+
+def _pruned_weight() -> np.ndarray:
+    w = np.random.default_rng(1).standard_normal((8, 8, 1, 1)).astype(np.float32)
+    w[:, ::2] = 0.0  # every other input channel: whole 4 x 1 blocks, half the weight
+    return w
+
+
+def _output(built) -> np.ndarray:
+    """What the timed code computes on its own inputs (kernel: inputs + output buffer; graph: the VM's main)."""
+    import tvm
+    from tvm import relax
+
+    from compiler.targets import set_runtime_threads
+
+    set_runtime_threads(1)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in built.inputs]
+    if built.vm:
+        return relax.VirtualMachine(built.executable, dev)["main"](*args).numpy()
+    out = tvm.runtime.tensor(np.zeros(built.out_shape, built.out_dtype), dev)
+    built.executable.mod.get_function(built.entry)(*args, out)
+    return out.numpy()
+
+
+@pytest.fixture(scope="module")
+def host():
+    return get_target("host", 1)
+
+
+def test_pool_builds_compute_what_in_process_builds_compute(host):
+    jobs = [(c, None, True) for c in LAYERS] + [(PRUNED, _pruned_weight(), True)]
+    with BuildPool(host, 2) as pool:
+        assert pool._pool is not None  # really in workers
+        got = dict(pool.build(jobs))
+    assert sorted(got) == list(range(len(jobs)))
+    for i, (cfg, weight, twin) in enumerate(jobs):
+        here, here_twin = build_one(cfg, host, weight, twin)
+        there, there_twin = got[i]
+        assert there.extra.get("kernel") == here.extra.get("kernel"), cfg.key()
+        assert np.array_equal(_output(there), _output(here)), cfg.key()  # bit for bit: the same code
+        assert (there_twin is None) == (here_twin is None)
+        if there_twin is not None:
+            assert np.array_equal(_output(there_twin), _output(here_twin)), cfg.key()
+    assert got[len(LAYERS)][0].extra.get("kernel") == "sparse"
+
+
+def test_a_failed_build_is_its_one_line_error(host):
+    with BuildPool(host, 2) as pool:
+        with pytest.raises(CompilerError, match="needs its weight with the pruner's zeros"):
+            dict(pool.build([(LAYERS[0], None, False), (PRUNED, None, False)]))
+
+
+def test_workers_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert compile_workers() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(CompilerError, match=WORKERS_ENV):
+            compile_workers()
+    monkeypatch.delenv(WORKERS_ENV)
+    assert compile_workers() >= 1
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """Spawned workers would import the caller's main script again; a script without the guard must not start over
+    in each of them."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "print('script body ran', flush=True)\n"
+        "from compiler.latency.config import LayerConfig\n"
+        "from compiler.latency.parallel import BuildPool\n"
+        "from compiler.targets import get_target\n"
+        "with BuildPool(get_target('host', 1), 2) as pool:\n"
+        "    done = dict(pool.build([(LayerConfig('conv', 4, 4, 4, 16), None, False)]))\n"
+        "print('built', len(done), flush=True)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("script body ran") == 1 and "built 1" in res.stdout
+
+
+def test_the_pool_is_for_host_runs_of_enough_builds(monkeypatch):
+    from compiler.latency.parallel import MIN_POOL_JOBS, workers_for
+    from compiler.latency.runners import LocalRunner, RPCRunner
+
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert workers_for(LocalRunner(1), MIN_POOL_JOBS) == 2
+    assert workers_for(LocalRunner(1), MIN_POOL_JOBS - 1) == 1  # a handful of builds: spawning would cost more
+    assert workers_for(RPCRunner("127.0.0.1", 9, threads=1), 100) == 1  # the RPC runner uploads its own libraries
