@@ -1,8 +1,8 @@
 """Layers compiled in worker processes, one per core, and loaded back here to be timed alone.
 
-Why: building the latency table is mostly compiling, and LLVM's code generation runs on one core (the demo's latency
-stage on 2 cores spent 145 of its 449 s in `tvm.compile` for the table), while timing must run with nothing else on
-the machine. So a chunk of layers is compiled by a pool of worker processes (each runs the same `build_layer` and
+Why: much of a latency build is compiling, and LLVM's code generation runs on one core (a profile of the demo's
+latency stage on 2 cores: about half of it in `tvm.compile`, linking and checking builds), while timing must run with
+nothing else on the machine. So a chunk of layers is compiled by a pool of worker processes (each runs the same `build_layer` and
 exports its build as a shared library), then the parent loads the libraries and times them as before, with the
 workers idle. The code timed is the code the compiler emits either way; only where it was compiled differs.
 
