@@ -56,7 +56,7 @@ def host():
     return get_target("host", 1)
 
 
-def test_pool_builds_compute_what_in_process_builds_compute(host):
+def test_pool_builds_compute_what_in_process_builds_compute(host, capfd):
     jobs = [(c, None, True) for c in LAYERS] + [(PRUNED, _pruned_weight(), True)]
     with BuildPool(host, 2) as pool:
         assert pool._pool is not None  # really in workers
@@ -117,3 +117,23 @@ def test_the_pool_is_for_host_runs_of_enough_builds(monkeypatch):
     assert workers_for(LocalRunner(1), MIN_POOL_JOBS) == 2
     assert workers_for(LocalRunner(1), MIN_POOL_JOBS - 1) == 1  # a handful of builds: spawning would cost more
     assert workers_for(RPCRunner("127.0.0.1", 9, threads=1), 100) == 1  # the RPC runner uploads its own libraries
+
+
+def test_a_network_from_the_pool_is_the_network_built_here(host, capfd):
+    """A whole network (what the calibration and `latency validate` time) comes back as the same Relax VM program;
+    TVM's warnings on loading it ("Scope Loaded", one per memory scope) go to the log, not the terminal."""
+    import torch
+    from torch import nn
+
+    from compiler.latency.measure import build_network
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2)).eval()
+    with BuildPool(host, 2) as pool:
+        (_, there), = pool.map([(build_network, (net, (1, 3, 8, 16), host))])
+    assert "Scope" not in capfd.readouterr().err
+    here = build_network(net, (1, 3, 8, 16), host)
+    assert there.vm and np.array_equal(_output(there), _output(here))
+    want = net(torch.from_numpy(there.inputs[0])).detach().numpy()
+    assert np.abs(_output(there) - want).max() < 1e-4  # and it is the network

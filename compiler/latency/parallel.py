@@ -99,7 +99,10 @@ def _load(built: BuiltLayer, path: str) -> BuiltLayer:
     """A layer exported by a worker, loaded: a kernel as a tvm.runtime.Executable, a Relax VM as its module."""
     import tvm
 
-    mod = tvm.runtime.load_module(path)
+    from compiler.native_log import native_log
+
+    with native_log():  # loading a Relax executable prints a "Scope Loaded" warning per memory scope
+        mod = tvm.runtime.load_module(path)
     return replace(built, executable=mod if built.vm else tvm.runtime.Executable(mod))
 
 
