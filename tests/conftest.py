@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,6 +106,25 @@ def torch_conv_reference(spec, x, w, b=None, alpha=None, res=None) -> torch.Tens
     if getattr(spec, "shuffle", 1) > 1:
         ref = F.pixel_shuffle(ref, spec.shuffle)
     return ref
+
+
+def run_built(built) -> np.ndarray:
+    """A BuiltLayer (compiler.latency.runners) run once on its own timed inputs at 1 thread: a kernel on its inputs and
+    an output buffer, a Relax VM program through its `main`."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from compiler.targets import set_runtime_threads
+
+    set_runtime_threads(1)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in built.inputs]
+    if built.vm:
+        return relax.VirtualMachine(built.executable, dev)["main"](*args).numpy()
+    out = tvm.runtime.tensor(np.zeros(built.out_shape, built.out_dtype), dev)
+    built.executable.mod.get_function(built.entry)(*args, out)
+    return out.numpy()
 
 
 def srprune_subprocess(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from compiler.quant_spec import reference_conv
 from compiler.targets import get_target
 from srprune.latency import named_genome_layers, space_layers
 from supernet.space import SearchSpace
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, run_built
 
 H, W = 6, 20
 
@@ -31,23 +31,6 @@ H, W = 6, 20
 @pytest.fixture(scope="module")
 def host():
     return get_target("host", 1)
-
-
-def _run(built) -> np.ndarray:
-    """The built layer run once in this process on its own (timed) inputs."""
-    import tvm
-    from tvm import relax
-
-    from compiler.targets import set_runtime_threads
-
-    set_runtime_threads(1)
-    dev = tvm.cpu()
-    args = [tvm.runtime.tensor(a, dev) for a in built.inputs]
-    if built.vm:
-        return relax.VirtualMachine(built.executable, dev)["main"](*args).numpy()
-    out = tvm.runtime.tensor(np.zeros(built.out_shape, built.out_dtype), dev)
-    built.executable.mod.get_function(built.entry)(*args, out)
-    return out.numpy()
 
 
 @pytest.mark.parametrize("cfg", [
@@ -68,7 +51,7 @@ def test_int8_conv_entry_is_the_int8_kernel_on_its_timed_inputs(host, cfg):
     x = built.inputs[0]
     assert x.dtype == np.uint8 and built.out_dtype == "uint8"
     want = reference_conv(x, layer, built.inputs[-1] if cfg.residual else None)
-    got = _run(built)
+    got = run_built(built)
     np.testing.assert_array_equal(got, want)
     assert 0 < np.mean((want > 0) & (want < 255))  # not all saturated: the check sees real values
     assert all(t > 0 for t in LocalRunner(1).time(built, 2))
@@ -84,7 +67,7 @@ def test_int8_tail_is_the_networks_ends(host):
     layer = built.extra["qconv"]
     y = reference_conv(trunk, layer) + reference_skip(quantize_image(image), built.extra["skip_weight"])
     want = torch.nn.functional.pixel_shuffle(torch.from_numpy(y.astype(np.float32)), 2).clamp(0, 1).numpy()
-    np.testing.assert_allclose(_run(built), want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(run_built(built), want, rtol=0, atol=1e-6)
     assert all(t > 0 for t in LocalRunner(1).time(built, 2))
 
 
@@ -105,7 +88,7 @@ def test_pruned_int8_entry_is_the_sparse_kernel_on_the_pruners_weight(host):
     layer = built.extra["qconv"]
     assert 1 - np.count_nonzero(layer.weight) / layer.weight.size == pytest.approx(0.75, abs=0.05)
     assert built.extra["kernel"] == f"int8-{isa.name}-sparse"
-    np.testing.assert_array_equal(_run(built), reference_conv(built.inputs[0], layer))
+    np.testing.assert_array_equal(run_built(built), reference_conv(built.inputs[0], layer))
     half = replace(cfg, ratio=0.5)
     assert build_layer(half, host, weight=pruned_weight(half)).extra["kernel"] == f"int8-{isa.name}"
     with pytest.raises(CompilerError, match="needs its weight"):

@@ -17,7 +17,7 @@ from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
 from compiler.latency.parallel import WORKERS_ENV, BuildPool, build_one, compile_workers
 from compiler.targets import get_target
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_built
 
 LAYERS = [
     LayerConfig("conv", 8, 16, 6, 20, act="relu", residual=True),  # direct kernel
@@ -32,23 +32,6 @@ def _pruned_weight() -> np.ndarray:
     w = np.random.default_rng(1).standard_normal((8, 8, 1, 1)).astype(np.float32)
     w[:, ::2] = 0.0  # every other input channel: whole 4 x 1 blocks, half the weight
     return w
-
-
-def _output(built) -> np.ndarray:
-    """What the timed code computes on its own inputs (kernel: inputs + output buffer; graph: the VM's main)."""
-    import tvm
-    from tvm import relax
-
-    from compiler.targets import set_runtime_threads
-
-    set_runtime_threads(1)
-    dev = tvm.cpu()
-    args = [tvm.runtime.tensor(a, dev) for a in built.inputs]
-    if built.vm:
-        return relax.VirtualMachine(built.executable, dev)["main"](*args).numpy()
-    out = tvm.runtime.tensor(np.zeros(built.out_shape, built.out_dtype), dev)
-    built.executable.mod.get_function(built.entry)(*args, out)
-    return out.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +49,10 @@ def test_pool_builds_compute_what_in_process_builds_compute(host, capfd):
         here, here_twin = build_one(cfg, host, weight, twin)
         there, there_twin = got[i]
         assert there.extra.get("kernel") == here.extra.get("kernel"), cfg.key()
-        assert np.array_equal(_output(there), _output(here)), cfg.key()  # bit for bit: the same code
+        assert np.array_equal(run_built(there), run_built(here)), cfg.key()  # bit for bit: the same code
         assert (there_twin is None) == (here_twin is None)
         if there_twin is not None:
-            assert np.array_equal(_output(there_twin), _output(here_twin)), cfg.key()
+            assert np.array_equal(run_built(there_twin), run_built(here_twin)), cfg.key()
     assert got[len(LAYERS)][0].extra.get("kernel") == "sparse"
 
 
@@ -134,6 +117,6 @@ def test_a_network_from_the_pool_is_the_network_built_here(host, capfd):
         (_, there), = pool.map([(build_network, (net, (1, 3, 8, 16), host))])
     assert "Scope" not in capfd.readouterr().err
     here = build_network(net, (1, 3, 8, 16), host)
-    assert there.vm and np.array_equal(_output(there), _output(here))
+    assert there.vm and np.array_equal(run_built(there), run_built(here))
     want = net(torch.from_numpy(there.inputs[0])).detach().numpy()
-    assert np.abs(_output(there) - want).max() < 1e-4  # and it is the network
+    assert np.abs(run_built(there) - want).max() < 1e-4  # and it is the network

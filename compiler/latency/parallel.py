@@ -75,24 +75,19 @@ def _export(built: BuiltLayer | None, path: str) -> BuiltLayer | None:
     return replace(built, executable=None)
 
 
+def _each_layer(result: Any, path: str, fn: Callable[[BuiltLayer, str], Any]) -> Any:
+    """`result` with fn(layer, `path`.K.so) in place of each BuiltLayer in it (alone, or the K-th of a tuple)."""
+    if isinstance(result, BuiltLayer):
+        return fn(result, f"{path}.0.so")
+    if isinstance(result, tuple):
+        return tuple(fn(r, f"{path}.{k}.so") if isinstance(r, BuiltLayer) else r for k, r in enumerate(result))
+    return result
+
+
 def _in_worker(fn: Callable[..., Any], args: tuple, path: str) -> Any:
-    """In a worker: fn(*args), every BuiltLayer in its result (one, or a tuple of them and None) exported to
-    `path`.K.so and sent back without its code; any other result as it is."""
-    result = fn(*args)
-    if isinstance(result, BuiltLayer):
-        return _export(result, f"{path}.0.so")
-    if isinstance(result, tuple):
-        return tuple(_export(r, f"{path}.{k}.so") if isinstance(r, BuiltLayer) else r for k, r in enumerate(result))
-    return result
-
-
-def _loaded(result: Any, path: str) -> Any:
-    """`_in_worker`'s result with each exported layer loaded back (the inverse of its export)."""
-    if isinstance(result, BuiltLayer):
-        return _load(result, f"{path}.0.so")
-    if isinstance(result, tuple):
-        return tuple(_load(r, f"{path}.{k}.so") if isinstance(r, BuiltLayer) else r for k, r in enumerate(result))
-    return result
+    """In a worker: fn(*args), every BuiltLayer in its result exported next to `path` and sent back without its code;
+    any other result as it is."""
+    return _each_layer(fn(*args), path, _export)
 
 
 def _load(built: BuiltLayer, path: str) -> BuiltLayer:
@@ -183,7 +178,7 @@ class BuildPool:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i, path = pending.pop(fut)
-                    yield i, _loaded(fut.result(), path)
+                    yield i, _each_layer(fut.result(), path, _load)  # the workers' exports, loaded
         finally:
             for fut in pending:
                 fut.cancel()
