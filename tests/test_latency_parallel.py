@@ -15,7 +15,8 @@ import pytest
 
 from compiler.errors import CompilerError
 from compiler.latency.config import LayerConfig
-from compiler.latency.parallel import WORKERS_ENV, BuildPool, build_one, compile_workers
+from compiler.latency.measure import build_one
+from compiler.latency.parallel import WORKERS_ENV, BuildPool, compile_workers
 from compiler.targets import get_target
 from tests.conftest import ROOT, run_built
 
@@ -43,7 +44,7 @@ def test_pool_builds_compute_what_in_process_builds_compute(host, capfd):
     jobs = [(c, None, True) for c in LAYERS] + [(PRUNED, _pruned_weight(), True)]
     with BuildPool(host, 2) as pool:
         assert pool._pool is not None  # really in workers
-        got = dict(pool.build(jobs))
+        got = dict(pool.map([(build_one, (cfg, host, weight, twin)) for cfg, weight, twin in jobs]))
     assert sorted(got) == list(range(len(jobs)))
     for i, (cfg, weight, twin) in enumerate(jobs):
         here, here_twin = build_one(cfg, host, weight, twin)
@@ -59,7 +60,7 @@ def test_pool_builds_compute_what_in_process_builds_compute(host, capfd):
 def test_a_failed_build_is_its_one_line_error(host):
     with BuildPool(host, 2) as pool:
         with pytest.raises(CompilerError, match="needs its weight with the pruner's zeros"):
-            dict(pool.build([(LAYERS[0], None, False), (PRUNED, None, False)]))
+            dict(pool.map([(build_one, (LAYERS[0], host)), (build_one, (PRUNED, host))]))
 
 
 def test_workers_come_from_the_environment(monkeypatch):
@@ -82,10 +83,11 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "print('script body ran', flush=True)\n"
         "from compiler.latency.config import LayerConfig\n"
+        "from compiler.latency.measure import build_one\n"
         "from compiler.latency.parallel import BuildPool\n"
         "from compiler.targets import get_target\n"
         "with BuildPool(get_target('host', 1), 2) as pool:\n"
-        "    done = dict(pool.build([(LayerConfig('conv', 4, 4, 4, 16), None, False)]))\n"
+        "    done = dict(pool.map([(build_one, (LayerConfig('conv', 4, 4, 4, 16), get_target('host', 1)))]))\n"
         "print('built', len(done), flush=True)\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -384,6 +384,14 @@ def direct_twin(cfg: LayerConfig, built: BuiltLayer, target: TargetSpec) -> Buil
         return build_layer(cfg, target)
 
 
+def build_one(cfg: LayerConfig, target: TargetSpec, weight: np.ndarray | None = None,
+              twin: bool = True) -> tuple[BuiltLayer, BuiltLayer | None]:
+    """The layer as the table times it (`build_layer`), and its direct twin where it runs as Winograd and `twin`
+    (a module-level function: the table's BuildPool workers run it)."""
+    built = build_layer(cfg, target, weight=weight)
+    return built, (direct_twin(cfg, built, target) if twin else None)
+
+
 def build_network(model: nn.Module, input_shape: tuple[int, int, int, int], target: TargetSpec) -> BuiltLayer:
     """A whole network compiled with `compile_model` (checked against PyTorch on host), ready to time."""
     from compiler.build import compile_model
@@ -428,12 +436,12 @@ def measure_into(table: Any, configs: list[LayerConfig], target: TargetSpec, run
         with BuildPool(target, workers_for(runner, len(todo))) as pool:
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
-                jobs = [(cfg, weight_for(cfg) if weight_for is not None and cfg.scheme != "dense" else None, True)
-                        for cfg in part]
+                calls = [(build_one, (cfg, target, weight_for(cfg) if weight_for is not None and cfg.scheme != "dense"
+                                      else None)) for cfg in part]
                 bar.set_postfix_str(f"compile {len(part)} layers", refresh=False)
                 built: list[Any] = [None] * len(part)
                 twins: list[Any] = [None] * len(part)
-                for i, (layer, twin) in pool.build(jobs):
+                for i, (layer, twin) in pool.map(calls):
                     built[i], twins[i] = layer, twin
                     if keep is not None and part[i].scheme == "dense" and part[i].key() in keep:
                         keep[part[i].key()] = layer

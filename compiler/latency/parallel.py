@@ -20,10 +20,7 @@ from dataclasses import replace
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
-
 from compiler.errors import CompilerError
-from compiler.latency.config import LayerConfig
 from compiler.latency.runners import BuiltLayer, Runner
 
 if TYPE_CHECKING:
@@ -33,11 +30,6 @@ WORKERS_ENV = "SRPRUNE_COMPILE_WORKERS"
 # Fewer builds than this are compiled in this process: starting the workers costs a few seconds (each imports TVM
 # and torch), about what a handful of small builds take.
 MIN_POOL_JOBS = 8
-
-# (layer, its pruned weight or None, whether to build the direct twin of a Winograd layer too)
-Job = tuple[LayerConfig, "np.ndarray | None", bool]
-Built = tuple[BuiltLayer, "BuiltLayer | None"]
-
 
 def compile_workers() -> int:
     """Worker processes for compiling: SRPRUNE_COMPILE_WORKERS if set, else the cores this process may use."""
@@ -55,14 +47,6 @@ def workers_for(runner: Runner, jobs: int) -> int:
     from compiler.latency.runners import LocalRunner
 
     return compile_workers() if isinstance(runner, LocalRunner) and jobs >= MIN_POOL_JOBS else 1
-
-
-def build_one(cfg: LayerConfig, target: TargetSpec, weight: np.ndarray | None, twin: bool) -> Built:
-    """The layer as the table times it (`build_layer`), and its direct twin where it runs as Winograd and `twin`."""
-    from compiler.latency.measure import build_layer, direct_twin
-
-    built = build_layer(cfg, target, weight=weight)
-    return built, (direct_twin(cfg, built, target) if twin else None)
 
 
 def _export(built: BuiltLayer | None, path: str) -> BuiltLayer | None:
@@ -115,7 +99,7 @@ def _init_worker() -> None:
 class BuildPool:
     """Builds in a pool of `workers` processes (made once, idle while the parent times), or in this process.
 
-    Use as a context manager: `with BuildPool(target) as pool: for i, (built, twin) in pool.build(jobs): ...`.
+    Use as a context manager: `with BuildPool(target) as pool: for i, result in pool.map(calls): ...`.
     """
 
     def __init__(self, target: TargetSpec, workers: int | None = None) -> None:
@@ -155,10 +139,6 @@ class BuildPool:
             self._pool.shutdown(cancel_futures=True)
         if self._dir is not None:
             self._dir.cleanup()  # loaded libraries stay mapped; only their files go
-
-    def build(self, jobs: list[Job]) -> Iterator[tuple[int, Built]]:
-        """(index into `jobs`, (layer, twin)) for every layer job, in the order they finish."""
-        return self.map([(build_one, (cfg, self.target, weight, twin)) for cfg, weight, twin in jobs])
 
     def map(self, calls: list[tuple[Callable[..., Any], tuple]]) -> Iterator[tuple[int, Any]]:
         """(index into `calls`, fn(*args)) for every (fn, args) of `calls`, in the order they finish: in the workers,
