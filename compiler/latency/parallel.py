@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from compiler.errors import CompilerError
-from compiler.latency.runners import BuiltLayer, Runner
+from compiler.latency.runners import BuiltLayer, Runner, export_library
 
 if TYPE_CHECKING:
     from compiler.targets import TargetSpec
@@ -49,12 +49,8 @@ def workers_for(runner: Runner, jobs: int) -> int:
     return compile_workers() if isinstance(runner, LocalRunner) and jobs >= MIN_POOL_JOBS else 1
 
 
-def _export(built: BuiltLayer | None, path: str) -> BuiltLayer | None:
+def _export(built: BuiltLayer, path: str) -> BuiltLayer:
     """`built` written to `path` as a shared library; what returns to the parent is the rest of it."""
-    if built is None:
-        return None
-    from compiler.latency.runners import export_library
-
     export_library(built, path, os.path.dirname(path))
     return replace(built, executable=None)
 
