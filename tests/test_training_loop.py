@@ -156,8 +156,8 @@ def test_distilled_l1_is_l1_plus_weighted_l1_to_the_frozen_teacher():
     assert freeze(None) is None
 
 
-class _Foreign:  # a pickled object of this class is what weights_only refuses
-    pass
+class _Foreign:
+    """A pickled object of this class is what weights_only refuses."""
 
 
 def test_read_checkpoint_refuses_unreadable_and_foreign_files_in_one_error(tmp_path):

@@ -2,9 +2,10 @@
 
 Why: much of a latency build is compiling, and LLVM's code generation runs on one core (a profile of the demo's
 latency stage on 2 cores: about half of it in `tvm.compile`, linking and checking builds), while timing must run with
-nothing else on the machine. So a chunk of layers is compiled by a pool of worker processes (each runs the same `build_layer` and
-exports its build as a shared library), then the parent loads the libraries and times them as before, with the
-workers idle. The code timed is the code the compiler emits either way; only where it was compiled differs.
+nothing else on the machine. So a chunk of layers is compiled by a pool of worker processes (each runs the same
+`build_layer` and exports its build as a shared library), then the parent loads the libraries and times them as
+before, with the workers idle. The code timed is the code the compiler emits either way; only where it was compiled
+differs.
 
 Host targets only (the RPC runner exports and uploads its own libraries); one usable core, or
 SRPRUNE_COMPILE_WORKERS=1, builds in this process.
@@ -21,7 +22,7 @@ from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from compiler.errors import CompilerError
-from compiler.latency.runners import BuiltLayer, Runner, export_library
+from compiler.latency.runners import BuiltLayer, LocalRunner, Runner, export_library
 
 if TYPE_CHECKING:
     from compiler.targets import TargetSpec
@@ -30,6 +31,7 @@ WORKERS_ENV = "SRPRUNE_COMPILE_WORKERS"
 # Fewer builds than this are compiled in this process: starting the workers costs a few seconds (each imports TVM
 # and torch), about what a handful of small builds take.
 MIN_POOL_JOBS = 8
+
 
 def compile_workers() -> int:
     """Worker processes for compiling: SRPRUNE_COMPILE_WORKERS if set, else the cores this process may use."""
@@ -44,8 +46,6 @@ def compile_workers() -> int:
 def workers_for(runner: Runner, jobs: int) -> int:
     """Worker processes for `jobs` builds that `runner` will time: the pool for host runs of MIN_POOL_JOBS or more
     builds; 1 (this process) for the RPC runner, which exports and uploads its own libraries, and for small runs."""
-    from compiler.latency.runners import LocalRunner
-
     return compile_workers() if isinstance(runner, LocalRunner) and jobs >= MIN_POOL_JOBS else 1
 
 
@@ -84,12 +84,9 @@ def _load(built: BuiltLayer, path: str) -> BuiltLayer:
 def _init_worker() -> None:
     """One torch thread per worker (the pool already uses every core); TVM's pool is left as it is, since a
     network build checks its output at the target's threads."""
-    try:
-        import torch
+    import torch  # a dependency of every build (compiler.latency.measure imports it)
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
 
 
 class BuildPool:
