@@ -7,8 +7,11 @@ arrive as one line, and a caller's script must not run again in the workers.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +95,48 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("script body ran") == 1 and "built 1" in res.stdout
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A run killed outright (SIGKILL: no clean-up runs) must not leave its compile workers behind."""
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from compiler.latency.parallel import BuildPool\n"
+        "from compiler.targets import get_target\n"
+        "with BuildPool(get_target('host', 1), 2) as pool:\n"
+        "    pids = {pid for _, pid in pool.map([(os.getpid, ())] * 8)}\n"
+        "    print(*pids, flush=True)\n"
+        "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and all(_alive(p) for p in workers) and os.getpid() not in workers
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), "compile workers outlived their killed parent"
+
+
+def test_loaded_libraries_leave_the_scratch_folder(host):
+    """Each exported build is removed once loaded, so a killed run leaves at most the few not yet loaded."""
+    with BuildPool(host, 2) as pool:
+        done = dict(pool.map([(build_one, (cfg, host)) for cfg in LAYERS[:1]]))
+        assert done and os.listdir(pool.scratch) == []
 
 
 def test_the_pool_is_for_host_runs_of_enough_builds(monkeypatch):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from multiprocessing import get_context
@@ -78,14 +80,29 @@ def _load(built: BuiltLayer, path: str) -> BuiltLayer:
 
     with native_log():  # loading a Relax executable prints a "Scope Loaded" warning per memory scope
         mod = tvm.runtime.load_module(path)
+    os.remove(path)  # the loaded library stays mapped; a killed run leaves only the libraries not yet loaded
     return replace(built, executable=mod if built.vm else tvm.runtime.Executable(mod))
 
 
-def _init_worker() -> None:
-    """One torch thread per worker (the pool already uses every core); TVM's pool is left as it is, since a
-    network build checks its output at the target's threads."""
+# How often a worker checks that the process that started it is still alive (seconds).
+PARENT_POLL_S = 1.0
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once `parent` is gone. A pool worker waits on its task queue forever, and a parent killed
+    outright (SIGKILL, the OOM killer) cannot tell it to stop: without this, each kill of a run would leave its
+    workers, each holding TVM and torch in memory, until the machine restarts."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    """Exit with the parent (_exit_with); one torch thread per worker (the pool already uses every core); TVM's pool
+    is left as it is, since a network build checks its output at the target's threads."""
     import torch  # a dependency of every build (compiler.latency.measure imports it)
 
+    threading.Thread(target=_exit_with, args=(parent,), name="srprune-parent-watch", daemon=True).start()
     torch.set_num_threads(1)
 
 
@@ -105,10 +122,16 @@ class BuildPool:
     def __enter__(self) -> BuildPool:
         if self.workers > 1 and not self.target.cross:
             # spawn, not fork: the parent holds TVM's and torch's thread pools, which a forked child cannot use
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                             initargs=(os.getpid(),))
             self._dir = tempfile.TemporaryDirectory(prefix="srprune-layers-")
             self._start_workers()
         return self
+
+    @property
+    def scratch(self) -> str | None:
+        """The folder the workers export builds to (each library is removed once loaded here); None in-process."""
+        return self._dir.name if self._dir is not None else None
 
     def _start_workers(self) -> None:
         """Start every worker now, with the caller's main script hidden from them. A spawned worker otherwise runs
