@@ -132,6 +132,18 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     assert not any(_alive(p) for p in workers), "compile workers outlived their killed parent"
 
 
+def _die() -> None:
+    """Run in a worker: end it as the OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_is_a_one_line_error(host):
+    """A worker killed mid-build (the OOM killer) ends the map with a CompilerError that says how to go on."""
+    with BuildPool(host, 2) as pool:
+        with pytest.raises(CompilerError, match=f"worker process died.*{WORKERS_ENV}=1"):
+            list(pool.map([(_die, ())]))
+
+
 def test_loaded_libraries_leave_the_scratch_folder(host):
     """Each exported build is removed once loaded, so a killed run leaves at most the few not yet loaded."""
     with BuildPool(host, 2) as pool:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -159,7 +160,7 @@ class BuildPool:
     def map(self, calls: list[tuple[Callable[..., Any], tuple]]) -> Iterator[tuple[int, Any]]:
         """(index into `calls`, fn(*args)) for every (fn, args) of `calls`, in the order they finish: in the workers,
         where each fn is a module-level function whose BuiltLayers (returned alone or in a tuple) come back loaded; a
-        failure raises its error here and cancels the calls not started."""
+        failure raises its error here and cancels the calls not started; a worker that dies is a CompilerError."""
         if self._pool is None:
             for i, (fn, args) in enumerate(calls):
                 yield i, fn(*args)
@@ -174,7 +175,13 @@ class BuildPool:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i, path = pending.pop(fut)
-                    yield i, _each_layer(fut.result(), path, _load)  # the workers' exports, loaded
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        raise CompilerError(
+                            f"a compile worker process died (out of memory, or killed); run again to resume, "
+                            f"with {WORKERS_ENV}=1 to compile in this process") from None
+                    yield i, _each_layer(result, path, _load)  # the workers' exports, loaded
         finally:
             for fut in pending:
                 fut.cancel()
