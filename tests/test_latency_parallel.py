@@ -8,6 +8,7 @@ arrive as one line, and a caller's script must not run again in the workers.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -121,6 +122,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
         "    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
+        assert select.select([proc.stdout], [], [], 300)[0], "the script printed no worker ids in 300 s"
         workers = [int(p) for p in proc.stdout.readline().split()]
         assert workers and all(_alive(p) for p in workers) and os.getpid() not in workers
     finally:
