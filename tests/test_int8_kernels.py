@@ -225,10 +225,12 @@ def test_host_clib_equals_reference_network(tmp_path):
 
 
 @pytest.mark.parametrize("shape,weight_shape,vec", [((1, 3, 7, 37), (12, 1, 5, 5), 16), ((2, 3, 5, 3), (12, 1, 3, 3), 16),
-                                                    ((1, 1, 9, 10), (4, 1, 5, 5), 4)])
+                                                    ((1, 1, 9, 10), (4, 1, 5, 5), 4), ((2, 3, 21, 19), (12, 1, 5, 5), 8),
+                                                    ((1, 2, 50, 9), (8, 1, 3, 3), 8)])
 def test_bicubic_skip_kernel_equals_reference(shape, weight_shape, vec):
-    """The vectorised depthwise skip (vector body, scalar row tail, rows narrower than a vector, edges replicated)
-    against numpy's reference_skip, within float32 contraction."""
+    """The vectorised depthwise skip (vector body, scalar row tail, rows narrower than a vector, edges replicated;
+    one band of rows or several, the last one short: 21 rows in 2 bands, 50 in 6) against numpy's reference_skip,
+    within float32 contraction."""
     import tvm
 
     rng = np.random.default_rng(0)

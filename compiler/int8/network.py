@@ -37,6 +37,7 @@ from compiler.errors import CompilerError
 from compiler.int8.isa import Int8Isa, choose_isa, kernel_target
 from compiler.int8.float_layer import FloatKernel, build_float_kernel
 from compiler.int8.kernel import Int8Kernel, build_kernel
+from compiler.kernels import row_tasks
 from compiler.quant_spec import IMAGE_INPUT, FloatConv, QConv, reference_conv, reference_float_conv
 from compiler.targets import TargetSpec, get_target
 
@@ -176,10 +177,12 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
     """uint8 image -> the float32 depthwise skip (n, C s^2, h, w), as reference_skip: x = float32(q) / 255 read from
     `skip_lut`, taps summed in row order (LLVM may contract a multiply-add: a few 1e-6 from numpy, as before).
 
-    Rows of the input (b, c, y) in parallel: the k edge-replicated rows it needs are converted once into a task-local
-    float32 buffer (the clamps happen there, not per tap), then every output channel of that input channel is `vec`
-    lanes at a time over the buffer. Why: the per-tap scalar form cost more than the whole int8 body of a searched
-    network at 720p (a 5x5 skip over 12 channels is ~69 M multiply-adds).
+    Bands of rows of each input channel in parallel (compiler.kernels.row_tasks); each task keeps the k
+    edge-replicated input rows its output row reads, converted to float32, in a ring, and converts one new row per
+    output row (the clamps happen there, not per tap); then every output channel of that input channel is `vec`
+    lanes at a time over the ring. Why: the per-tap scalar form cost more than the whole int8 body of a searched
+    network at 720p (a 5x5 skip over 12 channels is ~69 M multiply-adds), and converting the k rows afresh for each
+    output row did each scalar table lookup k times.
     """
     from tvm.script.ir_builder import IRBuilder
     from tvm.script.ir_builder import tirx as T  # noqa: N812
@@ -189,6 +192,8 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
     r = k // 2
     per = co // c
     pw = w + 2 * r
+    bands = row_tasks(h)
+    band = -(-h // bands)
     with IRBuilder() as ib:
         with T.prim_func(s_tir=True):
             T.func_name("main")
@@ -197,35 +202,44 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
             wt = T.arg("weight", T.buffer(weight_shape, "float32"))
             lut = T.arg("lut", T.buffer((256,), "float32"))
             out = T.arg("out", T.buffer((n, co, h, w), "float32"))
-            with T.parallel(0, n * c * h) as row:
-                b, ci, y = row // (c * h), (row // h) % c, row % h
-                buf = T.sblock_alloc_buffer((k, pw), "float32")
-                for ky in range(k):
-                    yy = tirx.min(tirx.max(y + (ky - r), 0), h - 1)
+            with T.parallel(0, n * c * bands) as task:
+                b, ci, y0 = task // (c * bands), (task // bands) % c, (task % bands) * band
+                ring = T.sblock_alloc_buffer((k, pw), "float32")
+
+                def convert(row) -> None:  # input row `row` (-r .. h - 1 + r), edges replicated, into its slot
+                    yy = tirx.min(tirx.max(row, 0), h - 1)
+                    slot = tirx.floormod(row, k)
                     with T.serial(0, pw) as xx:
                         xs = tirx.min(tirx.max(xx - r, 0), w - 1)
                         q = tirx.Cast("int32", tirx.BufferLoad(img, [b, ci, yy, xs]))
-                        T.buffer_store(buf, tirx.BufferLoad(lut, [q]), [ky, xx])
-                with T.serial(0, per) as oo:
-                    o = ci * per + oo
+                        T.buffer_store(ring, tirx.BufferLoad(lut, [q]), [slot, xx])
 
-                    def dot(x, lanes: int):
-                        acc = tirx.Broadcast(tirx.const(0.0, "float32"), lanes) if lanes > 1 else \
-                            tirx.const(0.0, "float32")
-                        for ky in range(k):
-                            for kx in range(k):
-                                tap = tirx.BufferLoad(wt, [o, 0, ky, kx])
-                                idx = tirx.Ramp(x + kx, 1, lanes) if lanes > 1 else x + kx
-                                acc = acc + tirx.BufferLoad(buf, [ky, idx]) * (
-                                    tirx.Broadcast(tap, lanes) if lanes > 1 else tap)
-                        return acc
+                with T.serial(0, k - 1) as j:  # the rows above the band's first output row
+                    convert(y0 - r + j)
+                with T.serial(0, tirx.min(band, h - y0)) as dy:
+                    y = y0 + dy
+                    convert(y + r)
+                    slots = [T.Bind(tirx.floormod(y - r + ky, k)) for ky in range(k)]
+                    with T.serial(0, per) as oo:
+                        o = ci * per + oo
 
-                    if w // vec:
-                        with T.serial(0, w // vec) as xv:
-                            T.buffer_store(out, dot(xv * vec, vec), [b, o, y, tirx.Ramp(xv * vec, 1, vec)])
-                    if w % vec:
-                        with T.serial(w // vec * vec, w) as x:
-                            T.buffer_store(out, dot(x, 1), [b, o, y, x])
+                        def dot(x, lanes: int):
+                            acc = tirx.Broadcast(tirx.const(0.0, "float32"), lanes) if lanes > 1 else \
+                                tirx.const(0.0, "float32")
+                            for ky in range(k):
+                                for kx in range(k):
+                                    tap = tirx.BufferLoad(wt, [o, 0, ky, kx])
+                                    idx = tirx.Ramp(x + kx, 1, lanes) if lanes > 1 else x + kx
+                                    acc = acc + tirx.BufferLoad(ring, [slots[ky], idx]) * (
+                                        tirx.Broadcast(tap, lanes) if lanes > 1 else tap)
+                            return acc
+
+                        if w // vec:
+                            with T.serial(0, w // vec) as xv:
+                                T.buffer_store(out, dot(xv * vec, vec), [b, o, y, tirx.Ramp(xv * vec, 1, vec)])
+                        if w % vec:
+                            with T.serial(w // vec * vec, w) as x:
+                                T.buffer_store(out, dot(x, 1), [b, o, y, x])
     return ib.get().with_attr("tir.is_scheduled", True)
 
 
