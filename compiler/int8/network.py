@@ -182,7 +182,9 @@ def skip_primfunc(image_shape: tuple[int, int, int, int], weight_shape: tuple[in
     output row (the clamps happen there, not per tap); then every output channel of that input channel is `vec`
     lanes at a time over the ring. Why: the per-tap scalar form cost more than the whole int8 body of a searched
     network at 720p (a 5x5 skip over 12 channels is ~69 M multiply-adds), and converting the k rows afresh for each
-    output row did each scalar table lookup k times.
+    output row did each scalar table lookup k times. The bands are those of compiler.kernels.emit_row_bands; its
+    ring is not shared because it zero-pads every channel of a conv's input, while this one replicates the edges
+    of one channel through the lookup table.
     """
     from tvm.script.ir_builder import IRBuilder
     from tvm.script.ir_builder import tirx as T  # noqa: N812
