@@ -9,7 +9,9 @@ searched model with --run) at 1x3x360x640 (720p output at x2):
   `compiler.int8.network.build_int8_clib` (`srprune compile --format c-lib` of an int8 model);
 - int8 c-lib, 50% block-sparse: the same after zeroing half of the (4 output x 4 input channels at one tap) blocks
   of every conv whose channels allow it (the structure the int8 kernels skip), before PTQ;
-- ONNX Runtime (CPU EP) on `srprune export`'s QDQ ONNX of the int8 model (ORT fuses QDQ into int8 kernels).
+- ONNX Runtime (CPU EP) on `srprune export`'s QDQ ONNX of the int8 model (ORT fuses QDQ into int8 kernels); its
+  weights in the uint8 form on an x86 CPU without VNNI, where ORT's int8-weight convs saturate (srprune.quant.qdq;
+  the int8 form came out 22 levels off there, on plain-c32-d6).
 Each runs in a persistent process of its own (benchmarks/peer_worker.py, engines `clib` and `onnxruntime`),
 interleaved with a rotating order as benchmarks/peers.py times peers. Before any timing each worker runs the input
 once and its output is compared with an independent reference: the fp32 c-lib with PyTorch, the int8 c-libs with
@@ -129,9 +131,18 @@ def prepare_int8(net, shape: tuple[int, int, int, int], folder: Path, sparse: st
     return _folder(folder, x, reference_network(net, image))
 
 
+def qdq_weights() -> str:
+    """The QDQ weight form `srprune export` tells users to take for ONNX Runtime on this CPU: uint8 where its
+    int8-weight convs saturate (x86 without VNNI: srprune.quant.qdq), else the standard int8."""
+    from srprune.quant.qdq import ort_int8_saturates
+
+    return "uint8" if ort_int8_saturates() else "int8"
+
+
 def prepare_qdq(q, net, shape: tuple[int, int, int, int], folder: Path) -> Path:
-    """FOLDER/model.onnx: `srprune export`'s QDQ ONNX of the quantised model `q`; ref.npy: the integer reference
-    rounded to uint8 levels (the QDQ graph ends with round(255 y) / 255, as the model's forward)."""
+    """FOLDER/model.onnx: `srprune export`'s QDQ ONNX of the quantised model `q` (weights in `qdq_weights()` form);
+    ref.npy: the integer reference rounded to uint8 levels (the QDQ graph ends with round(255 y) / 255, as the
+    model's forward)."""
     from compiler.int8.network import reference_network
     from srprune.interchange import export_model
     from srprune.models import save_model
@@ -139,7 +150,7 @@ def prepare_qdq(q, net, shape: tuple[int, int, int, int], folder: Path) -> Path:
     image, x = image_input(shape)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(folder / "int8.pt", q)
-    export_model(str(folder / "int8.pt"), folder / "model.onnx")
+    export_model(str(folder / "int8.pt"), folder / "model.onnx", qdq_weights=qdq_weights())
     ref = np.round(reference_network(net, image) * np.float32(255.0)) / np.float32(255.0)
     return _folder(folder, x, ref)
 
@@ -199,7 +210,8 @@ def run_network(name: str, model: nn.Module, shape: tuple[int, int, int, int], t
                  DEFAULT_TOL, 1.0),
                 ("int8", "clib", prepare_int8(net, shape, base / "int8"), INT8_TOL, 1.0),
                 ("int8 50% block-sparse", "clib", prepare_int8(net_sparse, shape, base / "sparse"), INT8_TOL, kept),
-                ("onnxruntime QDQ int8", "onnxruntime", prepare_qdq(q, net, shape, base / "qdq"), MAX_DIFF, 1.0)]
+                (f"onnxruntime QDQ int8 ({qdq_weights()} weights)", "onnxruntime",
+                 prepare_qdq(q, net, shape, base / "qdq"), MAX_DIFF, 1.0)]
     macs = graph_macs(model, shape)
     out: dict = {"macs": macs, "threads": {}, "ort_kernels": ort_kernels(variants[-1][2] / "model.onnx")}
     for t in threads:

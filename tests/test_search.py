@@ -33,7 +33,7 @@ TINY = {
     "threads": 2,
     "supernet": {"space": {"num_cells": 2, "widths": [8, 16], "blocks": ["conv", "res", "skip"], "scales": [2]},
                  "train": {"steps": 30, "val_every": 30, "checkpoint_every": 10, "batch_size": 8}},
-    "latency": {"repeat": 3, "calibrate": 2},
+    "latency": {"repeat": 3, "calibrate": 2, "span_s": 0},  # one burst: the span has its own tests (and the replan's)
     "search": {"trials": 12, "startup_trials": 5, "ratio_trials": 6, "blocks": [[4, 8]], "ratios": [0.5, 0.75],
                "min_fill": 0.0, "replans": 0},  # replanning acts on noisy measurements; its own test turns it on
     "finetune": {"steps": 20, "batch_size": 8},
@@ -545,7 +545,7 @@ def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
     every such measurement, corrects the predictions by it and deploys the next fitting candidate, until one fits,
     none is left, or search.replans (2) are used up, and says which."""
     budget = 0.15  # below any tiny network's real time (~0.3-1 ms on 2 cores), above the 10x-too-fast predictions
-    run, cfg = copy_run(base, tmp_path, budget_ms=budget, search__replans=2)
+    run, cfg = copy_run(base, tmp_path, budget_ms=budget, search__replans=2, latency__span_s=0.5)
     pred_file = run / "latency" / "host" / "predictor.json"
     doc = json.loads(pred_file.read_text())
     doc.update(alpha=doc["alpha"] * 0.1, beta_ms=0.0, gamma_ms=0.0)
@@ -564,7 +564,15 @@ def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
     else:
         assert "no other scored candidate fits" in r.stderr
         assert "OVER BUDGET" in r.stdout
-    assert f"Replanned after measurements outside the budget window ({len(feedback)})" in (run / "report.html").read_text()
+    report = (run / "report.html").read_text()
+    assert f"Replanned after measurements outside the budget window ({len(feedback)})" in report
+    # each over-budget result was timed again over the span before it counted (tests/test_measure_span.py)
+    assert r.stderr.count("before deciding") == len(feedback)
+    if lat["within_budget"]:  # (min_fill 0: nothing under budget is outside the window)
+        assert "timed_again" not in lat and "so timed again" not in report
+    else:
+        assert lat["timed_again"]["reason"] == "over" and len(lat["samples_ms"]) == 2 * lat["rounds"]
+        assert lat["first_ms"] > budget and "so timed again" in report
     r = cli("run", "-c", cfg, cache=base[1])  # a re-run measures nothing new
     assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 8
     assert json.loads((run / "search" / "feedback.json").read_text()) == feedback

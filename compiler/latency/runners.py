@@ -76,8 +76,9 @@ class Runner(Protocol):
 POOL_SETTLE_S = 0.25
 
 
-def interleaved(timers: list[Timer], rounds: int) -> list[list[float]]:
-    """Milliseconds of `rounds` runs of each timer, one timed run of each per round.
+def interleaved(timers: list[Timer], rounds: int, span_s: float = 0.0) -> list[list[float]]:
+    """Milliseconds of `rounds` runs of each timer, one timed run of each per round; with `span_s`, rounds are
+    paced (a pause after a round that ends early) so that they spread over at least that many seconds.
 
     Why round-robin: on a shared machine the load changes over seconds, so a burst hits every
     timed thing alike instead of a few of them wholesale. Why each timed run is the second of two back to
@@ -85,11 +86,19 @@ def interleaved(timers: list[Timer], rounds: int) -> list[list[float]]:
     after frame), so its data is in the caches; timed straight after the other timers of a round, a layer
     alone would read everything from memory and measure up to 30% slower than it runs in the network, more for
     memory-bound layers (a residual add, a channel pad) than for compute-bound ones (sparse kernels).
+    Why a span: on a shared machine the speed shifts for seconds at a time (docs/benchmarks.md
+    `measurement_noise`: on a Zen 3 VM the median of 25 back-to-back runs of one c-lib lay anywhere in 25-39 ms over
+    four minutes), and rounds spread over tens of seconds sample more of those phases than one burst does.
     """
+    import time
+
     samples: list[list[float]] = [[] for _ in timers]
-    for _ in range(rounds):
+    start = time.monotonic()
+    for r in range(rounds):
         for i, t in enumerate(timers):
             samples[i].append(t(2)[-1])
+        if span_s > 0 and r + 1 < rounds:
+            time.sleep(max(0.0, start + span_s * (r + 1) / (rounds - 1) - time.monotonic()))
     return samples
 
 

@@ -51,6 +51,9 @@ class LatencySettings:
                           "estimate (static: llvm-mca on the emitted code, no device; see docs/latency_estimate.md)")
     cpu: str | None = setting(None, Text(optional=True), "source estimate: the CPU (cortex-a77, snapdragon-865, ...; "
                               "host on target host)")
+    span_s: float = setting(20.0, Num(0, 3600), "the deployed model's timing spreads over at least this many "
+                            "seconds, and a result outside the budget window is timed again as long before a replan "
+                            "(a shared machine's speed shifts for seconds at a time; 0 on a quiet device)")
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,14 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
                        f"of the budget, {verdict} it; predicted from the estimated table {lat['predicted_ms']:.1f} ms.")
     elif lat:
         verdict = "within" if lat["within_budget"] else "OVER"
+        runs = len(lat.get("samples_ms") or []) or lat["rounds"]
+        spread = f" over {lat['span_s']:g} s" if lat.get("span_s") else ""
+        again = lat.get("timed_again")
+        if again:
+            spread += (f"; {lat['first_ms']:.1f} ms in the first {lat['rounds']}, {again['reason']} the window, so timed "
+                       f"again: {again['median_ms']:.1f} ms, both pooled")
         summary.append(f"Measured latency of the compiled model: <b>{lat['measured_ms']:.1f} ms</b> (median of "
-                       f"{lat['rounds']} runs, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
+                       f"{runs} runs{spread}, min {lat['min_ms']:.1f}, max {lat['max_ms']:.1f}) = "
                        f"{lat['budget_fill']:.0%} of the budget, {verdict} it; predicted {lat['predicted_ms']:.1f} ms. "
                        + (f"Compiled int8 c-lib ({lat['precision']}) vs the integer contract's reference: max |diff| "
                           f"{lat['max_abs_diff']:.1e}." if lat.get("precision", "fp32") != "fp32" else

@@ -19,7 +19,9 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 
 STAGE = Stage(
     name="latency",
-    reads=("target", "threads", "rpc", "output_size", "latency", "supernet.space", "search.schemes",
+    # latency.* but span_s (how the compile stage times the deployed model, not the table)
+    reads=("target", "threads", "rpc", "output_size", "latency.repeat", "latency.calibrate", "latency.source",
+           "latency.cpu", "supernet.space", "search.schemes",
            "search.blocks", "search.ratios", "search.scheme_ratio", "search.precisions"),
     after=(),
     writes=lambda layout: [layout.latency],
