@@ -572,7 +572,7 @@ def test_over_budget_measurement_is_replanned_and_recorded(base, tmp_path):
         assert "timed_again" not in lat and "so timed again" not in report
     else:
         assert lat["timed_again"]["reason"] == "over" and len(lat["samples_ms"]) == 2 * lat["rounds"]
-        assert lat["first_ms"] > budget and "so timed again" in report
+        assert lat["first_ms"] > budget and "so timed again" in report and "over two spans of 0.5 s" in report
     r = cli("run", "-c", cfg, cache=base[1])  # a re-run measures nothing new
     assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 8
     assert json.loads((run / "search" / "feedback.json").read_text()) == feedback

@@ -152,8 +152,8 @@ def build_report(run_dir: Path, stale: dict[str, str]) -> str:
     elif lat:
         verdict = "within" if lat["within_budget"] else "OVER"
         runs = len(lat.get("samples_ms") or []) or lat["rounds"]
-        spread = f" over {lat['span_s']:g} s" if lat.get("span_s") else ""
         again = lat.get("timed_again")
+        spread = f" over {'two spans of ' if again else ''}{lat['span_s']:g} s" if lat.get("span_s") else ""
         if again:
             spread += (f"; {lat['first_ms']:.1f} ms in the first {lat['rounds']}, {again['reason']} the window, so timed "
                        f"again: {again['median_ms']:.1f} ms, both pooled")
