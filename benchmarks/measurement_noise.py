@@ -77,7 +77,8 @@ def rules(runs: list[tuple[float, float]], span_s: float, lo: float, hi: float) 
     for s in range(0, len(runs), 10):
         burst = [ms for _, ms in runs[s:s + ROUNDS]]
         first = paced(runs, s, ROUNDS, span_s)
-        both = paced(runs, s, 2 * ROUNDS, 2 * span_s * (2 * ROUNDS - 1) / (2 * ROUNDS - 2))
+        # the stage's second timing: 25 more at the first's pace (span / 24 apart), so 50 over 49 / 24 spans
+        both = paced(runs, s, 2 * ROUNDS, span_s * (2 * ROUNDS - 1) / (ROUNDS - 1))
         if len(burst) < ROUNDS or first is None or both is None:
             break
         out["one burst"].append(statistics.median(burst))

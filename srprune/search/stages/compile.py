@@ -20,8 +20,10 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from compiler.latency.runners import interleaved
 from srcommon.atomic import write_text
 from srcommon.owned import OwnedFolder
+from srcommon.progress import note
 from srprune.search.candidate import Candidate, layer_breakdown
 from srprune.search.compile_result import common_result
 from srprune.search.config import RunConfig
@@ -43,7 +45,7 @@ def run(run: "Run", fresh: bool) -> dict[str, Any]:
 def compile_final(cfg: RunConfig, layout: RunLayout, target: Any, *, rounds: int = 25, progress: bool = True) -> dict:
     """Compile final/model.pt for the target (numerics checked), write the artifact, measure its latency."""
     from compiler.clib.runner import process_timer
-    from compiler.latency.measure import built_network, interleaved
+    from compiler.latency.measure import built_network
     from compiler.latency.runners import POOL_SETTLE_S
     from srprune.models.modelfile import read_model_file
     from srprune.quant.qmodel import NAME as QUANTIZED
@@ -117,14 +119,10 @@ def confirm_outside_window(first: list[float], net_timer: Any, rounds: int, span
     first_ms = statistics.median(first)
     if span_s <= 0 or budget_ms * min_fill <= first_ms <= budget_ms:
         return first, {}
-    from srcommon.progress import note
-
     side = "over" if first_ms > budget_ms else "under"
     if progress:
         note(f"[compile] {first_ms:.1f} ms, {side} the window of the {budget_ms:g} ms budget: timing the network "
              f"again over {span_s:g} s before deciding")
-    from compiler.latency.runners import interleaved
-
     again = interleaved([net_timer], rounds, span_s)[0]
     pooled = first + again
     return pooled, {"first_ms": first_ms, "timed_again": {"reason": side, "rounds": rounds,
